@@ -1,0 +1,690 @@
+"""The rule engine: findings, fingerprints, the rule base class, the project view and `analyze`."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pkgutil
+import re
+import sys
+import textwrap
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import PurePosixPath
+from typing import ClassVar
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from analyzers.patterns import DRBOT_META, PATTERNS
+
+
+CODE_RE = re.compile(r"^DRB\d{3}$")
+SEVERITIES = ("error", "warning", "note")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One defect found in one place; see DESIGN §4."""
+
+    code: str
+    pattern: int
+    path: str
+    line: int
+    end_line: int
+    scope: str
+    symbol: str
+    message: str
+    severity: str = "warning"
+    fingerprint: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Finding:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+def fingerprint(code: str, path: str, scope: str, symbol: str, n: int) -> str:
+    """Return the line-independent id of a finding: sha256 of `code|path|scope|symbol|n`, 16 hex digits."""
+    return hashlib.sha256(f"{code}|{path}|{scope}|{symbol}|{n}".encode()).hexdigest()[:16]
+
+
+def with_fingerprints(findings: Iterable[Finding]) -> list[Finding]:
+    """Number identical (code, path, scope, symbol) tuples in source order and fill in fingerprints."""
+    ordered = sorted(findings, key=lambda f: (f.path, f.line, f.end_line, f.code, f.symbol, f.message))
+    seen: Counter[tuple[str, str, str, str]] = Counter()
+    out = []
+    for finding in ordered:
+        key = (finding.code, finding.path, finding.scope, finding.symbol)
+        n = seen[key]
+        seen[key] += 1
+        out.append(replace(finding, fingerprint=fingerprint(*key, n)))
+    return out
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Code a rule must stay silent on. `files` adds other modules of the scanned tree, by path."""
+
+    code: str
+    path: str = "diffusers/pipelines/example/pipeline_example.py"
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Code a rule must report; `message`, when given, is the exact message of the single finding."""
+
+    code: str
+    message: str | None = None
+    path: str = "diffusers/pipelines/example/pipeline_example.py"
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+class AnalysisError(Exception):
+    """A file could not be analysed (it does not parse); the scan goes on without it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Project view
+
+
+Reader = Callable[[str], "str | None"]
+
+
+class Project:
+    """A read-only view of the scanned tree that loads sibling modules by dotted name, lazily and cached.
+
+    Paths are POSIX paths relative to the parent of the top-level package (`diffusers/models/…`), the
+    same paths findings carry. The reader returns a file's text or None when there is no such file.
+    """
+
+    #: parsed modules kept at once; a scan touches each file once, rules ask for a few neighbours
+    CACHE_SIZE = 64
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._sources: OrderedDict[str, str | None] = OrderedDict()
+        self._modules: OrderedDict[str, cst.Module | None] = OrderedDict()
+        self._imports: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._packages: dict[str, bool] = {}
+
+    def _cached(self, cache: OrderedDict, key: str, make: Callable[[], object]):
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = cache[key] = make()
+        if len(cache) > self.CACHE_SIZE:
+            cache.popitem(last=False)
+        return value
+
+    @classmethod
+    def from_mapping(cls, files: Mapping[str, str]) -> Project:
+        return cls(lambda path: files.get(path))
+
+    @classmethod
+    def from_directory(cls, root: str) -> Project:
+        """A view over a directory that holds top-level packages (site-packages, a checkout's `src/`)."""
+        import os
+
+        def read(path: str) -> str | None:
+            full = os.path.join(root, *path.split("/"))
+            try:
+                with open(full, encoding="utf-8") as handle:
+                    return handle.read()
+            except (OSError, UnicodeDecodeError):
+                return None
+
+        return cls(read)
+
+    def source(self, path: str) -> str | None:
+        return self._cached(self._sources, path, lambda: self._reader(path))
+
+    def module_path(self, dotted: str) -> str | None:
+        """Return the path of module `dotted` (`a/b.py` or `a/b/__init__.py`), or None if absent."""
+        base = dotted.replace(".", "/")
+        for candidate in (f"{base}.py", f"{base}/__init__.py"):
+            if self.source(candidate) is not None:
+                return candidate
+        return None
+
+    def module(self, dotted: str) -> cst.Module | None:
+        """Return the parsed module `dotted`, or None if it is absent or does not parse."""
+
+        def load() -> cst.Module | None:
+            path = self.module_path(dotted)
+            if path is None:
+                return None
+            self._packages[dotted] = path.endswith("__init__.py")
+            try:
+                return cst.parse_module(self.source(path) or "")
+            except (cst.ParserSyntaxError, RecursionError):
+                return None
+
+        return self._cached(self._modules, dotted, load)
+
+    def remember(self, dotted: str, module: cst.Module, is_package: bool) -> None:
+        """Share a parse the engine already made, so a rule asking for this module does not parse it again."""
+        self._packages[dotted] = is_package
+        self._cached(self._modules, dotted, lambda: module)
+
+    def imports(self, dotted: str) -> dict[str, str]:
+        """The import table of module `dotted` (empty if it is absent)."""
+
+        def build() -> dict[str, str]:
+            module = self.module(dotted)
+            return {} if module is None else module_imports(module, dotted, self._packages.get(dotted, False))
+
+        return self._cached(self._imports, dotted, build)
+
+    def locate_class(self, dotted: str, name: str, max_hops: int = 4) -> tuple[str, cst.ClassDef] | None:
+        """Find the class that `name` (`Foo` or `mod.Foo`) means inside module `dotted`, following imports."""
+        for _ in range(max_hops):
+            head, _, rest = name.partition(".")
+            if not rest:
+                local = self.find_class(dotted, name)
+                if local is not None:
+                    return dotted, local
+            qualified = self.imports(dotted).get(head)
+            if qualified is None:
+                return None
+            qualified = f"{qualified}.{rest}" if rest else qualified
+            dotted, _, name = qualified.rpartition(".")
+            if not dotted:
+                return None
+        return None
+
+    def find_class(self, dotted: str, name: str) -> cst.ClassDef | None:
+        """Return the top-level class `name` of module `dotted`, or None."""
+        module = self.module(dotted)
+        if module is None:
+            return None
+        for statement in module.body:
+            if isinstance(statement, cst.ClassDef) and statement.name.value == name:
+                return statement
+        return None
+
+
+def module_name_for(path: str) -> str:
+    """`diffusers/pipelines/x/__init__.py` -> `diffusers.pipelines.x`; `a/b.py` -> `a.b`."""
+    parts = list(PurePosixPath(path).with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def resolve_relative(module_name: str, is_package: bool, level: int, target: str | None) -> str:
+    """Resolve `from {'.' * level}{target} import …` inside `module_name` to an absolute dotted name."""
+    if level == 0:
+        return target or ""
+    parts = module_name.split(".")
+    if not is_package:
+        parts = parts[:-1]
+    if level > 1:
+        parts = parts[: len(parts) - (level - 1)]
+    if target:
+        parts.append(target)
+    return ".".join(parts)
+
+
+def dotted_name(node: cst.BaseExpression | None) -> str | None:
+    """`a.b.c` for a Name/Attribute chain, else None."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        head = dotted_name(node.value)
+        return f"{head}.{node.attr.value}" if head else None
+    return None
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A class or function of the analysed file, with its dotted scope (`Outer.method`)."""
+
+    node: cst.ClassDef | cst.FunctionDef
+    qualname: str
+    parent: Definition | None
+
+    @property
+    def name(self) -> str:
+        return self.node.name.value
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.node, cst.ClassDef)
+
+
+def _nested_blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
+    """Yield the statement lists directly inside a compound statement (not inside nested defs)."""
+    for attr in ("body", "orelse", "finalbody"):
+        child = getattr(statement, attr, None)
+        if isinstance(child, (cst.IndentedBlock, cst.SimpleStatementSuite)):
+            yield child.body
+        elif isinstance(child, (cst.Else, cst.Finally)):
+            yield child.body.body
+        elif isinstance(child, cst.If):  # elif chain
+            yield [child]
+    for handler in getattr(statement, "handlers", ()) or ():
+        yield handler.body.body
+    for case in getattr(statement, "cases", ()) or ():
+        yield case.body.body
+
+
+def _walk_definitions(body: Sequence[cst.CSTNode], prefix: str, parent: Definition | None) -> Iterator[Definition]:
+    for statement in body:
+        if isinstance(statement, (cst.ClassDef, cst.FunctionDef)):
+            qualname = f"{prefix}.{statement.name.value}" if prefix else statement.name.value
+            definition = Definition(statement, qualname, parent)
+            yield definition
+            yield from _walk_definitions(statement.body.body if isinstance(statement.body, cst.IndentedBlock) else (), qualname, definition)
+        elif isinstance(statement, cst.BaseCompoundStatement):
+            for block in _nested_blocks(statement):
+                yield from _walk_definitions(block, prefix, parent)
+
+
+def module_imports(module: cst.Module, module_name: str, is_package: bool) -> dict[str, str]:
+    """Module-level (and `if`/`try`-guarded) imports of `module`: local name -> absolute dotted name."""
+    table: dict[str, str] = {}
+
+    def visit(body: Sequence[cst.CSTNode]) -> None:
+        for statement in body:
+            if isinstance(statement, cst.SimpleStatementLine):
+                for small in statement.body:
+                    if isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+                        base = resolve_relative(module_name, is_package, len(small.relative), dotted_name(small.module))
+                        for alias in small.names:
+                            name = dotted_name(alias.name) or ""
+                            local = alias.asname.name.value if alias.asname else name  # type: ignore[union-attr]
+                            table[local] = f"{base}.{name}" if base else name
+                    elif isinstance(small, cst.Import):
+                        for alias in small.names:
+                            name = dotted_name(alias.name) or ""
+                            if alias.asname:
+                                table[alias.asname.name.value] = name  # type: ignore[union-attr]
+                            else:
+                                table[name.split(".")[0]] = name.split(".")[0]
+            elif isinstance(statement, (cst.If, cst.Try)):
+                for block in _nested_blocks(statement):
+                    visit(block)
+
+    visit(module.body)
+    return table
+
+
+class FileContext:
+    """Everything rules share about one file: one parse, one metadata wrapper, one index."""
+
+    def __init__(self, path: str, source: str, module: cst.Module, project: Project) -> None:
+        self.path = path
+        self.source = source
+        self.module = module
+        self.project = project
+        self.module_name = module_name_for(path)
+        self.is_package = PurePosixPath(path).name == "__init__.py"
+        project.remember(self.module_name, module, self.is_package)
+
+    @cached_property
+    def wrapper(self) -> MetadataWrapper:
+        # unsafe_skip_copy: rules hold nodes of self.module; a deep copy would break identity.
+        return MetadataWrapper(self.module, unsafe_skip_copy=True)
+
+    @cached_property
+    def definitions(self) -> list[Definition]:
+        return list(_walk_definitions(self.module.body, "", None))
+
+    @cached_property
+    def classes(self) -> list[Definition]:
+        return [d for d in self.definitions if d.is_class]
+
+    def methods(self, cls: Definition) -> dict[str, cst.FunctionDef]:
+        """Return the methods defined directly in class `cls`, by name (the last definition wins)."""
+        return {d.name: d.node for d in self.definitions if d.parent is cls and not d.is_class}
+
+    @cached_property
+    def imports(self) -> dict[str, str]:
+        """Module-level (and `if`/`try`-guarded) imports: local name -> absolute dotted name."""
+        return module_imports(self.module, self.module_name, self.is_package)
+
+    def qualified_name(self, node: cst.BaseExpression) -> str | None:
+        """Resolve a Name/Attribute through this module's imports: `torch.float64`, `diffusers.…Pipeline`."""
+        name = dotted_name(node)
+        if name is None:
+            return None
+        head, _, rest = name.partition(".")
+        if head in self.imports:
+            base = self.imports[head]
+            return f"{base}.{rest}" if rest else base
+        return None
+
+    def find_class(self, name: str) -> cst.ClassDef | None:
+        for definition in self.classes:
+            if definition.parent is None and definition.name == name:
+                return definition.node  # type: ignore[return-value]
+        return None
+
+    def base_names(self, cls: cst.ClassDef) -> list[str]:
+        """Base classes of `cls`, as the last component of each base expression."""
+        names = []
+        for arg in cls.bases:
+            name = dotted_name(arg.value)
+            if name:
+                names.append(name.rpartition(".")[2])
+        return names
+
+    def inherits_from(self, cls: cst.ClassDef, targets: frozenset[str], max_steps: int = 64) -> bool:
+        """Whether a base class of `cls`, followed through the project view, is named in `targets`."""
+        frontier: list[tuple[str, cst.ClassDef]] = [(self.module_name, cls)]
+        seen: set[tuple[str, str]] = set()
+        for _ in range(max_steps):
+            if not frontier:
+                return False
+            module_name, node = frontier.pop()
+            for arg in node.bases:
+                name = dotted_name(arg.value)
+                if not name:
+                    continue
+                if name.rpartition(".")[2] in targets:
+                    return True
+                found = self.project.locate_class(module_name, name)
+                if found is not None and found[1].name.value in targets:
+                    return True  # imported under another name
+                if found is not None and (found[0], found[1].name.value) not in seen:
+                    seen.add((found[0], found[1].name.value))
+                    frontier.append(found)
+        return False
+
+    def position(self, node: cst.CSTNode) -> tuple[int, int]:
+        """Return (first line, last line) of `node`; resolves positions for the whole file once."""
+        positions = self.wrapper.resolve(PositionProvider)
+        code_range = positions[node]
+        return code_range.start.line, code_range.end.line
+
+    def enclosing_scope(self, line: int, end_line: int) -> str:
+        """Dotted name of the innermost class or function around lines `line`..`end_line`."""
+        best = ""
+        best_span = None
+        for definition in self.definitions:
+            start, end = self.position(definition.node)
+            if start <= line and end_line <= end:
+                span = end - start
+                if best_span is None or span <= best_span:
+                    best, best_span = definition.qualname, span
+        return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+_SECTION_RE = re.compile(r"^## (?P<title>.+?)\s*$", re.MULTILINE)
+
+
+def docstring_sections(doc: str) -> dict[str, str]:
+    """Split a ruff-style rule docstring into {section title: body}."""
+    doc = textwrap.dedent(doc or "").strip("\n")
+    sections: dict[str, str] = {}
+    matches = list(_SECTION_RE.finditer(doc))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(doc)
+        sections[match["title"]] = doc[match.end() : end].strip("\n")
+    return sections
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+_RULE_CODES: dict[str, str] = {}
+
+
+class Rule(m.MatcherDecoratableVisitor):
+    """Base class of drbot rules: one defect, one class, one file under `analyzers/rules/`.
+
+    A rule looks at one `FileContext`. By default `check()` visits the whole module, so libcst's
+    `@m.visit`/`@m.leave` decorators work; a rule that only needs a few functions overrides `check()`
+    and walks those. `applies_to` is a cheap text prefilter: files no rule applies to are not parsed.
+    """
+
+    code: ClassVar[str]
+    pattern: ClassVar[int]
+    message: ClassVar[str] = ""
+    severity: ClassVar[str] = "warning"
+    VALID: ClassVar[Sequence[Valid]] = ()
+    INVALID: ClassVar[Sequence[Invalid]] = ()
+    #: substrings of which at least one must occur in a file for this rule to run on it
+    REQUIRES_ANY: ClassVar[tuple[str, ...]] = ()
+    #: path fragments (`/pipelines/`) of which at least one must occur in the file's path
+    PATHS: ClassVar[tuple[str, ...]] = ()
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    rationale: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False):
+            return
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not CODE_RE.match(getattr(cls, "code", "")):
+            raise TypeError(f"{where}: `code` must be DRB + 3 digits")
+        if cls.code in _RULE_CODES and _RULE_CODES[cls.code] != where:
+            raise TypeError(f"{where}: code {cls.code} is already used by {_RULE_CODES[cls.code]}")
+        _RULE_CODES[cls.code] = where
+        if cls.pattern not in PATTERNS and cls.pattern != DRBOT_META:
+            raise TypeError(f"{where}: `pattern` must be one of the #13656 patterns 1-10")
+        if cls.severity not in SEVERITIES:
+            raise TypeError(f"{where}: `severity` must be one of {SEVERITIES}")
+        sections = docstring_sections(cls.__doc__ or "")
+        for required in ("What it does", "Why is this bad?"):
+            if not sections.get(required):
+                raise TypeError(f"{where}: the docstring needs a `## {required}` section")
+        if not cls.VALID or not cls.INVALID:
+            raise TypeError(f"{where}: at least one VALID and one INVALID case are required")
+        cls.name = _slug(cls.__name__)
+        cls.title = " ".join(sections["What it does"].split())
+        cls.rationale = " ".join(sections["Why is this bad?"].split())
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__()
+        self.context = context
+        self.reports: list[tuple[cst.CSTNode, str, str, str | None]] = []
+
+    @classmethod
+    def applies_to(cls, path: str, source: str) -> bool:
+        """Cheap test on path and text; False skips the rule (and the parse, if no rule applies)."""
+        if cls.PATHS and not any(fragment in f"/{path}" for fragment in cls.PATHS):
+            return False
+        return not cls.REQUIRES_ANY or any(needle in source for needle in cls.REQUIRES_ANY)
+
+    def check(self) -> None:
+        """Look at the file and `report` defects. The default visits the whole module."""
+        self.context.wrapper.visit(self)
+
+    def report(self, node: cst.CSTNode, message: str, *, symbol: str, scope: str | None = None) -> None:
+        """Report a finding at `node`. `scope` defaults to the innermost class/function around it."""
+        self.reports.append((node, message, symbol, scope))
+
+    @classmethod
+    def docs_url(cls) -> str:
+        return f"docs/rules/{cls.code}.md"
+
+
+def all_rules() -> list[type[Rule]]:
+    """Every rule class under `analyzers.rules`, by code; nothing to register."""
+    import analyzers.rules as package
+
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        importlib.import_module(info.name)
+    found: dict[str, type[Rule]] = {}
+    stack = list(Rule.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        module = sys.modules.get(cls.__module__)
+        # only the class its module exports: not abstract bases, not re-executed copies (mutation tests)
+        if (
+            not cls.__dict__.get("abstract", False)
+            and cls.__module__.startswith(package.__name__ + ".")
+            and getattr(module, cls.__name__, None) is cls
+        ):
+            found[cls.code] = cls
+    return [found[code] for code in sorted(found)]
+
+
+def select_rules(rules: Sequence[type[Rule]], select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[type[Rule]]:
+    """Filter rules by code prefix (`DRB0`, `DRB002`) or pattern (`P1`), ruff-style."""
+
+    def matches(rule: type[Rule], selector: str) -> bool:
+        selector = selector.strip().upper()
+        if selector in ("ALL", ""):
+            return True
+        if selector.startswith("P") and selector[1:].isdigit():
+            return rule.pattern == int(selector[1:])
+        return rule.code.startswith(selector)
+
+    chosen = [r for r in rules if not select or any(matches(r, s) for s in select)]
+    return [r for r in chosen if not any(matches(r, s) for s in ignore)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Suppression comments
+
+SUPPRESSION_RE = re.compile(
+    r"""\#\s*drbot:\s*ignore        # the marker
+        (?:\[(?P<codes>[^\]]*)\])?   # optional [DRB001, DRB002]
+        (?P<reason>[^\#]*)           # free-text reason up to another comment
+    """,
+    re.VERBOSE,
+)
+BARE_IGNORE_CODE = "DRB000"
+BARE_IGNORE_MESSAGE = (
+    "`# drbot: ignore` without a rule code silences nothing; name the rule, as in "
+    "`# drbot: ignore[DRB002] reason`."
+)
+
+
+@dataclass(frozen=True)
+class Suppression:
+    line: int
+    codes: frozenset[str]
+    reason: str
+    standalone: bool  # the comment is alone on its line, so it covers the next line
+
+
+def suppressions(source: str) -> list[Suppression]:
+    """Find `# drbot: ignore[...]` comments. Only lines that mention `drbot:` are looked at."""
+    if "drbot:" not in source:
+        return []
+    found = []
+    for number, text in enumerate(source.splitlines(), start=1):
+        if "drbot:" not in text:
+            continue
+        match = SUPPRESSION_RE.search(text)
+        if not match:
+            continue
+        codes = frozenset(c.strip().upper() for c in (match["codes"] or "").split(",") if c.strip())
+        standalone = text.lstrip().startswith("#")
+        found.append(Suppression(number, codes, match["reason"].strip(), standalone))
+    return found
+
+
+def _apply_suppressions(findings: list[Finding], path: str, source: str) -> list[Finding]:
+    marks = suppressions(source)
+    if not marks:
+        return findings
+    by_line: dict[int, set[str]] = {}
+    extra: list[Finding] = []
+    for mark in marks:
+        if not mark.codes:
+            extra.append(
+                Finding(BARE_IGNORE_CODE, DRBOT_META, path, mark.line, mark.line, "", "drbot: ignore", BARE_IGNORE_MESSAGE)
+            )
+            continue
+        by_line.setdefault(mark.line, set()).update(mark.codes)
+        if mark.standalone:
+            by_line.setdefault(mark.line + 1, set()).update(mark.codes)
+    kept = [f for f in findings if f.code not in by_line.get(f.line, ())]
+    return kept + extra
+
+
+# ---------------------------------------------------------------------------------------------
+# Running rules
+
+
+def parse(path: str, source: str) -> cst.Module:
+    """Parse `source`, raising AnalysisError with the position when libcst cannot."""
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError as error:
+        raise AnalysisError(f"libcst cannot parse this file: {error.message} (line {error.raw_line}, column {error.raw_column})") from None
+    except RecursionError:
+        raise AnalysisError("libcst cannot parse this file: nesting too deep") from None
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: list[Finding]
+    errors: list[str]
+
+
+def analyze_file(
+    path: str, source: str, *, project: Project | None = None, rules: Sequence[type[Rule]] | None = None
+) -> FileResult:
+    """Run `rules` on one file. A parse failure or a rule's exception becomes an error, never a raise."""
+    rules = all_rules() if rules is None else rules
+    applicable = [rule for rule in rules if rule.applies_to(path, source)]
+    if not applicable and "drbot:" not in source:
+        return FileResult(path, [], [])
+    try:
+        module = parse(path, source)
+    except AnalysisError as error:
+        return FileResult(path, [], [str(error)])
+    project = project or Project.from_mapping({path: source})
+    context = FileContext(path, source, module, project)
+    findings: list[Finding] = []
+    errors: list[str] = []
+    for rule_class in applicable:
+        rule = rule_class(context)
+        try:
+            rule.check()
+            for node, message, symbol, scope in rule.reports:
+                line, end_line = context.position(node)
+                findings.append(
+                    Finding(
+                        code=rule.code,
+                        pattern=rule.pattern,
+                        path=path,
+                        line=line,
+                        end_line=end_line,
+                        scope=scope if scope is not None else context.enclosing_scope(line, end_line),
+                        symbol=symbol,
+                        message=message,
+                        severity=rule.severity,
+                    )
+                )
+        except Exception as error:  # noqa: BLE001 - one broken rule must not stop the scan
+            errors.append(f"{rule.code} raised {type(error).__name__}: {error}")
+    findings = _apply_suppressions(findings, path, source)
+    return FileResult(path, with_fingerprints(findings), errors)
+
+
+def analyze(path: str, source: str, *, project: Project | None = None, rules: Sequence[type[Rule]] | None = None) -> list[Finding]:
+    """Return the findings of `rules` (default: all) on one file; raise AnalysisError if it cannot be analysed."""
+    result = analyze_file(path, source, project=project, rules=rules)
+    if result.errors:
+        raise AnalysisError("; ".join(result.errors))
+    return result.findings
+
+
+def run_case(rule: type[Rule], case: Valid | Invalid) -> list[Finding]:
+    """Run one rule on one of its embedded cases (dedented), with the case's extra files as the project."""
+    source = textwrap.dedent(case.code)
+    files = {path: textwrap.dedent(text) for path, text in case.files.items()}
+    files[case.path] = source
+    return analyze(case.path, source, project=Project.from_mapping(files), rules=[rule])

@@ -1,0 +1,305 @@
+"""Render findings as text, JSON, SARIF 2.1.0, GitHub workflow annotations and Markdown."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+
+from analyzers.core import Finding, Rule
+from analyzers.patterns import META_ISSUE, META_ISSUE_URL, PATTERNS, pattern_title
+from analyzers.review import ReviewData
+
+
+SUMMARY_MARKER = "<!-- drbot:summary -->"
+#: GitHub rejects comment bodies over 65,536 characters; keep a margin for the marker and footer
+MAX_BODY = 65_000
+TOOL_NAME = "drbot"
+TOOL_URI = "https://github.com/huggingface/diffusers/issues/13656"
+JSON_FIELDS = ("code", "pattern", "path", "line", "end_line", "scope", "symbol", "message", "fingerprint")
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where rendered findings point: rule documentation, and optionally the source line."""
+
+    docs_base: str = "docs/rules/"
+    source_url: Callable[[Finding], str | None] | None = None
+
+    def rule(self, code: str) -> str:
+        return f"{self.docs_base}{code}.md"
+
+
+def _rules_by_code(rules: Iterable[type[Rule]] | None) -> dict[str, type[Rule]]:
+    if rules is None:
+        from analyzers.core import all_rules
+
+        rules = all_rules()
+    return {rule.code: rule for rule in rules}
+
+
+def _rule_name(code: str, rules: dict[str, type[Rule]]) -> str:
+    rule = rules.get(code)
+    return rule.name if rule is not None else "suppression-without-code"
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+def to_text(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, files: int | None = None) -> str:
+    """Findings grouped by pattern, one `path:line: CODE message` line each, then errors and a count."""
+    lines: list[str] = []
+    for pattern, group in groupby(sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern):
+        items = list(group)
+        lines.append(f"{pattern_title(pattern)} ({len(items)})")
+        for f in items:
+            lines.append(f"  {f.path}:{f.line}: {f.code} [{f.scope or '<module>'}] {f.message}")
+        lines.append("")
+    for path, message in errors:
+        lines.append(f"error: {path}: {message}")
+    scanned = f" in {files} files" if files is not None else ""
+    lines.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{scanned}, {len(errors)} error{'s' if len(errors) != 1 else ''}.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- json
+
+
+def to_json(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = ()) -> str:
+    payload = {
+        "findings": [{name: getattr(f, name) for name in JSON_FIELDS} for f in findings],
+        "errors": [{"path": path, "message": message} for path, message in errors],
+    }
+    return json.dumps(payload, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- sarif
+
+
+def to_sarif(
+    findings: Sequence[Finding],
+    errors: Sequence[tuple[str, str]] = (),
+    *,
+    rules: Iterable[type[Rule]] | None = None,
+    version: str = "0",
+    links: Links = Links(),
+) -> str:
+    """A SARIF 2.1.0 log, for GitHub code scanning: one run, every rule described, fingerprints kept."""
+    by_code = _rules_by_code(rules)
+    codes = sorted(by_code)
+    index = {code: i for i, code in enumerate(codes)}
+    driver_rules = []
+    for code in codes:
+        rule = by_code[code]
+        driver_rules.append(
+            {
+                "id": code,
+                "name": rule.__name__,
+                "shortDescription": {"text": rule.title},
+                "fullDescription": {"text": rule.rationale},
+                "helpUri": links.rule(code),
+                "help": {"text": f"{rule.title} {rule.rationale}"},
+                "properties": {"pattern": rule.pattern, "tags": [f"pattern-{rule.pattern}"]},
+            }
+        )
+    results = []
+    for f in findings:
+        result = {
+            "ruleId": f.code,
+            "level": {"error": "error", "warning": "warning", "note": "note"}[f.severity],
+            "message": {"text": f.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": f.path, "uriBaseId": "SRCROOT"},
+                        "region": {"startLine": f.line, "endLine": max(f.end_line, f.line)},
+                    },
+                    "logicalLocations": [{"fullyQualifiedName": f.scope}] if f.scope else [],
+                }
+            ],
+            "partialFingerprints": {"drbotFingerprint/v1": f.fingerprint},
+            "properties": {"pattern": f.pattern, "symbol": f.symbol},
+        }
+        if f.code in index:
+            result["ruleIndex"] = index[f.code]
+        if not f.scope:
+            del result["locations"][0]["logicalLocations"]
+        results.append(result)
+    notifications = [
+        {
+            "level": "error",
+            "message": {"text": message},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": path, "uriBaseId": "SRCROOT"}}}],
+        }
+        for path, message in errors
+    ]
+    log = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": TOOL_NAME,
+                        "informationUri": TOOL_URI,
+                        "version": version,
+                        "rules": driver_rules,
+                    }
+                },
+                "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(log, indent=2) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- github
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def to_github(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, rules=None) -> str:
+    """GitHub Actions workflow commands: `::warning file=…,line=…::message`."""
+    by_code = _rules_by_code(rules)
+    out = []
+    for f in findings:
+        level = "error" if f.severity == "error" else ("notice" if f.severity == "note" else "warning")
+        title = _escape_property(f"{f.code} {_rule_name(f.code, by_code)}")
+        out.append(
+            f"::{level} file={_escape_property(f.path)},line={f.line},endLine={max(f.end_line, f.line)},"
+            f"title={title}::{_escape_data(f.message)}"
+        )
+    for path, message in errors:
+        out.append(f"::error file={_escape_property(path)},title=drbot::{_escape_data(message)}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+_CODE_SPAN = re.compile(r"(`[^`]*`)")
+_HTML = str.maketrans({"<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def md_escape(text: str) -> str:
+    """Escape text that came from code for a GitHub comment: no raw HTML, no @mentions, code spans kept."""
+    parts = []
+    for part in _CODE_SPAN.split(text):
+        if part.startswith("`") and part.endswith("`") and len(part) >= 2:
+            parts.append(part)  # GitHub renders neither HTML nor mentions inside code spans
+        else:
+            escaped = part.translate(_HTML)
+            escaped = re.sub(r"@(?=\w)", "@\u200b", escaped)
+            escaped = re.sub(r"([*_~\[\]|\\])", r"\\\1", escaped)
+            parts.append(escaped)
+    return "".join(parts)
+
+
+def code_span(text: str) -> str:
+    """A Markdown code span that survives backticks in `text`."""
+    fence = "``" if "`" in text else "`"
+    pad = " " if "`" in text else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _finding_line(f: Finding, by_code: dict[str, type[Rule]], links: Links, *, strike: bool = False) -> str:
+    where = f"{code_span(f.path)} line {f.line}"
+    if links.source_url is not None:
+        url = links.source_url(f)
+        if url:
+            where = f"[{code_span(f.path)} line {f.line}]({url})"
+    scope = f" in {code_span(f.scope)}" if f.scope else ""
+    rule = f"**{f.code}** [{_rule_name(f.code, by_code)}]({links.rule(f.code)})"
+    if strike:
+        rule = f"~~{f.code}~~ [{_rule_name(f.code, by_code)}]({links.rule(f.code)})"
+    return f"- {rule} · {where}{scope}: {md_escape(f.message)} <sub>`{f.fingerprint}`</sub>"
+
+
+def _pattern_heading(pattern: int, level: str = "####") -> str:
+    if pattern in PATTERNS:
+        return f"{level} [{pattern_title(pattern)}]({META_ISSUE_URL})"
+    return f"{level} {pattern_title(pattern)}"
+
+
+def _grouped(findings: Sequence[Finding], by_code, links, *, strike: bool = False, known=None) -> list[str]:
+    lines: list[str] = []
+    for pattern, group in groupby(sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern):
+        lines.append(_pattern_heading(pattern))
+        lines.append("")
+        for f in group:
+            line = _finding_line(f, by_code, links, strike=strike)
+            if known and known.get(f.fingerprint):
+                line += f" — tracked in #{known[f.fingerprint]}"
+            lines.append(line)
+        lines.append("")
+    return lines
+
+
+def to_markdown(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, rules=None, links: Links = Links()) -> str:
+    """Findings of a scan as Markdown, grouped by pattern, each pattern linked to #13656."""
+    by_code = _rules_by_code(rules)
+    lines = [f"## drbot: {len(findings)} finding{'s' if len(findings) != 1 else ''}", ""]
+    lines += _grouped(findings, by_code, links)
+    if errors:
+        lines.append(f"<details><summary>{len(errors)} file(s) could not be analysed</summary>\n")
+        lines += [f"- {code_span(path)}: {md_escape(message)}" for path, message in errors]
+        lines.append("\n</details>")
+    return _truncate("\n".join(lines).rstrip() + "\n")
+
+
+HELP_LINE = (
+    "<sub>drbot checks for the patterns of "
+    f"[#{META_ISSUE}]({META_ISSUE_URL}). Commands: `/drbot help` · `/drbot review` · `/drbot explain DRBnnn` · "
+    "`/drbot ignore <fingerprint> <reason>`</sub>"
+)
+
+
+def review_markdown(data: ReviewData, *, rules=None, links: Links = Links(), extra_sections: Sequence[str] = ()) -> str:
+    """The sticky summary comment of a review: the exact body the App posts, and `drbot review` prints."""
+    by_code = _rules_by_code(rules)
+    new = data.new
+    fixed = data.comparison.fixed
+    known = data.known_findings
+    counts = (
+        f"**{len(new)} new finding{'s' if len(new) != 1 else ''}** · {len(fixed)} fixed · {len(known)} known"
+        f" — in {data.files_reviewed} changed Python file{'s' if data.files_reviewed != 1 else ''}."
+    )
+    lines = [SUMMARY_MARKER, "## drbot review", "", counts, ""]
+    if data.note:
+        lines += [f"> {md_escape(data.note)}", ""]
+    if new:
+        lines += ["### New findings", ""]
+        lines += _grouped(new, by_code, links)
+    else:
+        lines += ["No new findings.", ""]
+    if fixed:
+        lines += ["### Fixed by this change", ""]
+        lines += _grouped(fixed, by_code, links, strike=True)
+    if known:
+        lines.append(f"<details><summary>{len(known)} known finding{'s' if len(known) != 1 else ''} in touched files</summary>")
+        lines.append("")
+        lines += _grouped(known, by_code, links, known=data.known)
+        lines += ["</details>", ""]
+    if data.errors:
+        lines.append(f"<details><summary>{len(data.errors)} file(s) could not be analysed</summary>")
+        lines.append("")
+        lines += [f"- {code_span(path)}: {md_escape(message)}" for path, message in data.errors]
+        lines += ["", "</details>", ""]
+    lines += [*extra_sections]
+    lines.append(HELP_LINE)
+    return _truncate("\n".join(lines).rstrip() + "\n")
+
+
+def _truncate(body: str, limit: int = MAX_BODY) -> str:
+    if len(body) <= limit:
+        return body
+    cut = body.rfind("\n", 0, limit - 200)
+    return body[:cut] + "\n\n… (truncated: the full list is in the `drbot` check run)\n"

@@ -1,0 +1,1 @@
+"""One rule per module, `drbNNN_<slug>.py`; `analyzers.core.all_rules()` finds them all."""

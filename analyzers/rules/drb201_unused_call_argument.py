@@ -1,0 +1,184 @@
+"""DRB201: a pipeline `__call__` argument that nothing reads, or that only `check_inputs` reads."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from analyzers.core import Invalid, Rule, Valid
+from analyzers.matchers import call_name, calls, names_read, parameters, pipeline_methods
+
+
+#: calls that acknowledge an argument on purpose: a deprecation or a warning tells the user it is ignored
+ACKNOWLEDGING_CALLS = ("deprecate", "warnings.warn", "logger.warning", "logger.warn", "logger.info")
+
+
+class UnusedCallArgument(Rule):
+    """
+    ## What it does
+    Checks for pipeline `__call__` arguments that the body never reads, or reads only to pass them
+    to `check_inputs`.
+
+    ## Why is this bad?
+    The argument is accepted, documented and perhaps validated, and then silently ignored: the user
+    asked for something and got the default. Meta issue #13656 calls this worse than an error, because
+    users believe they controlled generation when they did not.
+
+    ## Example
+    ```python
+    class MyPipeline(DiffusionPipeline):
+        def __call__(self, prompt, max_sequence_length=512):
+            self.check_inputs(prompt, max_sequence_length=max_sequence_length)
+            prompt_embeds = self.encode_prompt(prompt)
+            ...
+    ```
+
+    Use instead:
+    ```python
+    class MyPipeline(DiffusionPipeline):
+        def __call__(self, prompt, max_sequence_length=512):
+            self.check_inputs(prompt, max_sequence_length=max_sequence_length)
+            prompt_embeds = self.encode_prompt(prompt, max_sequence_length=max_sequence_length)
+            ...
+    ```
+
+    ## Known problems
+    An argument read only through `locals()` or handed on with `**locals()` is not seen; the rule stays
+    silent on such a `__call__`. An argument that a `deprecate(...)` call or a warning names is taken as
+    deliberately ignored.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 2
+    - huggingface/diffusers#13598 (LLaDA2 `block_length` not passed to the scheduler)
+    """
+
+    code = "DRB201"
+    pattern = 2
+    message = "`{arg}` is accepted by `__call__` but never read; pass it on where it takes effect, or deprecate it."
+    message_validated = (
+        "`{arg}` is only passed to `check_inputs` and never affects generation; pass it on where it takes "
+        "effect, or deprecate it."
+    )
+    REQUIRES_ANY = ("__call__",)
+
+    VALID = [
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, num_images_per_prompt=1, **kwargs):
+                    self.check_inputs(prompt)
+                    return self.run(prompt, num_images_per_prompt)
+            """
+        ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, callback_steps=None):
+                    if callback_steps is not None:
+                        deprecate("callback_steps", "1.0.0", "Passing `callback_steps` is deprecated")
+                    return self.run(prompt)
+            """
+        ),
+        Valid(
+            """
+            class NotAPipeline:
+                def __call__(self, prompt, unused=None):
+                    return prompt
+            """
+        ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, eta=0.0):
+                    return self.run(**locals())
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, num_images_per_prompt=1):
+                    return self.run(prompt)
+            """,
+            message=(
+                "`num_images_per_prompt` is accepted by `__call__` but never read; pass it on where it takes "
+                "effect, or deprecate it."
+            ),
+        ),
+        Invalid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, max_sequence_length=512):
+                    self.check_inputs(prompt, max_sequence_length=max_sequence_length)
+                    return self.run(prompt)
+            """,
+            message=(
+                "`max_sequence_length` is only passed to `check_inputs` and never affects generation; pass it "
+                "on where it takes effect, or deprecate it."
+            ),
+        ),
+        Invalid(
+            """
+            class Base(DiffusionPipeline):
+                pass
+
+            class Child(Base):
+                def __call__(self, prompt, *, guidance_scale=5.0):
+                    return self.run(prompt)
+            """
+        ),
+    ]
+
+    def check(self) -> None:
+        for cls, method in pipeline_methods(self.context, "__call__"):
+            self._check_call(f"{cls.qualname}.__call__", method)
+
+    def _check_call(self, scope: str, function: cst.FunctionDef) -> None:
+        read = names_read(function.body)
+        read_names = {name.value for name in read}
+        if "locals" in read_names or "vars" in read_names:
+            return  # arguments may be read by name at run time
+        validated: set[str] = set()
+        acknowledged: set[str] = set()
+        for call in calls(function.body):
+            name = call_name(call) or ""
+            if name.endswith("check_inputs"):
+                validated |= {n.value for n in names_read(call)}
+            elif name in ACKNOWLEDGING_CALLS:
+                acknowledged |= {n.value for n in names_read(call)}
+        # names read anywhere outside the check_inputs calls
+        outside = {n.value for n in self._reads_outside_check_inputs(function.body)}
+        for param in parameters(function):
+            arg = param.name.value
+            if arg in ("self", "cls") or arg.startswith("_") or arg in acknowledged:
+                continue
+            if arg not in read_names:
+                self.report(param, self.message.format(arg=arg), symbol=arg, scope=scope)
+            elif arg in validated and arg not in outside:
+                self.report(param, self.message_validated.format(arg=arg), symbol=arg, scope=scope)
+
+    @staticmethod
+    def _reads_outside_check_inputs(body: cst.BaseSuite) -> list[cst.Name]:
+        class Outside(cst.CSTVisitor):
+            def __init__(self) -> None:
+                super().__init__()
+                self.found: list[cst.Name] = []
+
+            def visit_Call(self, node: cst.Call) -> bool:
+                if (call_name(node) or "").endswith("check_inputs"):
+                    return False
+                self.found.extend(names_read(node.func))
+                for arg in node.args:
+                    arg.value.visit(self)
+                return False
+
+            def visit_Name(self, node: cst.Name) -> None:
+                self.found.append(node)
+
+            def visit_Attribute(self, node: cst.Attribute) -> bool:
+                node.value.visit(self)
+                return False
+
+        visitor = Outside()
+        body.visit(visitor)
+        return visitor.found

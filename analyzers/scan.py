@@ -1,0 +1,145 @@
+"""Scan files and directories with every rule, on all cores, and collect findings and errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analyzers.core import Finding, Project, Rule, all_rules, analyze_file
+
+
+SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "node_modules", "build", "dist"})
+
+
+@dataclass(frozen=True)
+class ScanError:
+    path: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "message": self.message}
+
+
+@dataclass
+class ScanReport:
+    findings: list[Finding] = field(default_factory=list)
+    errors: list[ScanError] = field(default_factory=list)
+    files: int = 0
+
+
+class UsageError(Exception):
+    """A path or option the user gave cannot be used; the CLI exits with status 2."""
+
+
+def installed_diffusers() -> Path:
+    """The directory of the installed `diffusers` package, found without importing it."""
+    spec = importlib.util.find_spec("diffusers")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("diffusers is not installed here; install it (pip install diffusers==0.42.1) or name a path")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def project_root(path: Path) -> Path:
+    """The directory whose children are top-level packages, so that finding paths read `diffusers/…`.
+
+    For a package directory (one with `__init__.py`) that is the parent of its outermost package; for a
+    repository checkout with `src/`, that `src/`.
+    """
+    path = path.resolve()
+    if path.is_dir() and (path / "src").is_dir() and not (path / "__init__.py").exists():
+        return path / "src"
+    current = path if path.is_dir() else path.parent
+    while (current / "__init__.py").exists() and current.parent != current:
+        current = current.parent
+    return current
+
+
+def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
+    """Expand paths into (root, file) pairs of Python files, sorted, skipping caches and virtualenvs."""
+    found: dict[Path, Path] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UsageError(f"{raw}: no such file or directory")
+        root = project_root(path)
+        if path.is_file():
+            found[path.resolve()] = root
+            continue
+        start = path.resolve()
+        if start / "src" == root:
+            start = root
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+            for filename in filenames:
+                if filename.endswith(".py"):
+                    found[Path(dirpath, filename)] = root
+    return [(root, file) for file, root in sorted(found.items())]
+
+
+_WORKER_PROJECTS: dict[str, Project] = {}
+_WORKER_RULES: list[type[Rule]] = []
+
+
+def _init_worker(codes: Sequence[str]) -> None:
+    by_code = {rule.code: rule for rule in all_rules()}
+    _WORKER_RULES[:] = [by_code[code] for code in codes]
+
+
+def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError]]:
+    root, file = item
+    project = _WORKER_PROJECTS.get(root)
+    if project is None:
+        project = _WORKER_PROJECTS[root] = Project.from_directory(root)
+    path = Path(file).relative_to(root).as_posix()
+    try:
+        source = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return [], [ScanError(path, f"cannot read this file: {error}")]
+    result = analyze_file(path, source, project=project, rules=_WORKER_RULES)
+    return result.findings, [ScanError(path, message) for message in result.errors]
+
+
+def scan(
+    paths: Sequence[Path],
+    rules: Sequence[type[Rule]] | None = None,
+    *,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanReport:
+    """Run `rules` over every Python file under `paths`; unparsable files become errors."""
+    rules = all_rules() if rules is None else list(rules)
+    items = [(str(root), str(file)) for root, file in discover(paths)]
+    codes = [rule.code for rule in rules]
+    jobs = jobs or os.cpu_count() or 1
+    report = ScanReport(files=len(items))
+    if jobs == 1 or len(items) < 8:
+        _init_worker(codes)
+        results = map(_scan_one, items)
+        _collect(report, results, len(items), progress)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(codes,)) as pool:
+            # small chunks keep both cores busy despite a few very large files
+            _collect(report, pool.map(_scan_one, items, chunksize=4), len(items), progress)
+    report.findings.sort(key=lambda f: (f.path, f.line, f.code))
+    report.errors.sort(key=lambda e: e.path)
+    return report
+
+
+def _collect(report: ScanReport, results, total: int, progress) -> None:
+    for done, (findings, errors) in enumerate(results, start=1):
+        report.findings.extend(findings)
+        report.errors.extend(errors)
+        if progress is not None:
+            progress(done, total)
+
+
+def tty_progress(done: int, total: int) -> None:
+    """Print `scanned N/M files` on stderr, in place."""
+    if done == total or done % 25 == 0:
+        end = "\n" if done == total else ""
+        print(f"\rscanned {done}/{total} files", end=end, file=sys.stderr, flush=True)

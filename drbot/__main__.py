@@ -1,0 +1,8 @@
+"""`python -m drbot` runs the command line."""
+
+import sys
+
+from drbot.cli import main
+
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""The `drbot` command line: parses arguments and imports each subcommand's code lazily."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+FORMATS = ("text", "json", "sarif", "markdown", "github")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep its usage line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    return [part for value in values or () for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="drbot", description="Review huggingface/diffusers code for the bug patterns of #13656.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    analyze = sub.add_parser("analyze", help="run the rules on files or directories")
+    analyze.add_argument("paths", nargs="*", type=Path, help="files or directories (default: the installed diffusers)")
+    analyze.add_argument("--format", choices=FORMATS, default=None, help="output format (default: text)")
+    analyze.add_argument("--select", action="append", metavar="CODES", help="rule codes, prefixes or P<n> patterns")
+    analyze.add_argument("--ignore", action="append", metavar="CODES", help="rule codes, prefixes or P<n> to skip")
+    analyze.add_argument("--jobs", "-j", type=int, default=None, help="worker processes (default: all cores)")
+    analyze.add_argument("--docs-base", default="docs/rules/", help="URL or path prefix of the rule pages")
+    analyze.add_argument("--output", "-o", type=Path, help="write the report to this file instead of stdout")
+
+    review = sub.add_parser("review", help="print the review the App would post for a local git diff")
+    review.add_argument("--base", required=True, help="base revision (e.g. main or a merge-base)")
+    review.add_argument("--head", default="HEAD", help="head revision (default: HEAD)")
+    review.add_argument("--repo", type=Path, default=Path("."), help="the git repository (default: .)")
+    review.add_argument("--select", action="append", metavar="CODES")
+    review.add_argument("--ignore", action="append", metavar="CODES")
+    review.add_argument("--docs-base", default="docs/rules/", help="URL or path prefix of the rule pages")
+
+    rules = sub.add_parser("rules", help="list the rules, or print one rule's documentation")
+    rules.add_argument("code", nargs="?", help="a rule code such as DRB201")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(version("drbot"))
+        except PackageNotFoundError:
+            print("drbot (not installed)")
+        return EXIT_CLEAN
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return {"analyze": _analyze, "review": _review, "rules": _rules}[args.command](args)
+    except BrokenPipeError:
+        return EXIT_CLEAN
+    except KeyboardInterrupt:
+        return 130
+
+
+def _selected_rules(args: argparse.Namespace):
+    from analyzers.core import all_rules, select_rules
+
+    rules = select_rules(all_rules(), _split(args.select), _split(args.ignore))
+    if not rules:
+        raise SystemExit(_fail("no rule matches --select/--ignore"))
+    return rules
+
+
+def _fail(message: str) -> int:
+    print(f"drbot: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from analyzers import render
+    from analyzers.scan import UsageError, installed_diffusers, scan, tty_progress
+
+    rules = _selected_rules(args)
+    try:
+        paths = args.paths or [installed_diffusers()]
+        progress = tty_progress if sys.stderr.isatty() else None
+        report = scan(paths, rules, jobs=args.jobs, progress=progress)
+    except UsageError as error:
+        return _fail(str(error))
+    errors = [(e.path, e.message) for e in report.errors]
+    links = render.Links(docs_base=args.docs_base)
+    fmt = args.format or "text"
+    if fmt == "json":
+        out = render.to_json(report.findings, errors)
+    elif fmt == "sarif":
+        out = render.to_sarif(report.findings, errors, rules=rules, version=_version(), links=links)
+    elif fmt == "github":
+        out = render.to_github(report.findings, errors, rules=rules)
+    elif fmt == "markdown":
+        out = render.to_markdown(report.findings, errors, rules=rules, links=links)
+    else:
+        out = render.to_text(report.findings, errors, files=report.files)
+    if args.output:
+        args.output.write_text(out, encoding="utf-8")
+    else:
+        sys.stdout.write(out)
+    return EXIT_FINDINGS if report.findings else EXIT_CLEAN
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("drbot")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _review(args: argparse.Namespace) -> int:
+    from analyzers import render
+    from drbot.localreview import GitError, review
+
+    rules = _selected_rules(args)
+    try:
+        data = review(args.repo, args.base, args.head, rules=rules)
+    except GitError as error:
+        return _fail(str(error))
+    sys.stdout.write(render.review_markdown(data, rules=rules, links=render.Links(docs_base=args.docs_base)))
+    return EXIT_FINDINGS if data.new else EXIT_CLEAN
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from analyzers.core import all_rules
+    from analyzers.docs import rule_page
+
+    rules = all_rules()
+    if args.code:
+        wanted = args.code.upper()
+        for rule in rules:
+            if rule.code == wanted:
+                sys.stdout.write(rule_page(rule))
+                return EXIT_CLEAN
+        return _fail(f"no rule {args.code}; `drbot rules` lists them")
+    width = max(len(rule.name) for rule in rules)
+    for rule in rules:
+        print(f"{rule.code}  {rule.name:<{width}}  P{rule.pattern:<2} {rule.title}")
+    patterns = sorted({r.pattern for r in rules if r.pattern})
+    print(f"\n{len(rules)} rules for {len(patterns)} patterns of #13656: {', '.join(map(str, patterns))}.")
+    return EXIT_CLEAN
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The engine: fingerprints, suppressions, parse errors, broken rules, the project view, rule checks."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import libcst as cst
+import pytest
+
+from analyzers.core import (
+    BARE_IGNORE_CODE,
+    FileContext,
+    Finding,
+    Invalid,
+    Project,
+    Rule,
+    Valid,
+    all_rules,
+    analyze,
+    analyze_file,
+    fingerprint,
+    resolve_relative,
+    select_rules,
+    suppressions,
+)
+from analyzers.rules.drb201_unused_call_argument import UnusedCallArgument
+
+
+PIPELINE = textwrap.dedent(
+    """
+    class MyPipeline(DiffusionPipeline):
+        def __call__(self, prompt, num_images_per_prompt=1, eta=0.0):
+            return self.run(prompt)
+    """
+)
+PATH = "diffusers/pipelines/example/pipeline_example.py"
+
+
+def _run(source: str, path: str = PATH, project=None):
+    return analyze(path, source, project=project, rules=[UnusedCallArgument])
+
+
+def test_fingerprint_is_sha256_of_the_tuple():
+    import hashlib
+
+    expected = hashlib.sha256(b"DRB201|a.py|P.__call__|eta|0").hexdigest()[:16]
+    assert fingerprint("DRB201", "a.py", "P.__call__", "eta", 0) == expected
+
+
+def test_fingerprints_survive_moved_lines():
+    before = _run(PIPELINE)
+    after = _run("import torch\n\n\n# a comment\n" + PIPELINE.replace("class MyPipeline", "\n\nclass MyPipeline"))
+    assert [f.line for f in before] != [f.line for f in after]
+    assert [f.fingerprint for f in before] == [f.fingerprint for f in after]
+    assert len({f.fingerprint for f in before}) == 2
+
+
+def test_identical_tuples_are_numbered_in_order():
+    rule_findings = [
+        Finding("DRB201", 2, "a.py", line, line, "S", "x", "m") for line in (30, 10)
+    ]
+    from analyzers.core import with_fingerprints
+
+    numbered = with_fingerprints(rule_findings)
+    assert [f.line for f in numbered] == [10, 30]
+    assert numbered[0].fingerprint == fingerprint("DRB201", "a.py", "S", "x", 0)
+    assert numbered[1].fingerprint == fingerprint("DRB201", "a.py", "S", "x", 1)
+
+
+def test_finding_fields():
+    (first, second) = _run(PIPELINE)  # same line: ordered by symbol
+    assert (first.code, first.pattern, first.path, first.scope, first.symbol) == (
+        "DRB201", 2, PATH, "MyPipeline.__call__", "eta"
+    )
+    assert first.line == first.end_line == 3
+    assert second.symbol == "num_images_per_prompt"
+
+
+def test_suppression_on_the_line_and_above():
+    source = PIPELINE.replace(
+        "num_images_per_prompt=1, eta=0.0):", "num_images_per_prompt=1, eta=0.0):  # drbot: ignore[DRB201] kept for BC"
+    )
+    assert _run(source) == []
+    above = textwrap.dedent(
+        """
+        class MyPipeline(DiffusionPipeline):
+            def __call__(
+                self,
+                prompt,
+                # drbot: ignore[DRB201] deprecated in 0.40, removed in 1.0
+                eta=0.0,
+                num_images_per_prompt=1,
+            ):
+                return self.run(prompt)
+        """
+    )
+    assert [f.symbol for f in _run(above)] == ["num_images_per_prompt"]
+
+
+def test_suppression_of_another_code_does_not_hide():
+    source = PIPELINE.replace("eta=0.0):", "eta=0.0):  # drbot: ignore[DRB999] not this one")
+    assert len(_run(source)) == 2
+
+
+def test_bare_ignore_is_reported_and_hides_nothing():
+    source = PIPELINE.replace("eta=0.0):", "eta=0.0):  # drbot: ignore")
+    findings = _run(source)
+    assert sorted(f.code for f in findings) == [BARE_IGNORE_CODE, "DRB201", "DRB201"]
+    bare = next(f for f in findings if f.code == BARE_IGNORE_CODE)
+    assert bare.line == 3 and "name the rule" in bare.message
+
+
+def test_suppressions_parse_codes_and_reason():
+    (mark,) = suppressions("x = 1  # drbot: ignore[DRB201, drb601] kept on purpose\n")
+    assert mark.codes == {"DRB201", "DRB601"} and mark.reason == "kept on purpose" and not mark.standalone
+
+
+def test_unparsable_file_is_an_error_not_a_raise():
+    result = analyze_file(PATH, "class Broken(:\n    def __call__(self\n", rules=[UnusedCallArgument])
+    assert result.findings == []
+    assert len(result.errors) == 1 and "libcst cannot parse" in result.errors[0] and "line" in result.errors[0]
+
+
+def test_a_broken_rule_does_not_stop_the_others():
+    class Exploding(UnusedCallArgument):
+        abstract = True  # keep it out of all_rules()
+        code = "DRB201"
+
+        def check(self):
+            raise RuntimeError("boom")
+
+    result = analyze_file(PATH, PIPELINE, rules=[Exploding, UnusedCallArgument])
+    assert len(result.findings) == 2
+    assert result.errors == ["DRB201 raised RuntimeError: boom"]
+
+
+def test_files_no_rule_applies_to_are_not_parsed():
+    result = analyze_file(PATH, "this is not python (", rules=[UnusedCallArgument])
+    assert result.errors == [] and result.findings == []
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ({"code": "X1"}, "DRB + 3 digits"),
+        ({"code": "DRB201"}, "already used"),
+        ({"pattern": 11}, "pattern"),
+        ({"__doc__": "## What it does\nx"}, "Why is this bad?"),
+        ({"INVALID": []}, "VALID and one INVALID"),
+    ],
+)
+def test_rule_classes_are_checked_when_defined(bad, error):
+    namespace = {
+        "__doc__": "## What it does\nChecks.\n## Why is this bad?\nBecause.",
+        "code": "DRB998",
+        "pattern": 2,
+        "VALID": [Valid("x = 1")],
+        "INVALID": [Invalid("x = 2")],
+        **bad,
+    }
+    with pytest.raises(TypeError, match=re.escape(error)):
+        type("Bad", (Rule,), namespace)
+
+
+def test_select_and_ignore():
+    rules = all_rules()
+    assert select_rules(rules, ["DRB201"]) == [UnusedCallArgument]
+    assert UnusedCallArgument in select_rules(rules, ["P2"])
+    assert UnusedCallArgument not in select_rules(rules, [], ["DRB2"])
+    assert select_rules(rules, ["ALL"]) == rules
+
+
+def test_resolve_relative():
+    assert resolve_relative("diffusers.pipelines.wan.pipeline_wan", False, 2, "pipeline_utils") == (
+        "diffusers.pipelines.pipeline_utils"
+    )
+    assert resolve_relative("diffusers.pipelines.wan", True, 1, "pipeline_wan") == "diffusers.pipelines.wan.pipeline_wan"
+    assert resolve_relative("diffusers.pipelines.wan.pipeline_wan", False, 3, None) == "diffusers"
+
+
+def test_project_view_follows_imports_to_the_ancestor():
+    files = {
+        "diffusers/pipelines/pipeline_utils.py": "class DiffusionPipeline:\n    pass\n",
+        "diffusers/pipelines/base/pipeline_base.py": (
+            "from ..pipeline_utils import DiffusionPipeline as DP\n\nclass BasePipeline(DP):\n    pass\n"
+        ),
+        "diffusers/pipelines/base/__init__.py": "from .pipeline_base import BasePipeline\n",
+    }
+    project = Project.from_mapping(files)
+    source = "from ..base import BasePipeline\n\nclass Child(BasePipeline):\n    pass\n\nclass Other:\n    pass\n"
+    ctx = FileContext("diffusers/pipelines/child/pipeline_child.py", source, cst.parse_module(source), project)
+    child, other = ctx.classes
+    assert ctx.inherits_from(child.node, frozenset({"DiffusionPipeline"}))
+    assert not ctx.inherits_from(other.node, frozenset({"DiffusionPipeline"}))
+    assert ctx.qualified_name(cst.parse_expression("BasePipeline")) == "diffusers.pipelines.base.BasePipeline"
+    assert project.module("diffusers.pipelines.missing") is None
+
+
+def test_project_view_loads_lazily_and_once():
+    reads = []
+
+    def reader(path):
+        reads.append(path)
+        return "X = 1\n" if path == "pkg/a.py" else None
+
+    project = Project(reader)
+    assert reads == []
+    assert project.module("pkg.a") is project.module("pkg.a")
+    assert reads.count("pkg/a.py") == 1

@@ -21,7 +21,7 @@ def diffusers_dir() -> Path:
     from analyzers.scan import installed_diffusers
 
     path = installed_diffusers()
-    version = next(path.parent.glob("diffusers-*.dist-info")).name.split("-")[1]
+    version = next(path.parent.glob("diffusers-*.dist-info")).name.removesuffix(".dist-info").split("-")[1]
     assert version == PINNED_DIFFUSERS, f"tests pin diffusers {PINNED_DIFFUSERS}, found {version}"
     return path
 

@@ -1,0 +1,132 @@
+"""Output formats: JSON shape, SARIF 2.1.0 validity, GitHub annotations, Markdown escaping and limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from analyzers.core import Finding, all_rules
+from analyzers.render import (
+    MAX_BODY,
+    SUMMARY_MARKER,
+    Links,
+    md_escape,
+    review_markdown,
+    to_github,
+    to_json,
+    to_markdown,
+    to_sarif,
+    to_text,
+)
+from analyzers.review import Comparison, ReviewData, compare
+
+
+SARIF_SCHEMA = (
+    Path(__file__).resolve().parents[1] / "npm" / "node_modules" / "@microsoft" / "jest-sarif" / "lib" / "schemas"
+    / "sarif-2.1.0-rtm.5.json"
+)
+
+
+def _finding(code="DRB201", pattern=2, path="diffusers/pipelines/x/pipeline_x.py", line=10, symbol="eta", **kw):
+    defaults = dict(end_line=line, scope="XPipeline.__call__", message="`eta` is accepted by `__call__` but never read; use it.")
+    defaults.update(kw)
+    return Finding(code, pattern, path, line, defaults["end_line"], defaults["scope"], symbol, defaults["message"],
+                   fingerprint=f"{abs(hash((code, path, symbol, line))):016x}"[:16])
+
+
+FINDINGS = [_finding(), _finding(code="DRB601", pattern=6, line=20, symbol="return StableDiffusionXLPipelineOutput")]
+ERRORS = [("diffusers/broken.py", "libcst cannot parse this file: bad input (line 1, column 3)")]
+
+
+def test_json_has_exactly_the_documented_fields():
+    payload = json.loads(to_json(FINDINGS, ERRORS))
+    assert set(payload) == {"findings", "errors"}
+    assert list(payload["findings"][0]) == [
+        "code", "pattern", "path", "line", "end_line", "scope", "symbol", "message", "fingerprint"
+    ]
+    assert payload["errors"] == [{"path": "diffusers/broken.py", "message": ERRORS[0][1]}]
+
+
+def test_sarif_validates_against_the_2_1_0_schema():
+    assert SARIF_SCHEMA.exists(), "run the README's test command: it installs tests/npm"
+    schema = json.loads(SARIF_SCHEMA.read_text())
+    log = json.loads(to_sarif(FINDINGS, ERRORS, version="0.1.0"))
+    jsonschema.validate(log, schema)
+    run = log["runs"][0]
+    assert [r["ruleId"] for r in run["results"]] == ["DRB201", "DRB601"]
+    rules = run["tool"]["driver"]["rules"]
+    assert len(rules) == len(all_rules())
+    first = run["results"][0]
+    assert rules[first["ruleIndex"]]["id"] == "DRB201"
+    assert first["partialFingerprints"]["drbotFingerprint/v1"] == FINDINGS[0].fingerprint
+    assert first["locations"][0]["physicalLocation"]["region"] == {"startLine": 10, "endLine": 10}
+    assert run["invocations"][0]["toolExecutionNotifications"][0]["level"] == "error"
+
+
+def test_sarif_with_no_findings_is_valid():
+    jsonschema.validate(json.loads(to_sarif([], [])), json.loads(SARIF_SCHEMA.read_text()))
+
+
+def test_sarif_schema_catches_a_broken_log():
+    log = json.loads(to_sarif(FINDINGS))
+    log["runs"][0]["results"][0]["level"] = "loud"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(log, json.loads(SARIF_SCHEMA.read_text()))
+
+
+def test_github_annotations_escape_properties_and_data():
+    finding = _finding(path="diffusers/a,b:c.py", message="100% wrong\nsecond line; fix it.")
+    line = to_github([finding]).strip()
+    assert line.startswith("::warning file=diffusers/a%2Cb%3Ac.py,line=10,endLine=10,title=DRB201 unused-call-argument::")
+    assert line.endswith("::100%25 wrong%0Asecond line; fix it.")
+    assert "::error file=diffusers/broken.py,title=drbot::" in to_github([], ERRORS)
+
+
+def test_text_groups_by_pattern():
+    text = to_text(FINDINGS, ERRORS, files=3)
+    assert text.index("Pattern 2: Public Arguments Accepted but Ignored (1)") < text.index(
+        "Pattern 6: Output and Cleanup Contracts Diverge (1)"
+    )
+    assert "diffusers/pipelines/x/pipeline_x.py:10: DRB201" in text
+    assert text.rstrip().endswith("2 findings in 3 files, 1 error.")
+
+
+def test_markdown_links_patterns_and_rules():
+    body = to_markdown(FINDINGS, links=Links(docs_base="https://example.invalid/rules/"))
+    assert "[Pattern 2: Public Arguments Accepted but Ignored](https://github.com/huggingface/diffusers/issues/13656)" in body
+    assert "[unused-call-argument](https://example.invalid/rules/DRB201.md)" in body
+
+
+def test_md_escape_defuses_mentions_and_html_outside_code():
+    text = md_escape("ping @maintainer <img src=x> but keep `@torch.no_grad() <T>`")
+    assert "@maintainer" not in text and "@\u200bmaintainer" in text
+    assert "<img" not in text and "&lt;img src=x&gt;" in text
+    assert "`@torch.no_grad() <T>`" in text
+
+
+def test_review_markdown_sections():
+    new = FINDINGS[0]
+    fixed = _finding(code="DRB601", pattern=6, line=5, symbol="return X")
+    known = _finding(line=30, symbol="guidance_rescale")
+    data = ReviewData(comparison=Comparison(new=(new,), fixed=(fixed,), unchanged=(known,)), files_reviewed=2)
+    body = review_markdown(data)
+    assert body.startswith(SUMMARY_MARKER)
+    assert "**1 new finding** · 1 fixed · 1 known — in 2 changed Python files." in body
+    assert body.index("### New findings") < body.index("### Fixed by this change") < body.index("<details>")
+    assert "~~DRB601~~" in body
+
+
+def test_review_markdown_marks_tracked_findings():
+    finding = FINDINGS[0]
+    data = ReviewData(comparison=Comparison(new=(finding,)), known={finding.fingerprint: 13578})
+    body = review_markdown(data)
+    assert "No new findings." in body and "tracked in #13578" in body
+
+
+def test_long_bodies_are_truncated_under_the_github_limit():
+    many = [_finding(line=i, symbol=f"arg{i}", message="x" * 300 + "; fix.") for i in range(1, 400)]
+    body = review_markdown(ReviewData(comparison=compare([], many)))
+    assert len(body) <= MAX_BODY and "truncated" in body

@@ -1,0 +1,120 @@
+"""The `drbot` command line: exit statuses, formats, errors, and what each subcommand imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+BUGGY = textwrap.dedent(
+    """
+    from ...pipeline_utils import DiffusionPipeline
+
+
+    class ToyPipeline(DiffusionPipeline):
+        def __call__(self, prompt, eta=0.0):
+            return self.run(prompt)
+    """
+)
+CLEAN = BUGGY.replace("return self.run(prompt)", "return self.run(prompt, eta)")
+
+
+def drbot(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drbot", *args], cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def package(tmp_path: Path) -> Path:
+    pipelines = tmp_path / "diffusers" / "pipelines" / "toy"
+    pipelines.mkdir(parents=True)
+    for init in (tmp_path / "diffusers", tmp_path / "diffusers" / "pipelines", pipelines):
+        (init / "__init__.py").write_text("")
+    (tmp_path / "diffusers" / "pipelines" / "pipeline_utils.py").write_text("class DiffusionPipeline:\n    pass\n")
+    return tmp_path / "diffusers"
+
+
+def test_findings_exit_1_with_paths_relative_to_the_package_parent(package):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    result = drbot("analyze", str(package), "--format", "json", "-j", "1")
+    assert result.returncode == 1, result.stderr
+    payload = json.loads(result.stdout)
+    (finding,) = payload["findings"]
+    assert finding["path"] == "diffusers/pipelines/toy/pipeline_toy.py"
+    assert (finding["code"], finding["scope"], finding["symbol"]) == ("DRB201", "ToyPipeline.__call__", "eta")
+    assert payload["errors"] == []
+
+
+def test_no_findings_exit_0(package):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(CLEAN)
+    result = drbot("analyze", str(package))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 findings in 5 files, 0 errors." in result.stdout
+
+
+def test_a_file_libcst_cannot_parse_is_listed_and_the_scan_goes_on(package):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    (package / "pipelines" / "toy" / "broken.py").write_text("def __call__(self:\n")
+    result = drbot("analyze", str(package), "--format", "json")
+    payload = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert [e["path"] for e in payload["errors"]] == ["diffusers/pipelines/toy/broken.py"]
+    assert len(payload["findings"]) == 1
+
+
+def test_select_and_ignore_filter_rules(package):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    assert drbot("analyze", str(package), "--ignore", "DRB201").returncode == 0
+    assert drbot("analyze", str(package), "--select", "P2").returncode == 1
+    result = drbot("analyze", str(package), "--select", "DRB999")
+    assert result.returncode == 2 and "no rule matches" in result.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    result = drbot("analyze", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "no such file or directory" in result.stderr
+    assert drbot("analyze", "--format", "xml").returncode == 2
+    assert drbot().returncode == 2
+    assert drbot("rules", "DRB999").returncode == 2
+
+
+def test_rules_lists_and_explains():
+    listing = drbot("rules")
+    assert listing.returncode == 0 and "DRB201  unused-call-argument" in listing.stdout
+    page = drbot("rules", "drb201")
+    assert page.returncode == 0 and page.stdout == (ROOT / "docs" / "rules" / "DRB201.md").read_text()
+
+
+def test_output_file(package, tmp_path):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    out = tmp_path / "report.sarif"
+    result = drbot("analyze", str(package), "--format", "sarif", "-o", str(out))
+    assert result.returncode == 1 and result.stdout == ""
+    assert json.loads(out.read_text())["runs"][0]["results"][0]["ruleId"] == "DRB201"
+
+
+FORBIDDEN = ("aiohttp", "gidgethub", "redis", "torch", "diffusers", "jwt", "bot", "runners")
+
+
+def test_analyzers_and_drbot_analyze_import_nothing_forbidden(package):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import analyzers, analyzers.scan, analyzers.render, analyzers.review, analyzers.docs
+        from drbot.cli import main
+        main(["analyze", {str(package)!r}, "-j", "1", "--format", "json"])
+        main(["rules"])
+        loaded = sorted({{m.split(".")[0] for m in sys.modules}} & set({FORBIDDEN!r}))
+        print("LOADED", loaded, file=sys.stderr)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert "LOADED []" in result.stderr, result.stderr

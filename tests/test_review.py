@@ -1,0 +1,100 @@
+"""`drbot review`: diff-aware comparison on a real git repository made of real diffusers 0.42.1 files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analyzers.core import Finding
+from analyzers.review import compare
+from drbot.localreview import GitError, review
+
+
+ROOT = Path(__file__).resolve().parent.parent
+UNCLIP = "pipelines/stable_diffusion/pipeline_stable_unclip_img2img.py"
+FILES = [
+    UNCLIP,
+    "pipelines/ddpm/pipeline_ddpm.py",
+    "pipelines/wan/pipeline_wan_i2v.py",
+    "pipelines/pipeline_utils.py",
+]
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path, diffusers_dir: Path) -> Path:
+    for rel in FILES:
+        target = tmp_path / "src" / "diffusers" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(diffusers_dir / rel, target)
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "base")
+    return tmp_path
+
+
+def _edit(repo: Path, rel: str, old: str, new: str) -> None:
+    path = repo / "src" / "diffusers" / rel
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {rel}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_compare_by_fingerprint():
+    a = Finding("DRB201", 2, "p.py", 1, 1, "S", "a", "m", fingerprint="aaaa")
+    b = Finding("DRB201", 2, "p.py", 2, 2, "S", "b", "m", fingerprint="bbbb")
+    moved_b = Finding("DRB201", 2, "p.py", 9, 9, "S", "b", "m", fingerprint="bbbb")
+    c = Finding("DRB201", 2, "p.py", 3, 3, "S", "c", "m", fingerprint="cccc")
+    result = compare([a, b], [moved_b, c])
+    assert result.new == (c,) and result.fixed == (a,) and result.unchanged == (moved_b,)
+
+
+def test_review_tells_new_fixed_and_known(repo):
+    # fix the known `clip_skip` finding by using the argument; introduce a new ignored argument in DDPM
+    _edit(repo, UNCLIP, "lora_scale=text_encoder_lora_scale,\n", "lora_scale=text_encoder_lora_scale,\n            clip_skip=clip_skip,\n")
+    _edit(repo, "pipelines/ddpm/pipeline_ddpm.py", "return_dict: bool = True,", "return_dict: bool = True,\n        eta: float = 0.0,")
+    git(repo, "commit", "-qam", "head")
+    data = review(repo, "HEAD~1", "HEAD")
+    assert data.files_reviewed == 2
+    assert [(f.code, f.scope, f.symbol) for f in data.new] == [("DRB201", "DDPMPipeline.__call__", "eta")]
+    assert data.on_changed_line(data.new[0])
+    assert ("DRB201", "StableUnCLIPImg2ImgPipeline.__call__", "clip_skip") in {
+        (f.code, f.scope, f.symbol) for f in data.comparison.fixed
+    }
+    assert all(f.path.startswith("diffusers/") for f in data.comparison.new + data.comparison.fixed)
+
+
+def test_moving_code_keeps_findings_known(repo):
+    _edit(repo, UNCLIP, "import inspect\n", "import inspect\n\n\n# a comment that moves every line\n")
+    git(repo, "commit", "-qam", "move")
+    data = review(repo, "HEAD~1", "HEAD")
+    assert data.new == () and data.comparison.fixed == ()
+    assert any(f.symbol == "clip_skip" for f in data.known_findings)
+
+
+def test_cli_prints_the_markdown_and_exits_by_new_findings(repo):
+    _edit(repo, "pipelines/ddpm/pipeline_ddpm.py", "return_dict: bool = True,", "return_dict: bool = True,\n        eta: float = 0.0,")
+    git(repo, "commit", "-qam", "head")
+    result = subprocess.run([sys.executable, "-m", "drbot", "review", "--base", "HEAD~1", "--repo", str(repo)],
+                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("<!-- drbot:summary -->\n## drbot review")
+    assert "**1 new finding**" in result.stdout and "`eta`" in result.stdout
+
+
+def test_bad_revision_is_a_clear_error(repo):
+    with pytest.raises(GitError, match="no-such-rev"):
+        review(repo, "no-such-rev")

@@ -19,6 +19,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from analyzers import walk
 from analyzers.patterns import DRBOT_META, PATTERNS
 
 
@@ -376,8 +377,17 @@ class FileContext:
                 names.append(name.rpartition(".")[2])
         return names
 
-    def inherits_from(self, cls: cst.ClassDef, targets: frozenset[str], max_steps: int = 64) -> bool:
-        """Whether a base class of `cls`, followed through the project view, is named in `targets`."""
+    def inherits_from(
+        self,
+        cls: cst.ClassDef,
+        targets: frozenset[str],
+        max_steps: int = 64,
+        follow: Callable[[str], bool] | None = None,
+    ) -> bool:
+        """Whether a base class of `cls`, followed through the project view, is named in `targets`.
+
+        `follow(base_name)` prunes the search: bases it rejects are not loaded (mixins, say).
+        """
         frontier: list[tuple[str, cst.ClassDef]] = [(self.module_name, cls)]
         seen: set[tuple[str, str]] = set()
         for _ in range(max_steps):
@@ -390,6 +400,8 @@ class FileContext:
                     continue
                 if name.rpartition(".")[2] in targets:
                     return True
+                if follow is not None and not follow(name):
+                    continue
                 found = self.project.locate_class(module_name, name)
                 if found is not None and found[1].name.value in targets:
                     return True  # imported under another name
@@ -649,6 +661,15 @@ def analyze_file(
     context = FileContext(path, source, module, project)
     findings: list[Finding] = []
     errors: list[str] = []
+    try:
+        _run_rules(context, applicable, findings, errors)
+    finally:
+        walk.clear()
+    findings = _apply_suppressions(findings, path, source)
+    return FileResult(path, with_fingerprints(findings), errors)
+
+
+def _run_rules(context: FileContext, applicable: Sequence[type[Rule]], findings: list[Finding], errors: list[str]) -> None:
     for rule_class in applicable:
         rule = rule_class(context)
         try:
@@ -659,7 +680,7 @@ def analyze_file(
                     Finding(
                         code=rule.code,
                         pattern=rule.pattern,
-                        path=path,
+                        path=context.path,
                         line=line,
                         end_line=end_line,
                         scope=scope if scope is not None else context.enclosing_scope(line, end_line),
@@ -670,8 +691,6 @@ def analyze_file(
                 )
         except Exception as error:  # noqa: BLE001 - one broken rule must not stop the scan
             errors.append(f"{rule.code} raised {type(error).__name__}: {error}")
-    findings = _apply_suppressions(findings, path, source)
-    return FileResult(path, with_fingerprints(findings), errors)
 
 
 def analyze(path: str, source: str, *, project: Project | None = None, rules: Sequence[type[Rule]] | None = None) -> list[Finding]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import libcst as cst
-import libcst.matchers as m
-
+from analyzers import walk
 from analyzers.core import Definition, FileContext, dotted_name
 
 
@@ -15,14 +14,22 @@ PIPELINE_BASES = frozenset({"DiffusionPipeline"})
 DENOISER_ATTRS = frozenset({"unet", "transformer", "transformer_2", "prior", "decoder", "dit", "model"})
 
 
+def _may_be_pipeline(name: str) -> bool:
+    # Every DiffusionPipeline subclass in diffusers names a *Pipeline* class among its ancestors; mixins
+    # (LoRA loaders, single-file loaders, ...) never lead to it, and loading them costs seconds.
+    return "Pipeline" in name
+
+
 def pipeline_classes(ctx: FileContext) -> list[Definition]:
     """Top-level classes of the file that are `DiffusionPipeline`s (followed through the project view)."""
-    cache = ctx.__dict__.setdefault("_pipeline_classes", None)
+    cache = ctx.__dict__.get("_pipeline_classes")
     if cache is None:
         cache = [
             d
             for d in ctx.classes
-            if d.parent is None and ctx.inherits_from(d.node, PIPELINE_BASES)  # type: ignore[arg-type]
+            if d.parent is None
+            and "Pipeline" in d.name + " ".join(ctx.base_names(d.node))  # type: ignore[arg-type]
+            and ctx.inherits_from(d.node, PIPELINE_BASES, follow=_may_be_pipeline)  # type: ignore[arg-type]
         ]
         ctx.__dict__["_pipeline_classes"] = cache
     return cache
@@ -46,43 +53,20 @@ def has_var_keyword(function: cst.FunctionDef) -> bool:
     return isinstance(function.params.star_kwarg, cst.Param)
 
 
-class _NameReads(cst.CSTVisitor):
-    """Collect names that an expression or block reads (not attribute names, not keyword names)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[cst.Name] = []
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.names.append(node)
-
-    def visit_Attribute(self, node: cst.Attribute) -> bool:
-        node.value.visit(self)  # `a.b`: only `a` is a name read; `b` is an attribute
-        return False
-
-    def visit_Arg(self, node: cst.Arg) -> bool:
-        node.value.visit(self)  # `f(x=y)`: the keyword `x` is not a read
-        return False
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        # a nested def: its name is a binding; look only at its body, defaults and decorators
-        for decorator in node.decorators:
-            decorator.visit(self)
-        for param in (*node.params.params, *node.params.kwonly_params, *node.params.posonly_params):
-            if param.default is not None:
-                param.default.visit(self)
-        node.body.visit(self)
-        return False
-
-    def visit_ImportAlias(self, node: cst.ImportAlias) -> bool:
-        return False
-
-
 def names_read(node: cst.CSTNode) -> list[cst.Name]:
-    """Every `Name` under `node` that stands for a variable (assignment targets included)."""
-    visitor = _NameReads()
-    node.visit(visitor)
-    return visitor.names
+    """Every `Name` under `node` that stands for a variable (assignment targets included).
+
+    Not names: the attribute of `a.b`, the keyword of `f(x=y)`, the names a nested `def`/`class`,
+    its parameters or an import alias bind.
+    """
+    groups = walk.index(node)
+    excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
+    excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
+    excluded |= {id(d.name) for kind in (cst.FunctionDef, cst.ClassDef) for d in groups.get(kind, ())}
+    excluded |= {id(p.name) for p in groups.get(cst.Param, ())}
+    for alias in groups.get(cst.ImportAlias, ()):
+        excluded |= {id(n) for n in walk.nodes(alias, cst.Name)}
+    return [n for n in groups.get(cst.Name, ()) if id(n) not in excluded]
 
 
 def self_attribute(node: cst.BaseExpression, attr: str | None = None) -> bool:
@@ -101,7 +85,8 @@ def call_name(call: cst.Call) -> str | None:
 
 
 def calls(node: cst.CSTNode) -> list[cst.Call]:
-    return list(m.findall(node, m.Call()))  # type: ignore[arg-type]
+    """Every call under `node` (cached per node for the file being analysed)."""
+    return walk.nodes(node, cst.Call)
 
 
 def keyword(call: cst.Call, name: str) -> cst.Arg | None:
@@ -114,11 +99,13 @@ def keyword(call: cst.Call, name: str) -> cst.Arg | None:
 def denoiser_aliases(function: cst.FunctionDef) -> set[str]:
     """Local names bound to a denoiser: `current_model = self.transformer if … else self.transformer_2`."""
     aliases: set[str] = set()
-    for assign in m.findall(function.body, m.Assign(targets=[m.AssignTarget(target=m.Name())])):
-        value = assign.value  # type: ignore[attr-defined]
+    for assign in walk.nodes(function.body, cst.Assign):
+        if len(assign.targets) != 1 or not isinstance(assign.targets[0].target, cst.Name):
+            continue
+        value = assign.value
         candidates = [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
         if any(self_attribute(c) and c.attr.value in DENOISER_ATTRS for c in candidates):  # type: ignore[attr-defined]
-            aliases.add(assign.targets[0].target.value)  # type: ignore[attr-defined]
+            aliases.add(assign.targets[0].target.value)
     return aliases
 
 

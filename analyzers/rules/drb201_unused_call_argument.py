@@ -5,11 +5,34 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import call_name, calls, names_read, parameters, pipeline_methods
+from analyzers import walk
+from analyzers.matchers import call_name, calls, names_read, parameters, pipeline_methods, string_value
 
 
 #: calls that acknowledge an argument on purpose: a deprecation or a warning tells the user it is ignored
 ACKNOWLEDGING_CALLS = ("deprecate", "warnings.warn", "logger.warning", "logger.warn", "logger.info")
+
+
+def callback_tensor_inputs(cls: cst.ClassDef) -> set[str]:
+    """The names listed in the class attribute `_callback_tensor_inputs = [...]`."""
+    names: set[str] = set()
+    for assign in walk.nodes(cls.body, cst.Assign):
+        target = assign.targets[0].target if len(assign.targets) == 1 else None
+        if isinstance(target, cst.Name) and target.value == "_callback_tensor_inputs":
+            for element in walk.nodes(assign.value, cst.SimpleString):
+                value = string_value(element)
+                if value:
+                    names.add(value)
+    return names
+
+
+def _only_callback_locals(function: cst.FunctionDef) -> bool:
+    """Whether every `locals()` in `function` is subscripted, `locals()[k]`, as the step-callback idiom does."""
+    locals_calls = [c for c in calls(function.body) if call_name(c) == "locals" and not c.args]
+    subscripted = {
+        id(s.value) for s in walk.nodes(function.body, cst.Subscript) if isinstance(s.value, cst.Call)
+    }
+    return all(id(c) in subscripted for c in locals_calls)
 
 
 class UnusedCallArgument(Rule):
@@ -42,8 +65,9 @@ class UnusedCallArgument(Rule):
     ```
 
     ## Known problems
-    An argument read only through `locals()` or handed on with `**locals()` is not seen; the rule stays
-    silent on such a `__call__`. An argument that a `deprecate(...)` call or a warning names is taken as
+    An argument read only through `locals()` is not seen: the rule takes the step-callback idiom
+    `locals()[k]` to read the names of `_callback_tensor_inputs`, and stays silent on any other use of
+    `locals()` or `vars()`. An argument that a `deprecate(...)` call or a warning names is taken as
     deliberately ignored.
 
     ## References
@@ -92,6 +116,21 @@ class UnusedCallArgument(Rule):
                     return self.run(**locals())
             """
         ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                _callback_tensor_inputs = ["latents", "prompt_embeds"]
+
+                def __call__(self, prompt, prompt_embeds=None, callback_on_step_end=None):
+                    latents = self.run(prompt)
+                    if callback_on_step_end is not None:
+                        callback_kwargs = {}
+                        for k in self._callback_tensor_inputs:
+                            callback_kwargs[k] = locals()[k]
+                        callback_on_step_end(self, 0, 0, callback_kwargs)
+                    return latents
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -119,6 +158,20 @@ class UnusedCallArgument(Rule):
         ),
         Invalid(
             """
+            class MyPipeline(DiffusionPipeline):
+                _callback_tensor_inputs = ["latents"]
+
+                def __call__(self, prompt, sigmas=None, callback_on_step_end=None):
+                    latents = self.run(prompt)
+                    if callback_on_step_end is not None:
+                        callback_kwargs = {k: locals()[k] for k in self._callback_tensor_inputs}
+                        callback_on_step_end(self, 0, 0, callback_kwargs)
+                    return latents
+            """,
+            message="`sigmas` is accepted by `__call__` but never read; pass it on where it takes effect, or deprecate it.",
+        ),
+        Invalid(
+            """
             class Base(DiffusionPipeline):
                 pass
 
@@ -131,13 +184,14 @@ class UnusedCallArgument(Rule):
 
     def check(self) -> None:
         for cls, method in pipeline_methods(self.context, "__call__"):
-            self._check_call(f"{cls.qualname}.__call__", method)
+            self._check_call(f"{cls.qualname}.__call__", method, callback_tensor_inputs(cls.node))
 
-    def _check_call(self, scope: str, function: cst.FunctionDef) -> None:
-        read = names_read(function.body)
-        read_names = {name.value for name in read}
-        if "locals" in read_names or "vars" in read_names:
+    def _check_call(self, scope: str, function: cst.FunctionDef, by_name: set[str]) -> None:
+        read_names = {name.value for name in names_read(function.body)}
+        if "vars" in read_names or ("locals" in read_names and not _only_callback_locals(function)):
             return  # arguments may be read by name at run time
+        # `callback_kwargs[k] = locals()[k]` reads exactly the names of `_callback_tensor_inputs`
+        read_names |= by_name
         validated: set[str] = set()
         acknowledged: set[str] = set()
         for call in calls(function.body):

@@ -1,0 +1,286 @@
+"""DRB501: a user-provided latents/embeds tensor is moved with `.to(device)` but never cast to the execution dtype."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.matchers import calls, keyword, parameters, pipeline_classes
+
+
+#: user-provided tensors that must reach the denoiser in the execution dtype
+TENSOR_NAMES = frozenset(
+    {
+        "latents",
+        "image_latents",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+        "image_embeds",
+        "negative_image_embeds",
+    }
+)
+
+
+def _is_dtype_expr(node: cst.BaseExpression) -> bool:
+    """`dtype`, `transformer_dtype`, `self.transformer.dtype`, `prompt_embeds.dtype`, `torch.float16`."""
+    name = dotted_name(node) or ""
+    last = name.rpartition(".")[2]
+    return last.endswith("dtype") or name.startswith("torch.") and last.startswith(("float", "bfloat", "half"))
+
+
+def _casts_dtype(call: cst.Call) -> bool:
+    """Whether a `.to(...)` call changes the dtype: `.to(dtype)`, `.to(device, dtype)`, `.to(dtype=...)`."""
+    if keyword(call, "dtype") is not None:
+        return True
+    return any(arg.keyword is None and _is_dtype_expr(arg.value) for arg in call.args)
+
+
+def _device_only_to(value: cst.BaseExpression, name: str) -> bool:
+    """`name.to(device)` / `name.to(device=device)`: a move with no dtype."""
+    if not m.matches(value, m.Call(func=m.Attribute(value=m.Name(name), attr=m.Name("to")))):
+        return False
+    call = value  # type: ignore[assignment]
+    if not call.args or _casts_dtype(call):  # type: ignore[attr-defined]
+        return False
+    return all(
+        (arg.keyword is None and not _is_dtype_expr(arg.value))
+        or (arg.keyword is not None and arg.keyword.value == "device")
+        for arg in call.args  # type: ignore[attr-defined]
+    )
+
+
+def _casts_name(function: cst.FunctionDef, names: set[str]) -> bool:
+    """Whether `function` casts any of `names` (or a tensor built from one) to a dtype somewhere."""
+    for call in calls(function.body):
+        func = call.func
+        if not isinstance(func, cst.Attribute):
+            continue
+        if (
+            func.attr.value == "to"
+            and _casts_dtype(call)
+            or func.attr.value in ("type", "type_as", "half", "bfloat16")
+        ):
+            read = {n.value for n in m.findall(func.value, m.Name())}  # type: ignore[union-attr]
+            if read & names or any("latent" in n for n in read if "latents" in names):
+                return True
+    return False
+
+
+class _Assignments(cst.CSTVisitor):
+    """Assignments to `name` in source order (not inside nested functions)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.found: list[cst.Assign] = []
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            if any(n.value == self.name for n in m.findall(target.target, m.Name())):  # type: ignore[union-attr]
+                self.found.append(node)
+                return
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+
+class ProvidedTensorNotCast(Rule):
+    """
+    ## What it does
+    Checks for pipeline methods that take a user-provided tensor (`latents`, `prompt_embeds`,
+    `image_embeds`, ...) together with a `dtype`, and move the provided tensor with
+    `tensor.to(device)` only, while the freshly created tensor of the other branch gets `dtype=dtype`.
+    It stays silent when `__call__` casts the latents to a dtype later on.
+
+    ## Why is this bad?
+    A tensor that the user made in float32 reaches a half-precision denoiser uncast: the first layer
+    fails with `Input type (float) and bias type (c10::Half) should be the same`, or the run silently
+    goes on in mixed precision. The pipeline's own tensors are in the execution dtype, so only the
+    documented `latents=` / `prompt_embeds=` path breaks.
+
+    ## Example
+    ```python
+    def prepare_latents(self, batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None):
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            latents = latents.to(device)
+        return latents
+    ```
+
+    Use instead:
+    ```python
+    def prepare_latents(self, batch_size, num_channels_latents, height, width, dtype, device, generator, latents=None):
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            latents = latents.to(device=device, dtype=dtype)
+        return latents
+    ```
+
+    ## Known problems
+    Only a method of a pipeline class that has both the tensor and `dtype` as parameters, and uses
+    `dtype` for something else, is looked at. A later cast in `__call__` of anything whose name
+    mentions `latent` (`latent_model_input.to(transformer_dtype)`) counts as casting the latents, and
+    a cast inside the denoiser's `forward` is not seen (those findings would be false positives).
+
+    ## References
+    - huggingface/diffusers#13656, pattern 5
+    - huggingface/diffusers#13608 (PRX `prepare_latents` moves user latents with `latents.to(device)` only)
+    """
+
+    code = "DRB501"
+    pattern = 5
+    message = (
+        "user-provided `{name}` is moved with `{name}.to(device)` but never cast to the execution dtype; "
+        "use `{name}.to(device=device, dtype=dtype)` instead."
+    )
+    REQUIRES_ANY = tuple(f"{name}.to(device" for name in sorted(TENSOR_NAMES))
+    PATHS = ("/pipelines/",)
+
+    VALID = [
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device=device, dtype=dtype)
+                    return latents
+            """
+        ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((1, 4), torch.float32, "cuda", None, latents)
+                    transformer_dtype = self.transformer.dtype
+                    for t in self.scheduler.timesteps:
+                        latent_model_input = latents.to(transformer_dtype)
+                        noise_pred = self.transformer(latent_model_input, t)
+                    return latents
+            """
+        ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def encode_prompt(self, prompt, device, dtype, prompt_embeds=None):
+                    if prompt_embeds is None:
+                        prompt_embeds = self.text_encoder(prompt)[0]
+                    prompt_embeds = prompt_embeds.to(device)
+                    return prompt_embeds.to(dtype=dtype)
+            """
+        ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            class PRXPipeline(DiffusionPipeline):
+                def prepare_latents(self, batch_size, num_channels_latents, height, width, dtype, device, generator=None, latents=None):
+                    if latents is None:
+                        shape = (batch_size, num_channels_latents, height // 8, width // 8)
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents(1, 16, 512, 512, self.transformer.dtype, self._execution_device, None, latents)
+                    for t in self.scheduler.timesteps:
+                        latents_in = torch.cat([latents, latents], dim=0)
+                        noise_pred = self.transformer(hidden_states=latents_in, timestep=t)
+                    return latents
+            """,
+            message=(
+                "user-provided `latents` is moved with `latents.to(device)` but never cast to the execution dtype; "
+                "use `latents.to(device=device, dtype=dtype)` instead."
+            ),
+        ),
+        Invalid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def prepare_ip_adapter_image_embeds(self, image, image_embeds, device, dtype):
+                    if image_embeds is None:
+                        image_embeds = self.image_encoder(image.to(device=device, dtype=dtype)).image_embeds
+                    else:
+                        image_embeds = image_embeds.to(device=device)
+                    return image_embeds
+            """,
+            message=(
+                "user-provided `image_embeds` is moved with `image_embeds.to(device)` but never cast to the "
+                "execution dtype; use `image_embeds.to(device=device, dtype=dtype)` instead."
+            ),
+        ),
+    ]
+
+    def check(self) -> None:
+        for cls in pipeline_classes(self.context):
+            methods = self.context.methods(cls)
+            call = methods.get("__call__")
+            for name, method in methods.items():
+                params = {p.name.value for p in parameters(method)}
+                if "dtype" not in params:
+                    continue
+                for tensor in sorted(params & TENSOR_NAMES):
+                    self._check_method(cls.qualname, name, method, tensor, call, methods)
+
+    def _check_method(
+        self,
+        owner: str,
+        name: str,
+        method: cst.FunctionDef,
+        tensor: str,
+        call: cst.FunctionDef | None,
+        methods: dict[str, cst.FunctionDef],
+    ) -> None:
+        visitor = _Assignments(tensor)
+        method.body.visit(visitor)
+        moves = [a for a in visitor.found if _device_only_to(a.value, tensor)]
+        if not moves:
+            return
+        first_move = moves[0]
+        # the value moved must still be the caller's: no other assignment to the tensor before it,
+        # except the fresh one in the `is None` branch (which the move's branch does not see)
+        before = visitor.found[: visitor.found.index(first_move)]
+        if any(not self._in_none_branch(method, a, tensor) for a in before):
+            return
+        if _casts_name(method, {tensor}):
+            return  # cast elsewhere in the method (`return latents.to(dtype=dtype)`)
+        if not any(n.value == "dtype" for n in m.findall(method.body, m.Name("dtype"))):  # type: ignore[arg-type]
+            return  # no execution dtype in play here
+        if call is not None and name != "__call__" and _casts_name(call, {tensor}):
+            return  # `__call__` casts it on the way to the denoiser
+        self.report(first_move, self.message.format(name=tensor), symbol=tensor, scope=f"{owner}.{name}")
+
+    @staticmethod
+    def _in_none_branch(method: cst.FunctionDef, assign: cst.Assign, tensor: str) -> bool:
+        """Whether `assign` sits in the body of an `if <tensor> is None:` of `method`."""
+        for if_node in m.findall(
+            method.body,
+            m.If(test=m.Comparison(left=m.Name(tensor), comparisons=[m.ComparisonTarget(m.Is(), m.Name("None"))])),
+        ):
+            if any(node is assign for node in m.findall(if_node.body, m.Assign())):  # type: ignore[union-attr]
+                return True
+        return False

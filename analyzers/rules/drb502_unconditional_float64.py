@@ -1,0 +1,309 @@
+"""DRB502: a model or pipeline creates or casts a tensor on its device to float64 unconditionally."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.matchers import keyword, string_value
+
+
+_FLOAT64 = frozenset({"torch.float64", "torch.double"})
+#: torch factories whose `device=` decides where the float64 tensor lives
+_FACTORIES = frozenset(
+    {
+        "arange",
+        "linspace",
+        "logspace",
+        "zeros",
+        "ones",
+        "empty",
+        "full",
+        "tensor",
+        "as_tensor",
+        "rand",
+        "randn",
+        "randint",
+        "eye",
+        "zeros_like",
+        "ones_like",
+        "empty_like",
+        "full_like",
+        "rand_like",
+        "randn_like",
+    }
+)
+#: names whose mention in an `if` test marks a device-dependent choice of dtype
+_DEVICE_WORDS = ("mps", "npu", "device.type", "is_available")
+
+
+class _Finder(cst.CSTVisitor):
+    """Unconditional float64 tensors on a device: `.to(x, torch.float64)`, `.double()`, `arange(..., dtype=…, device=…)`."""
+
+    def __init__(self, rule: UnconditionalFloat64) -> None:
+        super().__init__()
+        self.rule = rule
+        self.found: list[tuple[cst.CSTNode, str]] = []
+        self._guarded = 0  # inside an `if` on the device or a conditional expression
+        self._guard_ifs: set[int] = set()
+
+    # -- places where float64 is chosen on purpose ---------------------------------------------------
+
+    def visit_IfExp(self, node: cst.IfExp) -> bool:
+        self._guarded += 1
+        return True
+
+    def leave_IfExp(self, original_node: cst.IfExp) -> None:
+        self._guarded -= 1
+
+    def visit_If(self, node: cst.If) -> bool:
+        test = self.rule.context.module.code_for_node(node.test)
+        if any(word in test for word in _DEVICE_WORDS):
+            self._guarded += 1
+            self._guard_ifs.add(id(node))
+        return True
+
+    def leave_If(self, original_node: cst.If) -> None:
+        if id(original_node) in self._guard_ifs:
+            self._guarded -= 1
+
+    def visit_With(self, node: cst.With) -> bool:
+        if any(
+            string_value(a.value) == "cpu"
+            for item in node.items
+            if isinstance(item.item, cst.Call)
+            for a in item.item.args
+        ):
+            return False  # `with torch.device("cpu"):` float64 on the CPU is fine
+        return True
+
+    def visit_Comparison(self, node: cst.Comparison) -> bool:
+        return False  # `dtype in (torch.float32, torch.float64)` creates nothing
+
+    # -- the tensors -------------------------------------------------------------------------------------
+
+    def visit_Call(self, node: cst.Call) -> bool:
+        if self._guarded:
+            return True
+        func = node.func
+        if isinstance(func, cst.Attribute) and func.attr.value == "double" and not node.args:
+            if self._on_device(func.value):
+                self.found.append((node, ".double()"))
+            return True
+        if isinstance(func, cst.Attribute) and func.attr.value == "to":
+            spelled = self._float64_in(node)
+            if spelled and not self._to_cpu(node) and self._on_device(func.value):
+                self.found.append((node, spelled))
+            return True
+        qualified = self.rule.context.qualified_name(func) or ""
+        if qualified.startswith("torch.") and qualified[len("torch.") :] in _FACTORIES:
+            dtype = keyword(node, "dtype")
+            device = keyword(node, "device")
+            spelled = self._float64(dtype.value) if dtype is not None else None
+            if spelled and device is not None and string_value(device.value) != "cpu":
+                self.found.append((node, spelled))
+        return True
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _float64(self, node: cst.BaseExpression) -> str | None:
+        qualified = self.rule.context.qualified_name(node)
+        return dotted_name(node) if qualified in _FLOAT64 else None
+
+    def _float64_in(self, call: cst.Call) -> str | None:
+        for arg in call.args:
+            if arg.keyword is None or arg.keyword.value == "dtype":
+                spelled = self._float64(arg.value)
+                if spelled:
+                    return spelled
+        return None
+
+    @staticmethod
+    def _to_cpu(call: cst.Call) -> bool:
+        device = keyword(call, "device")
+        first = call.args[0].value if call.args and call.args[0].keyword is None else None
+        return any(
+            node is not None and string_value(node) == "cpu" for node in (device.value if device else None, first)
+        )
+
+    def _on_device(self, receiver: cst.BaseExpression) -> bool:
+        """Whether the tensor being cast may live on the accelerator (not a fresh CPU tensor, not `.cpu()`)."""
+        node = receiver
+        while True:
+            if isinstance(node, cst.Call):
+                func = node.func
+                if isinstance(func, cst.Attribute) and func.attr.value in ("cpu", "numpy"):
+                    return False
+                qualified = self.rule.context.qualified_name(func) or ""
+                if qualified.startswith("torch.") and qualified[len("torch.") :] in _FACTORIES | {"from_numpy"}:
+                    return keyword(node, "device") is not None  # a factory without `device=` makes a CPU tensor
+                if isinstance(func, cst.Attribute):
+                    node = func.value  # `x.float().reshape(...)`: look at what it is called on
+                    continue
+                return True
+            if isinstance(node, cst.Subscript):
+                node = node.value
+                continue
+            return True
+
+
+class UnconditionalFloat64(Rule):
+    """
+    ## What it does
+    Checks for model and pipeline code that creates a float64 tensor on the model's device, or casts
+    a device tensor to float64 (`torch.float64`, `torch.double`, `.double()`), without choosing a
+    smaller dtype on devices that lack float64.
+
+    ## Why is this bad?
+    Apple MPS and Ascend NPU have no float64: the cast raises (`Cannot convert a MPS Tensor to
+    float64 dtype`) and the model or pipeline cannot run there. diffusers picks the dtype per device
+    with `maybe_adjust_dtype_for_device(torch.float64, device)` or
+    `torch.float32 if (is_mps or is_npu) else torch.float64`.
+
+    ## Example
+    ```python
+    def rope_apply(x, freqs):
+        x = torch.view_as_complex(x.to(torch.float64).reshape(*x.shape[:-1], -1, 2))
+        ...
+    ```
+
+    Use instead:
+    ```python
+    def rope_apply(x, freqs):
+        dtype = maybe_adjust_dtype_for_device(torch.float64, x.device)
+        x = torch.view_as_complex(x.to(dtype).reshape(*x.shape[:-1], -1, 2))
+        ...
+    ```
+
+    ## Known problems
+    Float64 on the CPU is fine and not reported: factories without `device=` or with
+    `device="cpu"`, casts of such fresh tensors, code under `with torch.device("cpu")`. A CPU float64
+    tensor that is later moved with `.to(device)` is missed, and so is a float64 dtype held in a
+    variable. Any `if` whose test mentions `mps`, `npu`, `device.type` or `is_available`, and any
+    conditional expression, count as a deliberate choice.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 5
+    - `diffusers.utils.torch_utils.maybe_adjust_dtype_for_device`
+    """
+
+    code = "DRB502"
+    pattern = 5
+    message = (
+        "`{spelled}` puts a float64 tensor on the model's device, which MPS and NPU do not support; "
+        "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
+    )
+    REQUIRES_ANY = ("float64", "double")
+    PATHS = ("/models/", "/pipelines/")
+
+    VALID = [
+        Valid(
+            """
+            import torch
+            from ...utils.torch_utils import maybe_adjust_dtype_for_device
+
+            def get_freqs(pos, dim):
+                freqs_dtype = maybe_adjust_dtype_for_device(torch.float64, pos.device)
+                is_mps = pos.device.type == "mps"
+                dtype = torch.float32 if is_mps else torch.float64
+                if pos.device.type == "mps":
+                    x = pos.float()
+                else:
+                    x = pos.to(torch.float64)
+                return torch.arange(0, dim, 2, dtype=freqs_dtype, device=pos.device), dtype, x
+            """,
+            path="diffusers/models/embeddings_example.py",
+        ),
+        Valid(
+            """
+            import torch
+
+            def precompute(dim, end, theta):
+                freqs = torch.arange(0, dim, 2).to(torch.float64).div(dim)
+                steps = torch.arange(end, dtype=torch.float64, device="cpu")
+                sigmas = torch.linspace(0.0, 1.0, 10, dtype=torch.float64)
+                with torch.device("cpu"):
+                    t = torch.arange(end, device=freqs.device, dtype=torch.float64)
+                ok = sigmas.dtype in (torch.float32, torch.float64)
+                return torch.outer(steps, freqs).float(), t, ok, sigmas.cpu().double()
+            """,
+            path="diffusers/models/transformers/transformer_example.py",
+        ),
+        Valid(
+            """
+            import torch
+
+            def sigmas(x):
+                return x.to(torch.float64)
+            """,
+            path="diffusers/schedulers/scheduling_example.py",
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch
+
+            def rope_apply(x, grid_sizes, freqs):
+                output = []
+                for i, (f, h, w) in enumerate(grid_sizes.tolist()):
+                    x_i = torch.view_as_complex(x[i, : f * h * w].to(torch.float64).reshape(f * h * w, 1, -1, 2))
+                    output.append(x_i)
+                return output
+            """,
+            path="diffusers/models/transformers/transformer_example.py",
+            message=(
+                "`torch.float64` puts a float64 tensor on the model's device, which MPS and NPU do not support; "
+                "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
+            ),
+        ),
+        Invalid(
+            """
+            import torch as th
+
+            class Model:
+                def forward(self, hidden_states):
+                    logits = self.out(hidden_states)
+                    return th.log_softmax(logits.double(), dim=1).float()
+            """,
+            path="diffusers/models/transformers/transformer_example.py",
+            message=(
+                "`.double()` puts a float64 tensor on the model's device, which MPS and NPU do not support; "
+                "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
+            ),
+        ),
+        Invalid(
+            """
+            import torch
+
+            class MyPipeline(DiffusionPipeline):
+                def prepare_latents(self, height, width, device):
+                    ids = prepare_pos_ids(height=height, width=width).to(device, dtype=torch.float64)
+                    return ids
+            """,
+            path="diffusers/pipelines/example/pipeline_example.py",
+            message=(
+                "`torch.float64` puts a float64 tensor on the model's device, which MPS and NPU do not support; "
+                "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
+            ),
+        ),
+        Invalid(
+            """
+            import torch
+
+            def get_1d_rope(dim, pos):
+                return torch.arange(0, dim, 2, dtype=torch.double, device=pos.device)
+            """,
+            path="diffusers/models/embeddings_example.py",
+            message=(
+                "`torch.double` puts a float64 tensor on the model's device, which MPS and NPU do not support; "
+                "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
+            ),
+        ),
+    ]
+
+    def check(self) -> None:
+        finder = _Finder(self)
+        self.context.module.visit(finder)
+        for node, spelled in finder.found:
+            self.report(node, self.message.format(spelled=spelled), symbol=spelled)

@@ -1,0 +1,496 @@
+"""DRB701: `check_inputs` checks `height`/`width` against the VAE factor only, while the transformer needs more."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.matchers import call_name, parameters, pipeline_methods, self_attribute
+
+
+#: the sizes whose divisibility `check_inputs` validates
+SIZE_NAMES = ("height", "width")
+#: names of calls that snap a size to a grid (resolution binning, standard shapes, dimension helpers)
+SNAPPING_CALLS = ("classify_height_width_bin", "map_to_standard_shapes", "calculate_dimensions", "calculate_shift_dimensions")
+
+
+def _is_zero(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Integer) and node.evaluated_value == 0
+
+
+def _weak_divisor(node: cst.BaseExpression) -> str | None:
+    """`8` or `self.vae_scale_factor[_spatial]`: a divisor that only covers the VAE, as source text; else None."""
+    if isinstance(node, cst.Integer) and not node.lpar:
+        value = node.evaluated_value
+        return node.value if isinstance(value, int) and 1 < value <= 8 else None
+    if self_attribute(node) and not node.lpar:  # type: ignore[union-attr]
+        attr = node.attr.value  # type: ignore[attr-defined]
+        if "vae" in attr and "scale" in attr and "temporal" not in attr:
+            return f"self.{attr}"
+    return None
+
+
+def _size_modulo(comparison: cst.Comparison) -> tuple[str, cst.BaseExpression] | None:
+    """`height % D != 0` -> ("height", D)."""
+    if len(comparison.comparisons) != 1:
+        return None
+    target = comparison.comparisons[0]
+    if not isinstance(target.operator, cst.NotEqual) or not _is_zero(target.comparator):
+        return None
+    left = comparison.left
+    if not (isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.Modulo)):
+        return None
+    if not (isinstance(left.left, cst.Name) and left.left.value in SIZE_NAMES):
+        return None
+    return left.left.value, left.right
+
+
+def _assigned_names(target: cst.BaseExpression) -> set[str]:
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return {n for element in target.elements for n in _assigned_names(element.value)}
+    return set()
+
+
+def _snaps(value: cst.BaseExpression) -> bool:
+    """Whether an expression rounds a size onto a grid: `(h // k) * k`, `h - h % k`, a binning helper."""
+    for op in m.findall(value, m.BinaryOperation()):
+        if isinstance(op.operator, cst.Multiply) and any(  # type: ignore[attr-defined]
+            isinstance(side, cst.BinaryOperation) and isinstance(side.operator, cst.FloorDivide)
+            for side in (op.left, op.right)  # type: ignore[attr-defined]
+        ):
+            return True
+        if isinstance(op.operator, cst.Subtract) and isinstance(op.right, cst.BinaryOperation) and isinstance(  # type: ignore[attr-defined]
+            op.right.operator, cst.Modulo  # type: ignore[attr-defined]
+        ):
+            return True
+    for call in m.findall(value, m.Call()):
+        name = call_name(call) or ""  # type: ignore[arg-type]
+        if name.rpartition(".")[2] in SNAPPING_CALLS:
+            return True
+    return False
+
+
+def _spatial_patch(default: cst.BaseExpression) -> int | None:
+    """The spatial patch size of a `patch_size` default: `2`, or the last entry of `(1, 2, 2)`."""
+    if isinstance(default, cst.Integer):
+        value = default.evaluated_value
+        return value if isinstance(value, int) else None
+    if isinstance(default, cst.Tuple) and default.elements:
+        last = default.elements[-1].value
+        if isinstance(last, cst.Integer) and isinstance(last.evaluated_value, int):
+            return last.evaluated_value
+    return None
+
+
+def _annotation_classes(node: cst.BaseExpression) -> list[str] | None:
+    """Dotted class names of an annotation: `Foo`, `models.Foo`, `Optional[Foo]`, `A | B`, `Union[A, B]`."""
+    if isinstance(node, cst.Name) and node.value == "None":
+        return []
+    name = dotted_name(node)
+    if name is not None:
+        return [name]
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitOr):
+        left, right = _annotation_classes(node.left), _annotation_classes(node.right)
+        return None if left is None or right is None else left + right
+    if isinstance(node, cst.Subscript) and (dotted_name(node.value) or "").rpartition(".")[2] in ("Optional", "Union"):
+        found: list[str] = []
+        for element in node.slice:
+            if not isinstance(element.slice, cst.Index):
+                return None
+            inner = _annotation_classes(element.slice.value)
+            if inner is None:
+                return None
+            found += inner
+        return found
+    return None  # a string annotation or something else we cannot follow
+
+
+class _SizeSnapping(cst.CSTVisitor):
+    """Find an assignment that snaps `height`/`width` onto a grid, outside `if <argument>:` blocks."""
+
+    def __init__(self, arguments: set[str]) -> None:
+        super().__init__()
+        self.arguments = arguments
+        self.found = False
+
+    def visit_If(self, node: cst.If) -> bool:
+        if isinstance(node.test, cst.Name) and node.test.value in self.arguments:
+            if node.orelse is not None:
+                node.orelse.visit(self)
+            return False  # the body runs only when the caller asks for it
+        return True
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def _check(self, targets: set[str], value: cst.BaseExpression | None) -> None:
+        if targets & set(SIZE_NAMES) and value is not None and _snaps(value):
+            self.found = True
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        self._check(set().union(*(_assigned_names(t.target) for t in node.targets)), node.value)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._check(_assigned_names(node.target), node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._check(_assigned_names(node.target), node.value)
+
+
+class SizeCheckIgnoresPatchSize(Rule):
+    """
+    ## What it does
+    Checks for pipelines whose `check_inputs` requires `height`/`width` to be divisible only by the VAE
+    scale factor (`8`, `self.vae_scale_factor`, `self.vae_scale_factor_spatial`) while the transformer
+    patchifies the latents with `patch_size > 1`, or the pipeline packs latents into 2x2 patches
+    (Flux-style `_pack_latents`), so that sizes must be divisible by `vae_scale_factor * patch_size`.
+
+    ## Why is this bad?
+    A size such as 24x24 passes validation, becomes a 3x3 latent and then fails late inside the
+    transformer's patch embedding or the unpatchify/reshape, with a tensor-shape error that does not
+    mention `height` or `width` (or is silently cropped). The check was copied from a UNet pipeline
+    instead of being derived from the transformer's patch size.
+
+    ## Example
+    ```python
+    class CogVideoXPipeline(DiffusionPipeline):
+        def __init__(self, vae, transformer: CogVideoXTransformer3DModel, scheduler): ...
+
+        def check_inputs(self, prompt, height, width):
+            if height % 8 != 0 or width % 8 != 0:
+                raise ValueError("`height` and `width` have to be divisible by 8")
+    ```
+
+    Use instead:
+    ```python
+    class CogVideoXPipeline(DiffusionPipeline):
+        def check_inputs(self, prompt, height, width):
+            multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
+            if height % multiple != 0 or width % multiple != 0:
+                raise ValueError(f"`height` and `width` have to be divisible by {multiple}")
+    ```
+
+    ## Known problems
+    The patch size is read from the default of `patch_size` in the `__init__` of the class that the
+    pipeline's `__init__` annotates `transformer` with; a checkpoint that configures another patch size
+    is not seen (Latte's `patch_size` defaults to `None`). The rule stays silent when a method of the
+    pipeline snaps `height`/`width` onto a grid itself (`(h // 16) * 16`, resolution binning), unless
+    that happens only under `if <argument>:` such as `if use_resolution_binning:`.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 7
+    - huggingface/diffusers#13622 (CogVideoX pipelines check `% 8` while the transformer uses `patch_size=2`)
+    """
+
+    code = "DRB701"
+    pattern = 7
+    message_patch = (
+        "`check_inputs` only requires `{sizes}` to be divisible by `{divisor}`, but `{model}` patchifies "
+        "latents with `patch_size={p}`; require divisibility by the VAE scale factor times "
+        "`self.transformer.config.patch_size`."
+    )
+    message_packing = (
+        "`check_inputs` only requires `{sizes}` to be divisible by `{divisor}`, but `_pack_latents` packs "
+        "latents into 2x2 patches; require divisibility by `self.vae_scale_factor * 2`."
+    )
+    REQUIRES_ANY = ("def check_inputs",)
+    PATHS = ("/pipelines/",)
+
+    _TRANSFORMER = {
+        "diffusers/models/transformers/transformer_foo.py": """
+            class FooTransformer3DModel(ModelMixin, ConfigMixin):
+                @register_to_config
+                def __init__(self, num_layers: int = 2, patch_size: int = 2, in_channels: int = 16):
+                    super().__init__()
+            """,
+        "diffusers/models/transformers/transformer_unet_like.py": """
+            class UnitPatchTransformer(ModelMixin, ConfigMixin):
+                @register_to_config
+                def __init__(self, patch_size: int = 1):
+                    super().__init__()
+            """,
+        "diffusers/models/__init__.py": """
+            from .transformers.transformer_foo import FooTransformer3DModel
+            from .transformers.transformer_unet_like import UnitPatchTransformer
+            """,
+    }
+
+    VALID = [
+        # the check already includes the patch size
+        Valid(
+            """
+            from ...models import FooTransformer3DModel
+
+            class FooPipeline(DiffusionPipeline):
+                def __init__(self, vae, transformer: FooTransformer3DModel, scheduler):
+                    super().__init__()
+
+                def check_inputs(self, prompt, height, width):
+                    if height % (self.vae_scale_factor * 2) != 0 or width % (self.vae_scale_factor * 2) != 0:
+                        raise ValueError("bad size")
+            """,
+            files=_TRANSFORMER,
+        ),
+        # patch_size defaults to 1: the VAE factor is all that is needed
+        Valid(
+            """
+            from ...models import UnitPatchTransformer
+
+            class FooPipeline(DiffusionPipeline):
+                def __init__(self, vae, transformer: UnitPatchTransformer, scheduler):
+                    super().__init__()
+
+                def check_inputs(self, prompt, height, width):
+                    if height % 8 != 0 or width % 8 != 0:
+                        raise ValueError("bad size")
+            """,
+            files=_TRANSFORMER,
+        ),
+        # one of the transformers the pipeline accepts has no patchify step: stay silent
+        Valid(
+            """
+            from typing import Optional, Union
+            from ...models import FooTransformer3DModel, UnitPatchTransformer
+
+            class FooPipeline(DiffusionPipeline):
+                def __init__(self, vae, transformer: Optional[Union[FooTransformer3DModel, UnitPatchTransformer]]):
+                    super().__init__()
+
+                def check_inputs(self, prompt, height, width):
+                    if height % 8 != 0 or width % 8 != 0:
+                        raise ValueError("bad size")
+            """,
+            files=_TRANSFORMER,
+        ),
+        # the pipeline snaps the sizes onto the patch grid before they are used
+        Valid(
+            """
+            from ...models import FooTransformer3DModel
+
+            class FooPipeline(DiffusionPipeline):
+                def __init__(self, vae, transformer: FooTransformer3DModel, scheduler):
+                    super().__init__()
+
+                def check_inputs(self, prompt, height, width):
+                    if height % 8 != 0 or width % 8 != 0:
+                        raise ValueError("bad size")
+
+                def __call__(self, prompt, height=None, width=None):
+                    height = int((height // 16) * 16)
+                    width = int((width // 16) * 16)
+                    self.check_inputs(prompt, height, width)
+            """,
+            files=_TRANSFORMER,
+        ),
+        # a warning is not a validation: sizes are resized elsewhere
+        Valid(
+            """
+            class FooPipeline(DiffusionPipeline):
+                def check_inputs(self, prompt, height, width):
+                    if height % self.vae_scale_factor != 0 or width % self.vae_scale_factor != 0:
+                        logger.warning("sizes will be resized")
+
+                @staticmethod
+                def _pack_latents(latents, batch_size, num_channels_latents, height, width):
+                    return latents.view(batch_size, num_channels_latents, height // 2, 2, width // 2, 2)
+            """
+        ),
+        # LTX-style packing with a patch size of 1 is no 2x2 packing; a UNet pipeline has no transformer
+        Valid(
+            """
+            class FooPipeline(DiffusionPipeline):
+                def __init__(self, vae, unet: UNet2DConditionModel, scheduler):
+                    super().__init__()
+
+                def check_inputs(self, prompt, height, width):
+                    if height % 8 != 0 or width % 8 != 0:
+                        raise ValueError("bad size")
+
+                @staticmethod
+                def _pack_latents(latents, patch_size: int = 1, patch_size_t: int = 1):
+                    return latents.reshape(-1, patch_size, patch_size_t)
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            from ...models import FooTransformer3DModel
+
+            class FooPipeline(DiffusionPipeline):
+                def __init__(self, vae, transformer: FooTransformer3DModel, scheduler):
+                    super().__init__()
+
+                def check_inputs(self, prompt, height, width):
+                    if height % 8 != 0 or width % 8 != 0:
+                        raise ValueError("bad size")
+
+                def __call__(self, prompt, height=None, width=None):
+                    height = height or self.transformer.config.sample_height * self.vae_scale_factor_spatial
+                    self.check_inputs(prompt, height, width)
+            """,
+            files=_TRANSFORMER,
+            message=(
+                "`check_inputs` only requires `height`/`width` to be divisible by `8`, but "
+                "`FooTransformer3DModel` patchifies latents with `patch_size=2`; require divisibility by the "
+                "VAE scale factor times `self.transformer.config.patch_size`."
+            ),
+        ),
+        Invalid(
+            """
+            class FooPipeline(DiffusionPipeline):
+                def check_inputs(self, prompt, height, width):
+                    if height % self.vae_scale_factor != 0 or width % self.vae_scale_factor != 0:
+                        raise ValueError("bad size")
+
+                @staticmethod
+                def _pack_latents(latents, batch_size, num_channels_latents, height, width):
+                    return latents.view(batch_size, num_channels_latents, height // 2, 2, width // 2, 2)
+            """,
+            message=(
+                "`check_inputs` only requires `height`/`width` to be divisible by `self.vae_scale_factor`, "
+                "but `_pack_latents` packs latents into 2x2 patches; require divisibility by "
+                "`self.vae_scale_factor * 2`."
+            ),
+        ),
+        # resolution binning that the caller can switch off does not protect the transformer
+        Invalid(
+            """
+            from ...models import FooTransformer3DModel
+
+            class FooPipeline(DiffusionPipeline):
+                def __init__(self, vae, transformer: FooTransformer3DModel, scheduler):
+                    super().__init__()
+
+                def check_inputs(self, prompt, height, width):
+                    if height % 8 != 0:
+                        raise ValueError("bad height")
+
+                def __call__(self, prompt, height=None, width=None, use_resolution_binning=True):
+                    if use_resolution_binning:
+                        height, width = self.image_processor.classify_height_width_bin(height, width, ratios=BINS)
+                    self.check_inputs(prompt, height, width)
+            """,
+            files=_TRANSFORMER,
+            message=(
+                "`check_inputs` only requires `height` to be divisible by `8`, but `FooTransformer3DModel` "
+                "patchifies latents with `patch_size=2`; require divisibility by the VAE scale factor times "
+                "`self.transformer.config.patch_size`."
+            ),
+        ),
+    ]
+
+    def check(self) -> None:
+        for cls, method in pipeline_methods(self.context, "check_inputs"):
+            weak = self._weak_check(method)
+            if weak is None:
+                continue
+            node, sizes, divisor = weak
+            methods = self.context.methods(cls)
+            if self._snaps_sizes(methods):
+                continue
+            scope = f"{cls.qualname}.check_inputs"
+            symbol = "/".join(sizes)
+            patch = self._transformer_patch(methods.get("__init__"))
+            if patch is not None:
+                model, p = patch
+                message = self.message_patch.format(sizes="`/`".join(sizes), divisor=divisor, model=model, p=p)
+                self.report(node, message, symbol=symbol, scope=scope)
+            elif self._packs_2x2(methods.get("_pack_latents")):
+                message = self.message_packing.format(sizes="`/`".join(sizes), divisor=divisor)
+                self.report(node, message, symbol=symbol, scope=scope)
+
+    @staticmethod
+    def _weak_check(method: cst.FunctionDef) -> tuple[cst.If, list[str], str] | None:
+        """The first `if height % 8 != 0 ...: raise` of `check_inputs`, unless another check is stronger."""
+        found = None
+        for statement in m.findall(method.body, m.If()):
+            sizes: list[str] = []
+            divisor = None
+            strong = False
+            for comparison in m.findall(statement.test, m.Comparison()):  # type: ignore[attr-defined]
+                parsed = _size_modulo(comparison)  # type: ignore[arg-type]
+                if parsed is None:
+                    continue
+                name, right = parsed
+                text = _weak_divisor(right)
+                if text is None:
+                    strong = True
+                    continue
+                divisor = divisor or text
+                if name not in sizes:
+                    sizes.append(name)
+            if strong:
+                return None  # some size check already goes beyond the VAE factor
+            if sizes and found is None and m.findall(statement.body, m.Raise()):  # type: ignore[attr-defined]
+                found = (statement, sizes, divisor)  # type: ignore[assignment]
+        return found  # type: ignore[return-value]
+
+    @staticmethod
+    def _snaps_sizes(methods: dict[str, cst.FunctionDef]) -> bool:
+        """Whether a method other than `check_inputs` rounds `height`/`width` onto a grid itself.
+
+        Rounding under `if <argument>:` (`if use_resolution_binning:`) does not count: the caller can
+        switch it off, and then only `check_inputs` stands between the size and the transformer.
+        """
+        for name, function in methods.items():
+            if name == "check_inputs":
+                continue
+            visitor = _SizeSnapping({p.name.value for p in parameters(function)})
+            function.body.visit(visitor)
+            if visitor.found:
+                return True
+        return False
+
+    def _transformer_patch(self, init: cst.FunctionDef | None) -> tuple[str, int] | None:
+        """(model class name, p) when every class `transformer` is annotated with patchifies with p > 1."""
+        if init is None:
+            return None
+        annotation = None
+        for param in parameters(init):
+            if param.name.value == "transformer" and param.annotation is not None:
+                annotation = param.annotation.annotation
+        if annotation is None:
+            return None
+        names = _annotation_classes(annotation)
+        if not names:
+            return None
+        classes = []
+        for name in dict.fromkeys(names):
+            located = self.context.project.locate_class(self.context.module_name, name)
+            if located is None or not located[0].startswith("diffusers.models"):
+                return None  # an annotation we cannot follow: stay silent
+            classes.append(located)
+        patches = []
+        for _module, classdef in classes:
+            p = self._patch_size_default(classdef)
+            if p is None or p <= 1:
+                return None
+            patches.append((classdef.name.value, p))
+        if not patches:
+            return None
+        return min(patches, key=lambda item: item[1])
+
+    @staticmethod
+    def _patch_size_default(classdef: cst.ClassDef) -> int | None:
+        for statement in classdef.body.body:
+            if isinstance(statement, cst.FunctionDef) and statement.name.value == "__init__":
+                for param in parameters(statement):
+                    if param.name.value == "patch_size" and param.default is not None:
+                        return _spatial_patch(param.default)
+        return None
+
+    @staticmethod
+    def _packs_2x2(function: cst.FunctionDef | None) -> bool:
+        """Whether `_pack_latents` folds latents into 2x2 patches (`height // 2, 2, width // 2, 2`)."""
+        if function is None:
+            return False
+        return bool(
+            m.findall(
+                function.body,
+                m.BinaryOperation(operator=m.FloorDivide(), right=m.Integer("2")),
+            )
+        )

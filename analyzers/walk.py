@@ -1,0 +1,82 @@
+"""A fast, cached walk over libcst trees: every node under a root, grouped by type.
+
+libcst's visitor machinery and `matchers.findall` rebuild each node's children on every walk; rules
+ask the same questions of the same function many times. One plain walk over dataclass fields, cached
+per root node for the file being analysed (the engine calls `clear()` after each file), is several times
+cheaper. Whitespace, comments and punctuation are skipped: no rule looks at them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import TypeVar
+
+import libcst as cst
+
+
+N = TypeVar("N", bound=cst.CSTNode)
+_SKIP_PREFIXES = ("whitespace", "lpar", "rpar", "comma", "semicolon", "leading_lines", "lines_after", "header",
+                  "footer", "newline", "indent", "colon", "equal", "dot", "star", "lbracket", "rbracket", "lbrace",
+                  "rbrace", "lines_after_decorators", "first_line", "empty_lines", "prefix", "quote")
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_CACHE: dict[int, tuple[cst.CSTNode, dict[type, list[cst.CSTNode]]]] = {}
+
+
+def _fields(kind: type) -> tuple[str, ...]:
+    names = _FIELDS.get(kind)
+    if names is None:
+        names = _FIELDS[kind] = tuple(
+            f.name for f in dataclasses.fields(kind) if not f.name.startswith(_SKIP_PREFIXES)
+        )
+    return names
+
+
+def walk(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Yield `root` and every node under it, parents before children, in source order."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        children = []
+        for name in _fields(type(node)):
+            value = getattr(node, name)
+            if isinstance(value, cst.CSTNode):
+                children.append(value)
+            elif isinstance(value, (list, tuple)):
+                children.extend(item for item in value if isinstance(item, cst.CSTNode))
+        stack.extend(reversed(children))
+
+
+def index(root: cst.CSTNode) -> dict[type, list[cst.CSTNode]]:
+    """Every node under `root` (itself included), grouped by exact type; cached until `clear()`."""
+    cached = _CACHE.get(id(root))
+    if cached is not None and cached[0] is root:
+        return cached[1]
+    groups: dict[type, list[cst.CSTNode]] = defaultdict(list)
+    for node in walk(root):
+        groups[type(node)].append(node)
+    _CACHE[id(root)] = (root, groups)
+    return groups
+
+
+def nodes(root: cst.CSTNode, kind: type[N]) -> list[N]:
+    """Every node of type `kind` (exact type, or a subclass) under `root`, in source order."""
+    groups = index(root)
+    if kind in groups or not _has_subclasses(kind):
+        return list(groups.get(kind, ()))  # type: ignore[arg-type]
+    found: list[N] = []
+    for node_type, members in groups.items():
+        if issubclass(node_type, kind):
+            found.extend(members)  # type: ignore[arg-type]
+    return found
+
+
+def _has_subclasses(kind: type) -> bool:
+    return bool(kind.__subclasses__())
+
+
+def clear() -> None:
+    """Forget cached walks; the engine calls this after each file."""
+    _CACHE.clear()

@@ -21,7 +21,11 @@ def _may_be_pipeline(name: str) -> bool:
 
 
 def pipeline_classes(ctx: FileContext) -> list[Definition]:
-    """Top-level classes of the file that are `DiffusionPipeline`s (followed through the project view)."""
+    """Top-level classes of the file that are `DiffusionPipeline`s (followed through the project view).
+
+    Only classes that have `Pipeline` in their own or a base's name are considered, as every pipeline of
+    diffusers does; a pipeline class named otherwise is not seen.
+    """
     cache = ctx.__dict__.get("_pipeline_classes")
     if cache is None:
         cache = [

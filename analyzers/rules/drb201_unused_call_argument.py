@@ -172,10 +172,10 @@ class UnusedCallArgument(Rule):
         ),
         Invalid(
             """
-            class Base(DiffusionPipeline):
+            class BaseVideoPipeline(DiffusionPipeline):
                 pass
 
-            class Child(Base):
+            class ChildVideoPipeline(BaseVideoPipeline):
                 def __call__(self, prompt, *, guidance_scale=5.0):
                     return self.run(prompt)
             """

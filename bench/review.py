@@ -1,0 +1,90 @@
+"""`drbot review` on a 10-file diff of a repository holding the whole diffusers package.
+
+Target (issue: rule engine): under 2 s. Run: `.venv/bin/python bench/review.py [--repeat N] [--record]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from analyzers.scan import installed_diffusers  # noqa: E402
+from bench._record import record  # noqa: E402
+
+
+CHANGED = [
+    "pipelines/flux/pipeline_flux.py",
+    "pipelines/wan/pipeline_wan_i2v.py",
+    "pipelines/stable_diffusion_xl/pipeline_stable_diffusion_xl_inpaint.py",
+    "pipelines/cogvideo/pipeline_cogvideox.py",
+    "pipelines/hunyuan_video/pipeline_hunyuan_video.py",
+    "pipelines/qwenimage/pipeline_qwenimage.py",
+    "pipelines/stable_diffusion_3/pipeline_stable_diffusion_3.py",
+    "pipelines/prx/pipeline_prx.py",
+    "pipelines/ltx/pipeline_ltx.py",
+    "pipelines/sana/pipeline_sana.py",
+]
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.invalid",
+       "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.invalid"}
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=ENV)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        shutil.copytree(installed_diffusers(), repo / "src" / "diffusers", ignore=shutil.ignore_patterns("__pycache__"))
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "base")
+        for i, rel in enumerate(CHANGED):
+            path = repo / "src" / "diffusers" / rel
+            text = path.read_text()
+            if i % 2 == 0:  # a new ignored argument: one new finding per such file
+                text = text.replace("return_dict: bool = True,", "return_dict: bool = True,\n        bench_unused_arg: int = 0,", 1)
+            path.write_text(text + "\n# touched by bench/review.py\n")
+        git(repo, "commit", "-qam", "head")
+        command = [sys.executable, "-m", "drbot", "review", "--base", "HEAD~1", "--repo", str(repo)]
+        times = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                                    env={**ENV, "PYTHONPATH": str(ROOT)})
+            times.append(time.perf_counter() - start)
+            if result.returncode not in (0, 1):
+                print(result.stderr, file=sys.stderr)
+                return 2
+        summary = next(line for line in result.stdout.splitlines() if line.startswith("**"))
+    median = statistics.median(times)
+    body = (
+        "## `drbot review` on a 10-file diff\n\n"
+        f"A git repository holding the whole installed diffusers package; 10 pipeline files changed, 5 of them with a\n"
+        f"new ignored `__call__` argument. Wall time of the whole command (interpreter start included), median of\n"
+        f"{args.repeat}: **{median:.2f} s** (min {min(times):.2f} s, max {max(times):.2f} s). Target: under 2 s: "
+        f"{'met' if median < 2 else 'NOT met'}.\n\nIts summary line: {summary}"
+    )
+    print(body)
+    if args.record:
+        record("review", "python bench/review.py --record", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -282,7 +282,9 @@ def _walk_definitions(body: Sequence[cst.CSTNode], prefix: str, parent: Definiti
             qualname = f"{prefix}.{statement.name.value}" if prefix else statement.name.value
             definition = Definition(statement, qualname, parent)
             yield definition
-            yield from _walk_definitions(statement.body.body if isinstance(statement.body, cst.IndentedBlock) else (), qualname, definition)
+            yield from _walk_definitions(
+                statement.body.body if isinstance(statement.body, cst.IndentedBlock) else (), qualname, definition
+            )
         elif isinstance(statement, cst.BaseCompoundStatement):
             for block in _nested_blocks(statement):
                 yield from _walk_definitions(block, prefix, parent)
@@ -297,7 +299,9 @@ def module_imports(module: cst.Module, module_name: str, is_package: bool) -> di
             if isinstance(statement, cst.SimpleStatementLine):
                 for small in statement.body:
                     if isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
-                        base = resolve_relative(module_name, is_package, len(small.relative), dotted_name(small.module))
+                        base = resolve_relative(
+                            module_name, is_package, len(small.relative), dotted_name(small.module)
+                        )
                         for alias in small.names:
                             name = dotted_name(alias.name) or ""
                             local = alias.asname.name.value if alias.asname else name  # type: ignore[union-attr]
@@ -548,7 +552,9 @@ def all_rules() -> list[type[Rule]]:
     return [found[code] for code in sorted(found)]
 
 
-def select_rules(rules: Sequence[type[Rule]], select: Sequence[str] = (), ignore: Sequence[str] = ()) -> list[type[Rule]]:
+def select_rules(
+    rules: Sequence[type[Rule]], select: Sequence[str] = (), ignore: Sequence[str] = ()
+) -> list[type[Rule]]:
     """Filter rules by code prefix (`DRB0`, `DRB002`) or pattern (`P1`), ruff-style."""
 
     def matches(rule: type[Rule], selector: str) -> bool:
@@ -575,8 +581,7 @@ SUPPRESSION_RE = re.compile(
 )
 BARE_IGNORE_CODE = "DRB000"
 BARE_IGNORE_MESSAGE = (
-    "`# drbot: ignore` without a rule code silences nothing; name the rule, as in "
-    "`# drbot: ignore[DRB002] reason`."
+    "`# drbot: ignore` without a rule code silences nothing; name the rule, as in `# drbot: ignore[DRB002] reason`."
 )
 
 
@@ -614,7 +619,9 @@ def _apply_suppressions(findings: list[Finding], path: str, source: str) -> list
     for mark in marks:
         if not mark.codes:
             extra.append(
-                Finding(BARE_IGNORE_CODE, DRBOT_META, path, mark.line, mark.line, "", "drbot: ignore", BARE_IGNORE_MESSAGE)
+                Finding(
+                    BARE_IGNORE_CODE, DRBOT_META, path, mark.line, mark.line, "", "drbot: ignore", BARE_IGNORE_MESSAGE
+                )
             )
             continue
         by_line.setdefault(mark.line, set()).update(mark.codes)
@@ -633,7 +640,9 @@ def parse(path: str, source: str) -> cst.Module:
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:
-        raise AnalysisError(f"libcst cannot parse this file: {error.message} (line {error.raw_line}, column {error.raw_column})") from None
+        raise AnalysisError(
+            f"libcst cannot parse this file: {error.message} (line {error.raw_line}, column {error.raw_column})"
+        ) from None
     except RecursionError:
         raise AnalysisError("libcst cannot parse this file: nesting too deep") from None
 
@@ -669,7 +678,9 @@ def analyze_file(
     return FileResult(path, with_fingerprints(findings), errors)
 
 
-def _run_rules(context: FileContext, applicable: Sequence[type[Rule]], findings: list[Finding], errors: list[str]) -> None:
+def _run_rules(
+    context: FileContext, applicable: Sequence[type[Rule]], findings: list[Finding], errors: list[str]
+) -> None:
     for rule_class in applicable:
         rule = rule_class(context)
         try:
@@ -693,7 +704,9 @@ def _run_rules(context: FileContext, applicable: Sequence[type[Rule]], findings:
             errors.append(f"{rule.code} raised {type(error).__name__}: {error}")
 
 
-def analyze(path: str, source: str, *, project: Project | None = None, rules: Sequence[type[Rule]] | None = None) -> list[Finding]:
+def analyze(
+    path: str, source: str, *, project: Project | None = None, rules: Sequence[type[Rule]] | None = None
+) -> list[Finding]:
     """Return the findings of `rules` (default: all) on one file; raise AnalysisError if it cannot be analysed."""
     result = analyze_file(path, source, project=project, rules=rules)
     if result.errors:

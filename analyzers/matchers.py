@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import libcst as cst
+
 from analyzers import walk
 from analyzers.core import Definition, FileContext, dotted_name
 

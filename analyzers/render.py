@@ -51,7 +51,9 @@ def _rule_name(code: str, rules: dict[str, type[Rule]]) -> str:
 def to_text(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, files: int | None = None) -> str:
     """Findings grouped by pattern, one `path:line: CODE message` line each, then errors and a count."""
     lines: list[str] = []
-    for pattern, group in groupby(sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern):
+    for pattern, group in groupby(
+        sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern
+    ):
         items = list(group)
         lines.append(f"{pattern_title(pattern)} ({len(items)})")
         for f in items:
@@ -60,7 +62,9 @@ def to_text(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (),
     for path, message in errors:
         lines.append(f"error: {path}: {message}")
     scanned = f" in {files} files" if files is not None else ""
-    lines.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{scanned}, {len(errors)} error{'s' if len(errors) != 1 else ''}.")
+    lines.append(
+        f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{scanned}, {len(errors)} error{'s' if len(errors) != 1 else ''}."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -231,7 +235,9 @@ def _pattern_heading(pattern: int, level: str = "####") -> str:
 
 def _grouped(findings: Sequence[Finding], by_code, links, *, strike: bool = False, known=None) -> list[str]:
     lines: list[str] = []
-    for pattern, group in groupby(sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern):
+    for pattern, group in groupby(
+        sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern
+    ):
         lines.append(_pattern_heading(pattern))
         lines.append("")
         for f in group:
@@ -243,7 +249,9 @@ def _grouped(findings: Sequence[Finding], by_code, links, *, strike: bool = Fals
     return lines
 
 
-def to_markdown(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, rules=None, links: Links = Links()) -> str:
+def to_markdown(
+    findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, rules=None, links: Links = Links()
+) -> str:
     """Findings of a scan as Markdown, grouped by pattern, each pattern linked to #13656."""
     by_code = _rules_by_code(rules)
     lines = [f"## drbot: {len(findings)} finding{'s' if len(findings) != 1 else ''}", ""]
@@ -262,7 +270,9 @@ HELP_LINE = (
 )
 
 
-def review_markdown(data: ReviewData, *, rules=None, links: Links = Links(), extra_sections: Sequence[str] = ()) -> str:
+def review_markdown(
+    data: ReviewData, *, rules=None, links: Links = Links(), extra_sections: Sequence[str] = ()
+) -> str:
     """The sticky summary comment of a review: the exact body the App posts, and `drbot review` prints."""
     by_code = _rules_by_code(rules)
     new = data.new
@@ -284,7 +294,9 @@ def review_markdown(data: ReviewData, *, rules=None, links: Links = Links(), ext
         lines += ["### Fixed by this change", ""]
         lines += _grouped(fixed, by_code, links, strike=True)
     if known:
-        lines.append(f"<details><summary>{len(known)} known finding{'s' if len(known) != 1 else ''} in touched files</summary>")
+        lines.append(
+            f"<details><summary>{len(known)} known finding{'s' if len(known) != 1 else ''} in touched files</summary>"
+        )
         lines.append("")
         lines += _grouped(known, by_code, links, known=data.known)
         lines += ["</details>", ""]

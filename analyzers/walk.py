@@ -17,9 +17,32 @@ import libcst as cst
 
 
 N = TypeVar("N", bound=cst.CSTNode)
-_SKIP_PREFIXES = ("whitespace", "lpar", "rpar", "comma", "semicolon", "leading_lines", "lines_after", "header",
-                  "footer", "newline", "indent", "colon", "equal", "dot", "star", "lbracket", "rbracket", "lbrace",
-                  "rbrace", "lines_after_decorators", "first_line", "empty_lines", "prefix", "quote")
+_SKIP_PREFIXES = (
+    "whitespace",
+    "lpar",
+    "rpar",
+    "comma",
+    "semicolon",
+    "leading_lines",
+    "lines_after",
+    "header",
+    "footer",
+    "newline",
+    "indent",
+    "colon",
+    "equal",
+    "dot",
+    "star",
+    "lbracket",
+    "rbracket",
+    "lbrace",
+    "rbrace",
+    "lines_after_decorators",
+    "first_line",
+    "empty_lines",
+    "prefix",
+    "quote",
+)
 _FIELDS: dict[type, tuple[str, ...]] = {}
 _CACHE: dict[int, tuple[cst.CSTNode, dict[type, list[cst.CSTNode]]]] = {}
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import platform
 import os
+import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +20,11 @@ def record(name: str, command: str, body: str) -> None:
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = f"{start}\n{body.rstrip()}\n\nCommand: `{command}` · {stamp} · {machine()}\n{end}"
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\nMeasured by the scripts in `bench/`; each section names the command that produced it.\n"
+    text = (
+        BENCHMARKS.read_text()
+        if BENCHMARKS.exists()
+        else "# Benchmarks\n\nMeasured by the scripts in `bench/`; each section names the command that produced it.\n"
+    )
     if start in text and end in text:
         before, rest = text.split(start, 1)
         _, after = rest.split(end, 1)

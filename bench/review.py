@@ -35,8 +35,13 @@ CHANGED = [
     "pipelines/ltx/pipeline_ltx.py",
     "pipelines/sana/pipeline_sana.py",
 ]
-ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.invalid",
-       "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.invalid"}
+ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@example.invalid",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@example.invalid",
+}
 
 
 def git(repo: Path, *args: str) -> None:
@@ -50,7 +55,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
-        shutil.copytree(installed_diffusers(), repo / "src" / "diffusers", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            installed_diffusers(), repo / "src" / "diffusers", ignore=shutil.ignore_patterns("__pycache__")
+        )
         git(repo, "init", "-q", "-b", "main")
         git(repo, "add", "-A")
         git(repo, "commit", "-qm", "base")
@@ -58,15 +65,18 @@ def main() -> int:
             path = repo / "src" / "diffusers" / rel
             text = path.read_text()
             if i % 2 == 0:  # a new ignored argument: one new finding per such file
-                text = text.replace("return_dict: bool = True,", "return_dict: bool = True,\n        bench_unused_arg: int = 0,", 1)
+                text = text.replace(
+                    "return_dict: bool = True,", "return_dict: bool = True,\n        bench_unused_arg: int = 0,", 1
+                )
             path.write_text(text + "\n# touched by bench/review.py\n")
         git(repo, "commit", "-qam", "head")
         command = [sys.executable, "-m", "drbot", "review", "--base", "HEAD~1", "--repo", str(repo)]
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
-                                    env={**ENV, "PYTHONPATH": str(ROOT)})
+            result = subprocess.run(
+                command, capture_output=True, text=True, cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}
+            )
             times.append(time.perf_counter() - start)
             if result.returncode not in (0, 1):
                 print(result.stderr, file=sys.stderr)

@@ -45,8 +45,18 @@ def release(version: str) -> Path:
     wheels = list(download.glob(f"diffusers-{version}-*.whl"))
     if not wheels:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             f"diffusers=={version}", "-d", str(download)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"diffusers=={version}",
+                "-d",
+                str(download),
+            ],
             check=True,
             env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         )

@@ -25,13 +25,17 @@ FILES = [
 ]
 GIT_ENV = {
     **os.environ,
-    "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.invalid",
 }
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=GIT_ENV).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=GIT_ENV
+    ).stdout
 
 
 @pytest.fixture
@@ -64,8 +68,18 @@ def test_compare_by_fingerprint():
 
 def test_review_tells_new_fixed_and_known(repo):
     # fix the known `clip_skip` finding by using the argument; introduce a new ignored argument in DDPM
-    _edit(repo, UNCLIP, "lora_scale=text_encoder_lora_scale,\n", "lora_scale=text_encoder_lora_scale,\n            clip_skip=clip_skip,\n")
-    _edit(repo, "pipelines/ddpm/pipeline_ddpm.py", "return_dict: bool = True,", "return_dict: bool = True,\n        eta: float = 0.0,")
+    _edit(
+        repo,
+        UNCLIP,
+        "lora_scale=text_encoder_lora_scale,\n",
+        "lora_scale=text_encoder_lora_scale,\n            clip_skip=clip_skip,\n",
+    )
+    _edit(
+        repo,
+        "pipelines/ddpm/pipeline_ddpm.py",
+        "return_dict: bool = True,",
+        "return_dict: bool = True,\n        eta: float = 0.0,",
+    )
     git(repo, "commit", "-qam", "head")
     data = review(repo, "HEAD~1", "HEAD")
     assert data.files_reviewed == 2
@@ -86,10 +100,20 @@ def test_moving_code_keeps_findings_known(repo):
 
 
 def test_cli_prints_the_markdown_and_exits_by_new_findings(repo):
-    _edit(repo, "pipelines/ddpm/pipeline_ddpm.py", "return_dict: bool = True,", "return_dict: bool = True,\n        eta: float = 0.0,")
+    _edit(
+        repo,
+        "pipelines/ddpm/pipeline_ddpm.py",
+        "return_dict: bool = True,",
+        "return_dict: bool = True,\n        eta: float = 0.0,",
+    )
     git(repo, "commit", "-qam", "head")
-    result = subprocess.run([sys.executable, "-m", "drbot", "review", "--base", "HEAD~1", "--repo", str(repo)],
-                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-m", "drbot", "review", "--base", "HEAD~1", "--repo", str(repo)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 1, result.stderr
     assert result.stdout.startswith("<!-- drbot:summary -->\n## drbot review")
     assert "**1 new finding**" in result.stdout and "`eta`" in result.stdout

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from analyzers.core import Invalid, Rule, Valid
 from analyzers import walk
+from analyzers.core import Invalid, Rule, Valid
 from analyzers.matchers import call_name, calls, names_read, parameters, pipeline_methods, string_value
 
 
@@ -29,9 +29,7 @@ def callback_tensor_inputs(cls: cst.ClassDef) -> set[str]:
 def _only_callback_locals(function: cst.FunctionDef) -> bool:
     """Whether every `locals()` in `function` is subscripted, `locals()[k]`, as the step-callback idiom does."""
     locals_calls = [c for c in calls(function.body) if call_name(c) == "locals" and not c.args]
-    subscripted = {
-        id(s.value) for s in walk.nodes(function.body, cst.Subscript) if isinstance(s.value, cst.Call)
-    }
+    subscripted = {id(s.value) for s in walk.nodes(function.body, cst.Subscript) if isinstance(s.value, cst.Call)}
     return all(id(c) in subscripted for c in locals_calls)
 
 

@@ -12,7 +12,12 @@ from analyzers.matchers import call_name, parameters, pipeline_methods, self_att
 #: the sizes whose divisibility `check_inputs` validates
 SIZE_NAMES = ("height", "width")
 #: names of calls that snap a size to a grid (resolution binning, standard shapes, dimension helpers)
-SNAPPING_CALLS = ("classify_height_width_bin", "map_to_standard_shapes", "calculate_dimensions", "calculate_shift_dimensions")
+SNAPPING_CALLS = (
+    "classify_height_width_bin",
+    "map_to_standard_shapes",
+    "calculate_dimensions",
+    "calculate_shift_dimensions",
+)
 
 
 def _is_zero(node: cst.BaseExpression) -> bool:
@@ -62,8 +67,13 @@ def _snaps(value: cst.BaseExpression) -> bool:
             for side in (op.left, op.right)  # type: ignore[attr-defined]
         ):
             return True
-        if isinstance(op.operator, cst.Subtract) and isinstance(op.right, cst.BinaryOperation) and isinstance(  # type: ignore[attr-defined]
-            op.right.operator, cst.Modulo  # type: ignore[attr-defined]
+        if (
+            isinstance(op.operator, cst.Subtract)
+            and isinstance(op.right, cst.BinaryOperation)
+            and isinstance(  # type: ignore[attr-defined]
+                op.right.operator,
+                cst.Modulo,  # type: ignore[attr-defined]
+            )
         ):
             return True
     for call in m.findall(value, m.Call()):

@@ -13,14 +13,38 @@ from analyzers.core import Project, all_rules, analyze_file
 P = "diffusers/pipelines/"
 # (release with the bug, rule, file, scope, symbol, what changed by 0.42.1)
 FIXED_LATER = [
-    ("0.35.2", "DRB504", P + "ddpm/pipeline_ddpm.py", "DDPMPipeline.__call__", "self.device",
-     "#13649: `self.device` became `self._execution_device`"),
-    ("0.35.2", "DRB702", P + "flux/pipeline_flux_controlnet_image_to_image.py", "FluxControlNetImg2ImgPipeline.check_inputs",
-     "height/width", "#13584/#13955: `height % self.vae_scale_factor * 2` was parenthesised"),
-    ("0.36.0", "DRB203", P + "ovis_image/pipeline_ovis_image.py", "OvisImagePipeline.__call__", "joint_attention_kwargs",
-     "#13630/#13944: both transformer calls now pass `joint_attention_kwargs`"),
-    ("0.36.0", "DRB203", P + "bria_fibo/pipeline_bria_fibo.py", "BriaFiboPipeline.__call__", "timesteps",
-     "#13618/#13981: `timesteps` now reaches `retrieve_timesteps`"),
+    (
+        "0.35.2",
+        "DRB504",
+        P + "ddpm/pipeline_ddpm.py",
+        "DDPMPipeline.__call__",
+        "self.device",
+        "#13649: `self.device` became `self._execution_device`",
+    ),
+    (
+        "0.35.2",
+        "DRB702",
+        P + "flux/pipeline_flux_controlnet_image_to_image.py",
+        "FluxControlNetImg2ImgPipeline.check_inputs",
+        "height/width",
+        "#13584/#13955: `height % self.vae_scale_factor * 2` was parenthesised",
+    ),
+    (
+        "0.36.0",
+        "DRB203",
+        P + "ovis_image/pipeline_ovis_image.py",
+        "OvisImagePipeline.__call__",
+        "joint_attention_kwargs",
+        "#13630/#13944: both transformer calls now pass `joint_attention_kwargs`",
+    ),
+    (
+        "0.36.0",
+        "DRB203",
+        P + "bria_fibo/pipeline_bria_fibo.py",
+        "BriaFiboPipeline.__call__",
+        "timesteps",
+        "#13618/#13981: `timesteps` now reaches `retrieve_timesteps`",
+    ),
 ]
 
 

@@ -57,9 +57,7 @@ def test_fingerprints_survive_moved_lines():
 
 
 def test_identical_tuples_are_numbered_in_order():
-    rule_findings = [
-        Finding("DRB201", 2, "a.py", line, line, "S", "x", "m") for line in (30, 10)
-    ]
+    rule_findings = [Finding("DRB201", 2, "a.py", line, line, "S", "x", "m") for line in (30, 10)]
     from analyzers.core import with_fingerprints
 
     numbered = with_fingerprints(rule_findings)
@@ -71,7 +69,11 @@ def test_identical_tuples_are_numbered_in_order():
 def test_finding_fields():
     (first, second) = _run(PIPELINE)  # same line: ordered by symbol
     assert (first.code, first.pattern, first.path, first.scope, first.symbol) == (
-        "DRB201", 2, PATH, "MyPipeline.__call__", "eta"
+        "DRB201",
+        2,
+        PATH,
+        "MyPipeline.__call__",
+        "eta",
     )
     assert first.line == first.end_line == 3
     assert second.symbol == "num_images_per_prompt"
@@ -175,7 +177,9 @@ def test_resolve_relative():
     assert resolve_relative("diffusers.pipelines.wan.pipeline_wan", False, 2, "pipeline_utils") == (
         "diffusers.pipelines.pipeline_utils"
     )
-    assert resolve_relative("diffusers.pipelines.wan", True, 1, "pipeline_wan") == "diffusers.pipelines.wan.pipeline_wan"
+    assert (
+        resolve_relative("diffusers.pipelines.wan", True, 1, "pipeline_wan") == "diffusers.pipelines.wan.pipeline_wan"
+    )
     assert resolve_relative("diffusers.pipelines.wan.pipeline_wan", False, 3, None) == "diffusers"
 
 

@@ -25,16 +25,33 @@ from analyzers.review import Comparison, ReviewData, compare
 
 
 SARIF_SCHEMA = (
-    Path(__file__).resolve().parents[1] / "npm" / "node_modules" / "@microsoft" / "jest-sarif" / "lib" / "schemas"
+    Path(__file__).resolve().parents[1]
+    / "npm"
+    / "node_modules"
+    / "@microsoft"
+    / "jest-sarif"
+    / "lib"
+    / "schemas"
     / "sarif-2.1.0-rtm.5.json"
 )
 
 
 def _finding(code="DRB201", pattern=2, path="diffusers/pipelines/x/pipeline_x.py", line=10, symbol="eta", **kw):
-    defaults = dict(end_line=line, scope="XPipeline.__call__", message="`eta` is accepted by `__call__` but never read; use it.")
+    defaults = dict(
+        end_line=line, scope="XPipeline.__call__", message="`eta` is accepted by `__call__` but never read; use it."
+    )
     defaults.update(kw)
-    return Finding(code, pattern, path, line, defaults["end_line"], defaults["scope"], symbol, defaults["message"],
-                   fingerprint=f"{abs(hash((code, path, symbol, line))):016x}"[:16])
+    return Finding(
+        code,
+        pattern,
+        path,
+        line,
+        defaults["end_line"],
+        defaults["scope"],
+        symbol,
+        defaults["message"],
+        fingerprint=f"{abs(hash((code, path, symbol, line))):016x}"[:16],
+    )
 
 
 FINDINGS = [_finding(), _finding(code="DRB601", pattern=6, line=20, symbol="return StableDiffusionXLPipelineOutput")]
@@ -45,7 +62,15 @@ def test_json_has_exactly_the_documented_fields():
     payload = json.loads(to_json(FINDINGS, ERRORS))
     assert set(payload) == {"findings", "errors"}
     assert list(payload["findings"][0]) == [
-        "code", "pattern", "path", "line", "end_line", "scope", "symbol", "message", "fingerprint"
+        "code",
+        "pattern",
+        "path",
+        "line",
+        "end_line",
+        "scope",
+        "symbol",
+        "message",
+        "fingerprint",
     ]
     assert payload["errors"] == [{"path": "diffusers/broken.py", "message": ERRORS[0][1]}]
 
@@ -80,7 +105,9 @@ def test_sarif_schema_catches_a_broken_log():
 def test_github_annotations_escape_properties_and_data():
     finding = _finding(path="diffusers/a,b:c.py", message="100% wrong\nsecond line; fix it.")
     line = to_github([finding]).strip()
-    assert line.startswith("::warning file=diffusers/a%2Cb%3Ac.py,line=10,endLine=10,title=DRB201 unused-call-argument::")
+    assert line.startswith(
+        "::warning file=diffusers/a%2Cb%3Ac.py,line=10,endLine=10,title=DRB201 unused-call-argument::"
+    )
     assert line.endswith("::100%25 wrong%0Asecond line; fix it.")
     assert "::error file=diffusers/broken.py,title=drbot::" in to_github([], ERRORS)
 
@@ -96,7 +123,10 @@ def test_text_groups_by_pattern():
 
 def test_markdown_links_patterns_and_rules():
     body = to_markdown(FINDINGS, links=Links(docs_base="https://example.invalid/rules/"))
-    assert "[Pattern 2: Public Arguments Accepted but Ignored](https://github.com/huggingface/diffusers/issues/13656)" in body
+    assert (
+        "[Pattern 2: Public Arguments Accepted but Ignored](https://github.com/huggingface/diffusers/issues/13656)"
+        in body
+    )
     assert "[unused-call-argument](https://example.invalid/rules/DRB201.md)" in body
 
 

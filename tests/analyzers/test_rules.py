@@ -9,7 +9,7 @@ import textwrap
 import libcst as cst
 import pytest
 
-from analyzers.core import Invalid, Valid, all_rules, run_case
+from analyzers.core import Valid, all_rules, run_case
 from analyzers.render import to_text
 
 

@@ -1,0 +1,324 @@
+"""DRB604: a name a pipeline package exports lazily (`_import_structure`) that the named submodule does not define."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import libcst as cst
+
+from analyzers.core import Invalid, Rule, Valid, dotted_name, resolve_relative
+from analyzers.matchers import string_value
+
+
+def _blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
+    """The statement lists directly inside an `if`/`try`/`with` at module level (every branch)."""
+    for attr in ("body", "orelse", "finalbody"):
+        child = getattr(statement, attr, None)
+        if isinstance(child, (cst.IndentedBlock, cst.SimpleStatementSuite)):
+            yield child.body
+        elif isinstance(child, (cst.Else, cst.Finally)):
+            yield child.body.body
+        elif isinstance(child, cst.If):
+            yield [child]
+    for handler in getattr(statement, "handlers", ()) or ():
+        yield handler.body.body
+
+
+def module_statements(body: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
+    """Every module-level statement, descending into `if`/`try`/`with` blocks but not into defs or classes."""
+    for statement in body:
+        yield statement
+        if isinstance(statement, (cst.If, cst.Try, cst.With)):
+            for block in _blocks(statement):
+                yield from module_statements(block)
+
+
+def _small(statements: Iterator[cst.CSTNode]) -> Iterator[cst.BaseSmallStatement]:
+    for statement in statements:
+        if isinstance(statement, cst.SimpleStatementLine):
+            yield from statement.body
+
+
+def _string_list(node: cst.BaseExpression) -> list[cst.BaseExpression] | None:
+    if isinstance(node, (cst.List, cst.Tuple)):
+        return [element.value for element in node.elements]
+    return None
+
+
+def lazy_exports(module: cst.Module) -> Iterator[tuple[str, str, cst.BaseExpression]]:
+    """(submodule, exported name, the string node) for every entry of `_import_structure` in `module`."""
+
+    def from_dict(node: cst.BaseExpression) -> Iterator[tuple[str, str, cst.BaseExpression]]:
+        if not isinstance(node, cst.Dict):
+            return
+        for element in node.elements:
+            if not isinstance(element, cst.DictElement):
+                continue
+            key = string_value(element.key)
+            names = _string_list(element.value)
+            if key is None or names is None:
+                continue
+            for name_node in names:
+                name = string_value(name_node)
+                if name is not None:
+                    yield key, name, name_node
+
+    def subscript_key(node: cst.BaseExpression) -> str | None:
+        """`"pipeline_output"` for `_import_structure["pipeline_output"]`."""
+        if isinstance(node, cst.Subscript) and dotted_name(node.value) == "_import_structure" and len(node.slice) == 1:
+            index = node.slice[0].slice
+            if isinstance(index, cst.Index):
+                return string_value(index.value)
+        return None
+
+    for small in _small(module_statements(module.body)):
+        if isinstance(small, cst.Assign):
+            for target in small.targets:
+                if dotted_name(target.target) == "_import_structure":
+                    yield from from_dict(small.value)
+                key = subscript_key(target.target)
+                names = _string_list(small.value)
+                if key is not None and names is not None:
+                    for name_node in names:
+                        name = string_value(name_node)
+                        if name is not None:
+                            yield key, name, name_node
+        elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
+            call = small.value
+            func = call.func
+            if not isinstance(func, cst.Attribute) or not call.args:
+                continue
+            argument = call.args[0].value
+            if dotted_name(func.value) == "_import_structure" and func.attr.value == "update":
+                yield from from_dict(argument)
+            key = subscript_key(func.value)
+            if key is None:
+                continue
+            if func.attr.value == "extend":
+                for name_node in _string_list(argument) or ():
+                    name = string_value(name_node)
+                    if name is not None:
+                        yield key, name, name_node
+            elif func.attr.value == "append":
+                name = string_value(argument)
+                if name is not None:
+                    yield key, name, argument
+
+
+def defined_names(module: cst.Module) -> set[str] | None:
+    """Names a module defines at top level (classes, functions, assignments, imports, lazy exports).
+
+    None when the module can define names that cannot be listed: a star import or a module `__getattr__`.
+    """
+    names: set[str] = set()
+    for statement in module_statements(module.body):
+        if isinstance(statement, (cst.ClassDef, cst.FunctionDef)):
+            if statement.name.value == "__getattr__":
+                return None
+            names.add(statement.name.value)
+        elif isinstance(statement, cst.SimpleStatementLine):
+            for small in statement.body:
+                if isinstance(small, (cst.Import, cst.ImportFrom)):
+                    if isinstance(small.names, cst.ImportStar):
+                        return None
+                    for alias in small.names:
+                        if alias.asname is not None:
+                            names.add(alias.asname.name.value)  # type: ignore[union-attr]
+                        else:
+                            names.add((dotted_name(alias.name) or "").split(".")[0])
+                elif isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+                    targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
+                    for target in targets:
+                        for node in _target_names(target):
+                            names.add(node)
+    names.update(name for _, name, _ in lazy_exports(module))
+    return names
+
+
+def _target_names(target: cst.BaseExpression) -> Iterator[str]:
+    if isinstance(target, cst.Name):
+        yield target.value
+    elif isinstance(target, (cst.Tuple, cst.List)):
+        for element in target.elements:
+            yield from _target_names(element.value)
+    elif isinstance(target, cst.StarredElement):
+        yield from _target_names(target.value)
+
+
+class LazyExportNotDefined(Rule):
+    """
+    ## What it does
+    Checks the lazy export table of a pipeline package (`_import_structure` in
+    `diffusers/pipelines/<family>/__init__.py`) for names that the named submodule does not define, or
+    that point at a submodule that does not exist. Entries are read from the `_import_structure = {...}`
+    literal, `_import_structure["mod"] = [...]`, `.extend([...])`, `.append(...)` and
+    `_import_structure.update({...})`, in every branch of the optional-dependency guards
+    (`if not (is_torch_available() and is_transformers_available())`). A name counts as defined by a
+    class, function, assignment or import at the submodule's top level (also inside `if`/`try`), or by
+    the submodule's own `_import_structure` when it is a package.
+
+    ## Why is this bad?
+    `_LazyModule` resolves the name only on first access, so the package imports fine and
+    `from diffusers.pipelines.qwenimage import QwenImagePriorReduxPipelineOutput` fails later with an
+    `AttributeError`/`ModuleNotFoundError`; `dir()` and docs list an API that does not exist. Meta issue
+    #13656 lists broken lazy imports and output class exports under "Output and Cleanup Contracts Diverge".
+
+    ## Example
+    ```python
+    _import_structure = {"pipeline_output": ["QwenImagePipelineOutput", "QwenImagePriorReduxPipelineOutput"]}
+    ...
+    else:
+        _import_structure["modeling_qwenimage"] = ["ReduxImageEncoder"]
+    ```
+
+    Use instead:
+    ```python
+    _import_structure = {"pipeline_output": ["QwenImagePipelineOutput"]}
+    ```
+
+    ## Known problems
+    A submodule with a star import or a module-level `__getattr__` is trusted: its names cannot be listed.
+    Names added to the package with `setattr` or through `_dummy_objects` are not export-table entries and
+    are not checked; nor are the eager imports under `if TYPE_CHECKING or DIFFUSERS_SLOW_IMPORT`.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 6
+    - huggingface/diffusers#13581 (qwenimage exports `QwenImagePriorReduxPipelineOutput` / `ReduxImageEncoder`)
+    - huggingface/diffusers#14147 (fix proposal: drop the bogus exports)
+    """
+
+    code = "DRB604"
+    pattern = 6
+    message = (
+        "`{name}` is exported lazily from `{module}`, which does not define it; remove it from "
+        "`_import_structure` or define it in `{module}`."
+    )
+    message_missing = (
+        "`{name}` is exported lazily from `{module}`, a module that does not exist; remove the entry from "
+        "`_import_structure` or add the module."
+    )
+    REQUIRES_ANY = ("_import_structure",)
+    PATHS = ("/pipelines/", "/modular_pipelines/")
+
+    _INIT = "diffusers/pipelines/qwenimage/__init__.py"
+    _OUTPUT = "diffusers/pipelines/qwenimage/pipeline_output.py"
+    VALID = [
+        Valid(
+            """
+            from typing import TYPE_CHECKING
+            from ...utils import OptionalDependencyNotAvailable, is_torch_available, is_transformers_available
+
+            _dummy_objects = {}
+            _import_structure = {"pipeline_output": ["QwenImagePipelineOutput", "RESOLUTIONS"]}
+            try:
+                if not (is_transformers_available() and is_torch_available()):
+                    raise OptionalDependencyNotAvailable()
+            except OptionalDependencyNotAvailable:
+                from ...utils import dummy_torch_and_transformers_objects
+                _dummy_objects.update(get_objects_from_module(dummy_torch_and_transformers_objects))
+            else:
+                _import_structure["pipeline_qwenimage"] = ["QwenImagePipeline", "calculate_shift"]
+                _import_structure["pipeline_qwenimage"].extend(["retrieve_timesteps", "XLA_AVAILABLE", "Alias"])
+            """,
+            path=_INIT,
+            files={
+                _OUTPUT: """
+                    from dataclasses import dataclass
+                    from ...utils import BaseOutput
+
+                    RESOLUTIONS, _ = [1024, 768], None
+
+                    @dataclass
+                    class QwenImagePipelineOutput(BaseOutput):
+                        images: list
+                """,
+                "diffusers/pipelines/qwenimage/pipeline_qwenimage.py": """
+                    from ...schedulers import retrieve_timesteps as retrieve_timesteps
+                    from ..flux.pipeline_flux import calculate_shift
+                    try:
+                        import torch_xla
+                        XLA_AVAILABLE = True
+                    except ImportError:
+                        XLA_AVAILABLE = False
+
+                    class QwenImagePipeline(DiffusionPipeline):
+                        pass
+
+                    Alias = QwenImagePipeline
+                """,
+            },
+        ),
+        Valid(
+            # a star import or a module `__getattr__` can define anything; a subpackage's own exports count
+            """
+            _import_structure = {"pipeline_stars": ["Anything"], "sub": ["SubPipeline"]}
+            """,
+            path=_INIT,
+            files={
+                "diffusers/pipelines/qwenimage/pipeline_stars.py": "from .other import *\n",
+                "diffusers/pipelines/qwenimage/sub/__init__.py": '_import_structure = {"pipeline_sub": ["SubPipeline"]}\n',
+            },
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            _import_structure = {"pipeline_output": ["QwenImagePipelineOutput", "QwenImagePriorReduxPipelineOutput"]}
+            """,
+            path=_INIT,
+            files={
+                _OUTPUT: """
+                    class QwenImagePipelineOutput(BaseOutput):
+                        images: list
+                """
+            },
+            message=(
+                "`QwenImagePriorReduxPipelineOutput` is exported lazily from `pipeline_output`, which does not "
+                "define it; remove it from `_import_structure` or define it in `pipeline_output`."
+            ),
+        ),
+        Invalid(
+            """
+            _import_structure = {}
+            try:
+                if not (is_transformers_available() and is_torch_available()):
+                    raise OptionalDependencyNotAvailable()
+            except OptionalDependencyNotAvailable:
+                _dummy_objects.update(get_objects_from_module(dummy_torch_and_transformers_objects))
+            else:
+                _import_structure["modeling_qwenimage"] = ["ReduxImageEncoder"]
+            """,
+            path=_INIT,
+            message=(
+                "`ReduxImageEncoder` is exported lazily from `modeling_qwenimage`, a module that does not exist; "
+                "remove the entry from `_import_structure` or add the module."
+            ),
+        ),
+    ]
+
+    def check(self) -> None:
+        if not self.context.is_package:
+            return
+        project = self.context.project
+        package = self.context.module_name
+        cache: dict[str, set[str] | None] = {}
+        seen: set[tuple[str, str]] = set()
+        for submodule, name, node in lazy_exports(self.context.module):
+            if (submodule, name) in seen:
+                continue
+            seen.add((submodule, name))
+            dotted = resolve_relative(package, True, 1, submodule)
+            if dotted not in cache:
+                if project.module_path(dotted) is None:
+                    cache[dotted] = set()  # no such module
+                else:
+                    parsed = project.module(dotted)
+                    cache[dotted] = None if parsed is None else defined_names(parsed)
+            names = cache[dotted]
+            if names is None or name in names:
+                continue
+            if project.module_path(dotted) is None:
+                message = self.message_missing.format(name=name, module=submodule)
+            else:
+                message = self.message.format(name=name, module=submodule)
+            self.report(node, message, symbol=name, scope="_import_structure")

@@ -103,3 +103,27 @@ def _has_subclasses(kind: type) -> bool:
 def clear() -> None:
     """Forget cached walks; the engine calls this after each file."""
     _CACHE.clear()
+    _OWN.clear()
+
+
+_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+
+
+def own_nodes(function: cst.FunctionDef | cst.Module | cst.BaseSuite, kind: type[N]) -> list[N]:
+    """Nodes of type `kind` that belong to `function` itself: not inside a nested def, class or lambda."""
+    key = (id(function), "own", kind)
+    cached = _OWN.get(key)
+    if cached is not None and cached[0] is function:
+        return list(cached[1])
+    body = function.body if isinstance(function, cst.FunctionDef) else function
+    nested: set[int] = set()
+    for scope_kind in _SCOPES:
+        for scope in nodes(body, scope_kind):
+            if id(scope) not in nested:
+                nested.update(id(n) for n in walk(scope))
+    found = [n for n in nodes(body, kind) if id(n) not in nested]
+    _OWN[key] = (function, found)
+    return list(found)
+
+
+_OWN: dict[tuple, tuple[cst.CSTNode, list]] = {}

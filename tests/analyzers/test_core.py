@@ -212,3 +212,33 @@ def test_project_view_loads_lazily_and_once():
     assert reads == []
     assert project.module("pkg.a") is project.module("pkg.a")
     assert reads.count("pkg/a.py") == 1
+
+
+def test_matcher_decorators_work_on_every_instance():
+    import libcst.matchers as m
+
+    class CallsEval(Rule):
+        """
+        ## What it does
+        Reports `eval(...)`.
+        ## Why is this bad?
+        Test rule.
+        """
+
+        abstract = True
+        code = "DRB997"
+        pattern = 2
+        VALID = [Valid("x = 1")]
+        INVALID = [Invalid("eval('1')")]
+
+        @m.visit(m.Call(func=m.Name("eval")))
+        def _found(self, node: cst.Call) -> None:
+            self.report(node, "found; remove it.", symbol="eval")
+
+        @m.leave(m.Call(func=m.Name("eval")))
+        def _left(self, node: cst.Call) -> None:
+            self.report(node, "left; remove it.", symbol="eval-leave")
+
+    for _ in range(3):  # the first instance gathers the decorated methods, later ones reuse the names
+        findings = analyze(PATH, "eval('1')\nexec('2')\n", rules=[CallsEval])
+        assert sorted(f.symbol for f in findings) == ["eval", "eval-leave"]

@@ -63,7 +63,7 @@ SDXL_EARLY_RETURNS = [
     ),
     ("controlnet/pipeline_controlnet_inpaint_sd_xl.py", "StableDiffusionXLControlNetInpaintPipeline"),
     ("controlnet/pipeline_controlnet_union_inpaint_sd_xl.py", "StableDiffusionXLControlNetUnionInpaintPipeline"),
-    ("pag/pipeline_pag_sd_xl_inpaint.py", "StableDiffusionXLInpaintPAGPipeline"),
+    ("pag/pipeline_pag_sd_xl_inpaint.py", "StableDiffusionXLPAGInpaintPipeline"),
 ]
 
 

@@ -414,11 +414,80 @@ class FileContext:
                     frontier.append(found)
         return False
 
-    def position(self, node: cst.CSTNode) -> tuple[int, int]:
-        """Return (first line, last line) of `node`; resolves positions for the whole file once."""
+    def position(self, node: cst.CSTNode, scope: str | None = None) -> tuple[int, int]:
+        """Return (first line, last line) of `node`.
+
+        Positions cost more than the parse (libcst generates the code again to count lines). When `scope`
+        names a function of this file, only that function's code is generated, and `ast` (several times
+        faster than libcst) tells where the function starts; otherwise the whole file's positions are
+        resolved, once.
+        """
+        if scope is not None:
+            local = self._local_position(node, scope)
+            if local is not None:
+                return local
         positions = self.wrapper.resolve(PositionProvider)
         code_range = positions[node]
         return code_range.start.line, code_range.end.line
+
+    def _local_position(self, node: cst.CSTNode, scope: str) -> tuple[int, int] | None:
+        cache = self.__dict__.setdefault("_local_positions", {})
+        if scope not in cache:
+            cache[scope] = self._function_positions(scope)
+        entry = cache[scope]
+        if entry is None:
+            return None
+        positions, offset = entry
+        code_range = positions.get(node)
+        if code_range is None:
+            return None
+        return code_range.start.line + offset, code_range.end.line + offset
+
+    def _function_positions(self, scope: str):
+        matches = [d for d in self.definitions if d.qualname == scope and not d.is_class]
+        def_lines = self._ast_def_lines().get(scope, [])
+        if len(matches) != 1 or len(def_lines) != 1:
+            return None  # absent or defined twice: let the whole-file positions decide
+        function = matches[0].node
+        synthetic = cst.Module(
+            body=[function], default_indent=self.module.default_indent, default_newline=self.module.default_newline
+        )
+        positions = MetadataWrapper(synthetic, unsafe_skip_copy=True).resolve(PositionProvider)
+        return positions, def_lines[0] - positions[function.name].start.line
+
+    def _ast_def_lines(self) -> dict[str, list[int]]:
+        """qualname -> line of each `def` with that name, from Python's own parser."""
+        cached = self.__dict__.get("_def_lines")
+        if cached is None:
+            import ast
+
+            cached = {}
+            try:
+                tree = ast.parse(self.source)
+            except (SyntaxError, ValueError, RecursionError):
+                tree = None
+
+            def visit(body: list, prefix: str) -> None:
+                for statement in body:
+                    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                        qualname = f"{prefix}.{statement.name}" if prefix else statement.name
+                        if not isinstance(statement, ast.ClassDef):
+                            cached.setdefault(qualname, []).append(statement.lineno)
+                        visit(statement.body, qualname)
+                    else:
+                        for field in ("body", "orelse", "finalbody"):
+                            inner = getattr(statement, field, None)
+                            if isinstance(inner, list):
+                                visit(inner, prefix)
+                        for handler in getattr(statement, "handlers", ()) or ():
+                            visit(handler.body, prefix)
+                        for case in getattr(statement, "cases", ()) or ():
+                            visit(case.body, prefix)
+
+            if tree is not None:
+                visit(tree.body, "")
+            self.__dict__["_def_lines"] = cached
+        return cached
 
     def enclosing_scope(self, line: int, end_line: int) -> str:
         """Dotted name of the innermost class or function around lines `line`..`end_line`."""
@@ -700,7 +769,7 @@ def _run_rules(
         try:
             rule.check()
             for node, message, symbol, scope in rule.reports:
-                line, end_line = context.position(node)
+                line, end_line = context.position(node, scope)
                 findings.append(
                     Finding(
                         code=rule.code,

@@ -23,6 +23,14 @@ FIXED_LATER = [
     ),
     (
         "0.35.2",
+        "DRB603",
+        P + "ddpm/pipeline_ddpm.py",
+        "DDPMPipeline.__call__",
+        "output_type",
+        '#13649: `output_type="pt"` silently became numpy; 0.42.1 returns tensors for "pt"',
+    ),
+    (
+        "0.35.2",
         "DRB702",
         P + "flux/pipeline_flux_controlnet_image_to_image.py",
         "FluxControlNetImg2ImgPipeline.check_inputs",

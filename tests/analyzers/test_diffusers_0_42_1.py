@@ -31,6 +31,9 @@ STILL_PRESENT = [
     ("DRB501", P + "prx/pipeline_prx.py", "PRXPipeline.prepare_latents", "latents"),
     # pattern 5 — #13618 follow-up (#13983 open): `self.vae_scale_factor = 16`
     ("DRB503", P + "bria_fibo/pipeline_bria_fibo.py", "BriaFiboPipeline.__init__", "vae_scale_factor"),
+    # pattern 6 — #13581 (f): qwenimage/__init__.py exports names that pipeline_output.py / no module define
+    ("DRB604", P + "qwenimage/__init__.py", "_import_structure", "QwenImagePriorReduxPipelineOutput"),
+    ("DRB604", P + "qwenimage/__init__.py", "_import_structure", "ReduxImageEncoder"),
     # pattern 7 — #13622: `if height % 8 != 0 or width % 8 != 0` while CogVideoXTransformer3DModel patch_size=2
     ("DRB701", P + "cogvideo/pipeline_cogvideox.py", "CogVideoXPipeline.check_inputs", "height/width"),
     (

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,35 +130,61 @@ def changed_lines(repo: Path, base: str, head: str, paths: Sequence[str]) -> dic
     return {path: frozenset(numbers) for path, numbers in lines.items()}
 
 
-def review(repo: Path, base: str, head: str = "HEAD", rules: Sequence[type[Rule]] | None = None) -> ReviewData:
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(repo: str, codes: Sequence[str] | None) -> None:
+    from analyzers.core import all_rules
+
+    _WORKER.clear()
+    _WORKER["repo"] = Path(repo)
+    _WORKER["rules"] = None if codes is None else [r for r in all_rules() if r.code in set(codes)]
+
+
+def _analyze_version(item: tuple[str, str]) -> tuple[str, list[Finding], list[str]]:
+    """Analyse one file at one revision (in a worker: one git reader and project view per revision)."""
+    sha, repo_path = item
+    trees = _WORKER.setdefault("trees", {})
+    if sha not in trees:
+        tree = GitTree(_WORKER["repo"], sha)  # type: ignore[arg-type]
+        trees[sha] = (tree, project_for(tree))
+    tree, project = trees[sha]
+    source = tree.read(repo_path)
+    if source is None:
+        return sha, [], []
+    result = analyze_file(finding_path(repo_path), source, project=project, rules=_WORKER["rules"])
+    return sha, result.findings, result.errors
+
+
+def review(
+    repo: Path, base: str, head: str = "HEAD", rules: Sequence[type[Rule]] | None = None, jobs: int | None = None
+) -> ReviewData:
     """Analyse base and head of every changed Python file and compare the findings by fingerprint."""
     repo = Path(_git(repo, "rev-parse", "--show-toplevel").strip())
     base_sha = _git(repo, "rev-parse", "--verify", f"{base}^{{commit}}").strip()
     head_sha = _git(repo, "rev-parse", "--verify", f"{head}^{{commit}}").strip()
     files = changed_files(repo, base_sha, head_sha)
-    base_tree, head_tree = GitTree(repo, base_sha), GitTree(repo, head_sha)
-    base_project, head_project = project_for(base_tree), project_for(head_tree)
-    base_findings: list[Finding] = []
-    head_findings: list[Finding] = []
-    errors: list[tuple[str, str]] = []
-    try:
-        for changed in files:
-            for repo_path, tree, project, sink in (
-                (changed.old_path, base_tree, base_project, base_findings),
-                (changed.new_path, head_tree, head_project, head_findings),
-            ):
-                if repo_path is None:
-                    continue
-                source = tree.read(repo_path)
-                if source is None:
-                    continue
-                result = analyze_file(finding_path(repo_path), source, project=project, rules=rules)
-                sink.extend(result.findings)
-                if tree is head_tree:
-                    errors.extend((finding_path(repo_path), message) for message in result.errors)
-    finally:
-        base_tree.close()
-        head_tree.close()
+    items = [(base_sha, f.old_path) for f in files if f.old_path] + [(head_sha, f.new_path) for f in files if f.new_path]
+    codes = None if rules is None else [r.code for r in rules]
+    jobs = min(jobs or os.cpu_count() or 1, len(items))
+    if jobs <= 1:
+        _init_worker(str(repo), codes)
+        try:
+            results = [_analyze_version(item) for item in items]
+        finally:
+            for tree, _ in _WORKER.get("trees", {}).values():  # type: ignore[union-attr]
+                tree.close()
+    else:
+        with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(str(repo), codes)) as pool:
+            results = list(pool.map(_analyze_version, items))
+    base_findings = [f for sha, findings, _ in results if sha == base_sha for f in findings]
+    head_findings = [f for sha, findings, _ in results if sha == head_sha for f in findings]
+    errors = [
+        (finding_path(path), message)
+        for (sha, path), (_, _, messages) in zip(items, results)
+        if sha == head_sha
+        for message in messages
+    ]
     touched = [f.new_path for f in files if f.new_path]
     return ReviewData(
         comparison=compare(base_findings, head_findings),

@@ -128,3 +128,20 @@ def test_analyzers_and_drbot_analyze_import_nothing_forbidden(package):
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert "LOADED []" in result.stderr, result.stderr
+
+
+def test_a_file_that_is_not_utf8_is_an_error(package):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    (package / "pipelines" / "toy" / "latin1.py").write_bytes("x = 'caf\xe9'\n".encode("latin-1"))
+    payload = json.loads(drbot("analyze", str(package), "--format", "json").stdout)
+    assert [e["path"] for e in payload["errors"]] == ["diffusers/pipelines/toy/latin1.py"]
+    assert "cannot read this file" in payload["errors"][0]["message"]
+
+
+def test_progress_is_printed_in_place_on_a_terminal(capsys):
+    from analyzers.scan import tty_progress
+
+    for done in range(1, 51):
+        tty_progress(done, 50)
+    err = capsys.readouterr().err
+    assert err == "\rscanned 25/50 files\rscanned 50/50 files\n"

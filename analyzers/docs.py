@@ -30,9 +30,23 @@ def rule_page(rule: type[Rule]) -> str:
         f"{GENERATED}\n"
         f"# {rule.code} {rule.name}\n\n"
         f"Pattern: {pattern} · Class: `{rule.__name__}` · Severity: {rule.severity}\n\n"
-        f"Message: {rule.message}\n\n"
+        f"{_messages(rule)}\n\n"
         f"{doc.strip()}\n"
     )
+
+
+def _messages(rule: type[Rule]) -> str:
+    """Every message template the rule defines (`message`, `message_*`)."""
+    templates = [
+        value
+        for name in sorted(vars(rule))
+        if name == "message" or name.startswith("message_")
+        for value in [getattr(rule, name)]
+        if isinstance(value, str) and value
+    ]
+    if len(templates) == 1:
+        return f"Message: {templates[0]}"
+    return "Messages:\n\n" + "\n".join(f"- {t}" for t in templates)
 
 
 def bare_ignore_page() -> str:

@@ -7,6 +7,7 @@ from typing import Generic, TypeVar
 
 import libcst as cst
 
+from analyzers import walk
 from analyzers.core import dotted_name
 
 
@@ -129,45 +130,20 @@ class FlowWalker(Generic[S]):
 
 def function_returns(function: cst.FunctionDef) -> list[cst.Return]:
     """The `return` statements of `function` itself (not of nested functions, classes or lambdas)."""
-
-    class Collect(cst.CSTVisitor):
-        def __init__(self) -> None:
-            super().__init__()
-            self.found: list[cst.Return] = []
-
-        def visit_Return(self, node: cst.Return) -> None:
-            self.found.append(node)
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            return False
-
-        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-            return False
-
-        def visit_Lambda(self, node: cst.Lambda) -> bool:
-            return False
-
-    visitor = Collect()
-    function.body.visit(visitor)
-    return visitor.found
+    return walk.own_nodes(function, cst.Return)
 
 
 def has_yield(function: cst.FunctionDef) -> bool:
-    class Find(cst.CSTVisitor):
-        found = False
-
-        def visit_Yield(self, node: cst.Yield) -> None:
-            self.found = True
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            return False
-
-        def visit_Lambda(self, node: cst.Lambda) -> bool:
-            return False
-
-    visitor = Find()
-    function.body.visit(visitor)
-    return visitor.found
+    """Whether `function` itself yields: a `yield` not inside a nested def or lambda (a nested class counts)."""
+    yields = walk.nodes(function.body, cst.Yield)
+    if not yields:
+        return False
+    nested: set[int] = set()
+    for scope_kind in (cst.FunctionDef, cst.Lambda):
+        for scope in walk.nodes(function.body, scope_kind):
+            if id(scope) not in nested:
+                nested.update(id(n) for n in walk.walk(scope))
+    return any(id(node) not in nested for node in yields)
 
 
 def returned_symbol(node: cst.Return) -> str:

@@ -48,7 +48,9 @@ def _rule_name(code: str, rules: dict[str, type[Rule]]) -> str:
 # ---------------------------------------------------------------------------------------------- text
 
 
-def to_text(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, files: int | None = None) -> str:
+def to_text(
+    findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, files: int | None = None, skipped: int = 0
+) -> str:
     """Findings grouped by pattern, one `path:line: CODE message` line each, then errors and a count."""
     lines: list[str] = []
     for pattern, group in groupby(
@@ -62,6 +64,8 @@ def to_text(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (),
     for path, message in errors:
         lines.append(f"error: {path}: {message}")
     scanned = f" in {files} files" if files is not None else ""
+    if skipped:
+        lines.append(f"{skipped} files of deprecated pipelines skipped (diffusers accepts no changes there; --include-deprecated scans them).")
     lines.append(
         f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{scanned}, {len(errors)} error{'s' if len(errors) != 1 else ''}."
     )

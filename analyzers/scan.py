@@ -30,6 +30,7 @@ class ScanReport:
     findings: list[Finding] = field(default_factory=list)
     errors: list[ScanError] = field(default_factory=list)
     files: int = 0
+    skipped: int = 0  # frozen files (deprecated pipelines) not analysed
 
 
 class UsageError(Exception):
@@ -83,14 +84,16 @@ def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
 
 _WORKER_PROJECTS: dict[str, Project] = {}
 _WORKER_RULES: list[type[Rule]] = []
+_WORKER_OPTIONS: dict[str, bool] = {}
 
 
-def _init_worker(codes: Sequence[str]) -> None:
+def _init_worker(codes: Sequence[str], include_frozen: bool = False) -> None:
     by_code = {rule.code: rule for rule in all_rules()}
     _WORKER_RULES[:] = [by_code[code] for code in codes]
+    _WORKER_OPTIONS["include_frozen"] = include_frozen
 
 
-def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError]]:
+def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError], bool]:
     root, file = item
     project = _WORKER_PROJECTS.get(root)
     if project is None:
@@ -99,9 +102,11 @@ def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError]]:
     try:
         source = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        return [], [ScanError(path, f"cannot read this file: {error}")]
-    result = analyze_file(path, source, project=project, rules=_WORKER_RULES)
-    return result.findings, [ScanError(path, message) for message in result.errors]
+        return [], [ScanError(path, f"cannot read this file: {error}")], False
+    result = analyze_file(
+        path, source, project=project, rules=_WORKER_RULES, include_frozen=_WORKER_OPTIONS.get("include_frozen", False)
+    )
+    return result.findings, [ScanError(path, message) for message in result.errors], result.skipped
 
 
 def scan(
@@ -110,6 +115,7 @@ def scan(
     *,
     jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    include_frozen: bool = False,
 ) -> ScanReport:
     """Run `rules` over every Python file under `paths`; unparsable files become errors."""
     rules = all_rules() if rules is None else list(rules)
@@ -118,11 +124,11 @@ def scan(
     jobs = jobs or os.cpu_count() or 1
     report = ScanReport(files=len(items))
     if jobs == 1 or len(items) < 8:
-        _init_worker(codes)
+        _init_worker(codes, include_frozen)
         results = map(_scan_one, items)
         _collect(report, results, len(items), progress)
     else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(codes,)) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(codes, include_frozen)) as pool:
             # small chunks keep both cores busy despite a few very large files
             _collect(report, pool.map(_scan_one, items, chunksize=4), len(items), progress)
     report.findings.sort(key=lambda f: (f.path, f.line, f.code))
@@ -131,9 +137,10 @@ def scan(
 
 
 def _collect(report: ScanReport, results, total: int, progress) -> None:
-    for done, (findings, errors) in enumerate(results, start=1):
+    for done, (findings, errors, skipped) in enumerate(results, start=1):
         report.findings.extend(findings)
         report.errors.extend(errors)
+        report.skipped += skipped
         if progress is not None:
             progress(done, total)
 

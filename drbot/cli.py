@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--jobs", "-j", type=int, default=None, help="worker processes (default: all cores)")
     analyze.add_argument("--docs-base", default="docs/rules/", help="URL or path prefix of the rule pages")
     analyze.add_argument("--output", "-o", type=Path, help="write the report to this file instead of stdout")
+    analyze.add_argument(
+        "--include-deprecated", action="store_true", help="also scan diffusers/pipelines/deprecated/ (frozen upstream)"
+    )
 
     review = sub.add_parser("review", help="print the review the App would post for a local git diff")
     review.add_argument("--base", required=True, help="base revision (e.g. main or a merge-base)")
@@ -93,7 +96,7 @@ def _analyze(args: argparse.Namespace) -> int:
     try:
         paths = args.paths or [installed_diffusers()]
         progress = tty_progress if sys.stderr.isatty() else None
-        report = scan(paths, rules, jobs=args.jobs, progress=progress)
+        report = scan(paths, rules, jobs=args.jobs, progress=progress, include_frozen=args.include_deprecated)
     except UsageError as error:
         return _fail(str(error))
     errors = [(e.path, e.message) for e in report.errors]
@@ -108,7 +111,7 @@ def _analyze(args: argparse.Namespace) -> int:
     elif fmt == "markdown":
         out = render.to_markdown(report.findings, errors, rules=rules, links=links)
     else:
-        out = render.to_text(report.findings, errors, files=report.files)
+        out = render.to_text(report.findings, errors, files=report.files, skipped=report.skipped)
     if args.output:
         args.output.write_text(out, encoding="utf-8")
     else:

@@ -145,3 +145,16 @@ def test_progress_is_printed_in_place_on_a_terminal(capsys):
         tty_progress(done, 50)
     err = capsys.readouterr().err
     assert err == "\rscanned 25/50 files\rscanned 50/50 files\n"
+
+
+def test_deprecated_pipelines_are_skipped_unless_asked(package):
+    frozen = package / "pipelines" / "deprecated" / "toy"
+    frozen.mkdir(parents=True)
+    (package / "pipelines" / "deprecated" / "__init__.py").write_text("")
+    (frozen / "__init__.py").write_text("")
+    (frozen / "pipeline_toy.py").write_text(BUGGY.replace("from ...pipeline_utils", "from ....pipeline_utils"))
+    result = drbot("analyze", str(package))
+    assert result.returncode == 0, result.stdout
+    assert "3 files of deprecated pipelines skipped" in result.stdout
+    included = json.loads(drbot("analyze", str(package), "--include-deprecated", "--format", "json").stdout)
+    assert [f["path"] for f in included["findings"]] == ["diffusers/pipelines/deprecated/toy/pipeline_toy.py"]

@@ -6,6 +6,7 @@ import re
 
 import libcst as cst
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.matchers import denoiser_calls, parameters, pipeline_methods
 
@@ -22,76 +23,65 @@ def _is_name(node: cst.CSTNode | None, value: str) -> bool:
     return isinstance(node, cst.Name) and node.value == value
 
 
+def _names(root: cst.CSTNode, skipped: set[int] | None = None) -> list[cst.Name]:
+    """Every `Name` under `root` but the attribute of `a.b` and the keyword of `f(x=y)`.
+
+    The `*args`/`**kwargs` parameters that `walk` leaves out are included.
+    """
+    groups = walk.index(root)
+    excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
+    excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
+    found = [n for n in groups.get(cst.Name, ()) if id(n) not in excluded]
+    for params in groups.get(cst.Parameters, ()):
+        if skipped is not None and id(params) in skipped:
+            continue
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                found.extend(_names(star, skipped))
+    return found
+
+
 def _value_reads(node: cst.CSTNode) -> set[str]:
     """Names whose tensor values flow into `node`: `x.shape[0]`, `x.dtype`, `x.size(1)` do not count."""
-
-    class Reads(cst.CSTVisitor):
-        def __init__(self) -> None:
-            super().__init__()
-            self.names: set[str] = set()
-
-        def visit_Name(self, node: cst.Name) -> None:
-            self.names.add(node.value)
-
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            if node.attr.value not in METADATA_ATTRS:
-                node.value.visit(self)
-            return False
-
-        def visit_Arg(self, node: cst.Arg) -> bool:
-            node.value.visit(self)
-            return False
-
-        def visit_Lambda(self, node: cst.Lambda) -> bool:
-            return False
-
-    visitor = Reads()
-    node.visit(visitor)
-    return visitor.names
+    groups = walk.index(node)
+    skipped: set[int] = set()
+    for lam in groups.get(cst.Lambda, ()):
+        if id(lam) not in skipped:
+            skipped.update(id(n) for n in walk.walk(lam))
+    for attribute in groups.get(cst.Attribute, ()):
+        if attribute.attr.value in METADATA_ATTRS and id(attribute) not in skipped:
+            skipped.update(id(n) for n in walk.walk(attribute))
+    return {n.value for n in _names(node, skipped) if id(n) not in skipped}
 
 
 def _all_reads(node: cst.CSTNode) -> set[str]:
-    names: set[str] = set()
-
-    class Reads(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            names.add(node.value)
-
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            node.value.visit(self)
-            return False
-
-        def visit_Arg(self, node: cst.Arg) -> bool:
-            node.value.visit(self)
-            return False
-
-    node.visit(Reads())
-    return names
+    return {n.value for n in _names(node)}
 
 
 def _assignments(body: cst.CSTNode) -> list[tuple[str, cst.BaseExpression, cst.CSTNode]]:
-    """(target name, value, statement) for `x = …`, `x += …` and each Name of `a, b = …` in `body`."""
-    found: list[tuple[str, cst.BaseExpression, cst.CSTNode]] = []
+    """(target name, value, statement) for `x = …`, `x += …` and each Name of `a, b = …` in `body`.
 
-    class Collect(cst.CSTVisitor):
-        def visit_Assign(self, node: cst.Assign) -> None:
+    Assignments inside nested functions are left out (not in source order: assignments come first).
+    """
+    found: list[tuple[str, cst.BaseExpression, cst.CSTNode]] = []
+    nested = walk.nodes(body, cst.FunctionDef)
+    inner: set[int] = set()
+    for function in nested:
+        for kind in (cst.Assign, cst.AugAssign, cst.AnnAssign):
+            inner.update(id(n) for n in walk.nodes(function, kind))
+    for node in walk.nodes(body, cst.Assign):
+        if id(node) not in inner:
             for target in node.targets:
                 for name in _target_names(target.target):
                     found.append((name, node.value, node))
-
-        def visit_AugAssign(self, node: cst.AugAssign) -> None:
+    for node in walk.nodes(body, cst.AugAssign):
+        if id(node) not in inner:
             for name in _target_names(node.target):
                 found.append((name, node.value, node))
-
-        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-            if node.value is not None:
-                for name in _target_names(node.target):
-                    found.append((name, node.value, node))
-
-        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-            return False
-
-    body.visit(Collect())
+    for node in walk.nodes(body, cst.AnnAssign):
+        if id(node) not in inner and node.value is not None:
+            for name in _target_names(node.target):
+                found.append((name, node.value, node))
     return found
 
 
@@ -126,14 +116,7 @@ def _multiplies(node: cst.CSTNode, left: str, right: str) -> bool:
 
 
 def _binary_ops(node: cst.CSTNode) -> list[cst.BinaryOperation]:
-    found: list[cst.BinaryOperation] = []
-
-    class Collect(cst.CSTVisitor):
-        def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
-            found.append(node)
-
-    node.visit(Collect())
-    return found
+    return walk.nodes(node, cst.BinaryOperation)
 
 
 class ConditioningExpandedByBatchSizeOnly(Rule):
@@ -303,6 +286,7 @@ class ConditioningExpandedByBatchSizeOnly(Rule):
         if not per_prompt:
             return
         n = per_prompt[0]
+        value_reads: dict[int, set[str]] = {}
         denoiser_reads: set[str] = set()
         for call in denoiser_calls(function):
             for arg in call.args:
@@ -313,7 +297,7 @@ class ConditioningExpandedByBatchSizeOnly(Rule):
             expansion = _batch_size_expansion(value)
             if expansion is None or name == "batch_size":
                 continue
-            carriers = self._carriers(name, assignments)
+            carriers = self._carriers(name, assignments, value_reads)
             if not carriers & denoiser_reads:
                 continue
             # an expansion of the tensor itself by the per-prompt count, before or after
@@ -322,14 +306,21 @@ class ConditioningExpandedByBatchSizeOnly(Rule):
             self.report(statement, self.message.format(tensor=name, per_prompt=n), symbol=name, scope=scope)
 
     @staticmethod
-    def _carriers(name: str, assignments: list[tuple[str, cst.BaseExpression, cst.CSTNode]]) -> set[str]:
+    def _carriers(
+        name: str, assignments: list[tuple[str, cst.BaseExpression, cst.CSTNode]], value_reads: dict[int, set[str]]
+    ) -> set[str]:
         """`name` and the names assigned from its values, transitively (`x = torch.cat([latents, name])`)."""
         carriers = {name}
         changed = True
         while changed:
             changed = False
             for target, value, _ in assignments:
-                if target not in carriers and _value_reads(value) & carriers:
+                if target in carriers:
+                    continue
+                reads = value_reads.get(id(value))
+                if reads is None:
+                    reads = value_reads[id(value)] = _value_reads(value)
+                if reads & carriers:
                     carriers.add(target)
                     changed = True
         return carriers

@@ -6,6 +6,7 @@ import re
 
 import libcst as cst
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.matchers import call_name, calls, keyword, parameters, pipeline_classes
 
@@ -82,18 +83,12 @@ def _reads(node: cst.CSTNode, name: str) -> bool:
 
 
 def _multiplies(node: cst.CSTNode, left: str, right: str) -> bool:
-    found = False
-
-    class Find(cst.CSTVisitor):
-        def visit_BinaryOperation(self, op: cst.BinaryOperation) -> None:
-            nonlocal found
-            if isinstance(op.operator, cst.Multiply):
-                names = {n.value for n in (op.left, op.right) if isinstance(n, cst.Name)}
-                if names == {left, right}:
-                    found = True
-
-    node.visit(Find())
-    return found
+    for op in walk.nodes(node, cst.BinaryOperation):
+        if isinstance(op.operator, cst.Multiply):
+            names = {n.value for n in (op.left, op.right) if isinstance(n, cst.Name)}
+            if names == {left, right}:
+                return True
+    return False
 
 
 class PrecomputedPromptEmbedsNotExpanded(Rule):
@@ -318,11 +313,4 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
 
 
 def _assign_statements(body: cst.CSTNode) -> list[cst.Assign]:
-    found: list[cst.Assign] = []
-
-    class Collect(cst.CSTVisitor):
-        def visit_Assign(self, node: cst.Assign) -> None:
-            found.append(node)
-
-    body.visit(Collect())
-    return found
+    return walk.nodes(body, cst.Assign)

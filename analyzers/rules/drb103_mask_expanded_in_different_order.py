@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from analyzers import walk
 from analyzers.core import Definition, Invalid, Rule, Valid
 
 
@@ -19,6 +20,17 @@ PAIRING_NOISE = frozenset(
 )
 
 
+def _own_assigns(function: cst.FunctionDef) -> list[cst.Assign]:
+    """The assignments of `function`'s body in source order, those of nested functions (and lambdas) left out."""
+    body = function.body
+    assigns = walk.nodes(body, cst.Assign)
+    nested = walk.nodes(body, cst.FunctionDef)
+    if not nested or not assigns:
+        return assigns
+    inner = {id(n) for f in nested for n in walk.nodes(f, cst.Assign)}
+    return [a for a in assigns if id(a) not in inner]
+
+
 @dataclass
 class _Expansion:
     order: str | None
@@ -26,46 +38,32 @@ class _Expansion:
     per_prompt: str
 
 
-def _reads(node: cst.CSTNode, name: str) -> bool:
-    found = False
+def _names(root: cst.CSTNode, *, keep_attr: bool = True) -> list[cst.Name]:
+    """Every `Name` under `root` (the `*args`/`**kwargs` parameters `walk` leaves out included).
 
-    class Find(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name) -> None:
-            nonlocal found
-            found = found or n.value == name
-
-    node.visit(Find())
+    With `keep_attr=False`, the attribute of `a.b` and the keyword of `f(x=y)` are left out.
+    """
+    groups = walk.index(root)
+    found = groups.get(cst.Name, [])
+    if not keep_attr:
+        excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
+        excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
+        found = [n for n in found if id(n) not in excluded]
+    else:
+        found = list(found)
+    for params in groups.get(cst.Parameters, ()):
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                found.extend(_names(star, keep_attr=keep_attr))
     return found
+
+
+def _reads(node: cst.CSTNode, name: str) -> bool:
+    return any(n.value == name for n in _names(node))
 
 
 def _assigns(body: cst.CSTNode) -> list[cst.Assign]:
-    found: list[cst.Assign] = []
-
-    class Collect(cst.CSTVisitor):
-        def visit_Assign(self, node: cst.Assign) -> None:
-            found.append(node)
-
-    body.visit(Collect())
-    return found
-
-
-def _names(body: cst.CSTNode) -> list[cst.Name]:
-    found: list[cst.Name] = []
-
-    class Collect(cst.CSTVisitor):
-        def visit_Name(self, node: cst.Name) -> None:
-            found.append(node)
-
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            node.value.visit(self)
-            return False
-
-        def visit_Arg(self, node: cst.Arg) -> bool:
-            node.value.visit(self)
-            return False
-
-    body.visit(Collect())
-    return found
+    return walk.nodes(body, cst.Assign)
 
 
 def _calls_self_method(value: cst.BaseExpression) -> bool:
@@ -327,12 +325,20 @@ class MaskExpandedInDifferentOrder(Rule):
             # `_, mask = self.encode_prompt(prompt_embeds_mask=mask)`) does not condition anything
             feeds_a_mask: set[int] = set()
             for other in _assigns(call.body):
-                targets = {t.value for t in _names(other.targets[0].target)} if len(other.targets) == 1 else set()
-                if targets and targets <= masks:
-                    feeds_a_mask |= {id(n) for n in (*_names(other.value), *_names(other.targets[0].target))}
-                elif targets & masks and _calls_self_method(other.value):
-                    feeds_a_mask |= {id(n) for n in (*_names(other.value), *_names(other.targets[0].target))}
-            for name in _names(call.body):
+                targets = (
+                    {t.value for t in _names(other.targets[0].target, keep_attr=False)}
+                    if len(other.targets) == 1
+                    else set()
+                )
+                if (targets and targets <= masks) or (targets & masks and _calls_self_method(other.value)):
+                    feeds_a_mask |= {
+                        id(n)
+                        for n in (
+                            *_names(other.value, keep_attr=False),
+                            *_names(other.targets[0].target, keep_attr=False),
+                        )
+                    }
+            for name in _names(call.body, keep_attr=False):
                 if name.value in masks and id(name) not in feeds_a_mask and self.context.position(name)[0] > after:
                     return False
             return True
@@ -375,20 +381,7 @@ class MaskExpandedInDifferentOrder(Rule):
     @staticmethod
     def _expansions(function: cst.FunctionDef, per_prompt: str) -> dict[str, _Expansion]:
         """The last expansion by `per_prompt` of each variable, with the row order it produces."""
-        assigns: list[cst.Assign] = []
-
-        class Collect(cst.CSTVisitor):
-            def visit_Assign(self, node: cst.Assign) -> None:
-                assigns.append(node)
-
-            def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-                return False
-
-            def visit_Lambda(self, node: cst.Lambda) -> bool:
-                return False
-
-        function.body.visit(Collect())
-
+        assigns = _own_assigns(function)
         found: dict[str, _Expansion] = {}
         # a `repeat` not yet folded into the batch: name -> (argument count, position of the count, node)
         pending: dict[str, tuple[int, int, cst.CSTNode]] = {}

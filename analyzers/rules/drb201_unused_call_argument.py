@@ -210,27 +210,29 @@ class UnusedCallArgument(Rule):
                 self.report(param, self.message_validated.format(arg=arg), symbol=arg, scope=scope)
 
     @staticmethod
-    def _reads_outside_check_inputs(body: cst.BaseSuite) -> list[cst.Name]:
-        class Outside(cst.CSTVisitor):
-            def __init__(self) -> None:
-                super().__init__()
-                self.found: list[cst.Name] = []
-
-            def visit_Call(self, node: cst.Call) -> bool:
-                if (call_name(node) or "").endswith("check_inputs"):
-                    return False
-                self.found.extend(names_read(node.func))
-                for arg in node.args:
-                    arg.value.visit(self)
-                return False
-
-            def visit_Name(self, node: cst.Name) -> None:
-                self.found.append(node)
-
-            def visit_Attribute(self, node: cst.Attribute) -> bool:
-                node.value.visit(self)
-                return False
-
-        visitor = Outside()
-        body.visit(visitor)
-        return visitor.found
+    def _reads_outside_check_inputs(body: cst.CSTNode) -> list[cst.Name]:
+        """The names read outside `check_inputs` calls: the attribute of `a.b` and the keyword of `f(x=y)`
+        do not count; the callee of a call counts as `names_read` has it."""
+        groups = walk.index(body)
+        handled: set[int] = set()  # nodes of check_inputs calls and of callees, not looked at name by name
+        extra: list[cst.Name] = []
+        keywords: set[int] = set()
+        for call in groups.get(cst.Call, ()):
+            if id(call) in handled:
+                continue
+            if (call_name(call) or "").endswith("check_inputs"):
+                handled.update(id(n) for n in walk.walk(call))
+                continue
+            extra.extend(names_read(call.func))
+            handled.update(id(n) for n in walk.walk(call.func))
+            keywords.update(id(a.keyword) for a in call.args if a.keyword is not None)
+        excluded = handled | keywords
+        excluded.update(id(a.attr) for a in groups.get(cst.Attribute, ()))
+        found = [n for n in groups.get(cst.Name, ()) if id(n) not in excluded]
+        found.extend(extra)
+        for params in groups.get(cst.Parameters, ()):
+            if id(params) not in handled:
+                for star in (params.star_arg, params.star_kwarg):
+                    if isinstance(star, cst.Param):
+                        found.extend(UnusedCallArgument._reads_outside_check_inputs(star))
+        return found

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import libcst as cst
-import libcst.matchers as m
 
+from analyzers import walk
 from analyzers.core import Definition, Invalid, Rule, Valid
 from analyzers.matchers import names_read
 
@@ -256,7 +256,11 @@ def _read_later(name: str, trail: list[tuple[Sequence[cst.CSTNode], int]]) -> bo
 
 def _reads_value(statement: cst.CSTNode, name: str) -> bool:
     """Whether `statement` reads `name`, not counting plain `name = ...` rebindings."""
-    targets = {id(t.target) for t in m.findall(statement, m.AssignTarget(target=m.Name(name)))}  # type: ignore[attr-defined]
+    targets = {
+        id(t.target)
+        for t in walk.nodes(statement, cst.AssignTarget)
+        if isinstance(t.target, cst.Name) and t.target.value == name
+    }
     return any(n.value == name and id(n) not in targets for n in names_read(statement))
 
 

@@ -201,30 +201,21 @@ class _ValueFlow(cst.CSTVisitor):
 
 
 def _reads_outside_check_inputs(body: cst.CSTNode) -> set[str]:
-    """Names read in `body` outside `check_inputs(...)` calls (what keeps DRB201 silent)."""
-
-    class Outside(cst.CSTVisitor):
-        def __init__(self) -> None:
-            super().__init__()
-            self.found: set[str] = set()
-
-        def visit_Call(self, node: cst.Call) -> bool:
-            return not (call_name(node) or "").endswith("check_inputs")
-
-        def visit_Name(self, node: cst.Name) -> None:
-            self.found.add(node.value)
-
-        def visit_Attribute(self, node: cst.Attribute) -> bool:
-            node.value.visit(self)
-            return False
-
-        def visit_Arg(self, node: cst.Arg) -> bool:
-            node.value.visit(self)
-            return False
-
-    visitor = Outside()
-    body.visit(visitor)
-    return visitor.found
+    """Names read outside `check_inputs(...)` calls (not the attribute of `a.b`, not the keyword of `f(x=y)`)."""
+    groups = walk.index(body)
+    excluded: set[int] = set()
+    for call in groups.get(cst.Call, ()):
+        if id(call) not in excluded and (call_name(call) or "").endswith("check_inputs"):
+            excluded.update(id(n) for n in walk.walk(call))
+    excluded.update(id(a.attr) for a in groups.get(cst.Attribute, ()))
+    excluded.update(id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None)
+    found = {n.value for n in groups.get(cst.Name, ()) if id(n) not in excluded}
+    for params in groups.get(cst.Parameters, ()):
+        if id(params) not in excluded:
+            for star in (params.star_arg, params.star_kwarg):
+                if isinstance(star, cst.Param):
+                    found |= _reads_outside_check_inputs(star)
+    return found
 
 
 def _acknowledged(body: cst.CSTNode) -> set[str]:

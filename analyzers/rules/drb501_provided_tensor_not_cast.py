@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
 from analyzers.matchers import calls, keyword, parameters, pipeline_classes
 
@@ -40,7 +40,13 @@ def _casts_dtype(call: cst.Call) -> bool:
 
 def _device_only_to(value: cst.BaseExpression, name: str) -> bool:
     """`name.to(device)` / `name.to(device=device)`: a move with no dtype."""
-    if not m.matches(value, m.Call(func=m.Attribute(value=m.Name(name), attr=m.Name("to")))):
+    if not (
+        isinstance(value, cst.Call)
+        and isinstance(value.func, cst.Attribute)
+        and isinstance(value.func.value, cst.Name)
+        and value.func.value.value == name
+        and value.func.attr.value == "to"
+    ):
         return False
     call = value  # type: ignore[assignment]
     if not call.args or _casts_dtype(call):  # type: ignore[attr-defined]
@@ -63,28 +69,32 @@ def _casts_name(function: cst.FunctionDef, names: set[str]) -> bool:
             and _casts_dtype(call)
             or func.attr.value in ("type", "type_as", "half", "bfloat16")
         ):
-            read = {n.value for n in m.findall(func.value, m.Name())}  # type: ignore[union-attr]
+            read = {n.value for n in _names(func.value)}
             if read & names or any("latent" in n for n in read if "latents" in names):
                 return True
     return False
 
 
-class _Assignments(cst.CSTVisitor):
+def _names(root: cst.CSTNode) -> list[cst.Name]:
+    """Every `Name` under `root`, attributes included (and the `*args`/`**kwargs` parameters `walk` leaves out)."""
+    groups = walk.index(root)
+    found = list(groups.get(cst.Name, ()))
+    for params in groups.get(cst.Parameters, ()):
+        for star in (params.star_arg, params.star_kwarg):
+            if isinstance(star, cst.Param):
+                found.extend(_names(star))
+    return found
+
+
+def _assignments(function: cst.FunctionDef, name: str) -> list[cst.Assign]:
     """Assignments to `name` in source order (not inside nested functions)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self.found: list[cst.Assign] = []
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        for target in node.targets:
-            if any(n.value == self.name for n in m.findall(target.target, m.Name())):  # type: ignore[union-attr]
-                self.found.append(node)
-                return
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        return False
+    body = function.body
+    assigns = walk.nodes(body, cst.Assign)
+    nested = walk.nodes(body, cst.FunctionDef)
+    if nested:
+        inner = {id(n) for f in nested for n in walk.nodes(f, cst.Assign)}
+        assigns = [a for a in assigns if id(a) not in inner]
+    return [a for a in assigns if any(n.value == name for t in a.targets for n in _names(t.target))]
 
 
 class ProvidedTensorNotCast(Rule):
@@ -255,20 +265,19 @@ class ProvidedTensorNotCast(Rule):
         call: cst.FunctionDef | None,
         methods: dict[str, cst.FunctionDef],
     ) -> None:
-        visitor = _Assignments(tensor)
-        method.body.visit(visitor)
-        moves = [a for a in visitor.found if _device_only_to(a.value, tensor)]
+        assignments = _assignments(method, tensor)
+        moves = [a for a in assignments if _device_only_to(a.value, tensor)]
         if not moves:
             return
         first_move = moves[0]
         # the value moved must still be the caller's: no other assignment to the tensor before it,
         # except the fresh one in the `is None` branch (which the move's branch does not see)
-        before = visitor.found[: visitor.found.index(first_move)]
+        before = assignments[: assignments.index(first_move)]
         if any(not self._in_none_branch(method, a, tensor) for a in before):
             return
         if _casts_name(method, {tensor}):
             return  # cast elsewhere in the method (`return latents.to(dtype=dtype)`)
-        if not any(n.value == "dtype" for n in m.findall(method.body, m.Name("dtype"))):  # type: ignore[arg-type]
+        if not any(n.value == "dtype" for n in _names(method.body)):
             return  # no execution dtype in play here
         if call is not None and name != "__call__" and _casts_name(call, {tensor}):
             return  # `__call__` casts it on the way to the denoiser
@@ -277,10 +286,18 @@ class ProvidedTensorNotCast(Rule):
     @staticmethod
     def _in_none_branch(method: cst.FunctionDef, assign: cst.Assign, tensor: str) -> bool:
         """Whether `assign` sits in the body of an `if <tensor> is None:` of `method`."""
-        for if_node in m.findall(
-            method.body,
-            m.If(test=m.Comparison(left=m.Name(tensor), comparisons=[m.ComparisonTarget(m.Is(), m.Name("None"))])),
-        ):
-            if any(node is assign for node in m.findall(if_node.body, m.Assign())):  # type: ignore[union-attr]
+        for if_node in walk.nodes(method.body, cst.If):
+            test = if_node.test
+            if not (
+                isinstance(test, cst.Comparison)
+                and isinstance(test.left, cst.Name)
+                and test.left.value == tensor
+                and len(test.comparisons) == 1
+                and isinstance(test.comparisons[0].operator, cst.Is)
+                and isinstance(test.comparisons[0].comparator, cst.Name)
+                and test.comparisons[0].comparator.value == "None"
+            ):
+                continue
+            if any(node is assign for node in walk.nodes(if_node.body, cst.Assign)):
                 return True
         return False

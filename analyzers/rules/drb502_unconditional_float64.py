@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import libcst as cst
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
 from analyzers.matchers import keyword, string_value
 
@@ -37,72 +40,83 @@ _FACTORIES = frozenset(
 _DEVICE_WORDS = ("mps", "npu", "device.type", "is_available")
 
 
-class _Finder(cst.CSTVisitor):
-    """Unconditional float64 tensors on a device: `.to(x, torch.float64)`, `.double()`, `arange(..., dtype=…, device=…)`."""
+def _walk_all(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """`walk.walk(root)`, with the `*args`/`**kwargs` parameters it leaves out (not in source order)."""
+    for node in walk.walk(root):
+        yield node
+        if isinstance(node, cst.Parameters):
+            for star in (node.star_arg, node.star_kwarg):
+                if isinstance(star, cst.Param):
+                    yield from _walk_all(star)
+
+
+class _Finder:
+    """Unconditional float64 tensors on a device: `.to(x, torch.float64)`, `.double()`, `arange(..., dtype=…, device=…)`.
+
+    A call is looked at unless it sits in a conditional expression, in an `if` on the device (its test
+    included), in a `with torch.device("cpu"):` (its items included) or in a comparison.
+    """
 
     def __init__(self, rule: UnconditionalFloat64) -> None:
-        super().__init__()
         self.rule = rule
         self.found: list[tuple[cst.CSTNode, str]] = []
-        self._guarded = 0  # inside an `if` on the device or a conditional expression
-        self._guard_ifs: set[int] = set()
 
-    # -- places where float64 is chosen on purpose ---------------------------------------------------
+    def run(self, module: cst.Module) -> None:
+        candidates = [
+            (node, spelled)
+            for node in _walk_all(module)
+            if isinstance(node, cst.Call)
+            for spelled in [self._spelled(node)]
+            if spelled
+        ]
+        if not candidates:
+            return
+        quiet: set[int] = set()
+        for node in _walk_all(module):
+            if isinstance(node, (cst.IfExp, cst.Comparison)) or (isinstance(node, cst.With) and self._cpu_with(node)):
+                if id(node) not in quiet:
+                    quiet.update(id(n) for n in _walk_all(node))
+        if all(id(node) in quiet for node, _ in candidates):
+            return
+        code_for_node = self.rule.context.module.code_for_node
+        for node in _walk_all(module):
+            if isinstance(node, cst.If) and id(node) not in quiet:
+                test = code_for_node(node.test)
+                if any(word in test for word in _DEVICE_WORDS):
+                    quiet.update(id(n) for n in _walk_all(node))
+        self.found = [(node, spelled) for node, spelled in candidates if id(node) not in quiet]
 
-    def visit_IfExp(self, node: cst.IfExp) -> bool:
-        self._guarded += 1
-        return True
-
-    def leave_IfExp(self, original_node: cst.IfExp) -> None:
-        self._guarded -= 1
-
-    def visit_If(self, node: cst.If) -> bool:
-        test = self.rule.context.module.code_for_node(node.test)
-        if any(word in test for word in _DEVICE_WORDS):
-            self._guarded += 1
-            self._guard_ifs.add(id(node))
-        return True
-
-    def leave_If(self, original_node: cst.If) -> None:
-        if id(original_node) in self._guard_ifs:
-            self._guarded -= 1
-
-    def visit_With(self, node: cst.With) -> bool:
-        if any(
+    @staticmethod
+    def _cpu_with(node: cst.With) -> bool:
+        """`with torch.device("cpu"):` float64 on the CPU is fine."""
+        return any(
             string_value(a.value) == "cpu"
             for item in node.items
             if isinstance(item.item, cst.Call)
             for a in item.item.args
-        ):
-            return False  # `with torch.device("cpu"):` float64 on the CPU is fine
-        return True
-
-    def visit_Comparison(self, node: cst.Comparison) -> bool:
-        return False  # `dtype in (torch.float32, torch.float64)` creates nothing
+        )
 
     # -- the tensors -------------------------------------------------------------------------------------
 
-    def visit_Call(self, node: cst.Call) -> bool:
-        if self._guarded:
-            return True
+    def _spelled(self, node: cst.Call) -> str | None:
         func = node.func
         if isinstance(func, cst.Attribute) and func.attr.value == "double" and not node.args:
             if self._on_device(func.value):
-                self.found.append((node, ".double()"))
-            return True
+                return ".double()"
+            return None
         if isinstance(func, cst.Attribute) and func.attr.value == "to":
             spelled = self._float64_in(node)
             if spelled and not self._to_cpu(node) and self._on_device(func.value):
-                self.found.append((node, spelled))
-            return True
+                return spelled
+            return None
         qualified = self.rule.context.qualified_name(func) or ""
         if qualified.startswith("torch.") and qualified[len("torch.") :] in _FACTORIES:
             dtype = keyword(node, "dtype")
             device = keyword(node, "device")
             spelled = self._float64(dtype.value) if dtype is not None else None
             if spelled and device is not None and string_value(device.value) != "cpu":
-                self.found.append((node, spelled))
-        return True
+                return spelled
+        return None
 
     # -- helpers -------------------------------------------------------------------------------------------
 
@@ -304,6 +318,6 @@ class UnconditionalFloat64(Rule):
 
     def check(self) -> None:
         finder = _Finder(self)
-        self.context.module.visit(finder)
+        finder.run(self.context.module)
         for node, spelled in finder.found:
             self.report(node, self.message.format(spelled=spelled), symbol=spelled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.matchers import call_name, calls, pipeline_methods, self_attribute
 
@@ -28,13 +29,17 @@ def _called_methods(function: cst.FunctionDef) -> set[str]:
 
 def _declares_model_offload(cls: cst.ClassDef) -> bool:
     """Whether the class body sets `model_cpu_offload_seq` (so `enable_model_cpu_offload()` works)."""
-    return any(
-        m.matches(
-            statement,
-            m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name("model_cpu_offload_seq"))])]),
-        )
-        for statement in cls.body.body
-    )
+    for statement in cls.body.body:
+        if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1:
+            assign = statement.body[0]
+            if (
+                isinstance(assign, cst.Assign)
+                and len(assign.targets) == 1
+                and isinstance(assign.targets[0].target, cst.Name)
+                and assign.targets[0].target.value == "model_cpu_offload_seq"
+            ):
+                return True
+    return False
 
 
 class _DeviceReads(cst.CSTVisitor):
@@ -267,6 +272,8 @@ class DeviceInsteadOfExecutionDevice(Rule):
                         reached[name] = method
                         frontier.append(method)
             for name, method in reached.items():
+                if not any(self_attribute(node, "device") for node in walk.nodes(method.body, cst.Attribute)):
+                    continue  # no `self.device` at all: the exact (slower) walk below has nothing to find
                 visitor = _DeviceReads()
                 method.body.visit(visitor)
                 if visitor.found:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import libcst as cst
-import libcst.matchers as m
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.flow import DEAD, FlowWalker, function_returns, has_yield
 from analyzers.matchers import calls, names_read, parameters, pipeline_methods, self_attribute, string_value
@@ -64,10 +64,10 @@ def evaluate(test: cst.BaseExpression, value: str) -> bool | None:
 def compared_values(function: cst.FunctionDef) -> set[str]:
     """Every string literal that `output_type` is compared with in `function`."""
     found: set[str] = set()
-    for comparison in m.findall(function.body, m.Comparison()):
-        if _reads_output_type(comparison):  # type: ignore[arg-type]
-            for node in m.findall(comparison, m.SimpleString()):
-                text = string_value(node)  # type: ignore[arg-type]
+    for comparison in walk.nodes(function.body, cst.Comparison):
+        if _reads_output_type(comparison):
+            for node in walk.nodes(comparison, cst.SimpleString):
+                text = string_value(node)
                 if text is not None:
                     found.add(text)
     return found
@@ -336,9 +336,11 @@ class OutputTypeSilentlyCoerced(Rule):
         for call in calls(function.body):
             if any(_reads_output_type(arg.value) for arg in call.args):
                 return True
-        for node in m.findall(function.body, m.If() | m.Assert()):
-            test = node.test  # type: ignore[attr-defined]
-            if _reads_output_type(test) and (isinstance(node, cst.Assert) or m.findall(node.body, m.Raise())):  # type: ignore[attr-defined]
+        for node in walk.nodes(function.body, cst.Assert):
+            if _reads_output_type(node.test):
+                return True
+        for node in walk.nodes(function.body, cst.If):
+            if _reads_output_type(node.test) and walk.nodes(node.body, cst.Raise):
                 return True
         return False
 
@@ -353,7 +355,7 @@ class OutputTypeSilentlyCoerced(Rule):
                     found.add(name)
             # `image = ....numpy(); return image`
             if name not in found:
-                for assign in m.findall(method.body, m.Assign()):
+                for assign in walk.nodes(method.body, cst.Assign):
                     if self._has_numpy_call(assign.value) and any(  # type: ignore[attr-defined]
                         isinstance(r.value, cst.Name)
                         and any(

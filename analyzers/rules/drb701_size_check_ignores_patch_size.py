@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
 from analyzers.matchers import call_name, parameters, pipeline_methods, self_attribute
 
@@ -61,26 +62,32 @@ def _assigned_names(target: cst.BaseExpression) -> set[str]:
 
 def _snaps(value: cst.BaseExpression) -> bool:
     """Whether an expression rounds a size onto a grid: `(h // k) * k`, `h - h % k`, a binning helper."""
-    for op in m.findall(value, m.BinaryOperation()):
-        if isinstance(op.operator, cst.Multiply) and any(  # type: ignore[attr-defined]
+    for op in walk.nodes(value, cst.BinaryOperation):
+        if isinstance(op.operator, cst.Multiply) and any(
             isinstance(side, cst.BinaryOperation) and isinstance(side.operator, cst.FloorDivide)
-            for side in (op.left, op.right)  # type: ignore[attr-defined]
+            for side in (op.left, op.right)
         ):
             return True
         if (
             isinstance(op.operator, cst.Subtract)
             and isinstance(op.right, cst.BinaryOperation)
-            and isinstance(  # type: ignore[attr-defined]
-                op.right.operator,
-                cst.Modulo,  # type: ignore[attr-defined]
-            )
+            and isinstance(op.right.operator, cst.Modulo)
         ):
             return True
-    for call in m.findall(value, m.Call()):
-        name = call_name(call) or ""  # type: ignore[arg-type]
+    for call in walk.nodes(value, cst.Call):
+        name = call_name(call) or ""
         if name.rpartition(".")[2] in SNAPPING_CALLS:
             return True
     return False
+
+
+def _comparisons(test: cst.BaseExpression) -> list[cst.Comparison]:
+    """The comparisons under `test`, in source order."""
+    groups = walk.index(test)
+    if cst.IfExp in groups or cst.Lambda in groups:
+        # `walk` takes an `a if b else c` test first, lambda parameters out of order: keep source order
+        return m.findall(test, m.Comparison())  # type: ignore[return-value]
+    return walk.nodes(test, cst.Comparison)
 
 
 def _spatial_patch(default: cst.BaseExpression) -> int | None:
@@ -118,36 +125,35 @@ def _annotation_classes(node: cst.BaseExpression) -> list[str] | None:
     return None  # a string annotation or something else we cannot follow
 
 
-class _SizeSnapping(cst.CSTVisitor):
-    """Find an assignment that snaps `height`/`width` onto a grid, outside `if <argument>:` blocks."""
+def _snaps_outside_switches(function: cst.FunctionDef, arguments: set[str]) -> bool:
+    """Whether `function` assigns `height`/`width` a value snapped onto a grid, outside `if <argument>:` blocks.
 
-    def __init__(self, arguments: set[str]) -> None:
-        super().__init__()
-        self.arguments = arguments
-        self.found = False
-
-    def visit_If(self, node: cst.If) -> bool:
-        if isinstance(node.test, cst.Name) and node.test.value in self.arguments:
-            if node.orelse is not None:
-                node.orelse.visit(self)
-            return False  # the body runs only when the caller asks for it
-        return True
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+    Nested functions do not count, and the body of `if <argument>:` runs only when the caller asks for it
+    (its `else`/`elif` counts).
+    """
+    body = function.body
+    candidates: list[cst.CSTNode] = []
+    for assign in walk.nodes(body, cst.Assign):
+        if _snapping(set().union(*(_assigned_names(t.target) for t in assign.targets)), assign.value):
+            candidates.append(assign)
+    for kind in (cst.AugAssign, cst.AnnAssign):
+        for node in walk.nodes(body, kind):
+            if _snapping(_assigned_names(node.target), node.value):  # type: ignore[attr-defined]
+                candidates.append(node)
+    if not candidates:
         return False
+    skipped: set[int] = set()
+    for nested in walk.nodes(body, cst.FunctionDef):
+        if id(nested) not in skipped:
+            skipped.update(id(n) for n in walk.walk(nested))
+    for statement in walk.nodes(body, cst.If):
+        if isinstance(statement.test, cst.Name) and statement.test.value in arguments:
+            skipped.update(id(n) for n in walk.walk(statement.body))
+    return any(id(node) not in skipped for node in candidates)
 
-    def _check(self, targets: set[str], value: cst.BaseExpression | None) -> None:
-        if targets & set(SIZE_NAMES) and value is not None and _snaps(value):
-            self.found = True
 
-    def visit_Assign(self, node: cst.Assign) -> None:
-        self._check(set().union(*(_assigned_names(t.target) for t in node.targets)), node.value)
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        self._check(_assigned_names(node.target), node.value)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        self._check(_assigned_names(node.target), node.value)
+def _snapping(targets: set[str], value: cst.BaseExpression | None) -> bool:
+    return bool(targets & set(SIZE_NAMES)) and value is not None and _snaps(value)
 
 
 class SizeCheckIgnoresPatchSize(Rule):
@@ -417,12 +423,12 @@ class SizeCheckIgnoresPatchSize(Rule):
     def _weak_check(method: cst.FunctionDef) -> tuple[cst.If, list[str], str] | None:
         """The first `if height % 8 != 0 ...: raise` of `check_inputs`, unless another check is stronger."""
         found = None
-        for statement in m.findall(method.body, m.If()):
+        for statement in walk.nodes(method.body, cst.If):
             sizes: list[str] = []
             divisor = None
             strong = False
-            for comparison in m.findall(statement.test, m.Comparison()):  # type: ignore[attr-defined]
-                parsed = _size_modulo(comparison)  # type: ignore[arg-type]
+            for comparison in _comparisons(statement.test):
+                parsed = _size_modulo(comparison)
                 if parsed is None:
                     continue
                 name, right = parsed
@@ -435,7 +441,7 @@ class SizeCheckIgnoresPatchSize(Rule):
                     sizes.append(name)
             if strong:
                 return None  # some size check already goes beyond the VAE factor
-            if sizes and found is None and m.findall(statement.body, m.Raise()):  # type: ignore[attr-defined]
+            if sizes and found is None and walk.nodes(statement.body, cst.Raise):
                 found = (statement, sizes, divisor)  # type: ignore[assignment]
         return found  # type: ignore[return-value]
 
@@ -449,9 +455,7 @@ class SizeCheckIgnoresPatchSize(Rule):
         for name, function in methods.items():
             if name == "check_inputs":
                 continue
-            visitor = _SizeSnapping({p.name.value for p in parameters(function)})
-            function.body.visit(visitor)
-            if visitor.found:
+            if _snaps_outside_switches(function, {p.name.value for p in parameters(function)}):
                 return True
         return False
 
@@ -498,9 +502,7 @@ class SizeCheckIgnoresPatchSize(Rule):
         """Whether `_pack_latents` folds latents into 2x2 patches (`height // 2, 2, width // 2, 2`)."""
         if function is None:
             return False
-        return bool(
-            m.findall(
-                function.body,
-                m.BinaryOperation(operator=m.FloorDivide(), right=m.Integer("2")),
-            )
+        return any(
+            isinstance(op.operator, cst.FloorDivide) and isinstance(op.right, cst.Integer) and op.right.value == "2"
+            for op in walk.nodes(function.body, cst.BinaryOperation)
         )

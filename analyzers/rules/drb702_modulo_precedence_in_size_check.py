@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import libcst as cst
 import libcst.matchers as m
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
 
+
+N = TypeVar("N", bound=cst.CSTNode)
 
 #: `x % name * y` in the source text; files without it are not parsed for this rule
 _TEXT_RE = re.compile(r"%[ \t]*[\w.]+[ \t]*\*(?!\*)")
@@ -28,6 +32,15 @@ def _precedence_bug(node: cst.BaseExpression) -> cst.BinaryOperation | None:
     if dotted_name(inner.left) is None:
         return None  # `"%d" % n * 2` is string formatting
     return node
+
+
+def _in_source_order(root: cst.BaseExpression, kind: type[N]) -> list[N]:
+    """The nodes of type `kind` under `root`, in source order (the order decides which bug is reported)."""
+    groups = walk.index(root)
+    if cst.IfExp in groups or cst.Lambda in groups:
+        # `walk` takes an `a if b else c` test first, lambda parameters out of order: keep source order
+        return m.findall(root, getattr(m, kind.__name__)())  # type: ignore[return-value]
+    return walk.nodes(root, kind)
 
 
 class ModuloPrecedenceInSizeCheck(Rule):
@@ -129,19 +142,23 @@ class ModuloPrecedenceInSizeCheck(Rule):
 
     def check(self) -> None:
         module = self.context.module
-        for statement in m.findall(module, m.If() | m.While() | m.Assert()):
-            test = statement.test  # type: ignore[attr-defined]
+        statements = [*walk.nodes(module, cst.If), *walk.nodes(module, cst.While), *walk.nodes(module, cst.Assert)]
+        for statement in statements:  # findings are sorted by position later: their order does not matter
+            test = statement.test
             bugs: list[cst.BinaryOperation] = []
-            for comparison in m.findall(test, m.Comparison()):
-                parts = [comparison.left, *(c.comparator for c in comparison.comparisons)]  # type: ignore[attr-defined]
+            for comparison in _in_source_order(test, cst.Comparison):
+                parts = [comparison.left, *(c.comparator for c in comparison.comparisons)]
                 if len(parts) == 2 and any(_is_zero(p) for p in parts):
                     bugs.extend(b for b in map(_precedence_bug, parts) if b is not None)
-            for candidate in [test, *(u.expression for u in m.findall(test, m.UnaryOperation(operator=m.Not())))]:  # type: ignore[attr-defined]
+            negated = [
+                u.expression for u in _in_source_order(test, cst.UnaryOperation) if isinstance(u.operator, cst.Not)
+            ]
+            for candidate in [test, *negated]:
                 bug = _precedence_bug(candidate)
                 if bug is not None and bug not in bugs:
                     bugs.append(bug)
-            for operand in m.findall(test, m.BooleanOperation()):
-                for side in (operand.left, operand.right):  # type: ignore[attr-defined]
+            for operand in _in_source_order(test, cst.BooleanOperation):
+                for side in (operand.left, operand.right):
                     bug = _precedence_bug(side)
                     if bug is not None and bug not in bugs:
                         bugs.append(bug)

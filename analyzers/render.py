@@ -65,7 +65,9 @@ def to_text(
         lines.append(f"error: {path}: {message}")
     scanned = f" in {files} files" if files is not None else ""
     if skipped:
-        lines.append(f"{skipped} files of deprecated pipelines skipped (diffusers accepts no changes there; --include-deprecated scans them).")
+        lines.append(
+            f"{skipped} files of deprecated pipelines skipped (diffusers accepts no changes there; --include-deprecated scans them)."
+        )
     lines.append(
         f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{scanned}, {len(errors)} error{'s' if len(errors) != 1 else ''}."
     )

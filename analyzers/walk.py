@@ -32,7 +32,6 @@ _SKIP_PREFIXES = (
     "colon",
     "equal",
     "dot",
-    "star",
     "lbracket",
     "rbracket",
     "lbrace",
@@ -57,7 +56,11 @@ def _fields(kind: type) -> tuple[str, ...]:
 
 
 def walk(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """Yield `root` and every node under it, parents before children, in source order."""
+    """Yield `root` and every node under it, parents before children, children in field order.
+
+    Field order is source order except in a few nodes (a `def`'s return annotation comes after its body,
+    `a if b else c` yields `b` first); rules that need exact order compare positions.
+    """
     stack = [root]
     while stack:
         node = stack.pop()

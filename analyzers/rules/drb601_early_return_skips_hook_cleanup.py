@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import libcst as cst
 
+from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.flow import FlowWalker, function_returns, has_yield, returned_symbol
 from analyzers.matchers import DENOISER_ATTRS, calls, denoiser_calls, pipeline_methods, self_attribute
@@ -33,15 +34,29 @@ def _is_model_call(call: cst.Call) -> bool:
 class _HookFlow(FlowWalker["tuple[bool, bool]"]):
     """State: (`self.maybe_free_model_hooks()` has certainly run, a model may have run) on the path."""
 
-    def __init__(self, on_return: Callable[[cst.Return, tuple[bool, bool]], None], model_calls: set[int]) -> None:
+    def __init__(
+        self,
+        on_return: Callable[[cst.Return, tuple[bool, bool]], None],
+        free_calls: set[int],
+        model_calls: set[int],
+    ) -> None:
         super().__init__(on_return)
+        self.free_calls = free_calls
         self.model_calls = model_calls
 
     def effect(self, statement: cst.BaseSmallStatement, state: tuple[bool, bool]) -> tuple[bool, bool]:
         freed, ran = state
-        found = calls(statement)
-        freed = freed or any(_is_free_hooks(call) for call in found)
-        ran = ran or any(id(call) in self.model_calls for call in found)
+        if freed and ran:
+            return state
+        # the ids of the function's hook-freeing and model calls are known: one plain walk, stopped early
+        for node in walk.walk(statement):
+            key = id(node)
+            if key in self.free_calls:
+                freed = True
+            if key in self.model_calls:
+                ran = True
+            if freed and ran:
+                break
         return freed, ran
 
     def split(self, test: cst.BaseExpression, state: tuple[bool, bool]) -> tuple[tuple[bool, bool], tuple[bool, bool]]:
@@ -240,7 +255,8 @@ class EarlyReturnSkipsHookCleanup(Rule):
     def _check_call(self, scope: str, function: cst.FunctionDef) -> None:
         if not isinstance(function.body, cst.IndentedBlock) or has_yield(function):
             return
-        if not any(_is_free_hooks(call) for call in calls(function.body)):
+        free_calls = {id(call) for call in calls(function.body) if _is_free_hooks(call)}
+        if not free_calls:
             return
         returns = function_returns(function)
         if not returns:
@@ -256,7 +272,7 @@ class EarlyReturnSkipsHookCleanup(Rule):
             if not freed and ran:
                 leaking.append(node)
 
-        _HookFlow(on_return, model_calls).block(function.body.body, (False, False))
+        _HookFlow(on_return, free_calls, model_calls).block(function.body.body, (False, False))
         for node in leaking:
             returned = returned_symbol(node)
             self.report(node, self.message.format(returned=returned), symbol=returned, scope=scope)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import libcst as cst
 import libcst.matchers as m
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.core import Invalid, Project, Rule, Valid, dotted_name
 from analyzers.matchers import call_name, parameters, pipeline_methods, self_attribute
 
 
@@ -90,6 +92,42 @@ def _comparisons(test: cst.BaseExpression) -> list[cst.Comparison]:
     return walk.nodes(test, cst.Comparison)
 
 
+def _patch_size_default(classdef: cst.ClassDef) -> int | None:
+    for statement in classdef.body.body:
+        if isinstance(statement, cst.FunctionDef) and statement.name.value == "__init__":
+            for param in parameters(statement):
+                if param.name.value == "patch_size" and param.default is not None:
+                    return _spatial_patch(param.default)
+    return None
+
+
+def _locate_patch(project: Project, dotted: str, name: str, hops: int = 4) -> tuple[str, str, int | None] | None:
+    """`Project.locate_class(dotted, name)` as (module, class name, default `patch_size`), memoised per project.
+
+    Many pipelines annotate `transformer` with the same model class; remembering every hop of the lookup
+    (not the parsed modules, which the project's bounded cache drops) parses each transformer module once.
+    """
+    memo = project.__dict__.setdefault("_drb701_located", {})
+    key = (dotted, name, hops)
+    if key in memo:
+        return memo[key]
+    result = None
+    if hops > 0:
+        head, _, rest = name.partition(".")
+        local = None if rest else project.find_class(dotted, name)
+        if local is not None:
+            result = (dotted, local.name.value, _patch_size_default(local))
+        else:
+            qualified = project.imports(dotted).get(head)
+            if qualified is not None:
+                qualified = f"{qualified}.{rest}" if rest else qualified
+                next_dotted, _, next_name = qualified.rpartition(".")
+                if next_dotted:
+                    result = _locate_patch(project, next_dotted, next_name, hops - 1)
+    memo[key] = result
+    return result
+
+
 def _spatial_patch(default: cst.BaseExpression) -> int | None:
     """The spatial patch size of a `patch_size` default: `2`, or the last entry of `(1, 2, 2)`."""
     if isinstance(default, cst.Integer):
@@ -125,31 +163,69 @@ def _annotation_classes(node: cst.BaseExpression) -> list[str] | None:
     return None  # a string annotation or something else we cannot follow
 
 
-def _snaps_outside_switches(function: cst.FunctionDef, arguments: set[str]) -> bool:
-    """Whether `function` assigns `height`/`width` a value snapped onto a grid, outside `if <argument>:` blocks.
+def _blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
+    """The statement lists directly inside a compound statement, in source order (`elif` as a one-`If` list)."""
+    body = getattr(statement, "body", None)
+    if isinstance(body, cst.BaseSuite):
+        yield body.body
+    for handler in getattr(statement, "handlers", ()) or ():
+        yield handler.body.body
+    for case in getattr(statement, "cases", ()) or ():
+        yield case.body.body
+    orelse = getattr(statement, "orelse", None)
+    if isinstance(orelse, cst.If):
+        yield [orelse]
+    elif isinstance(orelse, cst.Else):
+        yield orelse.body.body
+    finalbody = getattr(statement, "finalbody", None)
+    if isinstance(finalbody, cst.Finally):
+        yield finalbody.body.body
+
+
+def _statements(block: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
+    """Every statement under `block`, nested defs and classes included, parents first, in source order.
+
+    Statements only sit in statement lists, so this finds every `if` or assignment without walking
+    expressions.
+    """
+    for statement in block:
+        yield statement
+        if isinstance(statement, cst.BaseCompoundStatement):
+            for inner in _blocks(statement):
+                yield from _statements(inner)
+
+
+def _snaps_outside_switches(block: Sequence[cst.CSTNode], arguments: set[str]) -> bool:
+    """Whether `block` assigns `height`/`width` a value snapped onto a grid, outside `if <argument>:` blocks.
 
     Nested functions do not count, and the body of `if <argument>:` runs only when the caller asks for it
     (its `else`/`elif` counts).
     """
-    body = function.body
-    candidates: list[cst.CSTNode] = []
-    for assign in walk.nodes(body, cst.Assign):
-        if _snapping(set().union(*(_assigned_names(t.target) for t in assign.targets)), assign.value):
-            candidates.append(assign)
-    for kind in (cst.AugAssign, cst.AnnAssign):
-        for node in walk.nodes(body, kind):
-            if _snapping(_assigned_names(node.target), node.value):  # type: ignore[attr-defined]
-                candidates.append(node)
-    if not candidates:
-        return False
-    skipped: set[int] = set()
-    for nested in walk.nodes(body, cst.FunctionDef):
-        if id(nested) not in skipped:
-            skipped.update(id(n) for n in walk.walk(nested))
-    for statement in walk.nodes(body, cst.If):
-        if isinstance(statement.test, cst.Name) and statement.test.value in arguments:
-            skipped.update(id(n) for n in walk.walk(statement.body))
-    return any(id(node) not in skipped for node in candidates)
+    for statement in block:
+        if isinstance(statement, (cst.SimpleStatementLine, cst.BaseSmallStatement)):
+            # a block of `if x: a = 1` (a `SimpleStatementSuite`) lists small statements directly
+            smalls = statement.body if isinstance(statement, cst.SimpleStatementLine) else [statement]
+            for small in smalls:
+                if isinstance(small, cst.Assign):
+                    targets = set().union(*(_assigned_names(t.target) for t in small.targets))
+                    if _snapping(targets, small.value):
+                        return True
+                elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+                    if _snapping(_assigned_names(small.target), small.value):
+                        return True
+        elif isinstance(statement, cst.FunctionDef):
+            continue
+        elif isinstance(statement, cst.If) and isinstance(statement.test, cst.Name):
+            if statement.test.value in arguments:
+                inner = [] if statement.orelse is None else [statement.orelse]
+                if inner and _snaps_outside_switches(inner, arguments):
+                    return True
+            elif any(_snaps_outside_switches(inner, arguments) for inner in _blocks(statement)):
+                return True
+        elif isinstance(statement, (cst.BaseCompoundStatement, cst.Else)):
+            if any(_snaps_outside_switches(inner, arguments) for inner in _blocks(statement)):
+                return True
+    return False
 
 
 def _snapping(targets: set[str], value: cst.BaseExpression | None) -> bool:
@@ -423,7 +499,9 @@ class SizeCheckIgnoresPatchSize(Rule):
     def _weak_check(method: cst.FunctionDef) -> tuple[cst.If, list[str], str] | None:
         """The first `if height % 8 != 0 ...: raise` of `check_inputs`, unless another check is stronger."""
         found = None
-        for statement in walk.nodes(method.body, cst.If):
+        for statement in _statements(method.body.body):
+            if not isinstance(statement, cst.If):
+                continue
             sizes: list[str] = []
             divisor = None
             strong = False
@@ -455,7 +533,8 @@ class SizeCheckIgnoresPatchSize(Rule):
         for name, function in methods.items():
             if name == "check_inputs":
                 continue
-            if _snaps_outside_switches(function, {p.name.value for p in parameters(function)}):
+            body = function.body.body if isinstance(function.body, cst.BaseSuite) else ()
+            if _snaps_outside_switches(body, {p.name.value for p in parameters(function)}):
                 return True
         return False
 
@@ -474,28 +553,18 @@ class SizeCheckIgnoresPatchSize(Rule):
             return None
         classes = []
         for name in dict.fromkeys(names):
-            located = self.context.project.locate_class(self.context.module_name, name)
+            located = _locate_patch(self.context.project, self.context.module_name, name)
             if located is None or not located[0].startswith("diffusers.models"):
                 return None  # an annotation we cannot follow: stay silent
             classes.append(located)
         patches = []
-        for _module, classdef in classes:
-            p = self._patch_size_default(classdef)
+        for _module, class_name, p in classes:
             if p is None or p <= 1:
                 return None
-            patches.append((classdef.name.value, p))
+            patches.append((class_name, p))
         if not patches:
             return None
         return min(patches, key=lambda item: item[1])
-
-    @staticmethod
-    def _patch_size_default(classdef: cst.ClassDef) -> int | None:
-        for statement in classdef.body.body:
-            if isinstance(statement, cst.FunctionDef) and statement.name.value == "__init__":
-                for param in parameters(statement):
-                    if param.name.value == "patch_size" and param.default is not None:
-                        return _spatial_patch(param.default)
-        return None
 
     @staticmethod
     def _packs_2x2(function: cst.FunctionDef | None) -> bool:

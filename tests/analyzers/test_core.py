@@ -242,3 +242,14 @@ def test_matcher_decorators_work_on_every_instance():
     for _ in range(3):  # the first instance gathers the decorated methods, later ones reuse the names
         findings = analyze(PATH, "eval('1')\nexec('2')\n", rules=[CallsEval])
         assert sorted(f.symbol for f in findings) == ["eval", "eval-leave"]
+
+
+def test_walk_sees_every_name_in_source_order_and_caches():
+    from analyzers import walk
+
+    function = cst.parse_statement("def f(a, *args: T, b=d, **kw: U):\n    return g(a, *args, key=v)[0].x\n")
+    names = [n.value for n in walk.nodes(function, cst.Name)]
+    assert names == ["f", "a", "args", "T", "b", "d", "kw", "U", "g", "a", "args", "v", "key", "x"]
+    assert walk.nodes(function, cst.Call)[0] is walk.nodes(function, cst.Call)[0]
+    assert len(walk.nodes(function, cst.BaseExpression)) > len(names)
+    walk.clear()

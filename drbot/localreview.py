@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +164,9 @@ def review(
     base_sha = _git(repo, "rev-parse", "--verify", f"{base}^{{commit}}").strip()
     head_sha = _git(repo, "rev-parse", "--verify", f"{head}^{{commit}}").strip()
     files = changed_files(repo, base_sha, head_sha)
-    items = [(base_sha, f.old_path) for f in files if f.old_path] + [(head_sha, f.new_path) for f in files if f.new_path]
+    items = [(base_sha, f.old_path) for f in files if f.old_path] + [
+        (head_sha, f.new_path) for f in files if f.new_path
+    ]
     codes = None if rules is None else [r.code for r in rules]
     jobs = min(jobs or os.cpu_count() or 1, len(items))
     if jobs <= 1:
@@ -181,7 +183,7 @@ def review(
     head_findings = [f for sha, findings, _ in results if sha == head_sha for f in findings]
     errors = [
         (finding_path(path), message)
-        for (sha, path), (_, _, messages) in zip(items, results)
+        for (sha, path), (_, _, messages) in zip(items, results, strict=True)
         if sha == head_sha
         for message in messages
     ]

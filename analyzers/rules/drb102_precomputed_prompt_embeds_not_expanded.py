@@ -159,6 +159,25 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
     """
 
     VALID = [
+        # CogVideoX Fun: `__call__` pins the count to 1, so given embeddings and latents always agree
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def encode_prompt(self, prompt, num_videos_per_prompt=1, prompt_embeds=None):
+                    if prompt_embeds is None:
+                        prompt_embeds = self._get_t5_prompt_embeds(prompt, num_videos_per_prompt=num_videos_per_prompt)
+                    return prompt_embeds
+
+                def __call__(self, prompt=None, prompt_embeds=None, num_videos_per_prompt=1):
+                    batch_size = len(prompt) if prompt is not None else prompt_embeds.shape[0]
+                    num_videos_per_prompt = 1
+                    prompt_embeds = self.encode_prompt(
+                        prompt, num_videos_per_prompt=num_videos_per_prompt, prompt_embeds=prompt_embeds
+                    )
+                    latents = self.prepare_latents(batch_size * num_videos_per_prompt)
+                    return self.transformer(latents, encoder_hidden_states=prompt_embeds)
+            """
+        ),
         # SDXL style: the expansion runs after the if, for computed and given embeddings alike
         Valid(
             """
@@ -296,6 +315,12 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
         """`__call__` hands the count to `self.<encode>`, sizes `batch_size * count`, never expands embeds itself."""
         if not _multiplies(call.body, "batch_size", per_prompt):
             return False
+        for statement in _assign_statements(call.body):
+            # `num_videos_per_prompt = 1`: the count is pinned, so embeddings and latents always agree
+            if isinstance(statement.value, (cst.Integer, cst.Float)) and any(
+                isinstance(t.target, cst.Name) and t.target.value == per_prompt for t in statement.targets
+            ):
+                return False
         hands_on = False
         for c in calls(call.body):
             if call_name(c) == f"self.{encode_name}" and (

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Definition, Invalid, Rule, Valid
+from analyzers.core import Definition, Invalid, Rule, Valid, dotted_name
+from analyzers.matchers import calls, parameters
 
 
 PER_PROMPT_RE = re.compile(r"^num_\w+_per_prompt$")
@@ -64,6 +65,19 @@ def _reads(node: cst.CSTNode, name: str) -> bool:
 
 def _assigns(body: cst.CSTNode) -> list[cst.Assign]:
     return walk.nodes(body, cst.Assign)
+
+
+def _argument(call: cst.Call, name: str, index: int | None) -> cst.BaseExpression | None:
+    """The expression `call` passes for parameter `name` (keyword, or positional at `index`), or None."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg.value
+    positional = [arg for arg in call.args if arg.keyword is None]
+    if any(arg.star for arg in positional):
+        return cst.Name("__unknown__")  # `*args`: cannot tell
+    if index is not None and index < len(positional):
+        return positional[index].value
+    return None
 
 
 def _calls_self_method(value: cst.BaseExpression) -> bool:
@@ -173,6 +187,27 @@ class MaskExpandedInDifferentOrder(Rule):
     PATHS = ("/pipelines/",)
 
     VALID = [
+        # the copy is wrong, but every path of this pipeline pins the count to 1 (LTX2 temporal refine)
+        Valid(
+            """
+            class RefinePipeline(DiffusionPipeline):
+                def _get_gemma_prompt_embeds(self, prompt, num_videos_per_prompt=1):
+                    prompt_embeds, prompt_attention_mask = self._encode(prompt)
+                    batch_size, seq_len, _ = prompt_embeds.shape
+                    prompt_embeds = prompt_embeds.repeat(1, num_videos_per_prompt, 1)
+                    prompt_embeds = prompt_embeds.view(batch_size * num_videos_per_prompt, seq_len, -1)
+                    prompt_attention_mask = prompt_attention_mask.view(batch_size, -1)
+                    prompt_attention_mask = prompt_attention_mask.repeat(num_videos_per_prompt, 1)
+                    return prompt_embeds, prompt_attention_mask
+
+                def encode_prompt(self, prompt, num_videos_per_prompt=1):
+                    return self._get_gemma_prompt_embeds(prompt, num_videos_per_prompt=num_videos_per_prompt)
+
+                def __call__(self, prompt, num_videos_per_prompt=1):
+                    prompt_embeds, mask = self.encode_prompt(prompt, num_videos_per_prompt=1)
+                    return self.transformer(prompt_embeds, encoder_attention_mask=mask)
+            """
+        ),
         # both per-prompt: 3-D embeds repeat(1, n, 1), 2-D mask repeat(1, n), folded into the batch
         Valid(
             """
@@ -320,7 +355,8 @@ class MaskExpandedInDifferentOrder(Rule):
             }
             if not masks:
                 return False
-            after = self.context.position(assign)[1]
+            call_scope = f"{owner.qualname}.__call__"
+            after = self.context.position(assign, call_scope)[1]
             # a read that only feeds a mask again (`mask = torch.cat([neg_mask, mask])`, `mask = mask.to(device)`,
             # `_, mask = self.encode_prompt(prompt_embeds_mask=mask)`) does not condition anything
             feeds_a_mask: set[int] = set()
@@ -339,7 +375,11 @@ class MaskExpandedInDifferentOrder(Rule):
                         )
                     }
             for name in _names(call.body, keep_attr=False):
-                if name.value in masks and id(name) not in feeds_a_mask and self.context.position(name)[0] > after:
+                if (
+                    name.value in masks
+                    and id(name) not in feeds_a_mask
+                    and self.context.position(name, call_scope)[0] > after
+                ):
                     return False
             return True
         return False
@@ -366,9 +406,45 @@ class MaskExpandedInDifferentOrder(Rule):
                     mask_order=self.ORDER_WORDS[mask.order],  # type: ignore[index]
                     embeds_order=self.ORDER_WORDS[embeds_expansion.order],  # type: ignore[index]
                 )
-                if self._masks_dropped_by_call(definition):
+                if self._masks_dropped_by_call(definition) or self._count_pinned_to_one(definition, per_prompt):
                     return
                 self.report(mask.node, message, symbol=mask_name, scope=scope)
+
+    def _count_pinned_to_one(self, definition: Definition, per_prompt: str, depth: int = 3) -> bool:
+        """Whether every call of this method inside its class passes `1` for the count, directly or through
+        the callers' own parameters (`__call__` → `encode_prompt(num_videos_per_prompt=1)` → here).
+
+        With the count pinned to 1 the two orders coincide; the copy is wrong, but harmless here.
+        """
+        owner = definition.parent
+        if owner is None or not owner.is_class or depth == 0:
+            return False
+        function = definition.node
+        positional = [p.name.value for p in function.params.params]
+        index = positional.index(per_prompt) - 1 if per_prompt in positional[1:] else None  # `self` is implicit
+        default = next((p.default for p in parameters(function) if p.name.value == per_prompt), None)
+        sites = 0
+        for caller in self.context.definitions:
+            if caller.parent is not owner or caller.is_class:
+                continue
+            for c in calls(caller.node.body):
+                if dotted_name(c.func) != f"self.{definition.name}":
+                    continue
+                sites += 1
+                value = _argument(c, per_prompt, index)
+                if value is None:
+                    value = default
+                if isinstance(value, cst.Integer) and value.value == "1":
+                    continue
+                if (
+                    isinstance(value, cst.Name)
+                    and caller.name != "__call__"
+                    and value.value in {p.name.value for p in parameters(caller.node)}
+                    and self._count_pinned_to_one(caller, value.value, depth - 1)
+                ):
+                    continue
+                return False
+        return sites > 0
 
     @staticmethod
     def _partner(mask_name: str, embeds: dict[str, _Expansion]) -> tuple[str, _Expansion] | None:

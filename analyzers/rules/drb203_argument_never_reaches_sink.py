@@ -27,6 +27,8 @@ VALUE_SINKS = {
     "sigmas": "`retrieve_timesteps(...)` or `self.scheduler.set_timesteps(...)`",
     "max_sequence_length": "`encode_prompt(...)`",
     "num_frames": "`prepare_latents(...)`",
+    "num_images_per_prompt": "`encode_prompt(...)` and `prepare_latents(...)`",
+    "num_videos_per_prompt": "`encode_prompt(...)` and `prepare_latents(...)`",
 }
 #: calls that look at a value without using it: validation, logging, deprecation, its length
 NON_CONSUMING_CALLS = frozenset(
@@ -242,9 +244,9 @@ class ArgumentNeverReachesSink(Rule):
     - an `attention_kwargs` / `joint_attention_kwargs` / `cross_attention_kwargs` dict that is stored or
       read for its LoRA `scale`, while no denoiser call (`self.transformer(...)`, `self.unet(...)`, …) of
       the class receives an attention-kwargs keyword;
-    - `timesteps`, `sigmas`, `max_sequence_length` or `num_frames` that are only checked, logged or
-      measured with `len(...)`, or that are overwritten before any use (`timesteps =
-      self.scheduler.timesteps`).
+    - `timesteps`, `sigmas`, `max_sequence_length`, `num_frames`, `num_images_per_prompt` or
+      `num_videos_per_prompt` that are only checked, logged or measured with `len(...)`, or that are
+      overwritten before any use (`timesteps = self.scheduler.timesteps`, `num_videos_per_prompt = 1`).
 
     ## Why is this bad?
     The argument is documented and accepted, and the pipeline even touches it, but the user's value has
@@ -299,7 +301,7 @@ class ArgumentNeverReachesSink(Rule):
     message_inspected = (
         "`{arg}` is only checked, logged or measured and never affects generation; pass it to {sink}, or deprecate it."
     )
-    REQUIRES_ANY = ("attention_kwargs", "timesteps", "sigmas", "max_sequence_length", "num_frames")
+    REQUIRES_ANY = ("attention_kwargs", "timesteps", "sigmas", "max_sequence_length", "num_frames", "_per_prompt")
     PATHS = ("/pipelines/",)
 
     VALID = [
@@ -373,6 +375,21 @@ class ArgumentNeverReachesSink(Rule):
         ),
     ]
     INVALID = [
+        Invalid(
+            """
+            class MyVideoPipeline(DiffusionPipeline):
+                def __call__(self, prompt, num_frames=16, num_videos_per_prompt=1):
+                    num_videos_per_prompt = 1
+                    prompt_embeds = self.encode_prompt(prompt, num_videos_per_prompt=num_videos_per_prompt)
+                    latents = self.prepare_latents(len(prompt) * num_videos_per_prompt, num_frames)
+                    return self.unet(latents, encoder_hidden_states=prompt_embeds)
+            """,
+            message=(
+                "`num_videos_per_prompt` is overwritten before its value is used, so the caller's "
+                "`num_videos_per_prompt` has no effect; pass it to `encode_prompt(...)` and `prepare_latents(...)`, "
+                "or deprecate it."
+            ),
+        ),
         Invalid(
             """
             class LongCatImagePipeline(DiffusionPipeline):

@@ -97,6 +97,25 @@ def _assignments(function: cst.FunctionDef, name: str) -> list[cst.Assign]:
     return [a for a in assigns if any(n.value == name for t in a.targets for n in _names(t.target))]
 
 
+def _passes_user_tensor(call: cst.FunctionDef, method: str, tensor: str) -> bool:
+    """Whether `__call__` takes `tensor` and hands its own, unchanged parameter to `self.<method>(...)`."""
+    if tensor not in {p.name.value for p in parameters(call)}:
+        return False  # not user-provided: `__call__` makes it (e.g. from `self.movq.encode(image)`)
+    for statement in call.body.body:
+        hands_over = [
+            c
+            for c in calls(statement)
+            if dotted_name(c.func) == f"self.{method}"
+            and any(isinstance(a.value, cst.Name) and a.value.value == tensor for a in c.args)
+        ]
+        if hands_over:
+            return True
+        for assign in walk.nodes(statement, cst.Assign):
+            if any(isinstance(t.target, cst.Name) and t.target.value == tensor for t in assign.targets):
+                return False  # reassigned before it reaches the helper
+    return False
+
+
 class ProvidedTensorNotCast(Rule):
     """
     ## What it does
@@ -203,6 +222,23 @@ class ProvidedTensorNotCast(Rule):
                     return latents
             """
         ),
+        Valid(
+            """
+            class KandinskyImg2ImgPipeline(DiffusionPipeline):
+                def prepare_latents(self, latents, latent_timestep, shape, dtype, device, generator):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, image):
+                    image = image.to(dtype=self.unet.dtype)
+                    latents = self.movq.encode(image)["latents"]
+                    latents = self.prepare_latents(latents, 0, (1, 4), self.unet.dtype, "cuda", None)
+                    return self.unet(latents)
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -237,6 +273,10 @@ class ProvidedTensorNotCast(Rule):
                     else:
                         image_embeds = image_embeds.to(device=device)
                     return image_embeds
+
+                def __call__(self, image, image_embeds=None):
+                    image_embeds = self.prepare_ip_adapter_image_embeds(image, image_embeds, "cuda", torch.float16)
+                    return self.unet(image, added_cond_kwargs={"image_embeds": image_embeds})
             """,
             message=(
                 "user-provided `image_embeds` is moved with `image_embeds.to(device)` but never cast to the "
@@ -281,6 +321,8 @@ class ProvidedTensorNotCast(Rule):
             return  # no execution dtype in play here
         if call is not None and name != "__call__" and _casts_name(call, {tensor}):
             return  # `__call__` casts it on the way to the denoiser
+        if name != "__call__" and (call is None or not _passes_user_tensor(call, name, tensor)):
+            return  # the tensor this helper receives is not (or no longer) the one the user gave
         self.report(first_move, self.message.format(name=tensor), symbol=tensor, scope=f"{owner}.{name}")
 
     @staticmethod

@@ -253,3 +253,30 @@ def test_walk_sees_every_name_in_source_order_and_caches():
     assert walk.nodes(function, cst.Call)[0] is walk.nodes(function, cst.Call)[0]
     assert len(walk.nodes(function, cst.BaseExpression)) > len(names)
     walk.clear()
+
+
+def test_a_rule_can_ask_for_libcst_metadata():
+    from libcst.metadata import ScopeProvider
+
+    class ShadowedPrompt(Rule):
+        """
+        ## What it does
+        Reports assignments to `prompt` in a function scope.
+        ## Why is this bad?
+        Test rule for METADATA_DEPENDENCIES.
+        """
+
+        abstract = True
+        code = "DRB996"
+        pattern = 2
+        METADATA_DEPENDENCIES = (ScopeProvider,)
+        VALID = [Valid("x = 1")]
+        INVALID = [Invalid("def f():\n    prompt = 1\n")]
+
+        def visit_Name(self, node: cst.Name) -> None:
+            scope = self.get_metadata(ScopeProvider, node, None)
+            if node.value == "prompt" and scope is not None and type(scope).__name__ == "FunctionScope":
+                self.report(node, "shadowed; rename it.", symbol="prompt")
+
+    findings = analyze(PATH, "prompt = 0\n\ndef f():\n    prompt = 1\n", rules=[ShadowedPrompt])
+    assert [(f.line, f.scope) for f in findings] == [(4, "f")]

@@ -129,17 +129,24 @@ class Project:
         return cls(lambda path: files.get(path))
 
     @classmethod
-    def from_directory(cls, root: str) -> Project:
-        """A view over a directory that holds top-level packages (site-packages, a checkout's `src/`)."""
+    def from_directory(cls, *roots: str) -> Project:
+        """A view over directories that hold top-level packages (site-packages; a checkout's `src/` and root).
+
+        A path is read from the first root that has it: `diffusers/…` from `src/`, `tests/…` from the checkout.
+        """
         import os
 
         def read(path: str) -> str | None:
-            full = os.path.join(root, *path.split("/"))
-            try:
-                with open(full, encoding="utf-8") as handle:
-                    return handle.read()
-            except (OSError, UnicodeDecodeError):
-                return None
+            for root in roots:
+                full = os.path.join(root, *path.split("/"))
+                try:
+                    with open(full, encoding="utf-8") as handle:
+                        return handle.read()
+                except FileNotFoundError:
+                    continue
+                except (OSError, UnicodeDecodeError):
+                    return None
+            return None
 
         return cls(read)
 

@@ -60,26 +60,61 @@ def project_root(path: Path) -> Path:
     return current
 
 
+def checkout_root(path: Path) -> Path | None:
+    """The repository root above `path` when it lies in a checkout laid out as `src/<package>` + `tests/`."""
+    for candidate in (path, *path.parents):
+        if (
+            (candidate / "src").is_dir()
+            and (candidate / "tests").is_dir()
+            and not (candidate / "__init__.py").exists()
+        ):
+            return candidate
+    return None
+
+
 def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """Expand paths into (root, file) pairs of Python files, sorted, skipping caches and virtualenvs."""
+    """Expand paths into (root, file) pairs of Python files, sorted, skipping caches and virtualenvs.
+
+    A file's root is the directory its finding path is relative to: the parent of its top-level package,
+    or, for `tests/` in a checkout, the checkout itself (so paths read `diffusers/…` and `tests/…`). Naming
+    a checkout scans its `src/` and its `tests/`.
+    """
     found: dict[Path, Path] = {}
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise UsageError(f"{raw}: no such file or directory")
-        root = project_root(path)
-        if path.is_file():
-            found[path.resolve()] = root
-            continue
-        start = path.resolve()
-        if start / "src" == root:
-            start = root
+
+    def add_tree(start: Path, root: Path) -> None:
         for dirpath, dirnames, filenames in os.walk(start):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
             for filename in filenames:
                 if filename.endswith(".py"):
                     found[Path(dirpath, filename)] = root
+
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise UsageError(f"{raw}: no such file or directory")
+        path = path.resolve()
+        checkout = checkout_root(path)
+        if checkout is not None and path == checkout:
+            add_tree(checkout / "src", checkout / "src")
+            add_tree(checkout / "tests", checkout)
+            continue
+        if checkout is not None and (path == checkout / "tests" or checkout / "tests" in path.parents):
+            root = checkout
+        else:
+            root = project_root(path)
+        if path.is_file():
+            found[path] = root
+        else:
+            add_tree(path, root)
     return [(root, file) for file, root in sorted(found.items())]
+
+
+def project_dirs(root: Path) -> tuple[str, ...]:
+    """The directories a project view over `root` reads from: a checkout's `src/` and root together."""
+    checkout = checkout_root(root)
+    if checkout is not None and root in (checkout, checkout / "src"):
+        return (str(checkout / "src"), str(checkout))
+    return (str(root),)
 
 
 _WORKER_PROJECTS: dict[str, Project] = {}
@@ -95,9 +130,10 @@ def _init_worker(codes: Sequence[str], include_frozen: bool = False) -> None:
 
 def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError], bool]:
     root, file = item
-    project = _WORKER_PROJECTS.get(root)
+    dirs = project_dirs(Path(root))
+    project = _WORKER_PROJECTS.get(dirs[0])
     if project is None:
-        project = _WORKER_PROJECTS[root] = Project.from_directory(root)
+        project = _WORKER_PROJECTS[dirs[0]] = Project.from_directory(*dirs)
     path = Path(file).relative_to(root).as_posix()
     try:
         source = Path(file).read_text(encoding="utf-8")

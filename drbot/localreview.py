@@ -141,9 +141,12 @@ def _init_worker(repo: str, codes: Sequence[str] | None) -> None:
     _WORKER["rules"] = None if codes is None else [r for r in all_rules() if r.code in set(codes)]
 
 
-def _analyze_version(item: tuple[str, str]) -> tuple[str, list[Finding], list[str]]:
-    """Analyse one file at one revision (in a worker: one git reader and project view per revision)."""
-    sha, repo_path = item
+def _analyze_version(item: tuple[str, str, str]) -> tuple[str, list[Finding], list[str]]:
+    """Analyse one file at one revision (in a worker: one git reader and project view per revision).
+
+    `item` is (revision, path in the repository, path the findings carry).
+    """
+    sha, repo_path, path = item
     trees = _WORKER.setdefault("trees", {})
     if sha not in trees:
         tree = GitTree(_WORKER["repo"], sha)  # type: ignore[arg-type]
@@ -152,7 +155,7 @@ def _analyze_version(item: tuple[str, str]) -> tuple[str, list[Finding], list[st
     source = tree.read(repo_path)
     if source is None:
         return sha, [], []
-    result = analyze_file(finding_path(repo_path), source, project=project, rules=_WORKER["rules"])
+    result = analyze_file(path, source, project=project, rules=_WORKER["rules"])
     return sha, result.findings, result.errors
 
 
@@ -164,9 +167,9 @@ def review(
     base_sha = _git(repo, "rev-parse", "--verify", f"{base}^{{commit}}").strip()
     head_sha = _git(repo, "rev-parse", "--verify", f"{head}^{{commit}}").strip()
     files = changed_files(repo, base_sha, head_sha)
-    items = [(base_sha, f.old_path) for f in files if f.old_path] + [
-        (head_sha, f.new_path) for f in files if f.new_path
-    ]
+    # a renamed file's base findings carry the new path, so a move alone changes no fingerprint
+    items = [(base_sha, f.old_path, finding_path(f.new_path or f.old_path)) for f in files if f.old_path]
+    items += [(head_sha, f.new_path, finding_path(f.new_path)) for f in files if f.new_path]
     codes = None if rules is None else [r.code for r in rules]
     jobs = min(jobs or os.cpu_count() or 1, len(items))
     if jobs <= 1:
@@ -182,8 +185,8 @@ def review(
     base_findings = [f for sha, findings, _ in results if sha == base_sha for f in findings]
     head_findings = [f for sha, findings, _ in results if sha == head_sha for f in findings]
     errors = [
-        (finding_path(path), message)
-        for (sha, path), (_, _, messages) in zip(items, results, strict=True)
+        (path, message)
+        for (sha, _, path), (_, _, messages) in zip(items, results, strict=True)
         if sha == head_sha
         for message in messages
     ]

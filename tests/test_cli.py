@@ -158,3 +158,17 @@ def test_deprecated_pipelines_are_skipped_unless_asked(package):
     assert "3 files of deprecated pipelines skipped" in result.stdout
     included = json.loads(drbot("analyze", str(package), "--include-deprecated", "--format", "json").stdout)
     assert [f["path"] for f in included["findings"]] == ["diffusers/pipelines/deprecated/toy/pipeline_toy.py"]
+
+
+def test_a_checkout_is_scanned_with_its_tests(tmp_path):
+    checkout = tmp_path / "checkout"
+    pipelines = checkout / "src" / "diffusers" / "pipelines" / "toy"
+    pipelines.mkdir(parents=True)
+    for init in (checkout / "src" / "diffusers", checkout / "src" / "diffusers" / "pipelines", pipelines):
+        (init / "__init__.py").write_text("")
+    (pipelines / "pipeline_toy.py").write_text(BUGGY.replace("from ...pipeline_utils", "from ..pipeline_utils"))
+    (checkout / "tests" / "pipelines" / "toy").mkdir(parents=True)
+    (checkout / "tests" / "pipelines" / "toy" / "test_toy.py").write_text("def __call__(:\n")
+    payload = json.loads(drbot("analyze", str(checkout), "--format", "json").stdout)
+    assert [f["path"] for f in payload["findings"]] == ["diffusers/pipelines/toy/pipeline_toy.py"]
+    assert [e["path"] for e in payload["errors"]] == ["tests/pipelines/toy/test_toy.py"]

@@ -122,3 +122,12 @@ def test_cli_prints_the_markdown_and_exits_by_new_findings(repo):
 def test_bad_revision_is_a_clear_error(repo):
     with pytest.raises(GitError, match="no-such-rev"):
         review(repo, "no-such-rev")
+
+
+def test_a_renamed_file_keeps_its_findings_known(repo):
+    git(repo, "mv", "src/diffusers/" + UNCLIP, "src/diffusers/pipelines/stable_diffusion/pipeline_unclip_i2i.py")
+    git(repo, "commit", "-qm", "rename")
+    data = review(repo, "HEAD~1", "HEAD")
+    assert data.files_reviewed == 1
+    assert data.new == () and data.comparison.fixed == ()
+    assert {f.path for f in data.known_findings} == {"diffusers/pipelines/stable_diffusion/pipeline_unclip_i2i.py"}

@@ -103,26 +103,37 @@ def test_fingerprints_are_unique(full_scan):
     assert len(fingerprints) == len(set(fingerprints))
 
 
-def test_precision_sample_is_judged_and_precise(full_scan):
-    """docs/precision.md: the seeded sample of this very scan is judged, and at least 34 of 40 are true positives.
-
-    When a rule change alters the findings, the sample changes: judge the new ones (bench/precision.py).
-    """
+def _precision():
     import importlib.util
-    import json
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("bench_precision", root / "bench" / "precision.py")
-    precision = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(precision)
-    judgments = json.loads((root / "docs" / "precision-judgments.json").read_text())
-    picked = precision.sample(full_scan.findings)
-    assert len(picked) == 40
-    unjudged = [f"{f.code} {f.path}:{f.line} {f.fingerprint}" for f in picked if f.fingerprint not in judgments]
-    assert unjudged == [], "judge these findings, then run bench/precision.py"
-    verdicts = [judgments[f.fingerprint]["verdict"] for f in picked]
-    assert set(verdicts) <= {"TP", "FP"}
-    assert verdicts.count("TP") >= 34
-    page = (root / "docs" / "precision.md").read_text()
-    assert all(f.fingerprint in json.dumps(judgments) and f"`{f.path}:{f.line}`" in page for f in picked)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precision_sample_is_judged_and_precise(full_scan):
+    """docs/precision.md: each group's seeded sample of this very scan is judged and precise enough.
+
+    When a rule change alters the findings, the sample changes: judge the new ones (bench/precision.py).
+    """
+    import json
+
+    precision = _precision()
+    judgments = json.loads(precision.JUDGMENTS.read_text())
+    page = precision.PAGE.read_text()
+    for key, title, patterns, size, source in precision.GROUPS:
+        if source != "wheel":
+            continue
+        picked = precision.sample(full_scan.findings, patterns, size)
+        unjudged = [f"{f.code} {f.path}:{f.line} {f.fingerprint}" for f in picked if f.fingerprint not in judgments]
+        assert unjudged == [], f"{title}: judge these findings, then run bench/precision.py"
+        verdicts = [judgments[f.fingerprint]["verdict"] for f in picked]
+        assert set(verdicts) <= {"TP", "FP"}
+        if key == "engine":
+            assert len(picked) == 40 and verdicts.count("TP") >= 34
+        elif verdicts:
+            assert verdicts.count("TP") >= 0.85 * len(verdicts), title
+        assert all(f"`{f.path}:{f.line}`" in page for f in picked), f"{title}: docs/precision.md is stale"

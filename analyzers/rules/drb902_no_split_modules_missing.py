@@ -1,0 +1,189 @@
+"""DRB902: a transformer model that repeats blocks but declares no `_no_split_modules`."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from analyzers import walk
+from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.rules.drb901_model_attention_mixin_missing import inherited_assignment, model_classes
+
+
+_MODEL_MIXIN = '''
+class ModelMixin(torch.nn.Module):
+    _supports_gradient_checkpointing = False
+    _no_split_modules = None
+'''
+_FILES = {"diffusers/models/modeling_utils.py": _MODEL_MIXIN}
+
+
+def repeated_blocks(cls: cst.ClassDef, local: set[str]) -> list[str]:
+    """Local classes named `*Block`/`*Layer` that the class instantiates inside an `nn.ModuleList(...)`."""
+    found: list[str] = []
+    for call in walk.nodes(cls.body, cst.Call):
+        name = dotted_name(call.func) or ""
+        if name.rpartition(".")[2] != "ModuleList":
+            continue
+        for inner in walk.nodes(call, cst.Call):
+            if isinstance(inner.func, cst.Name):
+                block = inner.func.value
+                if block in local and block.endswith(("Block", "Layer")) and block not in found:
+                    found.append(block)
+    return found
+
+
+class NoSplitModulesMissing(Rule):
+    """
+    ## What it does
+    Checks for transformer models under `diffusers/models/transformers/` that stack transformer blocks
+    of their own file in an `nn.ModuleList` but declare no `_no_split_modules` (neither the class nor
+    a base model of the package).
+
+    ## Why is this bad?
+    `ModelMixin._no_split_modules` tells accelerate which modules must stay on one device.
+    `from_pretrained(..., device_map="auto")` walks the model and raises "does not support
+    `device_map='auto'`" for any `ModelMixin` whose `_no_split_modules` is `None`. Almost every transformer
+    of diffusers declares its blocks; the ones that do not cannot be sharded across devices.
+
+    ## Example
+    ```python
+    class BriaFiboTransformer2DModel(ModelMixin, ConfigMixin):
+        _supports_gradient_checkpointing = True
+
+        def __init__(self):
+            self.transformer_blocks = nn.ModuleList([BriaFiboTransformerBlock() for _ in range(8)])
+    ```
+
+    Use instead:
+    ```python
+    class BriaFiboTransformer2DModel(ModelMixin, ConfigMixin):
+        _supports_gradient_checkpointing = True
+        _no_split_modules = ["BriaFiboTransformerBlock", "BriaFiboSingleTransformerBlock"]
+    ```
+
+    ## Known problems
+    Only blocks defined in the model's own file and named `*Block`/`*Layer` are looked at; a model that
+    stacks imported blocks is not reported. Bases named `*Mixin` are not followed.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 9
+    - huggingface/diffusers#13618 (Bria Fibo review; follow-up huggingface/diffusers#13983 adds `_no_split_modules`)
+    """
+
+    code = "DRB902"
+    pattern = 9
+    message = (
+        "`{model}` stacks `{block}` in an `nn.ModuleList` but declares no `_no_split_modules`, so loading it "
+        "with a `device_map` raises; set `_no_split_modules = [\"{block}\"]` (and its other block classes)."
+    )
+    REQUIRES_ANY = ("ModuleList",)
+    PATHS = ("/models/transformers/",)
+
+    VALID = [
+        Valid(
+            """
+            from ..modeling_utils import ModelMixin
+
+            class FooBlock(nn.Module):
+                pass
+
+            class FooTransformer(ModelMixin):
+                _no_split_modules = ["FooBlock"]
+
+                def __init__(self):
+                    self.blocks = nn.ModuleList([FooBlock() for _ in range(2)])
+            """,
+            path="diffusers/models/transformers/transformer_foo.py",
+            files=_FILES,
+        ),
+        Valid(
+            # declared by the family's base model
+            """
+            from ..modeling_utils import ModelMixin
+
+            class FooBlock(nn.Module):
+                pass
+
+            class FooBase(ModelMixin):
+                _no_split_modules = ["FooBlock"]
+
+            class FooTransformer(FooBase):
+                def __init__(self):
+                    self.blocks = nn.ModuleList([FooBlock() for _ in range(2)])
+            """,
+            path="diffusers/models/transformers/transformer_foo.py",
+            files=_FILES,
+        ),
+        Valid(
+            # not a ModelMixin: a plain nn.Module stack is split by its parent model's declaration
+            """
+            class FooBlock(nn.Module):
+                pass
+
+            class FooEncoder(nn.Module):
+                def __init__(self):
+                    self.blocks = nn.ModuleList([FooBlock() for _ in range(2)])
+            """,
+            path="diffusers/models/transformers/transformer_foo.py",
+            files=_FILES,
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            from ..modeling_utils import ModelMixin
+
+            class FooTransformerBlock(nn.Module):
+                pass
+
+            class FooTransformer(ModelMixin, ConfigMixin):
+                _supports_gradient_checkpointing = True
+
+                def __init__(self):
+                    self.transformer_blocks = nn.ModuleList([FooTransformerBlock() for _ in range(2)])
+            """,
+            path="diffusers/models/transformers/transformer_foo.py",
+            files=_FILES,
+            message=(
+                "`FooTransformer` stacks `FooTransformerBlock` in an `nn.ModuleList` but declares no "
+                "`_no_split_modules`, so loading it with a `device_map` raises; set "
+                "`_no_split_modules = [\"FooTransformerBlock\"]` (and its other block classes)."
+            ),
+        ),
+        Invalid(
+            # `_no_split_modules = None` is the ModelMixin default, not a declaration
+            """
+            from ..modeling_utils import ModelMixin
+
+            class FooLayer(nn.Module):
+                pass
+
+            class FooTransformer(ModelMixin):
+                _no_split_modules = None
+
+                def __init__(self):
+                    self.layers = torch.nn.ModuleList([FooLayer(), FooLayer()])
+            """,
+            path="diffusers/models/transformers/transformer_foo.py",
+            files=_FILES,
+            message=(
+                "`FooTransformer` stacks `FooLayer` in an `nn.ModuleList` but declares no `_no_split_modules`, "
+                "so loading it with a `device_map` raises; set `_no_split_modules = [\"FooLayer\"]` (and its "
+                "other block classes)."
+            ),
+        ),
+    ]
+
+    def check(self) -> None:
+        ctx = self.context
+        local = {d.name for d in ctx.classes if d.parent is None}
+        for definition in model_classes(ctx):
+            cls: cst.ClassDef = definition.node  # type: ignore[assignment]
+            blocks = repeated_blocks(cls, local)
+            if not blocks:
+                continue
+            declared = inherited_assignment(ctx, ctx.module_name, cls, "_no_split_modules")
+            if declared is not None and not (isinstance(declared, cst.Name) and declared.value == "None"):
+                continue
+            message = self.message.format(model=cls.name.value, block=blocks[0])
+            self.report(cls.name, message, symbol="_no_split_modules", scope=definition.qualname)

@@ -425,9 +425,8 @@ class FileContext:
         """Return (first line, last line) of `node`.
 
         Positions cost more than the parse (libcst generates the code again to count lines). When `scope`
-        names a function of this file, only that function's code is generated, and `ast` (several times
-        faster than libcst) tells where the function starts; otherwise the whole file's positions are
-        resolved, once.
+        names a function or class of this file, only its code is generated, and `ast` (several times faster
+        than libcst) tells where it starts; otherwise the whole file's positions are resolved, once.
         """
         if scope is not None:
             local = self._local_position(node, scope)
@@ -451,7 +450,7 @@ class FileContext:
         return code_range.start.line + offset, code_range.end.line + offset
 
     def _function_positions(self, scope: str):
-        matches = [d for d in self.definitions if d.qualname == scope and not d.is_class]
+        matches = [d for d in self.definitions if d.qualname == scope]
         def_lines = self._ast_def_lines().get(scope, [])
         if len(matches) != 1 or len(def_lines) != 1:
             return None  # absent or defined twice: let the whole-file positions decide
@@ -463,7 +462,7 @@ class FileContext:
         return positions, def_lines[0] - positions[function.name].start.line
 
     def _ast_def_lines(self) -> dict[str, list[int]]:
-        """qualname -> line of each `def` with that name, from Python's own parser."""
+        """qualname -> line of each `def`/`class` with that name (after decorators), from Python's own parser."""
         cached = self.__dict__.get("_def_lines")
         if cached is None:
             import ast
@@ -478,8 +477,7 @@ class FileContext:
                 for statement in body:
                     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                         qualname = f"{prefix}.{statement.name}" if prefix else statement.name
-                        if not isinstance(statement, ast.ClassDef):
-                            cached.setdefault(qualname, []).append(statement.lineno)
+                        cached.setdefault(qualname, []).append(statement.lineno)
                         visit(statement.body, qualname)
                     else:
                         for field in ("body", "orelse", "finalbody"):
@@ -602,7 +600,12 @@ class Rule(m.MatcherDecoratableVisitor):
 
     @classmethod
     def applies_to(cls, path: str, source: str) -> bool:
-        """Cheap test on path and text; False skips the rule (and the parse, if no rule applies)."""
+        """Cheap test on path and text; False skips the rule (and the parse, if no rule applies).
+
+        Files under `tests/` (a checkout's test suite) are only for rules whose `PATHS` name `/tests/`.
+        """
+        if path.startswith("tests/") and not any(fragment.startswith("/tests/") for fragment in cls.PATHS):
+            return False
         if cls.PATHS and not any(fragment in f"/{path}" for fragment in cls.PATHS):
             return False
         return not cls.REQUIRES_ANY or any(needle in source for needle in cls.REQUIRES_ANY)

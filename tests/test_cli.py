@@ -168,7 +168,7 @@ def test_a_checkout_is_scanned_with_its_tests(tmp_path):
         (init / "__init__.py").write_text("")
     (pipelines / "pipeline_toy.py").write_text(BUGGY.replace("from ...pipeline_utils", "from ..pipeline_utils"))
     (checkout / "tests" / "pipelines" / "toy").mkdir(parents=True)
-    (checkout / "tests" / "pipelines" / "toy" / "test_toy.py").write_text("def __call__(:\n")
+    (checkout / "tests" / "pipelines" / "toy" / "test_toy.py").write_text("def test_toy(:\n")
     payload = json.loads(drbot("analyze", str(checkout), "--format", "json").stdout)
     assert [f["path"] for f in payload["findings"]] == ["diffusers/pipelines/toy/pipeline_toy.py"]
     assert [e["path"] for e in payload["errors"]] == ["tests/pipelines/toy/test_toy.py"]

@@ -139,12 +139,12 @@ def is_attention_layer(ctx: FileContext, cls: cst.ClassDef) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 
-_MODEL_MIXIN = '''
+_MODEL_MIXIN = """
 class ModelMixin(torch.nn.Module):
     _supports_gradient_checkpointing = False
     _no_split_modules = None
-'''
-_ATTENTION = '''
+"""
+_ATTENTION = """
 class AttentionMixin:
     @property
     def attn_processors(self):
@@ -152,12 +152,12 @@ class AttentionMixin:
 
 class AttentionModuleMixin:
     _supports_qkv_fusion = True
-'''
-_ATTENTION_PROCESSOR = '''
+"""
+_ATTENTION_PROCESSOR = """
 class Attention(nn.Module):
     def get_processor(self):
         return self.processor
-'''
+"""
 _FILES = {
     "diffusers/models/modeling_utils.py": _MODEL_MIXIN,
     "diffusers/models/attention.py": _ATTENTION,

@@ -9,11 +9,11 @@ from analyzers.core import Invalid, Rule, Valid, dotted_name
 from analyzers.rules.drb901_model_attention_mixin_missing import inherited_assignment, model_classes
 
 
-_MODEL_MIXIN = '''
+_MODEL_MIXIN = """
 class ModelMixin(torch.nn.Module):
     _supports_gradient_checkpointing = False
     _no_split_modules = None
-'''
+"""
 _FILES = {"diffusers/models/modeling_utils.py": _MODEL_MIXIN}
 
 
@@ -74,7 +74,7 @@ class NoSplitModulesMissing(Rule):
     pattern = 9
     message = (
         "`{model}` stacks `{block}` in an `nn.ModuleList` but declares no `_no_split_modules`, so loading it "
-        "with a `device_map` raises; set `_no_split_modules = [\"{block}\"]` (and its other block classes)."
+        'with a `device_map` raises; set `_no_split_modules = ["{block}"]` (and its other block classes).'
     )
     REQUIRES_ANY = ("ModuleList",)
     PATHS = ("/models/transformers/",)
@@ -147,7 +147,7 @@ class NoSplitModulesMissing(Rule):
             message=(
                 "`FooTransformer` stacks `FooTransformerBlock` in an `nn.ModuleList` but declares no "
                 "`_no_split_modules`, so loading it with a `device_map` raises; set "
-                "`_no_split_modules = [\"FooTransformerBlock\"]` (and its other block classes)."
+                '`_no_split_modules = ["FooTransformerBlock"]` (and its other block classes).'
             ),
         ),
         Invalid(
@@ -168,7 +168,7 @@ class NoSplitModulesMissing(Rule):
             files=_FILES,
             message=(
                 "`FooTransformer` stacks `FooLayer` in an `nn.ModuleList` but declares no `_no_split_modules`, "
-                "so loading it with a `device_map` raises; set `_no_split_modules = [\"FooLayer\"]` (and its "
+                'so loading it with a `device_map` raises; set `_no_split_modules = ["FooLayer"]` (and its '
                 "other block classes)."
             ),
         ),

@@ -1,0 +1,231 @@
+"""DRB010: a test compares the pipeline's output with an `expected_*` value that is random or a placeholder."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from analyzers import walk
+from analyzers.core import Invalid, Rule, Valid, dotted_name
+
+
+#: calls whose result is random: comparing with it checks nothing
+RANDOM_CALLS = frozenset(
+    {"torch.randn", "torch.rand", "torch.randint", "torch.randn_like", "torch.rand_like", "torch.randint_like"}
+)
+RANDOM_PREFIXES = ("numpy.random.", "np.random.", "random.")
+#: constant tensors: a placeholder only when the comparison's tolerance is absurd (`<= 1e10`)
+CONSTANT_CALLS = frozenset(
+    {"torch.zeros", "torch.ones", "torch.empty", "numpy.zeros", "numpy.ones", "np.zeros", "np.ones"}
+)
+#: a tolerance at least this large accepts any output
+ABSURD_TOLERANCE = 1e6
+
+
+def functions_of_tests(context) -> list:
+    """(qualname, def) of every `test*` function or method of the file."""
+    return [(d.qualname, d.node) for d in context.definitions if not d.is_class and d.name.startswith("test")]
+
+
+def _innermost_call(node: cst.BaseExpression) -> cst.Call | None:
+    """`torch.randn(...)` of `torch.randn(...).numpy()` / `.to(device)` / `.cpu()`."""
+    while isinstance(node, cst.Call):
+        func = node.func
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call):
+            node = func.value
+            continue
+        return node
+    return None
+
+
+def _largest_number(function: cst.FunctionDef) -> float:
+    largest = 0.0
+    for kind in (cst.Float, cst.Integer):
+        for number in walk.nodes(function.body, kind):
+            try:
+                largest = max(largest, float(number.value.replace("_", "")))
+            except ValueError:
+                continue
+    return largest
+
+
+class RandomExpectedOutput(Rule):
+    """
+    ## What it does
+    Checks for tests that build their expected output with a random generator (`torch.randn`,
+    `np.random.*`) or as a constant tensor compared with an absurd tolerance (`<= 1e10`), and compare
+    the pipeline's output with it.
+
+    ## Why is this bad?
+    The test looks like a numerical regression test but checks nothing: any output passes. Meta issue
+    #13656 (pattern 10) lists placeholder-based slow tests among the reasons bugs survive in the paths
+    users run; a slow test of a real checkpoint whose expected video is `torch.randn(...)` never caught
+    a regression.
+
+    ## Example
+    ```python
+    def test_consisid(self):
+        video = pipe(image=image, prompt=prompt, generator=generator).frames
+        expected_video = torch.randn(1, 16, 480, 720, 3).numpy()
+        max_diff = numpy_cosine_similarity_distance(video.cpu(), expected_video)
+        assert max_diff < 1e-3
+    ```
+
+    Use instead:
+    ```python
+    def test_consisid(self):
+        video = pipe(image=image, prompt=prompt, generator=generator).frames
+        video_slice = video[0, 0, -3:, -3:, -1].flatten()
+        expected_slice = np.array([0.4414, 0.4297, 0.4297, ...])  # recorded from a reference run
+        assert numpy_cosine_similarity_distance(video_slice, expected_slice) < 1e-3
+    ```
+
+    ## Known problems
+    Only variables named `expected*` are looked at, and only in `test*` functions of files under
+    `tests/`. A constant tensor (`torch.zeros`) counts as a placeholder only when the test also holds a
+    number of at least `1e6` (the `max_diff <= 1e10` idiom); a literal expected slice of zeros is taken
+    at its word.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 10
+    - tests/pipelines/consisid/test_consisid.py and tests/pipelines/mochi/test_mochi.py
+      (`expected_video = torch.randn(...)`)
+    """
+
+    code = "DRB010"
+    pattern = 10
+    message = (
+        "`{name}` is `{call}(...)`, so comparing the output with it checks nothing; compare with values "
+        "recorded from a reference run instead."
+    )
+    REQUIRES_ANY = ("expected",)
+    PATHS = ("/tests/",)
+
+    VALID = [
+        Valid(
+            """
+            class MyPipelineSlowTests(unittest.TestCase):
+                def test_inference(self):
+                    video = pipe(prompt).frames[0]
+                    expected_slice = np.array([0.1, 0.2, 0.3])
+                    assert np.allclose(video[0, -3:, -1], expected_slice, atol=1e-3)
+            """,
+            path="tests/pipelines/example/test_example.py",
+        ),
+        Valid(
+            """
+            class MyPipelineFastTests(unittest.TestCase):
+                def test_inference(self):
+                    latents = torch.randn(1, 4, 8, 8)
+                    expected_shape = (1, 8, 8, 3)
+                    image = pipe(latents=latents).images
+                    assert image.shape == expected_shape
+            """,
+            path="tests/pipelines/example/test_example.py",
+        ),
+        Valid(
+            """
+            class MyPipelineFastTests(unittest.TestCase):
+                def test_inference(self):
+                    expected_slice = np.zeros(9)
+                    image = pipe(prompt).images
+                    assert np.allclose(image[0, -3:, -3:, -1].flatten(), expected_slice, atol=1e-4)
+            """,
+            path="tests/pipelines/example/test_example.py",
+        ),
+        Valid(
+            """
+            def helper():
+                expected_video = torch.randn(1, 3, 8, 8)
+                return expected_video
+            """,
+            path="tests/pipelines/example/test_example.py",
+        ),
+        Valid(
+            """
+            def test_inference():
+                expected_video = torch.randn(1, 3, 8, 8)
+                assert expected_video is not None
+            """,
+            path="diffusers/pipelines/example/pipeline_example.py",
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch
+            from ...testing_utils import numpy_cosine_similarity_distance
+
+            class MochiPipelineIntegrationTests(unittest.TestCase):
+                def test_mochi(self):
+                    video = pipe(prompt, generator=generator).frames
+                    expected_video = torch.randn(1, 19, 480, 848, 3).numpy()
+                    max_diff = numpy_cosine_similarity_distance(video.cpu(), expected_video)
+                    assert max_diff < 1e-3
+            """,
+            path="tests/pipelines/mochi/test_mochi.py",
+            message=(
+                "`expected_video` is `torch.randn(...)`, so comparing the output with it checks nothing; compare "
+                "with values recorded from a reference run instead."
+            ),
+        ),
+        Invalid(
+            """
+            import numpy as np
+
+            class MyPipelineFastTests(unittest.TestCase):
+                def test_inference(self):
+                    image = pipe(prompt).images
+                    expected_slice = np.random.rand(9)
+                    assert np.abs(image[0, -3:, -3:, -1].flatten() - expected_slice).max() < 1e-3
+            """,
+            path="tests/pipelines/example/test_example.py",
+            message=(
+                "`expected_slice` is `numpy.random.rand(...)`, so comparing the output with it checks nothing; "
+                "compare with values recorded from a reference run instead."
+            ),
+        ),
+        Invalid(
+            """
+            import torch
+
+            class PRXPipelineFastTests(unittest.TestCase):
+                def test_inference(self):
+                    generated_image = pipe(prompt)[0][0]
+                    expected_image = torch.zeros(3, 32, 32)
+                    max_diff = np.abs(generated_image - expected_image).max()
+                    self.assertLessEqual(max_diff, 1e10)
+            """,
+            path="tests/pipelines/prx/test_pipeline_prx.py",
+            message=(
+                "`expected_image` is `torch.zeros(...)`, so comparing the output with it checks nothing; compare "
+                "with values recorded from a reference run instead."
+            ),
+        ),
+    ]
+
+    def check(self) -> None:
+        for qualname, function in functions_of_tests(self.context):
+            assigns = [
+                a
+                for a in walk.own_nodes(function, cst.Assign)
+                if len(a.targets) == 1
+                and isinstance(a.targets[0].target, cst.Name)
+                and a.targets[0].target.value.startswith("expected")
+            ]
+            if not assigns:
+                continue
+            read = [n.value for n in walk.own_nodes(function, cst.Name)]
+            largest = None
+            for assign in assigns:
+                name = assign.targets[0].target.value  # type: ignore[attr-defined]
+                call = _innermost_call(assign.value)
+                if call is None or read.count(name) < 2:  # the assignment itself, then a comparison
+                    continue
+                callee = self.context.qualified_name(call.func) or dotted_name(call.func) or ""
+                if callee in RANDOM_CALLS or callee.startswith(RANDOM_PREFIXES):
+                    self.report(assign, self.message.format(name=name, call=callee), symbol=name, scope=qualname)
+                elif callee in CONSTANT_CALLS:
+                    if largest is None:
+                        largest = _largest_number(function)
+                    if largest >= ABSURD_TOLERANCE:
+                        self.report(assign, self.message.format(name=name, call=callee), symbol=name, scope=qualname)

@@ -1,0 +1,277 @@
+"""DRB011: a test disabled with a TODO for a reason: `@unittest.skip("TODO ...")`, or a `pass` body under a TODO."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from analyzers.core import FileContext, Invalid, Rule, Valid, dotted_name
+from analyzers.matchers import string_value
+
+
+TODO_RE = re.compile(r"\b(TODO|FIXME|XXX)\b")
+#: decorators / calls that skip a test unconditionally
+SKIP_DECORATORS = ("unittest.skip", "pytest.mark.skip", "skip")
+#: decorators that skip or expect failure, conditionally or not
+SKIPPING_NAMES = ("skip", "skipIf", "skipUnless", "xfail", "skipif")
+
+
+def definitions_of_tests(context: FileContext) -> list:
+    """Every `test*` function or method of the file."""
+    return [d for d in context.definitions if not d.is_class and d.name.startswith("test")]
+
+
+def decorator_name(decorator: cst.Decorator) -> str:
+    expression = decorator.decorator
+    if isinstance(expression, cst.Call):
+        expression = expression.func
+    return dotted_name(expression) or ""
+
+
+def is_skipped(function: cst.FunctionDef) -> bool:
+    """Whether a decorator skips `function` or marks it as an expected failure (any condition)."""
+    return any(decorator_name(d).rpartition(".")[2] in SKIPPING_NAMES for d in function.decorators)
+
+
+def skip_reason(call: cst.Call) -> str | None:
+    """The reason string of `unittest.skip("…")` / `pytest.mark.skip(reason="…")` / `self.skipTest("…")`."""
+    for arg in call.args:
+        if arg.keyword is None or arg.keyword.value in ("reason", "msg"):
+            value = string_value(arg.value)
+            if value is None and isinstance(arg.value, cst.FormattedString):
+                value = "".join(p.value for p in arg.value.parts if isinstance(p, cst.FormattedStringText))
+            return value
+    return None
+
+
+def trivial_body(function: cst.FunctionDef) -> bool:
+    """Whether the body is only `pass`, `...`, a docstring or a bare `return`."""
+    body = function.body
+    statements = body.body if isinstance(body, (cst.IndentedBlock, cst.SimpleStatementSuite)) else ()
+    for statement in statements:
+        smalls = statement.body if isinstance(statement, cst.SimpleStatementLine) else [statement]
+        if isinstance(body, cst.SimpleStatementSuite):
+            smalls = [statement]
+        for small in smalls:
+            if isinstance(small, cst.Pass) or (isinstance(small, cst.Return) and small.value is None):
+                continue
+            if isinstance(small, cst.Expr) and isinstance(
+                small.value, (cst.Ellipsis, cst.SimpleString, cst.ConcatenatedString)
+            ):
+                continue
+            return False
+    return True
+
+
+def body_comments(context: FileContext, function: cst.FunctionDef) -> str:
+    """The comments and docstrings of a trivial body (its code is short)."""
+    code = context.module.code_for_node(function.body)
+    return "\n".join(line for line in code.splitlines() if line.strip().startswith(("#", '"', "'")))
+
+
+def leading_comments(function: cst.FunctionDef) -> str:
+    """The comments on the lines right above `def` (and its decorators)."""
+    return "\n".join(line.comment.value for line in function.leading_lines if line.comment is not None)
+
+
+class TodoSkippedTest(Rule):
+    """
+    ## What it does
+    Checks for tests skipped with a TODO as their reason (`@unittest.skip("TODO: revisit")`,
+    `pytest.mark.skip(reason="TODO")`, `self.skipTest("TODO")`), and for tests whose body is only `pass`
+    under a `# TODO` comment (inside the body or on the lines right above the `def`).
+
+    ## Why is this bad?
+    A TODO skip is a known hole in coverage with no owner and no tracking issue; it stays forever and
+    the path it covered (offload, batching, saving) regresses unseen. Meta issue #13656 (pattern 10)
+    names skipped and placeholder tests among the reasons bugs survive in the paths users run. A
+    `pass` body is worse: the test reports as passed.
+
+    ## Example
+    ```python
+    class HunyuanDiTPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+        def test_sequential_cpu_offload_forward_pass(self):
+            # TODO(YiYi) need to fix later
+            pass
+    ```
+
+    Use instead:
+    ```python
+    class HunyuanDiTPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+        @unittest.skip("MultiheadAttention weights bypass offload hooks, see #NNNN")
+        def test_sequential_cpu_offload_forward_pass(self):
+            pass
+    ```
+
+    ## Known problems
+    A skip whose reason states a known limitation ("Decoding without tiling is not yet implemented",
+    "Key error is raised with accelerate") is not reported: it documents the gap; it is reported when a
+    `# TODO` comment sits right above its decorators. Conditional skips
+    (`skipIf`, `skipUnless`) are not looked at.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 10
+    - tests/pipelines/hunyuandit/test_hunyuan_dit.py (`# TODO(YiYi) need to fix later` + `pass`)
+    """
+
+    code = "DRB011"
+    pattern = 10
+    message = (
+        "`{test}` is skipped under a TODO; fix the test, or skip it with a reason that names the limitation "
+        "and a tracking issue."
+    )
+    message_pass = (
+        "`{test}` is disabled by a `pass` body under a TODO comment; fix the test, or skip it with a reason "
+        "that names the limitation and a tracking issue."
+    )
+    REQUIRES_ANY = ("TODO", "FIXME", "XXX")
+    PATHS = ("/tests/",)
+
+    VALID = [
+        Valid(
+            """
+            class AllegroPipelineFastTests(unittest.TestCase):
+                @unittest.skip("Decoding without tiling is not yet implemented")
+                def test_save_load_local(self):
+                    pass
+            """,
+            path="tests/pipelines/allegro/test_allegro.py",
+        ),
+        Valid(
+            """
+            class MyPipelineFastTests(unittest.TestCase):
+                def test_inference(self):
+                    # TODO: make the slice tighter
+                    image = pipe(prompt).images
+                    assert image.shape == (1, 8, 8, 3)
+            """,
+            path="tests/pipelines/example/test_example.py",
+        ),
+        Valid(
+            """
+            class MyPipelineFastTests(unittest.TestCase):
+                @unittest.skipIf(torch_device != "cuda", "TODO: only on CUDA for now")
+                def test_float16_inference(self):
+                    super().test_float16_inference()
+            """,
+            path="tests/pipelines/example/test_example.py",
+        ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                @unittest.skip("TODO")
+                def test_x(self):
+                    pass
+            """,
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            class Kandinsky5T2VPipelineFastTests(unittest.TestCase):
+                @unittest.skip("TODO: revisit")
+                def test_inference_batch_single_identical(self):
+                    pass
+            """,
+            path="tests/pipelines/kandinsky5/test_kandinsky5.py",
+            message=(
+                "`test_inference_batch_single_identical` is skipped under a TODO; fix the test, or skip it with a reason that names the limitation and a tracking issue."
+            ),
+        ),
+        Invalid(
+            """
+            class HunyuanDiTPipelineFastTests(unittest.TestCase):
+                @unittest.skip("The HunyuanDiT Attention pooling layer does not support sequential CPU offloading.")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    # TODO(YiYi) need to fix later
+                    pass
+            """,
+            path="tests/pipelines/hunyuandit/test_hunyuan_dit.py",
+            message=(
+                "`test_sequential_cpu_offload_forward_pass` is disabled by a `pass` body under a TODO comment; fix "
+                "the test, or skip it with a reason that names the limitation and a tracking issue."
+            ),
+        ),
+        Invalid(
+            """
+            class MyPipelineFastTests(unittest.TestCase):
+                def test_callback_cfg(self):
+                    self.skipTest("TODO: callbacks not wired yet")
+            """,
+            path="tests/pipelines/example/test_example.py",
+            message=(
+                "`test_callback_cfg` is skipped under a TODO; fix the test, or skip it with a reason that names the limitation and a tracking issue."
+            ),
+        ),
+        Invalid(
+            """
+            class ControlNetPipelineSDXLFastTests(unittest.TestCase):
+                # TODO(Patrick, Sayak) - skip for now as this requires more refiner tests
+                def test_save_load_optional_components(self):
+                    pass
+            """,
+            path="tests/pipelines/controlnet/test_controlnet_inpaint_sdxl.py",
+            message=(
+                "`test_save_load_optional_components` is disabled by a `pass` body under a TODO comment; fix the "
+                "test, or skip it with a reason that names the limitation and a tracking issue."
+            ),
+        ),
+        Invalid(
+            """
+            class AllegroPipelineFastTests(unittest.TestCase):
+                # TODO(aryan)
+                @unittest.skip("Decoding without tiling is not yet implemented.")
+                def test_vae_tiling(self):
+                    pipe = self.pipeline_class(**self.get_dummy_components())
+                    self.assertLess(run(pipe), 0.2)
+            """,
+            path="tests/pipelines/allegro/test_allegro.py",
+            message=(
+                "`test_vae_tiling` is skipped under a TODO; fix the test, or skip it with a reason that names the limitation and a tracking issue."
+            ),
+        ),
+        Invalid(
+            """
+            @pytest.mark.skip(reason="TODO")
+            def test_module_level():
+                run()
+            """,
+            path="tests/others/test_example.py",
+        ),
+    ]
+
+    def check(self) -> None:
+        for definition in definitions_of_tests(self.context):
+            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            name, scope = definition.name, definition.qualname
+            reported = False
+            for decorator in function.decorators:
+                if decorator_name(decorator) in SKIP_DECORATORS and isinstance(decorator.decorator, cst.Call):
+                    reason = skip_reason(decorator.decorator)
+                    # the reason itself, or a `# TODO` right above the decorators, makes the skip a TODO
+                    if reason is not None and TODO_RE.search(reason + "\n" + leading_comments(function)):
+                        self.report(decorator, self.message.format(test=name), symbol=name, scope=scope)
+                        reported = True
+            if reported:
+                continue
+            first = self._first_statement(function)
+            if isinstance(first, cst.Call) and (dotted_name(first.func) or "").endswith(("skipTest", "pytest.skip")):
+                reason = skip_reason(first)
+                if reason is not None and TODO_RE.search(reason):
+                    self.report(first, self.message.format(test=name), symbol=name, scope=scope)
+                    continue
+            if trivial_body(function) and TODO_RE.search(
+                body_comments(self.context, function) + "\n" + leading_comments(function)
+            ):
+                self.report(function.name, self.message_pass.format(test=name), symbol=name, scope=scope)
+
+    @staticmethod
+    def _first_statement(function: cst.FunctionDef) -> cst.BaseExpression | None:
+        body = function.body
+        if not isinstance(body, cst.IndentedBlock) or not body.body:
+            return None
+        statement = body.body[0]
+        if isinstance(statement, cst.SimpleStatementLine) and isinstance(statement.body[0], cst.Expr):
+            return statement.body[0].value
+        return None

@@ -1,0 +1,422 @@
+"""DRB401: a local name bound only inside an `if` without `else`, then read unconditionally after it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import libcst as cst
+
+from analyzers import walk
+from analyzers.core import Invalid, Rule, Valid
+from analyzers.matchers import names_read
+
+
+_NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+
+
+def _target_names(target: cst.BaseExpression) -> list[str]:
+    """Names an assignment target binds: `x`, `a, b`, `(a, *b)`; not `self.x` or `d[k]`."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: list[str] = []
+        for element in target.elements:
+            value = element.value
+            out.extend(_target_names(value.value if isinstance(value, cst.StarredElement) else value))
+        return out
+    if isinstance(target, cst.StarredElement):
+        return _target_names(target.value)
+    return []
+
+
+def _bindings(root: cst.CSTNode) -> set[str]:
+    """Every name that statements under `root` bind in the enclosing function (nested scopes' own names excluded,
+    the names of nested defs and classes included). Comprehension targets are left out: they do not leak."""
+    groups = walk.index(root)
+    nested: set[int] = set()
+    for kind in _NESTED:
+        for scope in groups.get(kind, ()):
+            if id(scope) not in nested:
+                nested.update(id(n) for n in walk.walk(scope) if n is not scope)
+    names: set[str] = set()
+
+    def own(kind: type) -> list:
+        return [n for n in groups.get(kind, ()) if id(n) not in nested]
+
+    for assign in own(cst.Assign):
+        for target in assign.targets:
+            names.update(_target_names(target.target))
+    for node in own(cst.AnnAssign) + own(cst.AugAssign):
+        names.update(_target_names(node.target))
+    for loop in own(cst.For):
+        names.update(_target_names(loop.target))
+    for item in own(cst.WithItem):
+        if item.asname is not None:
+            names.update(_target_names(item.asname.name))
+    for handler in own(cst.ExceptHandler):
+        if handler.name is not None and isinstance(handler.name.name, cst.Name):
+            names.add(handler.name.name.value)
+    for walrus in own(cst.NamedExpr):
+        names.update(_target_names(walrus.target))
+    for kind in (cst.Import, cst.ImportFrom):
+        for statement in own(kind):
+            if isinstance(statement.names, cst.ImportStar):
+                names.add("*")
+                continue
+            for alias in statement.names:
+                if alias.asname is not None:
+                    names.update(_target_names(alias.asname.name))
+                else:
+                    names.add((alias.evaluated_name or "").split(".")[0])
+    for kind in (cst.Global, cst.Nonlocal):
+        for statement in own(kind):
+            names.update(n.name.value for n in statement.names)
+    for delete in own(cst.Del):
+        names.update(_target_names(delete.target))
+    for kind in (cst.FunctionDef, cst.ClassDef):
+        for definition in own(kind):
+            names.add(definition.name.value)
+    return names
+
+
+def _ends_function_path(body: cst.BaseSuite) -> bool:
+    """Whether the block's last statement leaves it (`return`, `raise`, `continue`, `break`)."""
+    statements = body.body
+    if not statements:
+        return False
+    last = statements[-1]
+    if isinstance(last, cst.SimpleStatementLine):
+        return any(isinstance(s, (cst.Return, cst.Raise, cst.Continue, cst.Break)) for s in last.body)
+    return isinstance(last, (cst.Return, cst.Raise, cst.Continue, cst.Break))
+
+
+def _unconditional_reads(statement: cst.CSTNode) -> list[cst.Name]:
+    """Names that running `statement` surely reads: a simple statement's names, a compound statement's header,
+    a `with`/`try` body. Reads inside lambdas, nested defs, `a if c else b` branches and the right side of
+    `and`/`or` are conditional and left out."""
+    if isinstance(statement, cst.SimpleStatementLine):
+        roots: list[cst.CSTNode] = [statement]
+    elif isinstance(statement, cst.If):
+        roots = [statement.test]
+    elif isinstance(statement, cst.For):
+        roots = [statement.iter]
+    elif isinstance(statement, cst.While):
+        roots = [statement.test]
+    elif isinstance(statement, cst.With):
+        roots = [item.item for item in statement.items]
+        found: list[cst.Name] = []
+        for root in roots:
+            found.extend(_plain_reads(root))
+        # `with open(p) as f:` binds `f` before the body reads it, and so does each statement for the next ones
+        bound = {n for item in statement.items if item.asname is not None for n in _target_names(item.asname.name)}
+        for inner in statement.body.body:
+            found.extend(n for n in _unconditional_reads(inner) if n.value not in bound)
+            bound |= _bindings(inner)
+            if _leaves(inner):
+                break
+        return found
+    else:
+        return []
+    found = []
+    for root in roots:
+        found.extend(_plain_reads(root))
+    return found
+
+
+def _plain_reads(root: cst.CSTNode) -> list[cst.Name]:
+    groups = walk.index(root)
+    conditional: set[int] = set()
+    for kind in _NESTED:
+        for scope in groups.get(kind, ()):
+            conditional.update(id(n) for n in walk.walk(scope))
+    for ifexp in groups.get(cst.IfExp, ()):
+        for branch in (ifexp.body, ifexp.orelse):
+            conditional.update(id(n) for n in walk.walk(branch))
+    for boolop in groups.get(cst.BooleanOperation, ()):
+        conditional.update(id(n) for n in walk.walk(boolop.right))
+    # comprehension variables shadow the function's names inside the comprehension
+    shadowed: set[str] = set()
+    for kind in (cst.CompFor,):
+        for comp in groups.get(kind, ()):
+            shadowed.update(_target_names(comp.target))
+    # assignment targets are writes, not reads
+    targets: set[int] = set()
+    for assign in groups.get(cst.Assign, ()):
+        for target in assign.targets:
+            if isinstance(target.target, (cst.Name, cst.Tuple, cst.List)):
+                targets.update(id(n) for n in walk.walk(target.target))
+    for ann in groups.get(cst.AnnAssign, ()):
+        targets.update(id(n) for n in walk.walk(ann.target))
+    return [
+        n for n in names_read(root) if id(n) not in conditional and id(n) not in targets and n.value not in shadowed
+    ]
+
+
+def _leaves(statement: cst.CSTNode) -> bool:
+    if isinstance(statement, cst.SimpleStatementLine):
+        return any(isinstance(s, (cst.Return, cst.Raise, cst.Continue, cst.Break)) for s in statement.body)
+    return False
+
+
+class NameBoundOnlyInConditional(Rule):
+    """
+    ## What it does
+    Checks for a local name that a function binds only inside an `if` without `else` (and nowhere else: not
+    a parameter, no earlier default) and then reads unconditionally after that `if`, in the same block.
+
+    ## Why is this bad?
+    When the condition is false the name is never bound, and the first unconditional read raises
+    `UnboundLocalError`/`NameError`. In pipelines the condition is usually an optional feature such as
+    classifier-free guidance, so a documented setting (`guidance_scale=0.0`) crashes before generation.
+
+    ## Example
+    ```python
+    if self.do_classifier_free_guidance:
+        negative_condition_siglip_embeds = [[se.clone() for se in b] for b in condition_siglip_embeds]
+    negative_condition_siglip_embeds = [None if s == [] else s + [None] for s in negative_condition_siglip_embeds]
+    ```
+
+    Use instead:
+    ```python
+    if self.do_classifier_free_guidance:
+        negative_condition_siglip_embeds = [[se.clone() for se in b] for b in condition_siglip_embeds]
+        negative_condition_siglip_embeds = [None if s == [] else s + [None] for s in negative_condition_siglip_embeds]
+    ```
+
+    ## Known problems
+    Only the narrow shape is seen: the binding `if` has no `else`/`elif`, is not inside a loop, and the read is
+    in the same block after it (a simple statement, a compound statement's header, or a `with` body). A
+    condition that earlier code makes always true (a validated argument) is not understood; name such a case
+    with `# drbot: ignore[DRB401] reason`. Parameters that default to `None` and are dereferenced are not
+    checked.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 4
+    - huggingface/diffusers#13583 (z_image review: `negative_condition_siglip_embeds` with `guidance_scale=0.0`)
+    - huggingface/diffusers#13527 (the fix, in v0.39.0)
+    """
+
+    code = "DRB401"
+    pattern = 4
+    message = (
+        "`{name}` is bound only when `{cond}` is true but read unconditionally afterwards; bind a default "
+        "before the `if` or move the read under the same condition."
+    )
+    REQUIRES_ANY = ("if ",)
+
+    VALID = [
+        Valid(
+            """
+            def f(x, cfg):
+                if cfg:
+                    neg = x.clone()
+                else:
+                    neg = None
+                return neg
+            """
+        ),
+        Valid(
+            """
+            def f(x, cfg):
+                neg = None
+                if cfg:
+                    neg = x.clone()
+                return neg
+            """
+        ),
+        Valid(
+            """
+            def f(x, cfg):
+                if cfg:
+                    neg = x.clone()
+                if cfg:
+                    x = torch.cat([neg, x])
+                y = x if not cfg else neg
+                return x
+            """
+        ),
+        Valid(
+            """
+            def f(xs):
+                for i, x in enumerate(xs):
+                    if i == 0:
+                        first = x
+                    use(first)
+            """
+        ),
+        Valid(
+            """
+            def report(items):
+                if items:
+                    with open("a", "w") as f:
+                        f.write("x")
+                with open("b", "w") as f:
+                    f.write("y")
+            """
+        ),
+        Valid(
+            """
+            def f(x, cfg):
+                if not cfg:
+                    raise ValueError("cfg is required")
+                if cfg:
+                    neg = x
+                return [neg for neg in x]
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            class ZImageOmniPipeline(DiffusionPipeline):
+                def __call__(self, images):
+                    embeds = self.prepare(images)
+                    if self.do_classifier_free_guidance:
+                        negative_embeds = [[e.clone() for e in b] for b in embeds]
+                    negative_embeds = [None if s == [] else s + [None] for s in negative_embeds]
+                    return negative_embeds
+            """,
+            message=(
+                "`negative_embeds` is bound only when `self.do_classifier_free_guidance` is true but read "
+                "unconditionally afterwards; bind a default before the `if` or move the read under the same "
+                "condition."
+            ),
+        ),
+        Invalid(
+            """
+            def decode(latents, output_type="pil"):
+                if output_type != 'latent':
+                    with torch.no_grad():
+                        image = vae.decode(latents)
+                with timer():
+                    return image
+            """,
+            message=(
+                "`image` is bound only when `output_type != 'latent'` is true but read unconditionally "
+                "afterwards; bind a default before the `if` or move the read under the same condition."
+            ),
+        ),
+    ]
+
+    def check(self) -> None:
+        for definition in self.context.definitions:
+            if definition.is_class:
+                continue
+            function = definition.node
+            if not walk.own_nodes(function, cst.If):
+                continue
+            self._function = function
+            self._scope = definition.qualname
+            self._others: dict[int, set[str]] = {}
+            self._block(function.body.body, in_loop=False)
+
+    def _block(self, statements: Sequence[cst.CSTNode], in_loop: bool) -> None:
+        for i, statement in enumerate(statements):
+            if isinstance(statement, cst.If):
+                if statement.orelse is None and not in_loop:
+                    self._check_if(statement, statements[i + 1 :])
+                self._block(statement.body.body, in_loop)
+                orelse = statement.orelse
+                while isinstance(orelse, cst.If):
+                    self._block(orelse.body.body, in_loop)
+                    orelse = orelse.orelse
+                if isinstance(orelse, cst.Else):
+                    self._block(orelse.body.body, in_loop)
+            elif isinstance(statement, (cst.For, cst.While)):
+                self._block(statement.body.body, True)
+                if statement.orelse is not None:
+                    self._block(statement.orelse.body.body, True)
+            elif isinstance(statement, cst.With):
+                self._block(statement.body.body, in_loop)
+            elif isinstance(statement, (cst.Try, cst.TryStar)):
+                self._block(statement.body.body, in_loop)
+                for handler in statement.handlers:
+                    self._block(handler.body.body, in_loop)
+                for extra in (statement.orelse, statement.finalbody):
+                    if extra is not None:
+                        self._block(extra.body.body, in_loop)
+
+    def _check_if(self, statement: cst.If, after: Sequence[cst.CSTNode]) -> None:
+        if not isinstance(statement.body, cst.IndentedBlock) or _ends_function_path(statement.body):
+            return
+        local = self._binding_counts(statement.body)
+        params = self._function.params
+        candidates = set(local) - {
+            p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)
+        }
+        candidates -= {p.name.value for p in (params.star_arg, params.star_kwarg) if isinstance(p, cst.Param)}
+        candidates.discard("*")
+        if not candidates:
+            return
+        total = self._binding_counts(self._function.body)
+        reported: set[str] = set()
+        for k, later in enumerate(after):
+            # bindings from the read onward (the read's own statement included: `x = f(x)` reads first) come
+            # after the read; any other binding outside the `if` may come before it, and then we stay silent
+            rest: dict[str, int] = {}
+            for following in after[k:]:
+                for name, count in self._binding_counts(following).items():
+                    rest[name] = rest.get(name, 0) + count
+            for name in _unconditional_reads(later):
+                value = name.value
+                if value not in candidates or value in reported:
+                    continue
+                if total.get(value, 0) > local[value] + rest.get(value, 0):
+                    continue
+                reported.add(value)
+                cond = " ".join(self.context.module.code_for_node(statement.test).split())
+                self.report(name, self.message.format(name=value, cond=cond), symbol=value, scope=self._scope)
+            if _leaves(later):
+                break
+
+    def _binding_counts(self, root: cst.CSTNode) -> dict[str, int]:
+        cached = self._others.get(id(root))
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        counts: dict[str, int] = {}
+        for node in walk.walk(root):
+            if isinstance(node, (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For, cst.WithItem, cst.NamedExpr)):
+                for name in _bindings_of(node):
+                    counts[name] = counts.get(name, 0) + 1
+            elif isinstance(node, (cst.Import, cst.ImportFrom, cst.Global, cst.Nonlocal, cst.Del)):
+                for name in _small_bindings(node):
+                    counts[name] = counts.get(name, 0) + 1
+            elif isinstance(node, cst.ExceptHandler) and node.name is not None:
+                for name in _target_names(node.name.name):
+                    counts[name] = counts.get(name, 0) + 1
+            elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not self._function:
+                counts[node.name.value] = counts.get(node.name.value, 0) + 1
+        self._others[id(root)] = counts  # type: ignore[assignment]
+        return counts
+
+
+def _bindings_of(node: cst.CSTNode) -> list[str]:
+    if isinstance(node, cst.Assign):
+        return [n for t in node.targets for n in _target_names(t.target)]
+    if isinstance(node, (cst.AnnAssign, cst.AugAssign)):
+        return _target_names(node.target)
+    if isinstance(node, cst.For):
+        return _target_names(node.target)
+    if isinstance(node, cst.WithItem):
+        return _target_names(node.asname.name) if node.asname is not None else []
+    if isinstance(node, cst.NamedExpr):
+        return _target_names(node.target)
+    return []
+
+
+def _small_bindings(node: cst.CSTNode) -> list[str]:
+    if isinstance(node, (cst.Global, cst.Nonlocal)):
+        return [n.name.value for n in node.names]
+    if isinstance(node, cst.Del):
+        return _target_names(node.target)
+    if isinstance(node, (cst.Import, cst.ImportFrom)):
+        if isinstance(node.names, cst.ImportStar):
+            return ["*"]
+        out = []
+        for alias in node.names:
+            if alias.asname is not None:
+                out.extend(_target_names(alias.asname.name))
+            else:
+                out.append((alias.evaluated_name or "").split(".")[0])
+        return out
+    return []

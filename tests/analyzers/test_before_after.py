@@ -14,6 +14,30 @@ P = "diffusers/pipelines/"
 # (release with the bug, rule, file, scope, symbol, what changed by 0.42.1)
 FIXED_LATER = [
     (
+        "0.38.0",
+        "DRB401",
+        P + "z_image/pipeline_z_image_omni.py",
+        "ZImageOmniPipeline.__call__",
+        "negative_condition_siglip_embeds",
+        "#13583/#13527: the normalisation moved under `if self.do_classifier_free_guidance:` (guidance_scale=0)",
+    ),
+    (
+        "0.38.0",
+        "DRB302",
+        "diffusers/models/transformers/transformer_qwenimage.py",
+        "QwenDoubleStreamAttnProcessor2_0.__call__",
+        "encoder_hidden_states_mask",
+        "#12294/#13581: the processor now builds the joint attention mask from `encoder_hidden_states_mask`",
+    ),
+    (
+        "0.38.0",
+        "DRB401",
+        "diffusers/modular_pipelines/modular_pipeline.py",
+        "ModularPipeline.__init__",
+        "blocks_class",
+        "`blocks_class` was bound only in a branch; 0.42.1 initialises `blocks_class = None`",
+    ),
+    (
         "0.35.2",
         "DRB504",
         P + "ddpm/pipeline_ddpm.py",

@@ -239,7 +239,9 @@ def _pattern_heading(pattern: int, level: str = "####") -> str:
     return f"{level} {pattern_title(pattern)}"
 
 
-def _grouped(findings: Sequence[Finding], by_code, links, *, strike: bool = False, known=None) -> list[str]:
+def _grouped(
+    findings: Sequence[Finding], by_code, links, *, strike: bool = False, known=None, notes=None
+) -> list[str]:
     lines: list[str] = []
     for pattern, group in groupby(
         sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern
@@ -250,6 +252,8 @@ def _grouped(findings: Sequence[Finding], by_code, links, *, strike: bool = Fals
             line = _finding_line(f, by_code, links, strike=strike)
             if known and known.get(f.fingerprint):
                 line += f" — tracked in #{known[f.fingerprint]}"
+            if notes and notes.get(f.fingerprint):
+                line += f" — {md_escape(notes[f.fingerprint])}"
             lines.append(line)
         lines.append("")
     return lines
@@ -293,7 +297,7 @@ def review_markdown(
         lines += [f"> {md_escape(data.note)}", ""]
     if new:
         lines += ["### New findings", ""]
-        lines += _grouped(new, by_code, links)
+        lines += _grouped(new, by_code, links, notes=data.notes)
     else:
         lines += ["No new findings.", ""]
     if fixed:

@@ -48,6 +48,8 @@ class ReviewData:
     errors: tuple[tuple[str, str], ...] = ()
     files_reviewed: int = 0
     note: str = ""
+    #: fingerprint -> a remark the review adds to a finding (which side of a `# Copied from` pair changed)
+    notes: Mapping[str, str] = field(default_factory=dict)
 
     def on_changed_line(self, finding: Finding) -> bool:
         lines = self.changed_lines.get(finding.path, frozenset())

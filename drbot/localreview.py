@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from analyzers.core import Finding, Project, Rule, analyze_file
+from analyzers.core import Finding, Project, Rule, analyze_file, module_name_for
 from analyzers.review import ReviewData, compare
 
 
@@ -141,12 +141,12 @@ def _init_worker(repo: str, codes: Sequence[str] | None) -> None:
     _WORKER["rules"] = None if codes is None else [r for r in all_rules() if r.code in set(codes)]
 
 
-def _analyze_version(item: tuple[str, str, str]) -> tuple[str, list[Finding], list[str]]:
+def _analyze_version(item: tuple) -> tuple[str, list[Finding], list[str]]:
     """Analyse one file at one revision (in a worker: one git reader and project view per revision).
 
-    `item` is (revision, path in the repository, path the findings carry).
+    `item` is (revision, path in the repository, path the findings carry, rule codes or None for all).
     """
-    sha, repo_path, path = item
+    sha, repo_path, path, only = item
     trees = _WORKER.setdefault("trees", {})
     if sha not in trees:
         tree = GitTree(_WORKER["repo"], sha)  # type: ignore[arg-type]
@@ -155,8 +155,54 @@ def _analyze_version(item: tuple[str, str, str]) -> tuple[str, list[Finding], li
     source = tree.read(repo_path)
     if source is None:
         return sha, [], []
-    result = analyze_file(path, source, project=project, rules=_WORKER["rules"])
+    rules = _WORKER["rules"]
+    if only is not None:
+        from analyzers.core import all_rules
+
+        rules = [r for r in (rules or all_rules()) if r.code in only]  # type: ignore[union-attr]
+    result = analyze_file(path, source, project=project, rules=rules)
     return sha, result.findings, result.errors
+
+
+COPY_RULE = "DRB801"
+
+
+def changed_objects(module: str, base: str | None, head: str | None) -> set[str]:
+    """Dotted names (`module.Class`, `module.Class.method`, `module.function`) whose code differs."""
+    import ast
+
+    def objects(source: str | None) -> dict[str, str]:
+        if not source:
+            return {}
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError):
+            return {}
+        found: dict[str, str] = {}
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found[f"{module}.{node.name}"] = ast.get_source_segment(source, node) or ""
+                if isinstance(node, ast.ClassDef):
+                    for inner in node.body:
+                        if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                            found[f"{module}.{node.name}.{inner.name}"] = ast.get_source_segment(source, inner) or ""
+        return found
+
+    before, after = objects(base), objects(head)
+    return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+
+
+def copies_of(repo: Path, sha: str, names: set[str]) -> list[str]:
+    """Files at `sha` holding a `# Copied from` marker that names one of `names` (or something inside it)."""
+    if not names:
+        return []
+    args = [arg for name in sorted(names) for arg in ("-e", f"Copied from {name}")]
+    result = subprocess.run(
+        ["git", "-C", str(repo), "grep", "-l", "-F", *args, sha, "--", "src/", "diffusers/"],
+        capture_output=True,
+        text=True,
+    )
+    return sorted({line.split(":", 1)[1] for line in result.stdout.splitlines() if ":" in line})
 
 
 def review(
@@ -167,10 +213,23 @@ def review(
     base_sha = _git(repo, "rev-parse", "--verify", f"{base}^{{commit}}").strip()
     head_sha = _git(repo, "rev-parse", "--verify", f"{head}^{{commit}}").strip()
     files = changed_files(repo, base_sha, head_sha)
-    # a renamed file's base findings carry the new path, so a move alone changes no fingerprint
-    items = [(base_sha, f.old_path, finding_path(f.new_path or f.old_path)) for f in files if f.old_path]
-    items += [(head_sha, f.new_path, finding_path(f.new_path)) for f in files if f.new_path]
     codes = None if rules is None else [r.code for r in rules]
+    # a renamed file's base findings carry the new path, so a move alone changes no fingerprint
+    items: list[tuple] = [
+        (base_sha, f.old_path, finding_path(f.new_path or f.old_path), None) for f in files if f.old_path
+    ]
+    items += [(head_sha, f.new_path, finding_path(f.new_path), None) for f in files if f.new_path]
+    # copies of edited code in files the change does not touch: `make fix-copies` was not run
+    context = []
+    if codes is None or COPY_RULE in codes:
+        edited = _edited_objects(repo, base_sha, head_sha, files)
+        touched_paths = {f.new_path for f in files} | {f.old_path for f in files}
+        context = [path for path in copies_of(repo, head_sha, edited) if path not in touched_paths]
+        for path in context:
+            items += [
+                (base_sha, path, finding_path(path), (COPY_RULE,)),
+                (head_sha, path, finding_path(path), (COPY_RULE,)),
+            ]
     jobs = min(jobs or os.cpu_count() or 1, len(items))
     if jobs <= 1:
         _init_worker(str(repo), codes)
@@ -186,14 +245,51 @@ def review(
     head_findings = [f for sha, findings, _ in results if sha == head_sha for f in findings]
     errors = [
         (path, message)
-        for (sha, _, path), (_, _, messages) in zip(items, results, strict=True)
+        for (sha, _, path, _), (_, _, messages) in zip(items, results, strict=True)
         if sha == head_sha
         for message in messages
     ]
     touched = [f.new_path for f in files if f.new_path]
+    comparison = compare(base_findings, head_findings)
+    context_paths = {finding_path(path) for path in context}
+    changed_modules = {module_name_for(finding_path(p)) for f in files for p in (f.old_path, f.new_path) if p}
+    notes = {
+        f.fingerprint: copy_note(f, f.path in context_paths, changed_modules)
+        for f in comparison.new
+        if f.code == COPY_RULE
+    }
     return ReviewData(
-        comparison=compare(base_findings, head_findings),
+        comparison=comparison,
         changed_lines=changed_lines(repo, base_sha, head_sha, touched),
         errors=tuple(errors),
         files_reviewed=len(files),
+        notes={fp: note for fp, note in notes.items() if note},
     )
+
+
+def copy_note(finding: Finding, copy_untouched: bool, changed_modules: set[str]) -> str:
+    """Say which side of a `# Copied from` pair the change edited."""
+    source_changed = any(finding.symbol == m or finding.symbol.startswith(m + ".") for m in changed_modules)
+    if copy_untouched:
+        return "the source was edited and this copy was not updated: run `make fix-copies`"
+    if source_changed:
+        return "both the source and this copy changed: make them agree, then run `make fix-copies`"
+    return "this copy was edited; `make fix-copies` would revert it: change the source instead, or drop the marker"
+
+
+def _edited_objects(repo: Path, base_sha: str, head_sha: str, files: Sequence[ChangedFile]) -> set[str]:
+    base_tree, head_tree = GitTree(repo, base_sha), GitTree(repo, head_sha)
+    try:
+        edited: set[str] = set()
+        for f in files:
+            path = f.new_path or f.old_path or ""
+            if not path.endswith(".py") or path.startswith("tests/"):
+                continue
+            module = module_name_for(finding_path(path))
+            base = base_tree.read(f.old_path) if f.old_path else None
+            head = head_tree.read(f.new_path) if f.new_path else None
+            edited |= changed_objects(module, base, head)
+        return edited
+    finally:
+        base_tree.close()
+        head_tree.close()

@@ -11,14 +11,17 @@ from pathlib import Path
 import pytest
 
 from analyzers.core import Finding
+from analyzers.render import review_markdown
 from analyzers.review import compare
 from drbot.localreview import GitError, review
 
 
 ROOT = Path(__file__).resolve().parent.parent
 UNCLIP = "pipelines/stable_diffusion/pipeline_stable_unclip_img2img.py"
+SD = "pipelines/stable_diffusion/pipeline_stable_diffusion.py"
 FILES = [
     UNCLIP,
+    SD,
     "pipelines/ddpm/pipeline_ddpm.py",
     "pipelines/wan/pipeline_wan_i2v.py",
     "pipelines/pipeline_utils.py",
@@ -131,3 +134,32 @@ def test_a_renamed_file_keeps_its_findings_known(repo):
     assert data.files_reviewed == 1
     assert data.new == () and data.comparison.fixed == ()
     assert {f.path for f in data.known_findings} == {"diffusers/pipelines/stable_diffusion/pipeline_unclip_i2i.py"}
+
+
+CLAMP = "image = (image / 2 + 0.5).clamp(0, 1)\n"
+
+
+def _copy_findings(data):
+    return [(f.path, f.symbol, data.notes.get(f.fingerprint, "")) for f in data.new if f.code == "DRB801"]
+
+
+def test_source_edited_without_fix_copies_flags_the_untouched_copy(repo):
+    _edit(repo, SD, CLAMP, "image = (image / 2 + 0.5).clamp(0, 1)  # edited\n        image = image * 1.0\n")
+    git(repo, "commit", "-qam", "edit the source only")
+    data = review(repo, "HEAD~1", "HEAD")
+    assert data.files_reviewed == 1
+    (copy,) = [c for c in _copy_findings(data) if c[1].endswith("StableDiffusionPipeline.decode_latents")]
+    assert copy[0] == "diffusers/" + UNCLIP
+    assert "the source was edited" in copy[2] and "make fix-copies" in copy[2]
+
+
+def test_an_edited_copy_is_told_apart(repo):
+    text = (repo / "src" / "diffusers" / UNCLIP).read_text()
+    start = text.index("def decode_latents")
+    edited = text[:start] + text[start:].replace(CLAMP, "image = (image / 2 + 0.5).clamp(-1, 1)\n", 1)
+    (repo / "src" / "diffusers" / UNCLIP).write_text(edited)
+    git(repo, "commit", "-qam", "edit the copy only")
+    data = review(repo, "HEAD~1", "HEAD")
+    (copy,) = _copy_findings(data)
+    assert copy[0] == "diffusers/" + UNCLIP and "this copy was edited" in copy[2]
+    assert "this copy was edited" in review_markdown(data)

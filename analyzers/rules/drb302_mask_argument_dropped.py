@@ -90,7 +90,10 @@ class MaskArgumentDropped(Rule):
     or, where the layer cannot apply a mask, raise when one is given.
 
     ## Known problems
-    The `attention_mask` of an attention processor's `__call__` is left to DRB303. A bare `mask` (an
+    A layer's `forward` is reported only when a model (`ModelMixin` subclass) of the same file takes a mask
+    of the same name from its users: an internal layer whose callers never pass that mask is left alone.
+    The `attention_mask` of an attention processor's `__call__` is not looked at: SD3- and Sana-style
+    processors ignore it by design for models that never build one. A bare `mask` (an
     inpainting mask) is not looked at. A mask that a comment or docstring of the class names as unused,
     ignored or unsupported is taken as deliberately ignored, and so is an argument of a method whose body
     is only a stub or that reads arguments through `locals()`. A mask that is read only to be checked
@@ -112,6 +115,18 @@ class MaskArgumentDropped(Rule):
     REQUIRES_ANY = ("mask",)
 
     VALID = [
+        # an internal layer whose mask no model of the file takes from its users (T5-FiLM decoder)
+        Valid(
+            """
+            class T5LayerSelfAttentionCond(nn.Module):
+                def forward(self, hidden_states, conditioning_emb=None, attention_mask=None):
+                    return hidden_states + self.attention(self.layer_norm(hidden_states))
+
+            class T5FilmDecoder(ModelMixin, ConfigMixin):
+                def forward(self, encodings_and_masks, decoder_input_tokens, decoder_noise_time):
+                    return self.decoder(decoder_input_tokens, encodings_and_masks)
+            """
+        ),
         Valid(
             """
             class MyTransformerBlock(nn.Module):
@@ -178,6 +193,12 @@ class MaskArgumentDropped(Rule):
                     return hidden_states + self.attn2(
                         hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=encoder_attention_mask
                     )
+
+            class SanaTransformer2DModel(ModelMixin, ConfigMixin):
+                def forward(self, hidden_states, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None):
+                    for block in self.transformer_blocks:
+                        hidden_states = block(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask)
+                    return hidden_states
             """,
             message=(
                 "`attention_mask` is accepted by `SanaTransformerBlock.forward` but never read, so the mask is "
@@ -227,7 +248,27 @@ class MaskArgumentDropped(Rule):
                 name = param.name.value
                 if name in read or acknowledged(context.module, cls.node, name):  # type: ignore[arg-type]
                     continue
+                if not processor and name not in self._public_masks():
+                    continue  # an internal layer: its callers may never pass this mask at all
                 self._report(param, definition, cls, name)
+
+    def _public_masks(self) -> set[str]:
+        """Mask parameters of the `forward` of this file's models (`*ModelMixin` subclasses): masks users pass."""
+        cached = self.context.__dict__.get("_public_masks")
+        if cached is None:
+            cached = set()
+            for definition in self.context.definitions:
+                if not definition.is_class or definition.parent is not None:
+                    continue
+                if not self.context.inherits_from(
+                    definition.node, frozenset({"ModelMixin"}), follow=lambda n: "Model" in n or "Mixin" not in n
+                ):
+                    continue
+                forward = self.context.methods(definition).get("forward")
+                if forward is not None:
+                    cached |= {p.name.value for p in parameters(forward) if is_mask_name(p.name.value)}
+            self.context.__dict__["_public_masks"] = cached
+        return cached
 
     def _report(self, param: cst.Param, definition: Definition, cls: Definition, name: str) -> None:
         owner = f"{cls.name}.{definition.name}"

@@ -305,6 +305,9 @@ class NameBoundOnlyInConditional(Rule):
             function = definition.node
             if not walk.own_nodes(function, cst.If):
                 continue
+            positional = [p.name.value for p in function.params.params]
+            if definition.name == "__call__" and positional[1:2] == ["attn"]:
+                continue  # attention processors: the Attention protocol's defaults, set per layer by loaders
             self._function = function
             self._scope = definition.qualname
             self._others: dict[int, set[str]] = {}
@@ -313,7 +316,11 @@ class NameBoundOnlyInConditional(Rule):
     def _block(self, statements: Sequence[cst.CSTNode], in_loop: bool) -> None:
         for i, statement in enumerate(statements):
             if isinstance(statement, cst.If):
-                if statement.orelse is None and not in_loop:
+                if (
+                    statement.orelse is None
+                    and not in_loop
+                    and not self._test_already_dereferenced(statement, statements[:i])
+                ):
                     self._check_if(statement, statements[i + 1 :])
                 self._block(statement.body.body, in_loop)
                 orelse = statement.orelse
@@ -335,6 +342,25 @@ class NameBoundOnlyInConditional(Rule):
                 for extra in (statement.orelse, statement.finalbody):
                     if extra is not None:
                         self._block(extra.body.body, in_loop)
+
+    def _test_already_dereferenced(self, statement: cst.If, before: Sequence[cst.CSTNode]) -> bool:
+        """Whether every variable the `if` tests was already used as `x.attr` or `x[...]` before it.
+
+        Then a `None` (or otherwise unexpected) value has already failed earlier (`image.size` before
+        `if image is not None and ...:`), and the branch is taken on every path that gets this far.
+        """
+        params = self._function.params
+        variables = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+        variables |= set(self._binding_counts(self._function.body))
+        tested = {n.value for n in names_read(statement.test)} & variables - {"self"}
+        if not tested:
+            return False
+        dereferenced: set[str] = set()
+        for earlier in before:
+            for node in (*walk.nodes(earlier, cst.Attribute), *walk.nodes(earlier, cst.Subscript)):
+                if isinstance(node.value, cst.Name):
+                    dereferenced.add(node.value.value)
+        return tested <= dereferenced
 
     def _check_if(self, statement: cst.If, after: Sequence[cst.CSTNode]) -> None:
         if not isinstance(statement.body, cst.IndentedBlock) or _ends_function_path(statement.body):

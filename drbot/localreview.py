@@ -178,14 +178,19 @@ def changed_objects(module: str, base: str | None, head: str | None) -> set[str]
             tree = ast.parse(source)
         except (SyntaxError, ValueError, RecursionError):
             return {}
+        lines = source.splitlines()
+
+        def text(node: ast.AST) -> str:  # ast.get_source_segment splits the whole source on every call
+            return "\n".join(lines[node.lineno - 1 : node.end_lineno])  # type: ignore[attr-defined]
+
         found: dict[str, str] = {}
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                found[f"{module}.{node.name}"] = ast.get_source_segment(source, node) or ""
+                found[f"{module}.{node.name}"] = text(node)
                 if isinstance(node, ast.ClassDef):
                     for inner in node.body:
                         if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                            found[f"{module}.{node.name}.{inner.name}"] = ast.get_source_segment(source, inner) or ""
+                            found[f"{module}.{node.name}.{inner.name}"] = text(inner)
         return found
 
     before, after = objects(base), objects(head)
@@ -196,9 +201,10 @@ def copies_of(repo: Path, sha: str, names: set[str]) -> list[str]:
     """Files at `sha` holding a `# Copied from` marker that names one of `names` (or something inside it)."""
     if not names:
         return []
-    args = [arg for name in sorted(names) for arg in ("-e", f"Copied from {name}")]
+    # the marker names exactly this object (`… with A->B` may follow), not one inside a changed class
+    args = [arg for name in sorted(names) for arg in ("-e", f"Copied from {re.escape(name)}( |$)")]
     result = subprocess.run(
-        ["git", "-C", str(repo), "grep", "-l", "-F", *args, sha, "--", "src/", "diffusers/"],
+        ["git", "-C", str(repo), "grep", "-l", "-E", *args, sha, "--", "src/", "diffusers/"],
         capture_output=True,
         text=True,
     )

@@ -225,28 +225,37 @@ def review(
         (base_sha, f.old_path, finding_path(f.new_path or f.old_path), None) for f in files if f.old_path
     ]
     items += [(head_sha, f.new_path, finding_path(f.new_path), None) for f in files if f.new_path]
-    # copies of edited code in files the change does not touch: `make fix-copies` was not run
-    context = []
-    if codes is None or COPY_RULE in codes:
+    jobs = min(jobs or os.cpu_count() or 1, max(len(items), 1))
+    follow_copies = codes is None or COPY_RULE in codes
+    touched_paths = {f.new_path for f in files} | {f.old_path for f in files}
+
+    def context_items() -> list[tuple]:
+        """Copies of edited code in files the change does not touch (`make fix-copies` was not run)."""
+        if not follow_copies:
+            return []
         edited = _edited_objects(repo, base_sha, head_sha, files)
-        touched_paths = {f.new_path for f in files} | {f.old_path for f in files}
-        context = [path for path in copies_of(repo, head_sha, edited) if path not in touched_paths]
-        for path in context:
-            items += [
-                (base_sha, path, finding_path(path), (COPY_RULE,)),
-                (head_sha, path, finding_path(path), (COPY_RULE,)),
-            ]
-    jobs = min(jobs or os.cpu_count() or 1, len(items))
+        extra: list[tuple] = []
+        for path in copies_of(repo, head_sha, edited):
+            if path not in touched_paths:
+                extra += [(sha, path, finding_path(path), (COPY_RULE,)) for sha in (base_sha, head_sha)]
+        return extra
+
     if jobs <= 1:
         _init_worker(str(repo), codes)
         try:
+            items += context_items()
             results = [_analyze_version(item) for item in items]
         finally:
             for tree, _ in _WORKER.get("trees", {}).values():  # type: ignore[union-attr]
                 tree.close()
     else:
         with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(str(repo), codes)) as pool:
-            results = list(pool.map(_analyze_version, items))
+            futures = [pool.submit(_analyze_version, item) for item in items]
+            extra = context_items()  # git work in this process while the workers analyse
+            futures += [pool.submit(_analyze_version, item) for item in extra]
+            items += extra
+            results = [future.result() for future in futures]
+    context = sorted({item[1] for item in items if item[3] is not None})
     base_findings = [f for sha, findings, _ in results if sha == base_sha for f in findings]
     head_findings = [f for sha, findings, _ in results if sha == head_sha for f in findings]
     errors = [

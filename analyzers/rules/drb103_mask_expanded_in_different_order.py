@@ -355,8 +355,9 @@ class MaskExpandedInDifferentOrder(Rule):
             }
             if not masks:
                 return False
-            call_scope = f"{owner.qualname}.__call__"
-            after = self.context.position(assign, call_scope)[1]
+            # source order without positions: preorder index in `__call__`; the assignment's subtree ends at `after`
+            order = {id(node): i for i, node in enumerate(walk.walk(call.body))}
+            after = order[id(assign)] + sum(1 for _ in walk.walk(assign)) - 1
             # a read that only feeds a mask again (`mask = torch.cat([neg_mask, mask])`, `mask = mask.to(device)`,
             # `_, mask = self.encode_prompt(prompt_embeds_mask=mask)`) does not condition anything
             feeds_a_mask: set[int] = set()
@@ -375,11 +376,7 @@ class MaskExpandedInDifferentOrder(Rule):
                         )
                     }
             for name in _names(call.body, keep_attr=False):
-                if (
-                    name.value in masks
-                    and id(name) not in feeds_a_mask
-                    and self.context.position(name, call_scope)[0] > after
-                ):
+                if name.value in masks and id(name) not in feeds_a_mask and order.get(id(name), -1) > after:
                     return False
             return True
         return False

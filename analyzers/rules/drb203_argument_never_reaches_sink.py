@@ -465,6 +465,8 @@ class ArgumentNeverReachesSink(Rule):
                 scope = f"{cls.qualname}.__call__"
                 if arg in ATTENTION_KWARGS:
                     self._check_attention(cls, method, param, scope)
+                elif arg.endswith("_per_prompt") and not _pinned(method, arg):
+                    continue  # the count is only ever lost by pinning it: `num_videos_per_prompt = 1`
                 else:
                     self._check_value(method, param, scope)
 
@@ -541,6 +543,15 @@ class ArgumentNeverReachesSink(Rule):
             return
         template = self.message_overwritten if flow.killed else self.message_inspected
         self.report(param, template.format(arg=arg, sink=VALUE_SINKS[arg]), symbol=arg, scope=scope)
+
+
+def _pinned(method: cst.FunctionDef, arg: str) -> bool:
+    """Whether `method` assigns a literal to `arg` (`num_videos_per_prompt = 1`): a cheap gate before the flow walk."""
+    return any(
+        isinstance(a.value, cst.Integer)
+        and any(isinstance(t.target, cst.Name) and t.target.value == arg for t in a.targets)
+        for a in walk.nodes(method.body, cst.Assign)
+    )
 
 
 def _dict_alias(expr: cst.BaseExpression, aliases: set[str]) -> bool:

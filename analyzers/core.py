@@ -267,7 +267,7 @@ class Definition:
         return isinstance(self.node, cst.ClassDef)
 
 
-def _nested_blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
+def nested_blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
     """Yield the statement lists directly inside a compound statement (not inside nested defs)."""
     for attr in ("body", "orelse", "finalbody"):
         child = getattr(statement, attr, None)
@@ -293,7 +293,7 @@ def _walk_definitions(body: Sequence[cst.CSTNode], prefix: str, parent: Definiti
                 statement.body.body if isinstance(statement.body, cst.IndentedBlock) else (), qualname, definition
             )
         elif isinstance(statement, cst.BaseCompoundStatement):
-            for block in _nested_blocks(statement):
+            for block in nested_blocks(statement):
                 yield from _walk_definitions(block, prefix, parent)
 
 
@@ -321,7 +321,7 @@ def module_imports(module: cst.Module, module_name: str, is_package: bool) -> di
                             else:
                                 table[name.split(".")[0]] = name.split(".")[0]
             elif isinstance(statement, (cst.If, cst.Try)):
-                for block in _nested_blocks(statement):
+                for block in nested_blocks(statement):
                     visit(block)
 
     visit(module.body)

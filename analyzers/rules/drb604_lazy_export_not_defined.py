@@ -7,22 +7,8 @@ from collections.abc import Iterator, Sequence
 
 import libcst as cst
 
-from analyzers.core import Invalid, Rule, Valid, dotted_name, resolve_relative
+from analyzers.core import Invalid, Rule, Valid, dotted_name, nested_blocks, resolve_relative
 from analyzers.matchers import string_value
-
-
-def _blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
-    """The statement lists directly inside an `if`/`try`/`with` at module level (every branch)."""
-    for attr in ("body", "orelse", "finalbody"):
-        child = getattr(statement, attr, None)
-        if isinstance(child, (cst.IndentedBlock, cst.SimpleStatementSuite)):
-            yield child.body
-        elif isinstance(child, (cst.Else, cst.Finally)):
-            yield child.body.body
-        elif isinstance(child, cst.If):
-            yield [child]
-    for handler in getattr(statement, "handlers", ()) or ():
-        yield handler.body.body
 
 
 def module_statements(body: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
@@ -30,7 +16,7 @@ def module_statements(body: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
     for statement in body:
         yield statement
         if isinstance(statement, (cst.If, cst.Try, cst.With)):
-            for block in _blocks(statement):
+            for block in nested_blocks(statement):
                 yield from module_statements(block)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
@@ -66,19 +65,18 @@ class _DeviceReads(cst.CSTVisitor):
 
     def visit_If(self, node: cst.If) -> bool:
         # `if device is None: device = self.device` is the same fallback
-        if m.matches(node.test, m.Comparison(left=m.Name(), comparisons=[m.ComparisonTarget(m.Is(), m.Name("None"))])):
-            name = node.test.left.value  # type: ignore[attr-defined]
+        test = node.test
+        if (
+            isinstance(test, cst.Comparison)
+            and isinstance(test.left, cst.Name)
+            and len(test.comparisons) == 1
+            and isinstance(test.comparisons[0].operator, cst.Is)
+            and isinstance(test.comparisons[0].comparator, cst.Name)
+            and test.comparisons[0].comparator.value == "None"
+        ):
+            name = test.left.value
             body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
-            if len(body) == 1 and m.matches(
-                body[0],
-                m.SimpleStatementLine(
-                    body=[
-                        m.Assign(
-                            targets=[m.AssignTarget(m.Name(name))], value=m.Attribute(m.Name("self"), m.Name("device"))
-                        )
-                    ]
-                ),
-            ):
+            if len(body) == 1 and _assigns_self_device(body[0], name):
                 if node.orelse is not None:
                     node.orelse.visit(self)
                 return False
@@ -92,6 +90,23 @@ class _DeviceReads(cst.CSTVisitor):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
         return False  # a nested function runs elsewhere
+
+
+def _assigns_self_device(statement: cst.CSTNode, name: str) -> bool:
+    """`name = self.device`, alone on its line."""
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return False
+    assign = statement.body[0]
+    return (
+        isinstance(assign, cst.Assign)
+        and len(assign.targets) == 1
+        and isinstance(assign.targets[0].target, cst.Name)
+        and assign.targets[0].target.value == name
+        and isinstance(assign.value, cst.Attribute)
+        and isinstance(assign.value.value, cst.Name)
+        and assign.value.value.value == "self"
+        and assign.value.attr.value == "device"
+    )
 
 
 class DeviceInsteadOfExecutionDevice(Rule):

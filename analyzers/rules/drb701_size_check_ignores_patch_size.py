@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import libcst as cst
-import libcst.matchers as m
 
 from analyzers import walk
 from analyzers.core import Invalid, Project, Rule, Valid, dotted_name
@@ -88,6 +87,8 @@ def _comparisons(test: cst.BaseExpression) -> list[cst.Comparison]:
     groups = walk.index(test)
     if cst.IfExp in groups or cst.Lambda in groups:
         # `walk` takes an `a if b else c` test first, lambda parameters out of order: keep source order
+        import libcst.matchers as m  # rare path; the module costs 0.3 s to import
+
         return m.findall(test, m.Comparison())  # type: ignore[return-value]
     return walk.nodes(test, cst.Comparison)
 

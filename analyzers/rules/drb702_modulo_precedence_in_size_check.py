@@ -6,7 +6,6 @@ import re
 from typing import TypeVar
 
 import libcst as cst
-import libcst.matchers as m
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
@@ -39,6 +38,8 @@ def _in_source_order(root: cst.BaseExpression, kind: type[N]) -> list[N]:
     groups = walk.index(root)
     if cst.IfExp in groups or cst.Lambda in groups:
         # `walk` takes an `a if b else c` test first, lambda parameters out of order: keep source order
+        import libcst.matchers as m  # rare path; the module costs 0.3 s to import
+
         return m.findall(root, getattr(m, kind.__name__)())  # type: ignore[return-value]
     return walk.nodes(root, kind)
 

@@ -217,7 +217,9 @@ def test_project_view_loads_lazily_and_once():
 def test_matcher_decorators_work_on_every_instance():
     import libcst.matchers as m
 
-    class CallsEval(Rule):
+    from analyzers.decorated import DecoratedRule
+
+    class CallsEval(DecoratedRule):
         """
         ## What it does
         Reports `eval(...)`.

@@ -267,19 +267,24 @@ class Definition:
 
 
 def nested_blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
-    """Yield the statement lists directly inside a compound statement (not inside nested defs)."""
-    for attr in ("body", "orelse", "finalbody"):
-        child = getattr(statement, attr, None)
-        if isinstance(child, (cst.IndentedBlock, cst.SimpleStatementSuite)):
-            yield child.body
-        elif isinstance(child, (cst.Else, cst.Finally)):
-            yield child.body.body
-        elif isinstance(child, cst.If):  # elif chain
-            yield [child]
+    """Yield the statement lists directly inside a compound statement, in source order (not inside nested
+    defs): the body, `except` handlers, `case` blocks, then `else`/`elif` (an `elif` as a one-`If` list) and
+    `finally`."""
+    body = getattr(statement, "body", None)
+    if isinstance(body, cst.BaseSuite):
+        yield body.body
     for handler in getattr(statement, "handlers", ()) or ():
         yield handler.body.body
     for case in getattr(statement, "cases", ()) or ():
         yield case.body.body
+    orelse = getattr(statement, "orelse", None)
+    if isinstance(orelse, cst.If):
+        yield [orelse]
+    elif isinstance(orelse, cst.Else):
+        yield orelse.body.body
+    finalbody = getattr(statement, "finalbody", None)
+    if isinstance(finalbody, cst.Finally):
+        yield finalbody.body.body
 
 
 def _walk_definitions(body: Sequence[cst.CSTNode], prefix: str, parent: Definition | None) -> Iterator[Definition]:
@@ -370,12 +375,6 @@ class FileContext:
         if head in self.imports:
             base = self.imports[head]
             return f"{base}.{rest}" if rest else base
-        return None
-
-    def find_class(self, name: str) -> cst.ClassDef | None:
-        for definition in self.classes:
-            if definition.parent is None and definition.name == name:
-                return definition.node  # type: ignore[return-value]
         return None
 
     def base_names(self, cls: cst.ClassDef) -> list[str]:
@@ -605,10 +604,6 @@ class Rule(cst.CSTVisitor):
     def report(self, node: cst.CSTNode, message: str, *, symbol: str, scope: str | None = None) -> None:
         """Report a finding at `node`. `scope` defaults to the innermost class/function around it."""
         self.reports.append((node, message, symbol, scope))
-
-    @classmethod
-    def docs_url(cls) -> str:
-        return f"docs/rules/{cls.code}.md"
 
 
 def all_rules() -> list[type[Rule]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import libcst as cst
 
@@ -72,6 +72,26 @@ def names_read(node: cst.CSTNode) -> list[cst.Name]:
     for alias in groups.get(cst.ImportAlias, ()):
         excluded |= {id(n) for n in walk.nodes(alias, cst.Name)}
     return [n for n in groups.get(cst.Name, ()) if id(n) not in excluded]
+
+
+def names_read_outside(node: cst.CSTNode, skip: Callable[[cst.Call], bool]) -> list[cst.Name]:
+    """`names_read(node)`, less the names inside calls that `skip` accepts (`self.check_inputs(...)`, say)."""
+    excluded: set[int] = set()
+    for call in calls(node):
+        if id(call) not in excluded and skip(call):
+            excluded.update(id(n) for n in walk.walk(call))
+    return [n for n in names_read(node) if id(n) not in excluded]
+
+
+def target_names(target: cst.BaseExpression) -> list[str]:
+    """Names an assignment target binds: `x`, `a, b`, `(a, *b)`; not `self.x` or `d[k]`."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [name for element in target.elements for name in target_names(element.value)]
+    if isinstance(target, cst.StarredElement):
+        return target_names(target.value)
+    return []
 
 
 def self_attribute(node: cst.BaseExpression, attr: str | None = None) -> bool:

@@ -19,11 +19,10 @@ PATTERNS: dict[int, tuple[str, str]] = {
 }
 
 DRBOT_META = 0
-PATTERN_TITLES_ALL: dict[int, str] = {0: "drbot suppression comments", **{n: t for n, (t, _) in PATTERNS.items()}}
 
 
 def pattern_title(pattern: int) -> str:
     """Return the title of a pattern, `Pattern N: Title` as the meta issue heads it."""
     if pattern == DRBOT_META:
-        return PATTERN_TITLES_ALL[0]
+        return "drbot suppression comments"
     return f"Pattern {pattern}: {PATTERNS[pattern][0]}"

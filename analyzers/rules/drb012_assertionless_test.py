@@ -7,7 +7,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
-from analyzers.rules.drb011_todo_skipped_test import (
+from analyzers.testfiles import (
     body_comments,
     definitions_of_tests,
     is_skipped,

@@ -6,7 +6,15 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import call_name, calls, names_read, parameters, pipeline_methods, string_value
+from analyzers.matchers import (
+    call_name,
+    calls,
+    names_read,
+    names_read_outside,
+    parameters,
+    pipeline_methods,
+    string_value,
+)
 
 
 #: calls that acknowledge an argument on purpose: a deprecation or a warning tells the user it is ignored
@@ -24,6 +32,10 @@ def callback_tensor_inputs(cls: cst.ClassDef) -> set[str]:
                 if value:
                     names.add(value)
     return names
+
+
+def _is_check_inputs(call: cst.Call) -> bool:
+    return (call_name(call) or "").endswith("check_inputs")
 
 
 def _only_callback_locals(function: cst.FunctionDef) -> bool:
@@ -199,7 +211,7 @@ class UnusedCallArgument(Rule):
             elif name in ACKNOWLEDGING_CALLS:
                 acknowledged |= {n.value for n in names_read(call)}
         # names read anywhere outside the check_inputs calls
-        outside = {n.value for n in self._reads_outside_check_inputs(function.body)}
+        outside = {n.value for n in names_read_outside(function.body, _is_check_inputs)}
         for param in parameters(function):
             arg = param.name.value
             if arg in ("self", "cls") or arg.startswith("_") or arg in acknowledged:
@@ -208,31 +220,3 @@ class UnusedCallArgument(Rule):
                 self.report(param, self.message.format(arg=arg), symbol=arg, scope=scope)
             elif arg in validated and arg not in outside:
                 self.report(param, self.message_validated.format(arg=arg), symbol=arg, scope=scope)
-
-    @staticmethod
-    def _reads_outside_check_inputs(body: cst.CSTNode) -> list[cst.Name]:
-        """The names read outside `check_inputs` calls: the attribute of `a.b` and the keyword of `f(x=y)`
-        do not count; the callee of a call counts as `names_read` has it."""
-        groups = walk.index(body)
-        handled: set[int] = set()  # nodes of check_inputs calls and of callees, not looked at name by name
-        extra: list[cst.Name] = []
-        keywords: set[int] = set()
-        for call in groups.get(cst.Call, ()):
-            if id(call) in handled:
-                continue
-            if (call_name(call) or "").endswith("check_inputs"):
-                handled.update(id(n) for n in walk.walk(call))
-                continue
-            extra.extend(names_read(call.func))
-            handled.update(id(n) for n in walk.walk(call.func))
-            keywords.update(id(a.keyword) for a in call.args if a.keyword is not None)
-        excluded = handled | keywords
-        excluded.update(id(a.attr) for a in groups.get(cst.Attribute, ()))
-        found = [n for n in groups.get(cst.Name, ()) if id(n) not in excluded]
-        found.extend(extra)
-        for params in groups.get(cst.Parameters, ()):
-            if id(params) not in handled:
-                for star in (params.star_arg, params.star_kwarg):
-                    if isinstance(star, cst.Param):
-                        found.extend(UnusedCallArgument._reads_outside_check_inputs(star))
-        return found

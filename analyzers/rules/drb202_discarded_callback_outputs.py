@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Definition, Invalid, Rule, Valid
+from analyzers.core import Definition, Invalid, Rule, Valid, nested_blocks
 from analyzers.matchers import names_read
 
 
@@ -199,24 +199,6 @@ def _block(suite: cst.BaseSuite) -> Sequence[cst.CSTNode]:
     return suite.body if isinstance(suite, (cst.IndentedBlock, cst.SimpleStatementSuite)) else ()
 
 
-def _child_blocks(statement: cst.CSTNode) -> list[Sequence[cst.CSTNode]]:
-    """Statement lists directly inside a compound statement, nested functions included."""
-    blocks: list[Sequence[cst.CSTNode]] = []
-    for attr in ("body", "orelse", "finalbody"):
-        child = getattr(statement, attr, None)
-        if isinstance(child, (cst.IndentedBlock, cst.SimpleStatementSuite)):
-            blocks.append(child.body)
-        elif isinstance(child, (cst.Else, cst.Finally)):
-            blocks.append(_block(child.body))
-        elif isinstance(child, cst.If):
-            blocks.append([child])
-    for handler in getattr(statement, "handlers", ()) or ():
-        blocks.append(_block(handler.body))
-    for case in getattr(statement, "cases", ()) or ():
-        blocks.append(_block(case.body))
-    return blocks
-
-
 def _walk(
     body: Sequence[cst.CSTNode],
     trail: list[tuple[Sequence[cst.CSTNode], int]],
@@ -241,7 +223,7 @@ def _walk(
                 ):
                     found.append((small, small.value, small.targets[0].target.value, here))
         elif isinstance(statement, cst.BaseCompoundStatement):
-            for block in _child_blocks(statement):
+            for block in nested_blocks(statement):
                 _walk(block, here, found)
 
 

@@ -13,6 +13,7 @@ from analyzers.matchers import (
     call_name,
     denoiser_calls,
     names_read,
+    names_read_outside,
     parameters,
     pipeline_methods,
     self_attribute,
@@ -202,22 +203,8 @@ class _ValueFlow(cst.CSTVisitor):
         self.consumed = True
 
 
-def _reads_outside_check_inputs(body: cst.CSTNode) -> set[str]:
-    """Names read outside `check_inputs(...)` calls (not the attribute of `a.b`, not the keyword of `f(x=y)`)."""
-    groups = walk.index(body)
-    excluded: set[int] = set()
-    for call in groups.get(cst.Call, ()):
-        if id(call) not in excluded and (call_name(call) or "").endswith("check_inputs"):
-            excluded.update(id(n) for n in walk.walk(call))
-    excluded.update(id(a.attr) for a in groups.get(cst.Attribute, ()))
-    excluded.update(id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None)
-    found = {n.value for n in groups.get(cst.Name, ()) if id(n) not in excluded}
-    for params in groups.get(cst.Parameters, ()):
-        if id(params) not in excluded:
-            for star in (params.star_arg, params.star_kwarg):
-                if isinstance(star, cst.Param):
-                    found |= _reads_outside_check_inputs(star)
-    return found
+def _is_check_inputs(call: cst.Call) -> bool:
+    return (call_name(call) or "").endswith("check_inputs")
 
 
 def _acknowledged(body: cst.CSTNode) -> set[str]:
@@ -452,7 +439,7 @@ class ArgumentNeverReachesSink(Rule):
             wanted = [n for n in names if n in ATTENTION_KWARGS or n in VALUE_SINKS]
             if not wanted:
                 continue
-            outside = _reads_outside_check_inputs(method.body)
+            outside = {n.value for n in names_read_outside(method.body, _is_check_inputs)}
             acknowledged = None
             for param in parameters(method):
                 arg = param.name.value

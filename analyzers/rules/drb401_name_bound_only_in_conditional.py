@@ -8,25 +8,10 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import names_read
+from analyzers.matchers import names_read, target_names
 
 
 _NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
-
-
-def _target_names(target: cst.BaseExpression) -> list[str]:
-    """Names an assignment target binds: `x`, `a, b`, `(a, *b)`; not `self.x` or `d[k]`."""
-    if isinstance(target, cst.Name):
-        return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: list[str] = []
-        for element in target.elements:
-            value = element.value
-            out.extend(_target_names(value.value if isinstance(value, cst.StarredElement) else value))
-        return out
-    if isinstance(target, cst.StarredElement):
-        return _target_names(target.value)
-    return []
 
 
 def _bindings(root: cst.CSTNode) -> set[str]:
@@ -45,19 +30,19 @@ def _bindings(root: cst.CSTNode) -> set[str]:
 
     for assign in own(cst.Assign):
         for target in assign.targets:
-            names.update(_target_names(target.target))
+            names.update(target_names(target.target))
     for node in own(cst.AnnAssign) + own(cst.AugAssign):
-        names.update(_target_names(node.target))
+        names.update(target_names(node.target))
     for loop in own(cst.For):
-        names.update(_target_names(loop.target))
+        names.update(target_names(loop.target))
     for item in own(cst.WithItem):
         if item.asname is not None:
-            names.update(_target_names(item.asname.name))
+            names.update(target_names(item.asname.name))
     for handler in own(cst.ExceptHandler):
         if handler.name is not None and isinstance(handler.name.name, cst.Name):
             names.add(handler.name.name.value)
     for walrus in own(cst.NamedExpr):
-        names.update(_target_names(walrus.target))
+        names.update(target_names(walrus.target))
     for kind in (cst.Import, cst.ImportFrom):
         for statement in own(kind):
             if isinstance(statement.names, cst.ImportStar):
@@ -65,14 +50,14 @@ def _bindings(root: cst.CSTNode) -> set[str]:
                 continue
             for alias in statement.names:
                 if alias.asname is not None:
-                    names.update(_target_names(alias.asname.name))
+                    names.update(target_names(alias.asname.name))
                 else:
                     names.add((alias.evaluated_name or "").split(".")[0])
     for kind in (cst.Global, cst.Nonlocal):
         for statement in own(kind):
             names.update(n.name.value for n in statement.names)
     for delete in own(cst.Del):
-        names.update(_target_names(delete.target))
+        names.update(target_names(delete.target))
     for kind in (cst.FunctionDef, cst.ClassDef):
         for definition in own(kind):
             names.add(definition.name.value)
@@ -108,7 +93,7 @@ def _unconditional_reads(statement: cst.CSTNode) -> list[cst.Name]:
         for root in roots:
             found.extend(_plain_reads(root))
         # `with open(p) as f:` binds `f` before the body reads it, and so does each statement for the next ones
-        bound = {n for item in statement.items if item.asname is not None for n in _target_names(item.asname.name)}
+        bound = {n for item in statement.items if item.asname is not None for n in target_names(item.asname.name)}
         for inner in statement.body.body:
             found.extend(n for n in _unconditional_reads(inner) if n.value not in bound)
             bound |= _bindings(inner)
@@ -138,7 +123,7 @@ def _plain_reads(root: cst.CSTNode) -> list[cst.Name]:
     shadowed: set[str] = set()
     for kind in (cst.CompFor,):
         for comp in groups.get(kind, ()):
-            shadowed.update(_target_names(comp.target))
+            shadowed.update(target_names(comp.target))
     # assignment targets are writes, not reads
     targets: set[int] = set()
     for assign in groups.get(cst.Assign, ()):
@@ -408,7 +393,7 @@ class NameBoundOnlyInConditional(Rule):
                 for name in _small_bindings(node):
                     counts[name] = counts.get(name, 0) + 1
             elif isinstance(node, cst.ExceptHandler) and node.name is not None:
-                for name in _target_names(node.name.name):
+                for name in target_names(node.name.name):
                     counts[name] = counts.get(name, 0) + 1
             elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not self._function:
                 counts[node.name.value] = counts.get(node.name.value, 0) + 1
@@ -418,15 +403,15 @@ class NameBoundOnlyInConditional(Rule):
 
 def _bindings_of(node: cst.CSTNode) -> list[str]:
     if isinstance(node, cst.Assign):
-        return [n for t in node.targets for n in _target_names(t.target)]
+        return [n for t in node.targets for n in target_names(t.target)]
     if isinstance(node, (cst.AnnAssign, cst.AugAssign)):
-        return _target_names(node.target)
+        return target_names(node.target)
     if isinstance(node, cst.For):
-        return _target_names(node.target)
+        return target_names(node.target)
     if isinstance(node, cst.WithItem):
-        return _target_names(node.asname.name) if node.asname is not None else []
+        return target_names(node.asname.name) if node.asname is not None else []
     if isinstance(node, cst.NamedExpr):
-        return _target_names(node.target)
+        return target_names(node.target)
     return []
 
 
@@ -434,14 +419,14 @@ def _small_bindings(node: cst.CSTNode) -> list[str]:
     if isinstance(node, (cst.Global, cst.Nonlocal)):
         return [n.name.value for n in node.names]
     if isinstance(node, cst.Del):
-        return _target_names(node.target)
+        return target_names(node.target)
     if isinstance(node, (cst.Import, cst.ImportFrom)):
         if isinstance(node.names, cst.ImportStar):
             return ["*"]
         out = []
         for alias in node.names:
             if alias.asname is not None:
-                out.extend(_target_names(alias.asname.name))
+                out.extend(target_names(alias.asname.name))
             else:
                 out.append((alias.evaluated_name or "").split(".")[0])
         return out

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 import libcst as cst
 
 from analyzers.core import Invalid, Rule, Valid, dotted_name, nested_blocks, resolve_relative
-from analyzers.matchers import string_value
+from analyzers.matchers import string_value, target_names
 
 
 def module_statements(body: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
@@ -116,20 +116,10 @@ def defined_names(module: cst.Module) -> set[str] | None:
                 elif isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
                     targets = [t.target for t in small.targets] if isinstance(small, cst.Assign) else [small.target]
                     for target in targets:
-                        for node in _target_names(target):
+                        for node in target_names(target):
                             names.add(node)
     names.update(name for _, name, _ in lazy_exports(module))
     return names
-
-
-def _target_names(target: cst.BaseExpression) -> Iterator[str]:
-    if isinstance(target, cst.Name):
-        yield target.value
-    elif isinstance(target, (cst.Tuple, cst.List)):
-        for element in target.elements:
-            yield from _target_names(element.value)
-    elif isinstance(target, cst.StarredElement):
-        yield from _target_names(target.value)
 
 
 def _plainly_defined(project, dotted: str, name: str) -> bool:

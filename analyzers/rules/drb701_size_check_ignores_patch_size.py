@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Project, Rule, Valid, dotted_name
+from analyzers.core import Invalid, Project, Rule, Valid, dotted_name, nested_blocks
 from analyzers.matchers import call_name, parameters, pipeline_methods, self_attribute
 
 
@@ -164,25 +164,6 @@ def _annotation_classes(node: cst.BaseExpression) -> list[str] | None:
     return None  # a string annotation or something else we cannot follow
 
 
-def _blocks(statement: cst.CSTNode) -> Iterator[Sequence[cst.CSTNode]]:
-    """The statement lists directly inside a compound statement, in source order (`elif` as a one-`If` list)."""
-    body = getattr(statement, "body", None)
-    if isinstance(body, cst.BaseSuite):
-        yield body.body
-    for handler in getattr(statement, "handlers", ()) or ():
-        yield handler.body.body
-    for case in getattr(statement, "cases", ()) or ():
-        yield case.body.body
-    orelse = getattr(statement, "orelse", None)
-    if isinstance(orelse, cst.If):
-        yield [orelse]
-    elif isinstance(orelse, cst.Else):
-        yield orelse.body.body
-    finalbody = getattr(statement, "finalbody", None)
-    if isinstance(finalbody, cst.Finally):
-        yield finalbody.body.body
-
-
 def _statements(block: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
     """Every statement under `block`, nested defs and classes included, parents first, in source order.
 
@@ -192,7 +173,7 @@ def _statements(block: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
     for statement in block:
         yield statement
         if isinstance(statement, cst.BaseCompoundStatement):
-            for inner in _blocks(statement):
+            for inner in nested_blocks(statement):
                 yield from _statements(inner)
 
 
@@ -221,10 +202,10 @@ def _snaps_outside_switches(block: Sequence[cst.CSTNode], arguments: set[str]) -
                 inner = [] if statement.orelse is None else [statement.orelse]
                 if inner and _snaps_outside_switches(inner, arguments):
                     return True
-            elif any(_snaps_outside_switches(inner, arguments) for inner in _blocks(statement)):
+            elif any(_snaps_outside_switches(inner, arguments) for inner in nested_blocks(statement)):
                 return True
         elif isinstance(statement, (cst.BaseCompoundStatement, cst.Else)):
-            if any(_snaps_outside_switches(inner, arguments) for inner in _blocks(statement)):
+            if any(_snaps_outside_switches(inner, arguments) for inner in nested_blocks(statement)):
                 return True
     return False
 

@@ -6,7 +6,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
-from analyzers.rules.drb901_model_attention_mixin_missing import inherited_assignment, model_classes
+from analyzers.models import inherited_assignment, model_classes
 
 
 _MODEL_MIXIN = """

@@ -95,6 +95,8 @@ class AnalysisError(Exception):
 
 
 Reader = Callable[[str], "str | None"]
+#: lists the files under a directory, recursively, as paths relative to the same root as the reader's
+Lister = Callable[[str], "Iterable[str]"]
 
 
 class Project:
@@ -107,8 +109,11 @@ class Project:
     #: parsed modules kept at once; a scan touches each file once, rules ask for a few neighbours
     CACHE_SIZE = 64
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, reader: Reader, lister: Lister | None = None) -> None:
         self._reader = reader
+        self._lister = lister
+        self._listings: dict[str, tuple[str, ...]] = {}
+        self._memos: dict[str, object] = {}
         self._sources: OrderedDict[str, str | None] = OrderedDict()
         self._modules: OrderedDict[str, cst.Module | None] = OrderedDict()
         self._imports: OrderedDict[str, dict[str, str]] = OrderedDict()
@@ -125,7 +130,7 @@ class Project:
 
     @classmethod
     def from_mapping(cls, files: Mapping[str, str]) -> Project:
-        return cls(lambda path: files.get(path))
+        return cls(lambda path: files.get(path), lambda directory: [p for p in files if p.startswith(directory + "/")])
 
     @classmethod
     def from_directory(cls, *roots: str) -> Project:
@@ -147,7 +152,33 @@ class Project:
                     return None
             return None
 
-        return cls(read)
+        def listing(directory: str) -> list[str]:
+            found: set[str] = set()
+            for root in roots:
+                start = os.path.join(root, *directory.split("/"))
+                for dirpath, dirnames, filenames in os.walk(start):
+                    dirnames[:] = [d for d in dirnames if not d.startswith((".", "__pycache__"))]
+                    relative = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                    found.update(f"{relative}/{name}" for name in filenames)
+            return sorted(found)
+
+        return cls(read, listing)
+
+    def files(self, directory: str) -> tuple[str, ...]:
+        """Every file under `directory` (recursively, sorted); empty when there is none or the view cannot list.
+
+        Rules that ask must treat "empty" as "cannot tell", not as "absent": a wheel has no `tests/`.
+        """
+        directory = directory.strip("/")
+        if directory not in self._listings:
+            self._listings[directory] = tuple(sorted(self._lister(directory))) if self._lister else ()
+        return self._listings[directory]
+
+    def memo(self, key: str, make: Callable[[], object]):
+        """A value derived from the whole tree (an index of the tests, say), built once per view."""
+        if key not in self._memos:
+            self._memos[key] = make()
+        return self._memos[key]
 
     def source(self, path: str) -> str | None:
         return self._cached(self._sources, path, lambda: self._reader(path))
@@ -418,6 +449,22 @@ class FileContext:
                     seen.add((found[0], found[1].name.value))
                     frontier.append(found)
         return False
+
+    def ancestors(self, cls: cst.ClassDef, max_steps: int = 64) -> Iterator[tuple[str, cst.ClassDef]]:
+        """The base classes of `cls` that the project view can find, nearest first: (module, class) pairs."""
+        frontier: list[tuple[str, cst.ClassDef]] = [(self.module_name, cls)]
+        seen: set[tuple[str, str]] = set()
+        for _ in range(max_steps):
+            if not frontier:
+                return
+            module_name, node = frontier.pop(0)
+            for arg in node.bases:
+                name = dotted_name(arg.value)
+                found = self.project.locate_class(module_name, name) if name else None
+                if found is not None and (found[0], found[1].name.value) not in seen:
+                    seen.add((found[0], found[1].name.value))
+                    frontier.append(found)
+                    yield found
 
     def position(self, node: cst.CSTNode, scope: str | None = None) -> tuple[int, int]:
         """Return (first line, last line) of `node`.

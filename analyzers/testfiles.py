@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from dataclasses import dataclass
 
 import libcst as cst
 
-from analyzers.core import FileContext, dotted_name
+from analyzers import walk
+from analyzers.core import FileContext, Project, dotted_name
 from analyzers.matchers import string_value
 
 
@@ -85,3 +88,120 @@ def body_comments(context: FileContext, function: cst.FunctionDef) -> str:
 def leading_comments(function: cst.FunctionDef) -> str:
     """The comments on the lines right above `def` (and its decorators)."""
     return "\n".join(line.comment.value for line in function.leading_lines if line.comment is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tests of a whole tree, for rules that ask "is this class tested at all?"
+
+#: decorators that mark a slow / integration test (diffusers' testing_utils)
+SLOW_DECORATORS = re.compile(r"(^|\.)(slow|nightly|require_big_accelerator|require_big_gpu_with_torch_cuda)$")
+SLOW_CLASS_NAME = re.compile(r"(Slow|Integration|Nightly)(Tests?)?$")
+
+
+@dataclass(frozen=True)
+class CoverageIndex:
+    """Which test files name which identifiers, and which test files hold a slow or integration test."""
+
+    referenced_in: dict[str, frozenset[str]]
+    slow_files: frozenset[str]
+
+    def files_naming(self, name: str, under: str = "tests/") -> frozenset[str]:
+        return frozenset(p for p in self.referenced_in.get(name, ()) if p.startswith(under))
+
+
+def _decorator_text(decorator: ast.expr) -> str:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    try:
+        return ast.unparse(target)
+    except Exception:  # noqa: BLE001 - an odd decorator just is not a slow marker
+        return ""
+
+
+def _is_slow(node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    if any(SLOW_DECORATORS.search(_decorator_text(d)) for d in node.decorator_list):
+        return True
+    return isinstance(node, ast.ClassDef) and bool(SLOW_CLASS_NAME.search(node.name))
+
+
+def _index_file(path: str, source: str, referenced: dict[str, set[str]], slow: set[str]) -> None:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return
+    for top in tree.body:
+        if not isinstance(top, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if _is_slow(top) or (
+            isinstance(top, ast.ClassDef)
+            and any(isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_slow(m) for m in top.body)
+        ):
+            slow.add(path)
+        for node in ast.walk(top):
+            if isinstance(node, ast.Name):
+                referenced.setdefault(node.id, set()).add(path)
+            elif isinstance(node, ast.Attribute):
+                referenced.setdefault(node.attr, set()).add(path)
+
+
+def coverage_index(project: Project) -> CoverageIndex | None:
+    """The index of every `tests/**.py` file in the view, built once per view; None when it has no tests
+    (a wheel, a single file): then nobody can tell whether something is tested, and rules stay silent."""
+
+    def build() -> CoverageIndex | None:
+        paths = [p for p in project.files("tests") if p.endswith(".py")]
+        if not paths:
+            return None
+        referenced: dict[str, set[str]] = {}
+        slow: set[str] = set()
+        for path in paths:
+            source = project.source(path)
+            if source is not None:
+                _index_file(path, source, referenced, slow)
+        return CoverageIndex({k: frozenset(v) for k, v in referenced.items()}, frozenset(slow))
+
+    return project.memo("testfiles.coverage_index", build)  # type: ignore[return-value]
+
+
+def inherited_tests(context: FileContext, cls: cst.ClassDef) -> dict[str, str]:
+    """`test_*` methods that `cls` inherits from its bases in the project view: {method: defining class}."""
+    found: dict[str, str] = {}
+    for _module, base in context.ancestors(cls):
+        for statement in base.body.body:
+            if isinstance(statement, cst.FunctionDef) and statement.name.value.startswith("test"):
+                found.setdefault(statement.name.value, base.name.value)
+    return found
+
+
+PIPELINE_BASES = frozenset({"DiffusionPipeline"})
+MODEL_BASES = frozenset({"ModelMixin"})
+
+
+def exported_names(project: Project) -> frozenset[str]:
+    """Names `diffusers/__init__.py` exports: its lazy import structure lists them as strings."""
+
+    def build() -> frozenset[str]:
+        source = project.source("diffusers/__init__.py")
+        if source is None:
+            return frozenset()
+        try:
+            module = cst.parse_module(source)
+        except cst.ParserSyntaxError:
+            return frozenset()
+        return frozenset(
+            node.value[1:-1] for node in walk.nodes(module, cst.SimpleString) if node.value[1:-1].isidentifier()
+        )
+
+    return project.memo("testfiles.exported_names", build)
+
+
+def is_deprecated_alias(cls: cst.ClassDef) -> bool:
+    """A renamed class kept for compatibility: it only warns in `__init__` and runs its parent's code."""
+    methods = [s for s in cls.body.body if isinstance(s, cst.FunctionDef)]
+    names = {m.name.value for m in methods}
+    if names - {"__init__"}:
+        return False
+    return any(
+        isinstance(call.func, cst.Name) and call.func.value == "deprecate"
+        for method in methods
+        for call in walk.nodes(method, cst.Call)
+    )

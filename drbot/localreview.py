@@ -52,6 +52,16 @@ class GitTree:
         except UnicodeDecodeError:
             return None
 
+    def files(self, directory: str) -> list[str]:
+        """Every file path under `directory` at this revision (recursively)."""
+        result = subprocess.run(
+            ["git", "-C", str(self.repo), "ls-tree", "-r", "--name-only", "-z", self.rev, "--", directory + "/"],
+            capture_output=True,
+        )
+        if result.returncode != 0:
+            return []
+        return [p for p in result.stdout.decode("utf-8", "replace").split("\0") if p]
+
     def close(self) -> None:
         if self._proc is not None:
             self._proc.communicate()
@@ -83,7 +93,13 @@ def project_for(tree: GitTree, prefixes: Sequence[str] = SOURCE_PREFIXES) -> Pro
                 return text
         return None
 
-    return Project(read)
+    def listing(directory: str) -> list[str]:
+        found: set[str] = set()
+        for prefix in (*prefixes, ""):
+            found.update(path[len(prefix) :] for path in tree.files(prefix + directory))
+        return sorted(found)
+
+    return Project(read, listing)
 
 
 @dataclass(frozen=True)

@@ -163,3 +163,51 @@ def test_an_edited_copy_is_told_apart(repo):
     (copy,) = _copy_findings(data)
     assert copy[0] == "diffusers/" + UNCLIP and "this copy was edited" in copy[2]
     assert "this copy was edited" in review_markdown(data)
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+NEW_PIPELINE = (
+    "from ..pipeline_utils import DiffusionPipeline\n\n\n"
+    "class OmniPipeline(DiffusionPipeline):\n"
+    "    def __call__(self, prompt):\n"
+    "        return prompt\n"
+)
+
+
+def test_a_new_public_pipeline_without_tests_is_reported_and_its_tests_silence_it(tmp_path):
+    """The test coverage rules see the head revision's `tests/` through `git ls-tree`."""
+    _write(
+        tmp_path,
+        {
+            "src/diffusers/__init__.py": '_import_structure = {"pipelines": ["FooPipeline"]}\n',
+            "src/diffusers/pipelines/pipeline_utils.py": "class DiffusionPipeline:\n    pass\n",
+            "src/diffusers/pipelines/foo/pipeline_foo.py": NEW_PIPELINE.replace("Omni", "Foo"),
+            "tests/pipelines/foo/test_foo.py": "class FooFastTests:\n    pipeline_class = FooPipeline\n",
+        },
+    )
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "base")
+    _write(
+        tmp_path,
+        {
+            "src/diffusers/__init__.py": '_import_structure = {"pipelines": ["FooPipeline", "OmniPipeline"]}\n',
+            "src/diffusers/pipelines/omni/pipeline_omni.py": NEW_PIPELINE,
+        },
+    )
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "add a pipeline, no tests")
+    data = review(tmp_path, "HEAD~1", "HEAD")
+    assert [(f.code, f.symbol) for f in data.new if f.pattern == 10] == [("DRB014", "OmniPipeline")]
+
+    _write(tmp_path, {"tests/pipelines/omni/test_omni.py": "class OmniFastTests:\n    pipeline_class = OmniPipeline\n"})
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "and its fast tests")
+    data = review(tmp_path, "HEAD~2", "HEAD")
+    assert [(f.code, f.symbol) for f in data.new if f.pattern == 10] == [("DRB015", "OmniPipeline")]

@@ -282,3 +282,27 @@ def test_a_rule_can_ask_for_libcst_metadata():
 
     findings = analyze(PATH, "prompt = 0\n\ndef f():\n    prompt = 1\n", rules=[ShadowedPrompt])
     assert [(f.line, f.scope) for f in findings] == [(4, "f")]
+
+
+def test_project_lists_files_from_directories_and_mappings(tmp_path):
+    (tmp_path / "src" / "diffusers" / "pipelines").mkdir(parents=True)
+    (tmp_path / "src" / "diffusers" / "pipelines" / "a.py").write_text("")
+    (tmp_path / "tests" / "pipelines" / "foo").mkdir(parents=True)
+    (tmp_path / "tests" / "pipelines" / "foo" / "test_foo.py").write_text("")
+    (tmp_path / "tests" / "pipelines" / "__pycache__").mkdir()
+    (tmp_path / "tests" / "pipelines" / "__pycache__" / "x.pyc").write_text("")
+    project = Project.from_directory(str(tmp_path / "src"), str(tmp_path))
+    assert project.files("tests") == ("tests/pipelines/foo/test_foo.py",)
+    assert project.files("diffusers/pipelines/") == ("diffusers/pipelines/a.py",)
+    assert project.files("nothing/here") == ()
+    mapping = Project.from_mapping({"tests/a/b.py": "", "tests2/c.py": "", "diffusers/x.py": ""})
+    assert mapping.files("tests") == ("tests/a/b.py",)
+    assert Project(lambda path: None).files("tests") == ()
+
+
+def test_project_memo_builds_once():
+    project = Project.from_mapping({})
+    calls = []
+    for _ in range(3):
+        assert project.memo("k", lambda: calls.append(1) or 42) == 42
+    assert calls == [1]

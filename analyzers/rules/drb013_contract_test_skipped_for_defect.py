@@ -1,0 +1,310 @@
+"""DRB013: an inherited contract test (from `PipelineTesterMixin` and friends) skipped for a defect the reason admits."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from analyzers.core import Invalid, Rule, Valid
+from analyzers.testfiles import (
+    SKIP_DECORATORS,
+    body_comments,
+    decorator_name,
+    definitions_of_tests,
+    inherited_tests,
+    leading_comments,
+    placeholder_reason,
+    skip_reason,
+)
+
+
+#: words with which a skip admits that the path is broken or unfinished (not that it does not apply)
+ADMITS_DEFECT = re.compile(
+    r"\b(TODO|FIXME|XXX|fix(ed)? (it )?later|needs? to (be )?fix(ed)?|not (yet )?implemented|is raised|raises?|"
+    r"fails?|failing|broken|bugs?|flaky|does ?n[o']t work|not working|revisit|investigate|debug)\b",
+    re.I,
+)
+#: a body comment admits a defect only with a to-do: explanations there often describe the test helper
+ADMITS_IN_COMMENT = re.compile(r"\b(TODO|FIXME|XXX|fix(ed)? (it )?later|needs? to (be )?fix(ed)?)\b")
+#: reasons that blame the tiny fast-test components, or a kernel torch lacks, not the code under test
+TEST_HARNESS = re.compile(r"\b(vocab|dummy|tiny|small (model|config)|fast tests?)\b|not implemented for '", re.I)
+#: a reason that names a tracking issue or pull request is tracked, and that is all this rule asks for
+TRACKED = re.compile(r"(#\d{3,}|github\.com/[^ ]+/(issues|pull)/\d+)")
+
+
+class ContractTestSkippedForDefect(Rule):
+    """
+    ## What it does
+    Checks test classes for an unconditional skip (`@unittest.skip`, `@pytest.mark.skip`) of a test they
+    inherit from a shared tester mixin (`PipelineTesterMixin.test_sequential_cpu_offload_forward_pass`,
+    `test_inference_batch_single_identical`, `test_save_load_local`, …) when the skip reason or the comments
+    in the overriding body admit a defect: "TODO … need to fix later", "not yet implemented", "Key error is
+    raised with accelerate", "failing", "broken".
+
+    ## Why is this bad?
+    The shared tester mixins are diffusers' contract for every pipeline: batching, offload, saving and
+    loading, precision. Skipping one because the pipeline fails it hides a known bug in exactly the path
+    users run, and nothing tracks it. Meta issue #13656 (pattern 10) names these: "passing TODO stubs in
+    hunyuandit, skipped offload/batch paths in shap_e, and non-meaningful decode coverage in allegro".
+
+    ## Example
+    ```python
+    class ShapEPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+        @unittest.skip("Key error is raised with accelerate")
+        def test_sequential_cpu_offload_forward_pass(self):
+            pass
+    ```
+
+    Use instead: fix the offload path and delete the override, or keep the skip and name the tracking issue:
+    ```python
+    class ShapEPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+        @unittest.skip("Sequential offload raises KeyError in accelerate hooks, see #12345")
+        def test_sequential_cpu_offload_forward_pass(self):
+            pass
+    ```
+
+    ## Known problems
+    Only tests found in a base class through the project view count, so the rule needs the repository's
+    `tests/` (a checkout, or a PR review). A skip that says the feature does not apply ("Not supported",
+    "has to run in mixed precision") is not reported, and neither is one that blames the tiny fast-test
+    components ("A very small vocab size is used for fast tests") or a kernel torch lacks ("not implemented for
+    'Float8_e4m3fn'"). Comments in the body count only with a to-do ("TODO … need to fix later"): explanations
+    there often describe the shared test's helper, not the code under test. A reason that is a bare TODO is
+    DRB011's.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 10
+    - tests/pipelines/shap_e/test_shap_e.py, tests/pipelines/hunyuandit/test_hunyuan_dit.py,
+      tests/pipelines/allegro/test_allegro.py
+    """
+
+    code = "DRB013"
+    pattern = 10
+    message = (
+        "`{test}` skips the shared `{base}.{test}` contract with a reason that admits a defect ({why}); fix the "
+        "code under test and drop the skip, or name the tracking issue in the reason."
+    )
+    REQUIRES_ANY = ("skip",)
+    PATHS = ("/tests/",)
+
+    _MIXIN = """
+        class PipelineTesterMixin:
+            def test_sequential_cpu_offload_forward_pass(self):
+                run_offloaded(self)
+
+            def test_save_load_local(self):
+                save_and_load(self)
+
+            def test_inference_batch_single_identical(self):
+                compare_batches(self)
+        """
+    FILES = {"tests/pipelines/test_pipelines_common.py": _MIXIN}
+
+    VALID = [
+        # the skip says the feature does not apply
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class StableCascadeCombinedPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @unittest.skip("Not supported.")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    pass
+            """,
+            path="tests/pipelines/stable_cascade/test_stable_cascade_combined.py",
+            files=FILES,
+        ),
+        # blames the tiny fast-test tokenizer, not the pipeline
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class SanaPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @unittest.skip(
+                    "A very small vocab size is used for fast tests. So, any kind of prompt other than the empty "
+                    "default used in other tests will lead to a embedding lookup error."
+                )
+                def test_inference_batch_single_identical(self):
+                    pass
+            """,
+            path="tests/pipelines/sana/test_sana.py",
+            files=FILES,
+        ),
+        # a test of its own, not an inherited contract
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class SanaVideoPipelineIntegrationTests(unittest.TestCase):
+                @unittest.skip("TODO: test needs to be implemented")
+                def test_sana_video_480p(self):
+                    pass
+            """,
+            path="tests/pipelines/sana_video/test_sana_video.py",
+            files=FILES,
+        ),
+        # tracked: the reason names the issue
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class ShapEPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @unittest.skip("KeyError is raised with accelerate, see #10234")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    pass
+            """,
+            path="tests/pipelines/shap_e/test_shap_e.py",
+            files=FILES,
+        ),
+        # conditional skips are environment checks
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class FooPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @unittest.skipIf(torch_device == "mps", "fails on mps")
+                def test_save_load_local(self):
+                    super().test_save_load_local()
+            """,
+            path="tests/pipelines/foo/test_foo.py",
+            files=FILES,
+        ),
+        # the body explains that the shared test's helper cannot compare this output: a harness gap
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class TestCosmosControlNetModel(PipelineTesterMixin):
+                # the helpers call .flatten() on the output (a list of tensors), so they raise AttributeError
+                @pytest.mark.skip("Output is a list of tensors; comparison helper calls .flatten() on it.")
+                def test_save_load_local(self):
+                    super().test_save_load_local()
+            """,
+            path="tests/models/controlnets/test_models_controlnet_cosmos.py",
+            files=FILES,
+        ),
+        # a kernel torch lacks for a dtype
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class TestAutoencoderKLWanMemory(PipelineTesterMixin):
+                @pytest.mark.skip("RuntimeError: fill_out not implemented for 'Float8_e4m3fn'")
+                def test_save_load_local(self):
+                    pass
+            """,
+            path="tests/models/autoencoders/test_models_autoencoder_wan.py",
+            files=FILES,
+        ),
+        # a bare TODO reason is DRB011's finding, not this one's
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class Kandinsky5I2VPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @unittest.skip("TODO: revisit")
+                def test_inference_batch_single_identical(self):
+                    pass
+            """,
+            path="tests/pipelines/kandinsky5/test_kandinsky5_i2v.py",
+            files=FILES,
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class ShapEPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @unittest.skip("Key error is raised with accelerate")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    pass
+            """,
+            path="tests/pipelines/shap_e/test_shap_e.py",
+            files=FILES,
+            message=(
+                "`test_sequential_cpu_offload_forward_pass` skips the shared "
+                "`PipelineTesterMixin.test_sequential_cpu_offload_forward_pass` contract with a reason that admits "
+                'a defect ("Key error is raised with accelerate"); fix the code under test and drop the skip, or name the '
+                "tracking issue in the reason."
+            ),
+        ),
+        # the reason says "does not support", the body admits it is a bug to fix
+        Invalid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class HunyuanDiTPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @unittest.skip("The HunyuanDiT Attention pooling layer does not support sequential CPU offloading.")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    # TODO(YiYi) need to fix later
+                    pass
+            """,
+            path="tests/pipelines/hunyuandit/test_hunyuan_dit.py",
+            files=FILES,
+        ),
+        # inherited through an intermediate base, with pytest's marker
+        Invalid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+
+            class AllegroTesterBase(PipelineTesterMixin):
+                pass
+
+            class AllegroPipelineFastTests(AllegroTesterBase):
+                @pytest.mark.skip(reason="Decoding without tiling is not yet implemented")
+                def test_save_load_local(self):
+                    pass
+            """,
+            path="tests/pipelines/allegro/test_allegro.py",
+            files=FILES,
+        ),
+    ]
+
+    def check(self) -> None:
+        inherited_by_class: dict[str, dict[str, str]] = {}
+        for definition in definitions_of_tests(self.context):
+            parent = definition.parent
+            if parent is None or not parent.is_class:
+                continue
+            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            for decorator in function.decorators:
+                if decorator_name(decorator) not in SKIP_DECORATORS or not isinstance(decorator.decorator, cst.Call):
+                    continue
+                reason = skip_reason(decorator.decorator) or ""
+                if placeholder_reason(reason) or TRACKED.search(reason) or TEST_HARNESS.search(reason):
+                    continue
+                comments = body_comments(self.context, function) + "\n" + leading_comments(function)
+                admission = ADMITS_DEFECT.search(reason) or ADMITS_IN_COMMENT.search(comments)
+                if admission is None:
+                    continue
+                if parent.qualname not in inherited_by_class:
+                    inherited_by_class[parent.qualname] = inherited_tests(self.context, parent.node)  # type: ignore[arg-type]
+                base = inherited_by_class[parent.qualname].get(definition.name)
+                if base is None:
+                    continue
+                why = (
+                    f'"{_clip(reason)}"'
+                    if ADMITS_DEFECT.search(reason)
+                    else f'"{_clip(reason)}", body: {_first_admitting(comments)}'
+                )
+                self.report(
+                    decorator,
+                    self.message.format(test=definition.name, base=base, why=why),
+                    symbol=definition.name,
+                    scope=definition.qualname,
+                )
+                break
+
+
+def _clip(text: str, limit: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _first_admitting(comments: str) -> str:
+    for line in comments.splitlines():
+        if ADMITS_IN_COMMENT.search(line):
+            return f'"{_clip(line.strip().lstrip("#").strip(), 60)}"'
+    return '""'

@@ -1,0 +1,1 @@
+"""drbot's GitHub App: webhook intake, the event worker and what it publishes on pull requests."""

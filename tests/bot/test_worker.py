@@ -1,0 +1,151 @@
+"""The event queue and worker against real Redis: ack after handling, claims, dead letters, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.store import EVENTS_GROUP, EventQueue, Keys, connect
+from bot.worker import EventWorker
+
+
+@pytest.fixture
+async def redis_client():
+    client = aioredis.from_url("redis://127.0.0.1:6379/0")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def queue(redis_client):
+    keys = Keys(f"drbot-test-{uuid.uuid4().hex[:8]}:")
+    q = EventQueue(redis_client, keys, visibility_timeout_s=0.05, max_attempts=3)
+    yield q
+    async for key in redis_client.scan_iter(match=f"{keys.prefix}*"):
+        await redis_client.delete(key)
+
+
+async def test_messages_are_acked_only_after_the_handler_returns(queue, redis_client):
+    for n in range(3):
+        assert await queue.accept(f"d{n}", "pull_request", b'{"n": %d}' % n, 60)
+    seen = []
+
+    async def handler(message):
+        pending = await redis_client.xpending(queue.keys.events, EVENTS_GROUP)
+        seen.append((message.payload()["n"], pending["pending"]))
+
+    assert await EventWorker(queue, handler).run_burst() == 3
+    # while each handler ran its message was pending (not acked); afterwards nothing is left
+    assert seen == [(0, 1), (1, 1), (2, 1)]
+    assert await redis_client.xlen(queue.keys.events) == 0
+    assert (await redis_client.xpending(queue.keys.events, EVENTS_GROUP))["pending"] == 0
+
+
+async def test_a_failing_message_is_retried_then_buried_with_its_error(queue, redis_client):
+    await queue.accept("d-bad", "pull_request", b'{"bad": true}', 60)
+    calls = []
+
+    async def handler(message):
+        calls.append(message.attempts)
+        raise RuntimeError("GitHub exploded")
+
+    worker = EventWorker(queue, handler)
+    for _ in range(5):
+        await worker.run_burst()
+        await asyncio.sleep(0.06)  # past the visibility timeout, so the pending message is claimed again
+    assert calls == [1, 2, 3]
+    dead = await redis_client.xrange(queue.keys.dead)
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"delivery"] == b"d-bad" and b"GitHub exploded" in fields[b"error"] and fields[b"attempts"] == b"3"
+    assert await redis_client.xlen(queue.keys.events) == 0
+
+
+async def test_a_message_of_a_dead_consumer_is_claimed_by_another(queue, redis_client):
+    await queue.ensure_group()
+    await queue.accept("d-orphan", "pull_request", b"{}", 60)
+    taken = await queue.read("consumer-that-dies")
+    assert [m.delivery for m in taken] == ["d-orphan"]
+    handled = []
+
+    async def handler(message):
+        handled.append((message.delivery, message.attempts))
+
+    await asyncio.sleep(0.06)
+    assert await EventWorker(queue, handler, name="survivor").run_burst() == 1
+    assert handled == [("d-orphan", 2)]
+    assert (await redis_client.xpending(queue.keys.events, EVENTS_GROUP))["pending"] == 0
+
+
+async def test_concurrent_consumers_share_the_stream_and_stop_cleanly(queue, redis_client):
+    for n in range(20):
+        await queue.accept(f"d{n}", "issue_comment", b'{"n": %d}' % n, 60)
+    handled = []
+    stop = asyncio.Event()
+
+    async def handler(message):
+        await asyncio.sleep(0.01)
+        handled.append(message.payload()["n"])
+        if len(handled) == 20:
+            stop.set()
+
+    worker = EventWorker(queue, handler, consumers=4)
+    await asyncio.wait_for(worker.run(stop), timeout=10)
+    assert sorted(handled) == list(range(20))
+    consumers = await redis_client.xinfo_consumers(queue.keys.events, EVENTS_GROUP)
+    assert len(consumers) >= 2  # the work was spread, not done by one consumer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server binary not installed")
+async def test_an_accepted_delivery_survives_a_redis_restart_with_aof(tmp_path):
+    port = _free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+    command += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+
+    def start():
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return proc
+            except OSError:
+                time.sleep(0.05)
+        proc.kill()
+        raise RuntimeError("redis-server did not start")
+
+    proc = start()
+    client = connect(f"redis://127.0.0.1:{port}/0")
+    try:
+        keys = Keys("drbot:")
+        queue = EventQueue(client, keys, visibility_timeout_s=0.05)
+        await queue.ensure_group()
+        assert await queue.accept("d-durable", "pull_request", b'{"x": 1}', 60)
+        proc.kill()  # no clean shutdown: the append-only file is all that is left
+        proc.wait()
+        proc = start()
+        handled = []
+
+        async def handler(message):
+            handled.append(message.delivery)
+
+        assert await EventWorker(queue, handler).run_burst() == 1
+        assert handled == ["d-durable"]
+        assert await queue.accept("d-durable", "pull_request", b"{}", 60) is None  # still deduplicated
+    finally:
+        await client.aclose()
+        proc.kill()
+        proc.wait()

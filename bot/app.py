@@ -39,7 +39,7 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-async def webhook(request: web.Request) -> web.Response:
+async def receive_webhook(request: web.Request) -> web.Response:
     settings, queue, metrics = request.app[SETTINGS], request.app[QUEUE], request.app[METRICS]
     event = request.headers.get("X-GitHub-Event", "")
     try:
@@ -101,9 +101,10 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 
 def make_app(
-    settings: Settings, redis: aioredis.Redis | None = None, metrics: Metrics | None = None
+    settings: Settings, redis: aioredis.Redis | None = None, metrics: Metrics | None = None, *, webhook: bool = True
 ) -> web.Application:
-    """The web app; it owns a Redis client it creates, and closes it on shutdown."""
+    """The web app; it owns a Redis client it creates, and closes it on shutdown. `webhook=False` serves only
+    /healthz and /metrics (a worker-only process)."""
     # one byte over the limit makes aiohttp raise 413 while reading, before the body is buffered whole
     app = web.Application(client_max_size=settings.max_body_bytes)
     owns_redis = redis is None
@@ -112,7 +113,8 @@ def make_app(
     app[REDIS] = redis
     app[QUEUE] = EventQueue(redis, Keys(settings.key_prefix), visibility_timeout_s=settings.visibility_timeout_s)
     app[METRICS] = metrics or Metrics()
-    app.router.add_post("/webhook", webhook)
+    if webhook:
+        app.router.add_post("/webhook", receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
 

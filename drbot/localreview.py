@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,13 +228,23 @@ def copies_of(repo: Path, sha: str, names: set[str]) -> list[str]:
 
 
 def review(
-    repo: Path, base: str, head: str = "HEAD", rules: Sequence[type[Rule]] | None = None, jobs: int | None = None
+    repo: Path,
+    base: str,
+    head: str = "HEAD",
+    rules: Sequence[type[Rule]] | None = None,
+    jobs: int | None = None,
+    include: Callable[[str], bool] | None = None,
 ) -> ReviewData:
-    """Analyse base and head of every changed Python file and compare the findings by fingerprint."""
+    """Analyse base and head of every changed Python file and compare the findings by fingerprint.
+
+    `include(repo_path)` narrows the changed files reviewed (the App's configured paths and file cap).
+    """
     repo = Path(_git(repo, "rev-parse", "--show-toplevel").strip())
     base_sha = _git(repo, "rev-parse", "--verify", f"{base}^{{commit}}").strip()
     head_sha = _git(repo, "rev-parse", "--verify", f"{head}^{{commit}}").strip()
     files = changed_files(repo, base_sha, head_sha)
+    if include is not None:
+        files = [f for f in files if include(f.new_path or f.old_path or "")]
     codes = None if rules is None else [r.code for r in rules]
     # a renamed file's base findings carry the new path, so a move alone changes no fingerprint
     items: list[tuple] = [

@@ -1,0 +1,186 @@
+"""GitHub App auth, and a gidgethub client that retries 5xx and rate limits and paces content writes."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+import jwt
+from gidgethub import sansio
+from gidgethub.aiohttp import GitHubAPI
+
+from bot.metrics import Metrics
+
+
+log = logging.getLogger("drbot.github")
+
+USER_AGENT = "drbot (+https://github.com/huggingface/diffusers/issues/13656)"
+#: methods that create or change content: GitHub's secondary limits count these, so they are paced
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+#: longest wait drbot accepts inside one event; past it the event fails and is retried from the queue
+MAX_WAIT_S = 120.0
+
+
+def app_jwt(app_id: str, private_key: str, now: float | None = None) -> str:
+    """The App's JWT: RS256, `iat` 60 s in the past (clock drift), `exp` 9 minutes ahead (GitHub allows 10)."""
+    now = int(time.time() if now is None else now)
+    return jwt.encode({"iat": now - 60, "exp": now + 540, "iss": str(app_id)}, private_key, algorithm="RS256")
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+class AppAuth:
+    """Installation tokens for any number of installations, each cached until 5 minutes before it expires."""
+
+    REFRESH_MARGIN_S = 300.0
+
+    def __init__(self, app_id: str, private_key: str, api_url: str, session: aiohttp.ClientSession, clock=time.time):
+        self.app_id = app_id
+        self.private_key = private_key
+        self.api_url = api_url
+        self.session = session
+        self.clock = clock
+        self._tokens: dict[int, _Token] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def token(self, installation_id: int) -> str:
+        lock = self._locks.setdefault(installation_id, asyncio.Lock())
+        async with lock:  # one refresh per installation, however many events want it at once
+            cached = self._tokens.get(installation_id)
+            if cached is not None and cached.expires_at - self.REFRESH_MARGIN_S > self.clock():
+                return cached.value
+            gh = GitHubAPI(self.session, USER_AGENT, base_url=self.api_url)
+            data = await gh.post(
+                "/app/installations/{installation_id}/access_tokens",
+                url_vars={"installation_id": str(installation_id)},
+                data=b"",
+                jwt=app_jwt(self.app_id, self.private_key, self.clock()),
+            )
+            expires = datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00")).timestamp()
+            self._tokens[installation_id] = _Token(data["token"], expires)
+            return data["token"]
+
+
+class WritePacer:
+    """Serializes content writes per installation with a minimum spacing (shared by all clients of a process)."""
+
+    def __init__(self, spacing_s: float = 1.0, clock=time.monotonic, sleep=asyncio.sleep) -> None:
+        self.spacing_s = spacing_s
+        self.clock = clock
+        self.sleep = sleep
+        self._locks: dict[object, asyncio.Lock] = {}
+        self._last: dict[object, float] = {}
+
+    def slot(self, key: object) -> _Slot:
+        return _Slot(self, key)
+
+
+class _Slot:
+    def __init__(self, pacer: WritePacer, key: object) -> None:
+        self.pacer, self.key = pacer, key
+        self.lock = pacer._locks.setdefault(key, asyncio.Lock())
+
+    async def __aenter__(self) -> None:
+        await self.lock.acquire()
+        last = self.pacer._last.get(self.key)
+        if last is not None:
+            wait = last + self.pacer.spacing_s - self.pacer.clock()
+            if wait > 0:
+                await self.pacer.sleep(wait)
+
+    async def __aexit__(self, *exc) -> None:
+        self.pacer._last[self.key] = self.pacer.clock()
+        self.lock.release()
+
+
+def retry_delay(status: int, headers, body: bytes, attempt: int, now: float | None = None) -> float | None:
+    """Seconds to wait before retrying a GitHub answer, or None when it is final.
+
+    5xx: exponential backoff (1, 2, 4 … s). 403/429 with `retry-after`: that many seconds. A primary rate limit
+    (`x-ratelimit-remaining: 0`): until `x-ratelimit-reset`. A secondary rate limit without either: one minute,
+    as GitHub's documentation asks.
+    """
+    if status in (500, 502, 503, 504):
+        return _retry_after(headers) or float(min(2**attempt, 30))
+    if status not in (403, 429):
+        return None
+    after = _retry_after(headers)
+    if after is not None:
+        return after
+    if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
+        now = time.time() if now is None else now
+        return max(1.0, float(headers["x-ratelimit-reset"]) - now + 1)
+    if status == 429 or b"secondary rate limit" in body.lower():
+        return 60.0
+    return None  # a plain 403 (no permission) is final
+
+
+def _retry_after(headers) -> float | None:
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw)  # an HTTP date
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+class GitHub(GitHubAPI):
+    """gidgethub's aiohttp client with drbot's manners: retries, pacing of writes, metrics."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        token: str | None = None,
+        api_url: str,
+        installation_id: int | None = None,
+        pacer: WritePacer | None = None,
+        metrics: Metrics | None = None,
+        max_retries: int = 5,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(session, USER_AGENT, oauth_token=token, base_url=api_url)
+        self.installation_id = installation_id
+        self.pacer = pacer or WritePacer()
+        self.metrics = metrics or Metrics()
+        self.max_retries = max_retries
+        self.sleep = sleep
+        self.waited: list[float] = []  # the waits this client took (logs and tests read them)
+
+    async def _request(self, method: str, url: str, headers, body: bytes = b""):
+        for attempt in range(self.max_retries + 1):
+            if method in WRITE_METHODS:
+                async with self.pacer.slot(self.installation_id):
+                    status, response_headers, content = await super()._request(method, url, headers, body)
+            else:
+                status, response_headers, content = await super()._request(method, url, headers, body)
+            self.metrics.github_calls.labels(method, str(status)).inc()
+            remaining = response_headers.get("x-ratelimit-remaining")
+            if remaining is not None:
+                self.metrics.rate_limit_remaining.labels(str(self.installation_id)).set(float(remaining))
+            delay = retry_delay(status, response_headers, content, attempt)
+            if delay is None or attempt == self.max_retries or delay > MAX_WAIT_S:
+                return status, response_headers, content
+            log.warning("GitHub answered %s to %s %s; retrying in %.1f s", status, method, url, delay)
+            self.waited.append(delay)
+            await self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def raw(self, url: str, *, accept: str = "application/vnd.github.raw") -> tuple[int, bytes]:
+        """GET a non-JSON resource (raw file content, a tarball) with this client's auth, retries and metrics."""
+        full = sansio.format_url(url, {}, base_url=self.base_url)
+        headers = sansio.create_headers(self.requester, accept=accept, oauth_token=self.oauth_token)
+        status, _, content = await self._request("GET", full, headers)
+        return status, content

@@ -1,0 +1,1 @@
+"""One module per GitHub event, each with its own gidgethub `router`."""

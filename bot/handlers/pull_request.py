@@ -1,0 +1,198 @@
+"""Review pull requests when they are opened, reopened, pushed to or marked ready."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass, replace
+
+from gidgethub import BadRequest, routing
+
+from analyzers.core import all_rules
+from analyzers.render import Links, review_markdown
+from bot import publish, workspace
+from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
+from drbot.localreview import review as review_repository
+
+
+log = logging.getLogger("drbot.pull_request")
+router = routing.Router()
+#: `drbot.localreview` keeps per-process worker state; one analysis at a time per process (scale with processes)
+_ANALYSIS = asyncio.Lock()
+
+#: GitHub lists at most this many files of a pull request
+GITHUB_FILE_CAP = 3000
+PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one review did (logs and tests read it)."""
+
+    status: str  # reviewed, skipped-draft, superseded, closed, nothing-to-review
+    new: int = 0
+    summary: str = ""
+    review: str = ""
+    labels_added: tuple[str, ...] = ()
+    labels_removed: tuple[str, ...] = ()
+
+
+async def load_config(gh, repo: str, default_branch: str) -> tuple[RepoConfig, str]:
+    """`.github/drbot.yml` from the default branch; (config, note) where a broken file gives the defaults."""
+    try:
+        text = await gh.getitem(
+            f"/repos/{repo}/contents/{CONFIG_PATH}?ref={{ref}}",
+            url_vars={"ref": default_branch},
+            accept="application/vnd.github.raw",
+        )
+    except BadRequest as error:
+        if error.status_code.value == 404:
+            return RepoConfig(), ""
+        raise
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8", "replace")
+    if isinstance(text, dict):  # a server that ignored the raw media type
+        import base64
+
+        text = base64.b64decode(text.get("content", "")).decode("utf-8", "replace")
+    try:
+        return parse_config(text), ""
+    except ConfigError as error:
+        return RepoConfig(), f"{error}; the defaults were used"
+
+
+async def list_files(gh, repo: str, number: int, changed_files: int) -> tuple[list[dict], str]:
+    """The PR's files: at most 30 pages of 100 (GitHub lists no more than 3,000), and a note when cut."""
+    files: list[dict] = []
+    async for item in gh.getiter(f"/repos/{repo}/pulls/{number}/files?per_page={PER_PAGE}"):
+        files.append(item)
+        if len(files) >= GITHUB_FILE_CAP:
+            break
+    note = ""
+    if changed_files > len(files):
+        note = (
+            f"This pull request changes {changed_files:,} files; GitHub lists only the first {len(files):,}, "
+            "so drbot reviewed those."
+        )
+    return files, note
+
+
+async def fetch_tarball(gh, repo: str, sha: str) -> bytes:
+    status, content = await gh.raw(f"/repos/{repo}/tarball/{sha}", accept="application/vnd.github+json")
+    if status != 200:
+        raise workspace.WorkspaceError(f"tarball of {repo}@{sha[:7]}: HTTP {status}")
+    return content
+
+
+def _live_head_matches(pull: dict, head_sha: str) -> str | None:
+    if pull.get("state") != "open":
+        return "closed"
+    if pull["head"]["sha"] != head_sha:
+        return "superseded"
+    return None
+
+
+async def review_pull_request(gh, payload: dict, *, store, settings, metrics) -> Outcome:
+    """Review one pull request event end to end; every write is idempotent, so a retry or a replay is safe."""
+    pull = payload["pull_request"]
+    repo = payload["repository"]["full_name"]
+    number = pull["number"]
+    head_sha = pull["head"]["sha"]
+    if pull.get("draft"):
+        return Outcome("skipped-draft")
+    live = await gh.getitem(f"/repos/{repo}/pulls/{number}")
+    stale = _live_head_matches(live, head_sha)
+    if stale:
+        return Outcome(stale)  # a newer push has its own event in the queue
+    state = publish.PullState(store.redis, store.keys, repo, number)
+    config, config_note = await load_config(gh, repo, payload["repository"].get("default_branch", "main"))
+    files, cap_note = await list_files(gh, repo, number, int(live.get("changed_files") or 0))
+    reviewable = [f["filename"] for f in files if config.reviews(f["filename"])]
+    reviewable += [
+        f["previous_filename"] for f in files if f.get("previous_filename") and config.reviews(f["previous_filename"])
+    ]
+    if not reviewable and await state.get("summary_comment") is None:
+        await publish.upsert_check_run(
+            gh, repo, state, head_sha, conclusion="success", title="Nothing to review",
+            summary=f"No Python files under {', '.join(f'`{p}`' for p in config.paths)} changed.",
+        )  # fmt: skip
+        return Outcome("nothing-to-review")
+    notes = [n for n in (cap_note, config_note) if n]
+    selected = set(reviewable)
+    if len(files) and len({p for p in reviewable}) > settings.max_review_files:
+        selected = set(sorted(reviewable)[: settings.max_review_files])
+        notes.append(
+            f"{len(set(reviewable)):,} Python files changed; drbot reviewed the first {settings.max_review_files:,}."
+        )
+    await publish.upsert_check_run(
+        gh, repo, state, head_sha, conclusion=None, title="Reviewing", summary="drbot is reviewing this change."
+    )
+    compare = await gh.getitem(f"/repos/{repo}/compare/{pull['base']['sha']}...{head_sha}")
+    merge_base = compare["merge_base_commit"]["sha"]
+    base_tar, head_tar = await fetch_tarball(gh, repo, merge_base), await fetch_tarball(gh, repo, head_sha)
+    rules = [r for r in all_rules() if config.rule_enabled(r.code, r.pattern)]
+    async with _ANALYSIS:
+        repo_dir = await asyncio.to_thread(workspace.build, base_tar, head_tar, settings.workdir)
+        try:
+            data = await asyncio.to_thread(
+                review_repository, repo_dir, "base", "head", rules, 1, lambda path: path in selected
+            )
+        finally:
+            shutil.rmtree(repo_dir, ignore_errors=True)
+    if notes:
+        data = replace(data, note=" ".join(notes))
+
+    # a push that landed while we analysed makes this review stale: publish nothing, the newer event will
+    live = await gh.getitem(f"/repos/{repo}/pulls/{number}")
+    stale = _live_head_matches(live, head_sha)
+    if stale:
+        return Outcome(stale)
+
+    links = Links()
+    by_code = {r.code: r for r in rules}
+    new_on_lines = [f for f in data.new if data.on_changed_line(f)]
+    annotations = [publish.annotation(f, links) for f in new_on_lines]
+    body = review_markdown(data, rules=rules, links=links)
+    new = data.new
+    title = f"{len(new)} new finding{'s' if len(new) != 1 else ''}" if new else "No new findings"
+    await publish.upsert_check_run(
+        gh, repo, state, head_sha, conclusion="neutral" if new else "success", title=title,
+        summary=body.replace(publish.SUMMARY_MARKER, "").strip(), annotations=annotations,
+    )  # fmt: skip
+    summary = await publish.upsert_summary(gh, repo, number, state, body)
+    review_status = "disabled"
+    if config.inline_comments:
+        comments = [
+            {
+                "path": publish.repo_path(f.path),
+                "line": f.line,
+                "side": "RIGHT",
+                "body": publish.inline_body(
+                    f, by_code[f.code].name if f.code in by_code else f.code, links, data.notes.get(f.fingerprint, "")
+                ),
+            }  # fmt: skip
+            for f in new_on_lines[: publish.MAX_INLINE_COMMENTS]
+        ]
+        review_status = await publish.post_review(gh, repo, number, head_sha, comments)
+        if review_status == "posted":
+            for f in new_on_lines[: publish.MAX_INLINE_COMMENTS]:
+                metrics.findings_posted.labels(f.code).inc()
+    patterns = {f.pattern for f in new if f.pattern in range(1, 11)}
+    wanted = {config.pattern_label(p) for p in patterns}
+    added, removed = await publish.sync_labels(
+        gh, repo, number, state, wanted, publish.pattern_label_specs(config, patterns)
+    )
+    await state.set(head=head_sha)
+    return Outcome("reviewed", len(new), summary, review_status, tuple(sorted(added)), tuple(sorted(removed)))
+
+
+@router.register("pull_request", action="opened")
+@router.register("pull_request", action="reopened")
+@router.register("pull_request", action="synchronize")
+@router.register("pull_request", action="ready_for_review")
+async def on_pull_request(event, gh, *args, store, settings, metrics, outcomes=None, **kwargs) -> None:
+    outcome = await review_pull_request(gh, event.data, store=store, settings=settings, metrics=metrics)
+    log.info("%s#%s: %s", event.data["repository"]["full_name"], event.data["pull_request"]["number"], outcome)
+    if outcomes is not None:
+        outcomes.append(outcome)

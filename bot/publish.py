@@ -1,0 +1,218 @@
+"""What drbot writes on a pull request: the check run, the sticky summary comment, one review, labels.
+
+Every write is idempotent: ids live in the PR's Redis hash, the summary comment is found by its marker when
+the hash lost it, the review carries a marker with the head sha, and labels drbot did not add stay.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from gidgethub import BadRequest, GitHubException
+
+from analyzers.core import Finding
+from analyzers.patterns import pattern_title
+from analyzers.render import SUMMARY_MARKER, Links, md_escape
+from bot.config import PATTERN_COLOURS, RepoConfig
+from bot.store import Keys
+
+
+log = logging.getLogger("drbot.publish")
+
+CHECK_NAME = "drbot"
+MAX_ANNOTATIONS_PER_REQUEST = 50
+MAX_INLINE_COMMENTS = 30
+CHECK_TEXT_LIMIT = 65_535
+
+
+def review_marker(head_sha: str) -> str:
+    return f"<!-- drbot:review {head_sha} -->"
+
+
+def repo_path(finding_path: str) -> str:
+    """`diffusers/x.py` -> `src/diffusers/x.py` (the repository's layout); `tests/…` stays."""
+    return finding_path if finding_path.startswith("tests/") else f"src/{finding_path}"
+
+
+class PullState:
+    """The PR's hash `drbot:pr:{owner/repo}:{n}`: comment and check-run ids, labels drbot added."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, repo: str, number: int) -> None:
+        self.redis, self.key = redis, keys.pr(repo, number)
+
+    async def get(self, field: str) -> str | None:
+        value = await self.redis.hget(self.key, field)
+        return None if value is None else value.decode()
+
+    async def set(self, **fields: object) -> None:
+        await self.redis.hset(self.key, mapping={k: str(v) for k, v in fields.items()})
+
+    async def get_json(self, field: str, default):
+        raw = await self.get(field)
+        return default if raw is None else json.loads(raw)
+
+    async def set_json(self, field: str, value) -> None:
+        await self.redis.hset(self.key, field, json.dumps(value))
+
+
+def annotation(finding: Finding, links: Links) -> dict:
+    return {
+        "path": repo_path(finding.path),
+        "start_line": finding.line,
+        "end_line": finding.line,
+        "annotation_level": "warning",
+        "title": f"{finding.code} ({pattern_title(finding.pattern)})"[:255],
+        "message": f"{finding.message}\nDocs: {links.rule(finding.code)}",
+    }
+
+
+def inline_body(finding: Finding, rule_name: str, links: Links, note: str = "") -> str:
+    text = f"**{finding.code}** `{rule_name}`: {md_escape(finding.message)} ([docs]({links.rule(finding.code)}))"
+    text += f"\n\n{pattern_title(finding.pattern)}, huggingface/diffusers#13656"
+    if note:
+        text += f"\n\n_{md_escape(note)}_"
+    return text
+
+
+async def upsert_check_run(
+    gh,
+    repo: str,
+    state: PullState,
+    head_sha: str,
+    *,
+    conclusion: str | None,
+    title: str,
+    summary: str,
+    annotations: Sequence[dict] = (),
+) -> int:
+    """Create the head sha's check run once, then update it; annotations go 50 per request."""
+    field = f"check:{head_sha}"
+    check_id = await state.get(field)
+    output = {"title": title[:255], "summary": summary[:CHECK_TEXT_LIMIT]}
+    body: dict = {"name": CHECK_NAME, "head_sha": head_sha, "output": output}
+    body.update({"status": "completed", "conclusion": conclusion} if conclusion else {"status": "in_progress"})
+    batches = [list(annotations[i : i + MAX_ANNOTATIONS_PER_REQUEST]) for i in range(0, len(annotations), 50)]
+    if check_id is None:
+        first = {**body, "output": {**output, "annotations": batches[0]}} if batches else body
+        created = await gh.post(f"/repos/{repo}/check-runs", data=first)
+        check_id = str(created["id"])
+        await state.set(**{field: check_id})
+        batches = batches[1:]
+    else:
+        update = {k: v for k, v in body.items() if k != "head_sha"}
+        if batches:
+            update["output"] = {**output, "annotations": batches[0]}
+            batches = batches[1:]
+        await gh.patch(f"/repos/{repo}/check-runs/{check_id}", data=update)
+    for batch in batches:
+        await gh.patch(f"/repos/{repo}/check-runs/{check_id}", data={"output": {**output, "annotations": batch}})
+    return int(check_id)
+
+
+async def _find_summary_comment(gh, repo: str, number: int) -> dict | None:
+    async for comment in gh.getiter(f"/repos/{repo}/issues/{number}/comments?per_page=100"):
+        if (comment.get("body") or "").startswith(SUMMARY_MARKER) and comment.get("user", {}).get("type") == "Bot":
+            return comment
+    return None
+
+
+async def upsert_summary(gh, repo: str, number: int, state: PullState, body: str) -> str:
+    """Edit the sticky summary comment in place, create it once, leave it alone when unchanged.
+
+    Returns `created`, `edited` or `unchanged`."""
+    comment_id = await state.get("summary_comment")
+    current: dict | None = None
+    if comment_id is not None:
+        try:
+            current = await gh.getitem(f"/repos/{repo}/issues/comments/{comment_id}")
+        except BadRequest as error:
+            if error.status_code.value != 404:
+                raise
+            current = None  # deleted by a maintainer: post a new one
+    if current is None:
+        current = await _find_summary_comment(gh, repo, number)
+    if current is not None:
+        await state.set(summary_comment=current["id"])
+        if current.get("body") == body:
+            return "unchanged"
+        await gh.patch(f"/repos/{repo}/issues/comments/{current['id']}", data={"body": body})
+        return "edited"
+    created = await gh.post(f"/repos/{repo}/issues/{number}/comments", data={"body": body})
+    await state.set(summary_comment=created["id"])
+    return "created"
+
+
+async def post_review(
+    gh, repo: str, number: int, head_sha: str, comments: Sequence[dict], summary_url: str | None = None
+) -> str:
+    """One review (event COMMENT) with the inline comments, once per head sha.
+
+    Returns `posted`, `exists` (a replay), `none` (nothing to say) or `rejected` (GitHub answered 422: a line
+    is not in the diff; the summary comment already lists every finding, so nothing is lost)."""
+    if not comments:
+        return "none"
+    marker = review_marker(head_sha)
+    async for review in gh.getiter(f"/repos/{repo}/pulls/{number}/reviews?per_page=100"):
+        if marker in (review.get("body") or ""):
+            return "exists"
+    body = f"{marker}\ndrbot found {len(comments)} new finding{'s' if len(comments) != 1 else ''} on changed lines"
+    body += " (the summary comment has the rest)." if summary_url is None else f"; summary: {summary_url}"
+    try:
+        await gh.post(
+            f"/repos/{repo}/pulls/{number}/reviews",
+            data={"commit_id": head_sha, "event": "COMMENT", "body": body, "comments": list(comments)},
+        )
+    except BadRequest as error:
+        if error.status_code.value == 422:
+            log.warning("review on %s#%s rejected (422): %s; summary only", repo, number, error)
+            return "rejected"
+        raise
+    return "posted"
+
+
+async def ensure_label(gh, repo: str, name: str, colour: str, description: str) -> None:
+    try:
+        await gh.getitem(f"/repos/{repo}/labels/{{name}}", url_vars={"name": name})
+    except BadRequest as error:
+        if error.status_code.value != 404:
+            raise
+        try:
+            await gh.post(f"/repos/{repo}/labels", data={"name": name, "color": colour, "description": description})
+        except BadRequest as created:
+            if created.status_code.value != 422:  # 422: created meanwhile by another worker
+                raise
+
+
+async def sync_labels(
+    gh, repo: str, number: int, state: PullState, wanted: set[str], describe: dict[str, tuple[str, str]]
+) -> tuple[set[str], set[str]]:
+    """Add the labels drbot wants now and remove those it added before and no longer wants; labels set by
+    people are never touched. `describe` gives (colour, description) for creating a missing label."""
+    ours = set(await state.get_json("labels", []))
+    try:
+        present = {label["name"] async for label in gh.getiter(f"/repos/{repo}/issues/{number}/labels?per_page=100")}
+    except GitHubException:
+        present = set()
+    to_add = wanted - present
+    to_remove = (ours - wanted) & present
+    for name in sorted(to_add):
+        colour, description = describe.get(name, ("ededed", "drbot"))
+        await ensure_label(gh, repo, name, colour, description)
+    if to_add:
+        await gh.post(f"/repos/{repo}/issues/{number}/labels", data={"labels": sorted(to_add)})
+    for name in sorted(to_remove):
+        try:
+            await gh.delete(f"/repos/{repo}/issues/{number}/labels/{{name}}", url_vars={"name": name})
+        except BadRequest as error:
+            if error.status_code.value != 404:
+                raise
+    # a label a person had already put on stays theirs: drbot remembers only what it added itself
+    await state.set_json("labels", sorted((ours | to_add) - to_remove))
+    return to_add, to_remove
+
+
+def pattern_label_specs(config: RepoConfig, patterns: set[int]) -> dict[str, tuple[str, str]]:
+    return {config.pattern_label(p): (PATTERN_COLOURS.get(p, "ededed"), config.label_description(p)) for p in patterns}

@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = sub.add_parser("rules", help="list the rules, or print one rule's documentation")
     rules.add_argument("code", nargs="?", help="a rule code such as DRB201")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the GitHub App: webhook intake and event worker (settings from the environment)",
+        description="Settings: GITHUB_WEBHOOK_SECRET (required), GITHUB_APP_ID, GITHUB_PRIVATE_KEY or "
+        "GITHUB_PRIVATE_KEY_PATH, GITHUB_API_URL, REDIS_URL, DRBOT_PORT.",
+    )
+    roles = serve.add_mutually_exclusive_group()
+    roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
+    roles.add_argument("--web-only", action="store_true", help="accept webhooks; no event worker")
     return parser
 
 
@@ -67,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
-        return {"analyze": _analyze, "review": _review, "rules": _rules}[args.command](args)
+        return {"analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve}[args.command](args)
     except BrokenPipeError:
         return EXIT_CLEAN
     except KeyboardInterrupt:
@@ -163,3 +173,26 @@ def _rules(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    try:
+        from bot.settings import Settings, SettingsError
+    except ImportError as error:  # the [bot] extra is not installed
+        print(f"drbot serve needs the App's dependencies: pip install 'drbot[bot]' ({error})", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        settings = Settings.from_env()
+        if not args.web_only:
+            settings.require_app_credentials()
+    except SettingsError as error:
+        print(f"drbot serve: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    from bot.service import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings, web_enabled=not args.worker_only, worker_enabled=not args.web_only))
+    return EXIT_CLEAN

@@ -111,7 +111,8 @@ def retry_delay(status: int, headers, body: bytes, attempt: int, now: float | No
     as GitHub's documentation asks.
     """
     if status in (500, 502, 503, 504):
-        return _retry_after(headers) or float(min(2**attempt, 30))
+        after = _retry_after(headers)
+        return after if after is not None else float(min(2**attempt, 30))
     if status not in (403, 429):
         return None
     after = _retry_after(headers)

@@ -134,7 +134,7 @@ class MaskArgumentDropped(Rule):
                     return hidden_states + self.attn1(hidden_states, attention_mask=attention_mask)
             """
         ),
-        # an attention processor's own `attention_mask` is DRB303's
+        # an attention processor's own `attention_mask` is DRB304's
         Valid(
             """
             class MyAttnProcessor:

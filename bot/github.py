@@ -64,7 +64,7 @@ class AppAuth:
                 "/app/installations/{installation_id}/access_tokens",
                 url_vars={"installation_id": str(installation_id)},
                 data=b"",
-                jwt=app_jwt(self.app_id, self.private_key, self.clock()),
+                jwt=app_jwt(self.app_id, self.private_key),
             )
             expires = datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00")).timestamp()
             self._tokens[installation_id] = _Token(data["token"], expires)

@@ -172,3 +172,16 @@ def test_a_checkout_is_scanned_with_its_tests(tmp_path):
     payload = json.loads(drbot("analyze", str(checkout), "--format", "json").stdout)
     assert [f["path"] for f in payload["findings"]] == ["diffusers/pipelines/toy/pipeline_toy.py"]
     assert [e["path"] for e in payload["errors"]] == ["tests/pipelines/toy/test_toy.py"]
+
+
+def test_serve_refuses_to_start_without_its_secret_or_credentials():
+    result = drbot("serve")
+    assert result.returncode == 2 and "GITHUB_WEBHOOK_SECRET is not set" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "drbot", "serve", "--worker-only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GITHUB_WEBHOOK_SECRET": "s"},
+    )
+    assert result.returncode == 2 and "GITHUB_APP_ID and GITHUB_PRIVATE_KEY" in result.stderr

@@ -206,7 +206,9 @@ def test_a_new_public_pipeline_without_tests_is_reported_and_its_tests_silence_i
     data = review(tmp_path, "HEAD~1", "HEAD")
     assert [(f.code, f.symbol) for f in data.new if f.pattern == 10] == [("DRB014", "OmniPipeline")]
 
-    _write(tmp_path, {"tests/pipelines/omni/test_omni.py": "class OmniFastTests:\n    pipeline_class = OmniPipeline\n"})
+    _write(
+        tmp_path, {"tests/pipelines/omni/test_omni.py": "class OmniFastTests:\n    pipeline_class = OmniPipeline\n"}
+    )
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-qm", "and its fast tests")
     data = review(tmp_path, "HEAD~2", "HEAD")

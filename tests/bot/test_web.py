@@ -161,3 +161,19 @@ async def test_healthz_and_metrics(app_client, redis_client):
     assert 'drbot_webhook_deliveries_total{event="pull_request",outcome="accepted"} 1.0' in text
     assert 'drbot_webhook_deliveries_total{event="pull_request",outcome="rejected"} 1.0' in text
     assert "drbot_queue_depth 1.0" in text
+
+
+async def test_every_real_example_delivery_is_queued_or_answered_204(app_client, redis_client):
+    """GitHub's own example payloads (npm @octokit/webhooks-examples), signed and posted as GitHub would."""
+    from fakegithub import examples
+
+    queued = 0
+    for event in ("pull_request", "issue_comment", "push", "check_run", "installation", "star"):
+        for payload in examples(event):
+            body = json.dumps(payload).encode()
+            response = await app_client.post("/webhook", data=body, headers=headers(body, event=event))
+            expected = 202 if event in ("pull_request", "issue_comment") else 204
+            assert response.status == expected, (event, payload.get("action"))
+            queued += expected == 202
+    assert queued >= 29 + 9
+    assert await redis_client.xlen(app_client.keys.events) == queued

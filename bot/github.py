@@ -103,6 +103,37 @@ class _Slot:
         self.lock.release()
 
 
+class RedisWritePacer:
+    """The same contract across processes: a Redis key per installation is held while a write is in flight and
+    for `spacing_s` after it, so the writes of all replicas to one installation are serial and spaced."""
+
+    HOLD_MS = 60_000  # a crashed holder frees the installation after a minute
+
+    def __init__(self, redis, prefix: str, spacing_s: float = 1.0, sleep=asyncio.sleep) -> None:
+        self.redis, self.prefix, self.spacing_s, self.sleep = redis, prefix, spacing_s, sleep
+
+    def slot(self, key: object) -> _RedisSlot:
+        return _RedisSlot(self, f"{self.prefix}pace:{key}")
+
+
+class _RedisSlot:
+    def __init__(self, pacer: RedisWritePacer, key: str) -> None:
+        self.pacer, self.key = pacer, key
+        self.token = f"{id(self)}-{time.monotonic_ns()}"
+
+    async def __aenter__(self) -> None:
+        while not await self.pacer.redis.set(self.key, self.token, nx=True, px=self.pacer.HOLD_MS):
+            wait_ms = await self.pacer.redis.pttl(self.key)
+            await self.pacer.sleep(min(max(wait_ms, 5), 1000) / 1000)
+
+    async def __aexit__(self, *exc) -> None:
+        # keep the key for the spacing after this write (only if it is still ours)
+        if self.pacer.spacing_s > 0:
+            await self.pacer.redis.pexpire(self.key, max(1, int(self.pacer.spacing_s * 1000)))
+        else:
+            await self.pacer.redis.delete(self.key)
+
+
 def retry_delay(status: int, headers, body: bytes, attempt: int, now: float | None = None) -> float | None:
     """Seconds to wait before retrying a GitHub answer, or None when it is final.
 

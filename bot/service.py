@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from gidgethub import sansio
 
-from bot.github import AppAuth, GitHub, WritePacer
+from bot.github import AppAuth, GitHub, RedisWritePacer
 from bot.metrics import Metrics
 from bot.routing import router
 from bot.settings import Settings
@@ -41,7 +41,8 @@ class Dispatcher:
         self.store = store
         self.metrics = metrics
         self.auth = AppAuth(settings.app_id, settings.private_key, settings.api_url, session)  # type: ignore[arg-type]
-        self.pacer = WritePacer(settings.write_spacing_s)
+        # writes of all replicas to one installation are serial and spaced (GitHub's secondary limits)
+        self.pacer = RedisWritePacer(store.redis, store.keys.prefix, settings.write_spacing_s)
         self.extra = extra
 
     async def __call__(self, message: Message) -> None:

@@ -98,3 +98,33 @@ async def test_writes_are_paced_per_installation_reads_are_not(github):
     reads = [c.time for c in github.requests("GET", r"/pulls/1$")]
     assert min(b - a for a, b in zip(posts, posts[1:], strict=False)) >= 0.29
     assert max(reads) - min(reads) < 0.25
+
+
+async def test_writes_of_two_processes_to_one_installation_are_serial_through_redis(github):
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from bot.github import RedisWritePacer
+
+    github.add_repo("o/r", installation_id=1)
+    github.add_pull("o/r", 1, head_files={"a.py": "x = 1\n"})
+    redis = aioredis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
+    try:
+        async with aiohttp.ClientSession() as one, aiohttp.ClientSession() as two:
+            # two replicas: separate sessions, separate pacers, one Redis
+            clients = [
+                GitHub(s, token=github.issue_token(1), api_url=github.url, installation_id=1,
+                       pacer=RedisWritePacer(redis, prefix, 0.3))
+                for s in (one, two)
+            ]  # fmt: skip
+            await asyncio.gather(
+                *(c.post("/repos/o/r/issues/1/comments", data={"body": f"{i}"}) for i in range(2) for c in clients)
+            )
+    finally:
+        await redis.delete(f"{prefix}pace:1")
+        await redis.aclose()
+    posts = sorted(c.time for c in github.requests("POST", r"/comments$"))
+    assert len(posts) == 4
+    assert min(b - a for a, b in zip(posts, posts[1:], strict=False)) >= 0.28

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Settings: GITHUB_WEBHOOK_SECRET (required), GITHUB_APP_ID, GITHUB_PRIVATE_KEY or "
         "GITHUB_PRIVATE_KEY_PATH, GITHUB_API_URL, REDIS_URL, DRBOT_PORT.",
     )
+    known = sub.add_parser("known", help="the known-findings registry in Redis (import, export, list, stats)")
+    known_sub = known.add_subparsers(dest="known_command", required=True, parser_class=_Parser)
+    for name, text in (
+        ("import", "scan a checkout or the installed package and record every finding as known"),
+        ("export", "print the registry as JSON"),
+        ("list", "print the registry as a table"),
+        ("stats", "per-rule feedback: findings posted and ignored by maintainers"),
+    ):
+        command = known_sub.add_parser(name, help=text)
+        command.add_argument("--repo", default="huggingface/diffusers", help="owner/name (default: %(default)s)")
+        command.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        command.add_argument("--key-prefix", default=os.environ.get("DRBOT_KEY_PREFIX", "drbot:"))
+        if name == "import":
+            command.add_argument("paths", nargs="*", help="a checkout or package (default: the installed diffusers)")
+            command.add_argument("--mapping", help="known-issues.yml (default: ./known-issues.yml when present)")
+            command.add_argument("-j", "--jobs", type=int, default=None)
+        if name == "list":
+            command.add_argument("--status", choices=("open", "tracked", "suppressed", "fixed"))
+            command.add_argument("--format", choices=("table", "json"), default="table")
+
     roles = serve.add_mutually_exclusive_group()
     roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
     roles.add_argument("--web-only", action="store_true", help="accept webhooks; no event worker")
@@ -77,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
-        return {"analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve}[args.command](args)
+        commands = {"analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known}
+        return commands[args.command](args)
     except BrokenPipeError:
         return EXIT_CLEAN
     except KeyboardInterrupt:
@@ -196,3 +218,18 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(settings, web_enabled=not args.worker_only, worker_enabled=not args.web_only))
     return EXIT_CLEAN
+
+
+def _known(args: argparse.Namespace) -> int:
+    try:
+        from bot.known_cli import main as known_main
+    except ImportError as error:  # the [bot] extra is not installed
+        print(f"drbot known needs the App's dependencies: pip install 'drbot[bot]' ({error})", file=sys.stderr)
+        return EXIT_ERROR
+    from redis.exceptions import RedisError
+
+    try:
+        return known_main(args)
+    except (OSError, RedisError) as error:  # Redis unreachable
+        print(f"drbot known: Redis at {args.redis_url}: {error}", file=sys.stderr)
+        return EXIT_ERROR

@@ -302,13 +302,13 @@ def review_markdown(
         lines += ["No new findings.", ""]
     if fixed:
         lines += ["### Fixed by this change", ""]
-        lines += _grouped(fixed, by_code, links, strike=True)
+        lines += _grouped(fixed, by_code, links, strike=True, known=data.known, notes=data.notes)
     if known:
         lines.append(
             f"<details><summary>{len(known)} known finding{'s' if len(known) != 1 else ''} in touched files</summary>"
         )
         lines.append("")
-        lines += _grouped(known, by_code, links, known=data.known)
+        lines += _grouped(known, by_code, links, known=data.known, notes=data.notes)
         lines += ["</details>", ""]
     if data.errors:
         lines.append(f"<details><summary>{len(data.errors)} file(s) could not be analysed</summary>")

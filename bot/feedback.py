@@ -15,6 +15,13 @@ class Feedback:
         if count:
             await self.redis.hincrby(self.keys.feedback(code), "posted", count)
 
+    async def posted_many(self, codes) -> None:
+        counts: dict[str, int] = {}
+        for code in codes:
+            counts[code] = counts.get(code, 0) + 1
+        for code, count in counts.items():
+            await self.posted(code, count)
+
     async def ignored(self, code: str) -> None:
         await self.redis.hincrby(self.keys.feedback(code), "ignored", 1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gidgethub.routing import Router
 
-from bot.handlers import pull_request
+from bot.handlers import issue_comment, pull_request
 
 
-router = Router(pull_request.router)
+router = Router(pull_request.router, issue_comment.router)

@@ -71,6 +71,16 @@ class Keys:
     def feedback(self, code: str) -> str:
         return f"{self.prefix}feedback:{code}"
 
+    def command(self, repo: str, comment_id: int) -> str:
+        """A slash command's comment, once handled (replays with a new delivery id run nothing)."""
+        return f"{self.prefix}cmd:{repo}:{comment_id}"
+
+    def rate(self, repo: str, login: str) -> str:
+        return f"{self.prefix}rate:{repo}:{login}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
 
 # Accept a delivery once: mark it seen and append it to the stream in one atomic step, so a crash between
 # the two can neither lose an accepted delivery nor let a redelivery slip in twice.

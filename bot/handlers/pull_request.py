@@ -11,8 +11,10 @@ from gidgethub import BadRequest, routing
 
 from analyzers.core import all_rules
 from analyzers.render import Links, review_markdown
-from bot import publish, workspace
+from bot import publish, triage, workspace
 from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
+from bot.feedback import Feedback
+from bot.known import KnownRegistry
 from drbot.localreview import review as review_repository
 
 
@@ -106,6 +108,8 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
     if stale:
         return Outcome(stale)  # a newer push has its own event in the queue
     state = publish.PullState(store.redis, store.keys, repo, number)
+    if await state.get("paused") == "1":
+        return Outcome("paused")  # `/drbot pause`; `/drbot resume` lifts it
     config, config_note = await load_config(gh, repo, payload["repository"].get("default_branch", "main"))
     files, cap_note = await list_files(gh, repo, number, int(live.get("changed_files") or 0))
     reviewable = [f["filename"] for f in files if config.reviews(f["filename"])]
@@ -128,7 +132,8 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
     await publish.upsert_check_run(
         gh, repo, state, head_sha, conclusion=None, title="Reviewing", summary="drbot is reviewing this change."
     )
-    compare = await gh.getitem(f"/repos/{repo}/compare/{pull['base']['sha']}...{head_sha}")
+    # the merge base, not the base branch's tip: what GitHub's own diff of the PR is against
+    compare = await gh.getitem(f"/repos/{repo}/compare/{{base}}...{head_sha}", url_vars={"base": pull["base"]["ref"]})
     merge_base = compare["merge_base_commit"]["sha"]
     base_tar, head_tar = await fetch_tarball(gh, repo, merge_base), await fetch_tarball(gh, repo, head_sha)
     rules = [r for r in all_rules() if config.rule_enabled(r.code, r.pattern)]
@@ -149,11 +154,19 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
     if stale:
         return Outcome(stale)
 
+    found = await triage.apply_registry(store, repo, data)
+    triage.describe_fix_notes(found)
+    data = found.data
+    commits = compare.get("commits") or []
+    tree_sha = commits[-1]["commit"]["tree"]["sha"] if commits else None
+    await triage.record_fixes(store, state, repo, number, list(data.comparison.fixed), tree_sha)
+    crossref, earlier, related = await triage.crossrefs(store, state, repo, number)
+
     links = Links()
     by_code = {r.code: r for r in rules}
     new_on_lines = [f for f in data.new if data.on_changed_line(f)]
     annotations = [publish.annotation(f, links) for f in new_on_lines]
-    body = review_markdown(data, rules=rules, links=links)
+    body = triage.with_crossrefs(review_markdown(data, rules=rules, links=links), crossref)
     new = data.new
     title = f"{len(new)} new finding{'s' if len(new) != 1 else ''}" if new else "No new findings"
     await publish.upsert_check_run(
@@ -178,13 +191,81 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
         if review_status == "posted":
             for f in new_on_lines[: publish.MAX_INLINE_COMMENTS]:
                 metrics.findings_posted.labels(f.code).inc()
+    if review_status == "posted":
+        await Feedback(store.redis, store.keys).posted_many(
+            [f.code for f in new_on_lines[: publish.MAX_INLINE_COMMENTS]]
+        )
     patterns = {f.pattern for f in new if f.pattern in range(1, 11)}
     wanted = {config.pattern_label(p) for p in patterns}
-    added, removed = await publish.sync_labels(
-        gh, repo, number, state, wanted, publish.pattern_label_specs(config, patterns)
-    )
+    specs = publish.pattern_label_specs(config, patterns)
+    if found.fixes_known:
+        wanted.add(config.fixes_known_label)
+        specs[config.fixes_known_label] = ("0e8a16", "This pull request fixes a finding drbot already knew about")
+    if earlier:
+        wanted.add(config.duplicate_fix_label)
+        specs[config.duplicate_fix_label] = ("e99695", "Another open pull request fixes the same finding")
+    added, removed = await publish.sync_labels(gh, repo, number, state, wanted, specs)
     await state.set(head=head_sha)
+    # what `/drbot ignore` may name: every finding this head introduced (posted or known)
+    await state.set_json(
+        "findings",
+        {f.fingerprint: {"code": f.code, "pattern": f.pattern, "path": f.path, "scope": f.scope, "symbol": f.symbol}
+         for f in data.comparison.new},
+    )  # fmt: skip
+    for other in sorted(related):
+        await refresh_crossrefs(gh, store, repo, other, config)
     return Outcome("reviewed", len(new), summary, review_status, tuple(sorted(added)), tuple(sorted(removed)))
+
+
+async def refresh_crossrefs(gh, store, repo: str, number: int, config: RepoConfig) -> str:
+    """Bring another PR's "Possible duplicates" section (and its duplicate label) up to date."""
+    state = publish.PullState(store.redis, store.keys, repo, number)
+    comment_id = await state.get("summary_comment")
+    if comment_id is None:
+        return "no-summary"
+    section, earlier, _ = await triage.crossrefs(store, state, repo, number)
+    try:
+        comment = await gh.getitem(f"/repos/{repo}/issues/comments/{comment_id}")
+    except BadRequest:
+        return "gone"
+    body = triage.with_crossrefs(comment["body"], section)
+    ours = set(await state.get_json("labels", []))
+    wanted = (ours - {config.duplicate_fix_label}) | ({config.duplicate_fix_label} if earlier else set())
+    specs = {config.duplicate_fix_label: ("e99695", "Another open pull request fixes the same finding")}
+    await publish.sync_labels(gh, repo, number, state, wanted, specs)
+    if body == comment["body"]:
+        return "unchanged"
+    await gh.patch(f"/repos/{repo}/issues/comments/{comment_id}", data={"body": body})
+    return "edited"
+
+
+async def close_pull_request(gh, payload: dict, *, store, settings, metrics) -> dict:
+    """A closed PR leaves the duplicate-fix sets; a merged one marks the known findings it fixed as fixed."""
+    pull = payload["pull_request"]
+    repo = payload["repository"]["full_name"]
+    number = pull["number"]
+    state = publish.PullState(store.redis, store.keys, repo, number)
+    _, _, related = await triage.crossrefs(store, state, repo, number)
+    fixed = await triage.forget_pull(store, state, repo, number)
+    marked = 0
+    if pull.get("merged"):
+        registry = KnownRegistry(store.redis, store.keys, repo)
+        entries = await registry.get_many([item["fp"] for item in fixed])
+        for fp, entry in entries.items():
+            if entry.get("status") != "fixed":
+                await registry.update(fp, status="fixed", fixed_by=number)
+                marked += 1
+    config, _ = await load_config(gh, repo, payload["repository"].get("default_branch", "main"))
+    for other in sorted(related):
+        await refresh_crossrefs(gh, store, repo, other, config)
+    return {"fixed_known": marked, "refreshed": sorted(related)}
+
+
+@router.register("pull_request", action="closed")
+async def on_closed(event, gh, *args, store, settings, metrics, outcomes=None, **kwargs) -> None:
+    result = await close_pull_request(gh, event.data, store=store, settings=settings, metrics=metrics)
+    if outcomes is not None:
+        outcomes.append(result)
 
 
 @router.register("pull_request", action="opened")

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
 
 
 # `fakegithub` lives in tests/; pytest's default import mode puts that on sys.path, --import-mode=importlib does not.
-TESTS = str(Path(__file__).resolve().parents[1])
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+# (and `harness`, next to this file)
+for directory in (Path(__file__).resolve().parents[1], Path(__file__).resolve().parent):
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
 
 from fakegithub import FakeGitHub  # noqa: E402
+from harness import Harness, make_settings  # noqa: E402
+
+from bot.app import make_app  # noqa: E402
+from bot.metrics import Metrics  # noqa: E402
+from bot.service import Dispatcher, Store  # noqa: E402
+from bot.store import EventQueue, Keys  # noqa: E402
+from bot.worker import EventWorker  # noqa: E402
 
 
 VIOLATIONS_OK = "github_violations_ok"
@@ -50,3 +62,37 @@ def _fresh_fake_github(request):
 def github(fake_github) -> FakeGitHub:
     """The shared fake, empty: add repositories and pull requests, point the bot at `github.url`."""
     return fake_github
+
+
+# -- the App end to end: signed delivery -> web app -> Redis stream -> worker -> this fake GitHub
+
+
+@pytest.fixture
+def sources(diffusers_dir):
+    def read(path: str) -> str:
+        return (diffusers_dir / path.removeprefix("src/diffusers/")).read_text()
+
+    return read
+
+
+@pytest.fixture
+async def harness(github, request):
+    marker = request.node.get_closest_marker("settings")
+    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
+    settings = make_settings(github, prefix, **(marker.kwargs if marker else {}))
+    redis = aioredis.from_url("redis://127.0.0.1:6379/0")
+    keys = Keys(prefix)
+    metrics = Metrics()
+    session = aiohttp.ClientSession()
+    outcomes: list = []
+    dispatcher = Dispatcher(settings, session, Store(redis, keys), metrics, outcomes=outcomes)
+    queue = EventQueue(redis, keys, visibility_timeout_s=settings.visibility_timeout_s, max_attempts=3)
+    worker = EventWorker(queue, dispatcher, metrics=metrics)
+    web = TestClient(TestServer(make_app(settings, redis=redis, metrics=metrics)))
+    await web.start_server()
+    yield Harness(github, web, worker, redis, keys, metrics, outcomes)
+    await web.close()
+    await session.close()
+    async for key in redis.scan_iter(match=f"{prefix}*"):
+        await redis.delete(key)
+    await redis.aclose()

@@ -6,116 +6,13 @@ fails a test on any violation).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
-import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient, TestServer
-from fakegithub import delivery
+from harness import DDPM, REPO, UNCLIP, open_pr, with_eta
 
 from analyzers.render import SUMMARY_MARKER
-from bot.app import make_app
-from bot.metrics import Metrics
-from bot.service import Dispatcher, Store
-from bot.settings import Settings
-from bot.store import EventQueue, Keys
-from bot.worker import EventWorker
-
-
-REPO = "huggingface/diffusers"
-SECRET = "webhook-secret"
-DDPM = "src/diffusers/pipelines/ddpm/pipeline_ddpm.py"
-UNCLIP = "src/diffusers/pipelines/stable_diffusion/pipeline_stable_unclip_img2img.py"
-ETA_OLD = "return_dict: bool = True,"
-ETA_NEW = "return_dict: bool = True,\n        eta: float = 0.0,"
-
-
-@dataclass
-class Harness:
-    github: object
-    web: TestClient
-    worker: EventWorker
-    redis: aioredis.Redis
-    keys: Keys
-    metrics: Metrics
-    outcomes: list = field(default_factory=list)
-
-    async def deliver(self, event: str, payload: dict, delivery_id: str | None = None) -> int:
-        headers, body = delivery(event, payload, SECRET, delivery_id)
-        response = await self.web.post("/webhook", data=body, headers=headers)
-        return response.status
-
-    async def run(self) -> int:
-        return await self.worker.run_burst()
-
-    def writes(self) -> list:
-        """Requests that change something on the repository (token requests to /app/ are not content)."""
-        return [
-            c
-            for c in self.github.calls
-            if c.method in ("POST", "PATCH", "PUT", "DELETE") and not c.path.startswith("/app/")
-        ]
-
-
-@pytest.fixture
-def sources(diffusers_dir):
-    def read(path: str) -> str:
-        return (diffusers_dir / path.removeprefix("src/diffusers/")).read_text()
-
-    return read
-
-
-def make_settings(github, prefix: str, **overrides) -> Settings:
-    values = dict(
-        webhook_secret=SECRET,
-        app_id=github.app_id,
-        private_key=github.private_key_pem,
-        api_url=github.url,
-        key_prefix=prefix,
-        write_spacing_s=0.0,
-        visibility_timeout_s=0.05,
-        max_attempts=3,
-    )
-    values.update(overrides)
-    return Settings(**values)
-
-
-@pytest.fixture
-async def harness(github, request):
-    marker = request.node.get_closest_marker("settings")
-    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
-    settings = make_settings(github, prefix, **(marker.kwargs if marker else {}))
-    redis = aioredis.from_url("redis://127.0.0.1:6379/0")
-    keys = Keys(prefix)
-    metrics = Metrics()
-    session = aiohttp.ClientSession()
-    outcomes: list = []
-    dispatcher = Dispatcher(settings, session, Store(redis, keys), metrics, outcomes=outcomes)
-    queue = EventQueue(redis, keys, visibility_timeout_s=settings.visibility_timeout_s, max_attempts=3)
-    worker = EventWorker(queue, dispatcher, metrics=metrics)
-    web = TestClient(TestServer(make_app(settings, redis=redis, metrics=metrics)))
-    await web.start_server()
-    yield Harness(github, web, worker, redis, keys, metrics, outcomes)
-    await web.close()
-    await session.close()
-    async for key in redis.scan_iter(match=f"{prefix}*"):
-        await redis.delete(key)
-    await redis.aclose()
-
-
-def open_pr(github, sources, head: dict, base_extra: dict | None = None, **kwargs) -> dict:
-    github.add_repo(
-        REPO, installation_id=1, files={DDPM: sources(DDPM), UNCLIP: sources(UNCLIP), **(base_extra or {})}
-    )
-    return github.add_pull(REPO, 1, head_files=head, **kwargs)
-
-
-def with_eta(sources) -> str:
-    text = sources(DDPM)
-    assert ETA_OLD in text
-    return text.replace(ETA_OLD, ETA_NEW, 1)
 
 
 async def test_an_opened_pr_gets_a_check_run_a_summary_one_review_and_a_label(harness, github, sources):
@@ -237,8 +134,6 @@ async def test_a_failure_past_the_retries_is_retried_from_the_queue_then_dead_le
     open_pr(github, sources, {DDPM: with_eta(sources)})
     github.fail("GET", r"/pulls/1$", status=500, times=None, headers={"retry-after": "0"})
     await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
-    import asyncio
-
     for _ in range(4):
         await harness.run()
         await asyncio.sleep(0.06)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from bot.feedback import Feedback
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import EventQueue, Keys, connect
@@ -94,8 +95,11 @@ async def metrics_view(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     try:
         metrics.queue_depth.set(await request.app[QUEUE].depth())
+        for code, counts in (await Feedback(request.app[REDIS], request.app[QUEUE].keys).all()).items():
+            for kind in ("posted", "ignored"):
+                metrics.rule_feedback.labels(code, kind).set(counts.get(kind, 0))
     except (RedisError, OSError):
-        pass  # the last known depth stays; /healthz reports Redis
+        pass  # the last known values stay; /healthz reports Redis
     body, content_type = metrics.render()
     return web.Response(body=body, headers={"Content-Type": content_type})
 

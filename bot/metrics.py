@@ -44,5 +44,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.rule_feedback = Gauge(
+            "drbot_rule_feedback",
+            "Findings of a rule posted on pull requests and ignored by maintainers (`/drbot ignore`), from Redis.",
+            ["code", "kind"],
+            registry=self.registry,
+        )
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

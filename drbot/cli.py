@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--status", choices=("open", "tracked", "suppressed", "fixed"))
             command.add_argument("--format", choices=("table", "json"), default="table")
 
+    contracts = sub.add_parser("contracts", help="run the contract tests on tiny offline pipelines")
+    contracts.add_argument("pipelines", nargs="*", help="pipeline classes (default: every one with a tiny factory)")
+    contracts.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    contracts.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None)
+    contracts.add_argument("--contract", action="append", metavar="CODES", help="only these contracts (DRC001,...)")
+    contracts.add_argument("--format", choices=("text", "json"), default="text")
+    contracts.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+
     roles = serve.add_mutually_exclusive_group()
     roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
     roles.add_argument("--web-only", action="store_true", help="accept webhooks; no event worker")
@@ -98,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
-        commands = {"analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known}
+        commands = {
+            "analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known,
+            "contracts": _contracts,
+        }  # fmt: skip
         return commands[args.command](args)
     except BrokenPipeError:
         return EXIT_CLEAN
@@ -233,3 +244,12 @@ def _known(args: argparse.Namespace) -> int:
     except (OSError, RedisError) as error:  # Redis unreachable
         print(f"drbot known: Redis at {args.redis_url}: {error}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _contracts(args: argparse.Namespace) -> int:
+    try:
+        from runners.cli import main as contracts_main
+    except ImportError as error:  # the [runner] extra is not installed
+        print(f"drbot contracts needs torch and diffusers: pip install 'drbot[runner]' ({error})", file=sys.stderr)
+        return EXIT_ERROR
+    return contracts_main(args)

@@ -1,0 +1,48 @@
+"""DRC001, pattern 1: two prompts x `num_*_per_prompt=2` give four outputs, every conditioning expanded to match."""
+
+from __future__ import annotations
+
+from runners.contracts._base import ContractFailure, batch_size, denoiser_calls, describe, first_output
+
+
+class BatchOutputsContract:
+    code = "DRC001"
+    pattern = 1
+    title = "batch x per-prompt count gives one output each, with every conditioning expanded"
+
+    def test_drc001_batch_outputs(self):
+        per_prompt = self.factory.per_prompt_arg
+        self.require("prompt", per_prompt)
+        pipe = self.get_pipeline()
+        inputs = self.get_dummy_inputs()
+        inputs.update(prompt=["a photo of the cat", "a red dog"], **{per_prompt: 2})
+        with denoiser_calls(pipe, self.factory) as calls:
+            try:
+                output = first_output(pipe(**inputs))
+            except Exception as error:  # noqa: BLE001 - the crash is the finding
+                raise ContractFailure(
+                    f"2 prompts x {per_prompt}=2 raised {describe(error)}{_mismatch(calls)}"
+                ) from error
+        mismatch = _mismatch(calls)
+        if batch_size(output) != 4 or mismatch:
+            raise ContractFailure(
+                f"2 prompts x {per_prompt}=2 gave {batch_size(output)} outputs, expected 4{mismatch}"
+            )
+
+
+def _mismatch(calls: list[dict]) -> str:
+    """Name the conditioning tensors whose batch differs from the latents' at the first denoiser call."""
+    if not calls:
+        return " (before the denoiser ran)"
+    first = calls[0]
+    latents = first.get("hidden_states") or first.get("sample") or first.get("arg0")
+    if latents is None:
+        return ""
+    batch = latents[0][0]
+    odd = [f"`{name}` has batch {shape[0]}" for name, (shape, _) in first.items()
+           if len(shape) >= 2 and name not in ("hidden_states", "sample", "arg0") and shape[0] not in (batch, 1)]  # fmt: skip
+    return (
+        f"; at the first denoiser call the latents have batch {batch} but {', '.join(odd)}: not expanded per output"
+        if odd
+        else ""
+    )

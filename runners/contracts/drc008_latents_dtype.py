@@ -1,0 +1,42 @@
+"""DRC008, pattern 5: latents given in another dtype are cast; nothing reaches the denoiser as float64."""
+
+from __future__ import annotations
+
+from runners.contracts._base import ContractFailure, denoiser_calls, describe, first_output
+
+
+class LatentsDtypeContract:
+    code = "DRC008"
+    pattern = 5
+    title = "latents in another dtype are cast; no float64 on the hot path"
+
+    def test_drc008_latents_dtype(self):
+        import pytest
+        import torch
+
+        self.require("latents", "output_type")
+        pipe = self.get_pipeline()
+        try:
+            latent = first_output(pipe(**{**self.get_dummy_inputs(), "output_type": "latent", "return_dict": True}))
+        except Exception as error:  # noqa: BLE001
+            pytest.skip(f"cannot learn the latent shape: output_type='latent' raised {describe(error)}")
+        if not isinstance(latent, torch.Tensor):
+            pytest.skip("output_type='latent' returned no tensor to learn the latent shape from")
+        with denoiser_calls(pipe, self.factory) as calls:
+            pipe(**self.get_dummy_inputs())
+        doubles = sorted({name for call in calls for name, (_, dtype) in call.items() if dtype == torch.float64})
+        if doubles:
+            raise ContractFailure(
+                f"float64 reached the denoiser in {', '.join(f'`{n}`' for n in doubles)}: keep the hot path in the "
+                "model's dtype"
+            )
+        # latents from another run in another precision: half precision for a float32 pipeline, and vice versa
+        other = torch.float16 if latent.dtype == torch.float32 else torch.float32
+        given = torch.randn(latent.shape, generator=torch.Generator("cpu").manual_seed(3)).to(latent.device, other)
+        try:
+            pipe(**{**self.get_dummy_inputs(), "latents": given})
+        except Exception as error:  # noqa: BLE001 - the crash is the finding
+            raise ContractFailure(
+                f"`latents` in {str(other).removeprefix('torch.')} were not cast to the pipeline's "
+                f"{str(latent.dtype).removeprefix('torch.')}: {describe(error)}"
+            ) from error

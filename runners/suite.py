@@ -1,0 +1,85 @@
+"""Run the contract suite over tiny pipelines: pipeline x contract -> passed | failed | skipped | error."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import pytest
+
+from runners.contracts import all_contracts, test_method
+from runners.contracts._base import ContractFailure, TinyConfig
+from runners.tiny import NoTinyFactory, get_factory
+
+
+@dataclass(frozen=True)
+class ContractResult:
+    pipeline: str
+    contract: str
+    pattern: int
+    outcome: str  # passed | failed | skipped | error
+    message: str
+    duration_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def dtype_of(name: str | None):
+    import torch
+
+    return {None: None, "fp32": None, "float32": None, "fp16": torch.float16, "float16": torch.float16,
+            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[name]  # fmt: skip
+
+
+def test_case(factory, contract: type, device: str, dtype) -> object:
+    """An instance of `TinyConfig + contract` for this factory, as pytest would build the test class."""
+    cls = type(f"{factory.pipeline_class}{contract.__name__}", (TinyConfig, contract), {})
+    case = cls()
+    case.factory, case.torch_device, case.dtype = factory, device, dtype
+    return case
+
+
+def run_one(pipeline: str, contract: type, device: str = "cpu", dtype: str | None = None) -> ContractResult:
+    start = time.perf_counter()
+
+    def result(outcome: str, message: str = "") -> ContractResult:
+        return ContractResult(pipeline, contract.code, contract.pattern, outcome, message, time.perf_counter() - start)
+
+    try:
+        factory = get_factory(pipeline)
+    except NoTinyFactory as error:
+        return result("skipped", str(error))
+    try:
+        case = test_case(factory, contract, device, dtype_of(dtype))
+        getattr(case, test_method(contract))()
+    except pytest.skip.Exception as skip:
+        return result("skipped", str(skip.msg if hasattr(skip, "msg") else skip))
+    except ContractFailure as failure:
+        return result("failed", str(failure))
+    except AssertionError as failure:
+        return result("failed", str(failure) or "assertion failed")
+    except Exception as error:  # noqa: BLE001 - a broken factory or harness, not a finding
+        tail = traceback.format_exception_only(type(error), error)[-1].strip()
+        return result("error", tail[:500])
+    return result("passed")
+
+
+def run_suite(
+    pipelines: Sequence[str],
+    codes: Sequence[str] | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    progress: Callable[[ContractResult], None] | None = None,
+) -> list[ContractResult]:
+    contracts = [c for c in all_contracts() if not codes or c.code in set(codes)]
+    results = []
+    for pipeline in pipelines:
+        for contract in contracts:
+            outcome = run_one(pipeline, contract, device, dtype)
+            results.append(outcome)
+            if progress is not None:
+                progress(outcome)
+    return results

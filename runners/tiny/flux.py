@@ -1,0 +1,96 @@
+"""Tiny Flux: a CLIP text encoder (pooled) and a T5 encoder, a Flux transformer with guidance embeddings."""
+
+from __future__ import annotations
+
+from runners.tiny import Factory, generator, register
+from runners.tiny.sd import clip_text_config
+from runners.tiny.tokenizers import T5_VOCAB_SIZE, clip_tokenizer, t5_tokenizer
+
+
+def t5_encoder(d_model: int = 32):
+    """A T5EncoderModel sized as hf-internal-testing/tiny-random-t5 (d_model 32, 4 heads of 8), with 2 layers."""
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = t5_tokenizer()
+    config = T5Config(
+        vocab_size=T5_VOCAB_SIZE,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return T5EncoderModel(config)
+
+
+def flux_components(seed: int) -> dict:
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,  # 1 latent channel, packed 2x2
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # T5's d_model
+        pooled_projection_dim=32,  # CLIP's hidden size (the pooler output)
+        guidance_embeds=True,  # as FLUX.1-dev: the `guidance_scale` path runs
+        axes_dims_rope=[4, 4, 8],
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(clip_text_config(projection_dim=32))
+    torch.manual_seed(seed)
+    text_encoder_2 = t5_encoder()
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    return {
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": clip_tokenizer(),
+        "tokenizer_2": t5_tokenizer(),
+        "transformer": transformer,
+        "vae": vae,
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
+
+
+def flux_inputs(device: str, seed: int) -> dict:
+    return {
+        "prompt": "a photo of the cat",
+        # true CFG (a second, negative transformer pass) needs true_cfg_scale > 1 and a negative prompt
+        "negative_prompt": "",
+        "true_cfg_scale": 2.0,
+        "guidance_scale": 3.5,
+        "generator": generator(device, seed),
+        "num_inference_steps": 2,
+        "height": 32,
+        "width": 32,
+        "max_sequence_length": 32,
+        "output_type": "pt",
+    }
+
+
+register(Factory("FluxPipeline", flux_components, flux_inputs, denoiser="transformer"))

@@ -14,6 +14,7 @@ from gidgethub import sansio
 
 from bot.github import AppAuth, GitHub, RedisWritePacer
 from bot.metrics import Metrics
+from bot.results import ResultConsumer
 from bot.routing import router
 from bot.settings import Settings
 from bot.store import EventQueue, Keys, Message, connect
@@ -44,6 +45,18 @@ class Dispatcher:
         # writes of all replicas to one installation are serial and spaced (GitHub's secondary limits)
         self.pacer = RedisWritePacer(store.redis, store.keys.prefix, settings.write_spacing_s)
         self.extra = extra
+
+    async def client_for(self, installation: int) -> GitHub:
+        token = await self.auth.token(int(installation))
+        return GitHub(
+            self.session,
+            token=token,
+            api_url=self.settings.api_url,
+            installation_id=int(installation),
+            pacer=self.pacer,
+            metrics=self.metrics,
+            max_retries=self.settings.max_retries,
+        )
 
     async def __call__(self, message: Message) -> None:
         payload = message.payload()
@@ -90,8 +103,13 @@ async def serve(settings: Settings, *, web_enabled: bool = True, worker_enabled:
                     redis, Keys(settings.key_prefix), visibility_timeout_s=settings.visibility_timeout_s,
                     max_attempts=settings.max_attempts,
                 )  # fmt: skip
-                dispatcher = Dispatcher(settings, session, Store(redis, queue.keys), metrics)
-                await EventWorker(queue, dispatcher, metrics=metrics, consumers=settings.consumers).run(stop)
+                store = Store(redis, queue.keys)
+                dispatcher = Dispatcher(settings, session, store, metrics)
+                results = ResultConsumer(store, dispatcher.client_for)
+                await asyncio.gather(
+                    EventWorker(queue, dispatcher, metrics=metrics, consumers=settings.consumers).run(stop),
+                    results.run(stop),
+                )
         else:
             await stop.wait()
     finally:

@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     contracts.add_argument("--format", choices=("text", "json"), default="text")
     contracts.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
 
+    worker = sub.add_parser("worker", help="a contract runner: consume jobs from Redis (group `runners`)")
+    worker.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    worker.add_argument("--key-prefix", default=os.environ.get("DRBOT_KEY_PREFIX", "drbot:"))
+    worker.add_argument("--device", default="cpu")
+    worker.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None)
+    worker.add_argument(
+        "--visibility-timeout", type=float, default=900.0, help="seconds before a dead runner's job is claimed"
+    )
+    worker.add_argument("--burst", action="store_true", help="run the queued jobs, then exit")
+
     roles = serve.add_mutually_exclusive_group()
     roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
     roles.add_argument("--web-only", action="store_true", help="accept webhooks; no event worker")
@@ -108,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {
             "analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known,
-            "contracts": _contracts,
+            "contracts": _contracts, "worker": _worker,
         }  # fmt: skip
         return commands[args.command](args)
     except BrokenPipeError:
@@ -253,3 +263,12 @@ def _contracts(args: argparse.Namespace) -> int:
         print(f"drbot contracts needs torch and diffusers: pip install 'drbot[runner]' ({error})", file=sys.stderr)
         return EXIT_ERROR
     return contracts_main(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    try:
+        from runners.worker import main as worker_main
+    except ImportError as error:  # the [runner] extra is not installed
+        print(f"drbot worker needs the runner's dependencies: pip install 'drbot[runner]' ({error})", file=sys.stderr)
+        return EXIT_ERROR
+    return worker_main(args)

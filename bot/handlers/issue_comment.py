@@ -59,7 +59,9 @@ async def explain(code: str) -> str:
     return "\n".join(lines)
 
 
-async def enqueue_contracts(store, repo: str, pull: dict, pipelines: tuple[str, ...], user: str, api_url: str) -> str:
+async def enqueue_contracts(
+    store, repo: str, pull: dict, pipelines: tuple[str, ...], user: str, api_url: str, installation: int | None = None
+) -> str:
     """Queue a contract-test job (DESIGN §6) once per PR head, suite and pipeline set; the runners consume it."""
     head = pull["head"]["sha"]
     suite = "contracts" + (":" + ",".join(sorted(pipelines)) if pipelines else "")
@@ -77,8 +79,13 @@ async def enqueue_contracts(store, repo: str, pull: dict, pipelines: tuple[str, 
         "requested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "timeout_s": 1800,
     }
-    if not await store.redis.set(store.keys.job(job_id), "queued", nx=True, ex=7 * 24 * 3600):
+    record = json.dumps(
+        {"job_id": job_id, "repo": repo, "pr": pull["number"], "head_sha": head, "installation": installation}
+    )
+    if not await store.redis.set(store.keys.job(job_id), record, nx=True, ex=7 * 24 * 3600):
         return f"Contract tests for `{head[:7]}` were already requested (job `{job_id}`)."
+    # runners skip (cancel) queued jobs of this PR at an older head
+    await store.redis.set(f"{store.keys.prefix}jobhead:{repo}#{pull['number']}", head, ex=7 * 24 * 3600)
     await store.redis.xadd(store.keys.jobs, {"job_id": job_id, "payload": json.dumps(payload, sort_keys=True)})
     which = ", ".join(code_span(p) for p in pipelines) if pipelines else "the pipelines this pull request touches"
     return f"Queued contract tests of {which} at `{head[:7]}` (job `{job_id}`); results will appear in this PR."
@@ -196,7 +203,8 @@ async def _run_command(gh, payload: dict, *, store, settings, metrics, review=No
         text = await ignore(store, repo, number, command.args[0], " ".join(command.args[1:]), user)
     elif verb == "contracts":
         pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")
-        text = await enqueue_contracts(store, repo, pull, command.args, user, settings.api_url)
+        installation = (payload.get("installation") or {}).get("id")
+        text = await enqueue_contracts(store, repo, pull, command.args, user, settings.api_url, installation)
     else:  # review
         reply_id = await post_reply(gh, repo, number, comment["id"], "Reviewing…", None)
         pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")

@@ -31,18 +31,26 @@ class BatchOutputsContract:
 
 
 def _mismatch(calls: list[dict]) -> str:
-    """Name the conditioning tensors whose batch differs from the latents' at the first denoiser call."""
+    """Name the conditioning tensors whose batch differs from the latents' at the first denoiser call that has one
+    (position ids `*_ids` and timesteps carry no batch dimension and are left out)."""
     if not calls:
         return " (before the denoiser ran)"
-    first = calls[0]
-    latents = first.get("hidden_states") or first.get("sample") or first.get("arg0")
-    if latents is None:
-        return ""
-    batch = latents[0][0]
-    odd = [f"`{name}` has batch {shape[0]}" for name, (shape, _) in first.items()
-           if len(shape) >= 2 and name not in ("hidden_states", "sample", "arg0") and shape[0] not in (batch, 1)]  # fmt: skip
-    return (
-        f"; at the first denoiser call the latents have batch {batch} but {', '.join(odd)}: not expanded per output"
-        if odd
-        else ""
-    )
+    for index, call in enumerate(calls):
+        latents = call.get("hidden_states") or call.get("sample") or call.get("arg0")
+        if latents is None:
+            return ""
+        batch = latents[0][0]
+        odd = [
+            f"`{name}` has batch {shape[0]}"
+            for name, (shape, _) in call.items()
+            if len(shape) >= 2
+            and name not in ("hidden_states", "sample", "arg0")
+            and not name.endswith("_ids")
+            and shape[0] not in (batch, 1)
+        ]
+        if odd:
+            return (
+                f"; at denoiser call {index + 1} the latents have batch {batch} but {', '.join(odd)}: "
+                "not expanded per output"
+            )
+    return ""

@@ -50,8 +50,9 @@ class Factory:
 
 
 #: family modules, imported on first lookup (each registers its factories)
-FAMILIES = ("runners.tiny.sd", "runners.tiny.flux", "runners.tiny.sana", "runners.tiny.wan", "runners.tiny.cogvideox",
-            "runners.tiny.qwenimage", "runners.tiny.ltx", "runners.tiny.hunyuan_video")  # fmt: skip
+FAMILIES = ("runners.tiny.sd", "runners.tiny.sd_xl", "runners.tiny.sd3", "runners.tiny.flux", "runners.tiny.sana",
+            "runners.tiny.wan", "runners.tiny.cogvideox", "runners.tiny.qwenimage", "runners.tiny.ltx",
+            "runners.tiny.hunyuan_video")  # fmt: skip
 _FACTORIES: dict[str, Factory] = {}
 _loaded = False
 

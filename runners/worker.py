@@ -70,7 +70,8 @@ def scrubbed_env(src: Path, home: Path) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
-        "PYTHONPATH": str(src),
+        # the PR's src/ first, so its diffusers is the one imported; then drbot's own code (the suite)
+        "PYTHONPATH": os.pathsep.join([str(src), str(Path(__file__).resolve().parent.parent)]),
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(home / "hf"),

@@ -29,7 +29,7 @@ LLAMA_VOCAB_SIZE = 512  # >= len(llama3_tokenizer())
 
 
 def llama3_tokenizer(model_max_length: int = 1024):
-    """A Llama 3 style fast tokenizer (byte-level BPE, no Hub files) of 468 tokens, built in memory."""
+    """A Llama 3 style fast tokenizer (byte-level BPE, no Hub files) of 504 tokens, built in memory."""
     from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import BPE

@@ -26,12 +26,11 @@ QWEN_SPECIALS = (
 )
 #: Qwen2's pre-tokenizer split (transformers' tokenization_qwen2.PRETOKENIZE_REGEX)
 QWEN2_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-#: what the pipeline wraps every prompt in; its first 34 tokens (the system turn) are dropped
+#: what the pipeline wraps every prompt in (its prompt_template_encode); its first 34 tokens, the system turn, are dropped
 QWEN_TEMPLATE = (
     "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, spatial "
     "relationships of the objects and background:<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 )
-QWEN_TEMPLATE_START = 34
 #: words of our test prompts, one token each too
 PROMPT_WORDS = "a the cat dog photo video red blue"
 
@@ -86,7 +85,7 @@ def qwen2_tokenizer(model_max_length: int = 1024):
     vocab, merges = bpe_model(words, QWEN_SPECIALS)
     tokenizer = Qwen2Tokenizer(
         vocab=dict(vocab),
-        merges=list(merges),  # (left, right) pairs: transformers 5 rejects merge strings next to a dict vocab
+        merges=list(merges),  # (left, right) pairs
         unk_token=None,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",

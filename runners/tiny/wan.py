@@ -42,7 +42,7 @@ def video_image(size: int = 32):
     pixels = np.stack(
         [ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1), 255 - ramp[None, :].repeat(size, 0)]
     )
-    return Image.fromarray(pixels.transpose(1, 2, 0).astype(np.uint8), mode="RGB")
+    return Image.fromarray(pixels.transpose(1, 2, 0).astype(np.uint8))
 
 
 def wan_vae(seed: int):

@@ -1,0 +1,132 @@
+"""`drbot worker` end to end: a job the bot enqueues runs on the PR's own code from its tarball, in a subprocess,
+and comes back as a check run and a summary section; a killed runner's job is claimed and reported once; a job
+over its time limit is reported as a timeout and the runner goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from harness import REPO
+from redis.exceptions import ResponseError
+
+from bot.results import ResultConsumer
+from runners.worker import ContractRunner, RunnerKeys
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SD = "src/diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py"
+
+
+@pytest.fixture
+def package_files(diffusers_dir) -> dict[str, bytes]:
+    """The pinned diffusers package as a repository's `src/diffusers/` (what a PR tarball holds)."""
+    return {
+        f"src/diffusers/{path.relative_to(diffusers_dir).as_posix()}": path.read_bytes()
+        for path in diffusers_dir.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+def job(github, head: str, job_id: str, pipelines=("StableDiffusionPipeline",), contracts=("DRC006",), timeout_s=300):
+    return {
+        "version": 1, "job_id": job_id, "repo": REPO, "pr": 1, "head_sha": head,
+        "tarball_url": f"{github.url}/repos/{REPO}/tarball/{head}", "pipelines": list(pipelines),
+        "contracts": list(contracts), "requested_by": "maintainer", "requested_at": "2026-11-26T00:00:00Z",
+        "timeout_s": timeout_s,
+    }  # fmt: skip
+
+
+async def enqueue(harness, payload: dict) -> None:
+    await harness.redis.xadd(harness.keys.jobs, {"job_id": payload["job_id"], "payload": json.dumps(payload)})
+
+
+async def results(harness) -> list[dict]:
+    return [json.loads(fields[b"payload"]) for _, fields in await harness.redis.xrange(harness.keys.results)]
+
+
+async def test_a_job_the_bot_enqueues_runs_on_the_prs_code_and_lands_in_the_pr(harness, github, package_files):
+    github.add_repo(REPO, installation_id=1, files=package_files, private=False)
+    marked = package_files[SD].decode() + "\n# drbot-test: this PR's own copy of diffusers\n"
+    github.add_pull(REPO, 1, head_files={SD: marked})
+    github.set_permission(REPO, "maintainer", "write")
+    await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.deliver("issue_comment", github.issue_comment_payload(REPO, 1, "/drbot contracts StableDiffusionPipeline", "maintainer"))  # fmt: skip
+    await harness.run()
+
+    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix))
+    assert await runner.run_burst() == 1
+    (result,) = await results(harness)
+    assert result["status"] == "failed", result[
+        "log_tail"
+    ]  # DRC008: SD 1.x does not cast user latents (DRB501 says so statically)
+    assert "/drbot-job-" in result["runner"]["diffusers_path"]  # the PR's tarball, not the installed package
+    outcomes = {r["contract"]: r["outcome"] for r in result["results"]}
+    assert outcomes["DRC008"] == "failed" and outcomes["DRC001"] == "passed"
+
+    dispatcher = harness.worker.handler
+    assert await ResultConsumer(dispatcher.store, dispatcher.client_for).run_burst() == 1
+    (check,) = [c for c in github.check_runs(REPO) if c["name"] == "drbot contracts"]
+    assert check["conclusion"] == "failure" and check["output"]["title"] == "1 contract failed"
+    summary = next(c for c in github.comments(REPO, 1) if c["body"].startswith("<!-- drbot:summary -->"))
+    assert "### Contract tests: failed" in summary["body"] and "DRC008" in summary["body"]
+
+
+async def test_a_killed_runners_job_is_claimed_and_reported_once(harness, github, package_files):
+    github.add_repo(REPO, installation_id=1, files=package_files, private=False)
+    head = github.add_pull(REPO, 1, head_files={"README.md": "x\n"})["head"]["sha"]
+    await enqueue(harness, job(github, head, f"{REPO}#1@{head}:kill", contracts=("DRC001",)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "drbot", "worker", "--burst", "--key-prefix", harness.keys.prefix,
+         "--visibility-timeout", "1"], env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the job is taken (pending), then kill the whole runner
+        try:
+            if (await harness.redis.xpending(harness.keys.jobs, "runners"))["pending"]:
+                break
+        except ResponseError:  # the runner has not created its group yet
+            pass
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    assert await results(harness) == []
+    await asyncio.sleep(1.1)  # past the visibility timeout
+    survivor = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix), visibility_timeout_s=1)
+    assert await survivor.run_burst() == 1
+    (result,) = await results(harness)
+    assert result["status"] == "passed" and [r["contract"] for r in result["results"]] == ["DRC001"]
+    assert await survivor.run_burst() == 0  # nothing left; the result is not reported twice
+
+
+async def test_a_job_over_its_time_limit_is_a_timeout_and_the_runner_goes_on(harness, github, package_files):
+    github.add_repo(REPO, installation_id=1, files=package_files, private=False)
+    head = github.add_pull(REPO, 1, head_files={"README.md": "x\n"})["head"]["sha"]
+    await enqueue(harness, job(github, head, "slow", pipelines=(), contracts=(), timeout_s=2))
+    await enqueue(harness, job(github, head, "quick"))
+    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix))
+    assert await runner.run_burst() == 2
+    slow, quick = await results(harness)
+    assert (slow["job_id"], slow["status"]) == ("slow", "timeout")
+    assert (quick["job_id"], quick["status"]) == ("quick", "passed")
+
+
+async def test_a_job_for_an_older_head_is_cancelled(harness, github, package_files):
+    github.add_repo(REPO, installation_id=1, files=package_files, private=False)
+    head = github.add_pull(REPO, 1, head_files={"README.md": "x\n"})["head"]["sha"]
+    await harness.redis.set(f"{harness.keys.prefix}jobhead:{REPO}#1", "f" * 40)
+    await enqueue(harness, job(github, head, f"old-{uuid.uuid4().hex[:6]}"))
+    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix))
+    assert await runner.run_burst() == 1
+    assert await results(harness) == []

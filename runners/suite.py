@@ -42,14 +42,16 @@ def test_case(factory, contract: type, device: str, dtype) -> object:
     return case
 
 
-def run_one(pipeline: str, contract: type, device: str = "cpu", dtype: str | None = None) -> ContractResult:
+def run_one(pipeline, contract: type, device: str = "cpu", dtype: str | None = None) -> ContractResult:
+    """One contract on one pipeline (a class name, or a `Factory` itself)."""
     start = time.perf_counter()
+    name = pipeline if isinstance(pipeline, str) else pipeline.pipeline_class
 
     def result(outcome: str, message: str = "") -> ContractResult:
-        return ContractResult(pipeline, contract.code, contract.pattern, outcome, message, time.perf_counter() - start)
+        return ContractResult(name, contract.code, contract.pattern, outcome, message, time.perf_counter() - start)
 
     try:
-        factory = get_factory(pipeline)
+        factory = get_factory(pipeline) if isinstance(pipeline, str) else pipeline
     except NoTinyFactory as error:
         return result("skipped", str(error))
     try:

@@ -16,6 +16,9 @@ class BatchOutputsContract:
         pipe = self.get_pipeline()
         inputs = self.get_dummy_inputs()
         inputs.update(prompt=["a photo of the cat", "a red dog"], **{per_prompt: 2})
+        if isinstance(inputs.get("negative_prompt"), str):
+            # one negative prompt per prompt: the contract is about expansion per output, not string broadcasting
+            inputs["negative_prompt"] = [inputs["negative_prompt"]] * 2
         with denoiser_calls(pipe, self.factory) as calls:
             try:
                 output = first_output(pipe(**inputs))

@@ -25,8 +25,12 @@ class Factory:
     #: the denoiser component (its forward is hooked by some contracts)
     denoiser: str = "unet"
     tags: frozenset[str] = field(default_factory=frozenset)
+    #: a class to build instead of `diffusers.<pipeline_class>` (tests plant defects in subclasses)
+    cls: type | None = None
 
     def pipeline_type(self):
+        if self.cls is not None:
+            return self.cls
         import diffusers
 
         return getattr(diffusers, self.pipeline_class)

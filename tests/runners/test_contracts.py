@@ -1,0 +1,210 @@
+"""The contract suite on CPU with diffusers 0.42.1: the known defects fail with a message naming them, clean
+pipelines pass, and every contract fails on a defect planted in an otherwise clean pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from runners.contracts import all_contracts
+from runners.suite import run_one
+from runners.tiny import get_factory
+
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS = {c.code: c for c in all_contracts()}
+
+
+def outcome(pipeline, code: str):
+    result = run_one(pipeline, CONTRACTS[code])
+    return result.outcome, result.message
+
+
+def test_every_contract_has_a_code_pattern_and_one_test():
+    assert len(CONTRACTS) >= 8
+    for code, contract in CONTRACTS.items():
+        assert code.startswith("DRC") and 1 <= contract.pattern <= 10
+        assert [n for n in vars(contract) if n.startswith("test_drc")] == [f"test_{code.lower()}_" + n.split("_", 2)[2]
+                                                                           for n in vars(contract) if n.startswith("test_drc")]  # fmt: skip
+
+
+# -- the defects of #13656 that are still in 0.42.1 ------------------------------------------------------------
+
+
+def test_wan_i2v_image_embeddings_are_not_expanded_per_video():
+    # pipeline_wan_i2v.py: image_embeds.repeat(batch_size, 1, 1) ignores num_videos_per_prompt
+    result, message = outcome("WanImageToVideoPipeline", "DRC001")
+    assert result == "failed"
+    assert "`encoder_hidden_states_image` has batch 2" in message and "latents have batch 4" in message
+
+
+def test_cogvideox_sizes_pass_check_inputs_and_fail_in_the_transformer():
+    # pipeline_cogvideox.py check_inputs asks for multiples of 8; the transformer patchifies 8x-downsampled latents by 2
+    result, message = outcome("CogVideoXPipeline", "DRC007")
+    assert result == "failed"
+    assert "not a multiple of 16 (VAE scale 8 x patch 2), yet check_inputs accepted it" in message
+
+
+def test_sdxl_inpaint_latent_output_ignores_return_dict():
+    # pipeline_stable_diffusion_xl_inpaint.py returns StableDiffusionXLPipelineOutput(images=latents) early
+    result, message = outcome("StableDiffusionXLInpaintPipeline", "DRC006")
+    assert result == "failed"
+    assert "output_type='latent', return_dict=False returned StableDiffusionXLPipelineOutput, not a tuple" in message
+
+
+@pytest.mark.parametrize(
+    "pipeline, code",
+    [("WanPipeline", "DRC001"), ("StableDiffusionXLPipeline", "DRC001"), ("StableDiffusionPipeline", "DRC007"),
+     ("WanPipeline", "DRC007"), ("StableDiffusionXLPipeline", "DRC006"), ("FluxPipeline", "DRC006")],
+)  # fmt: skip
+def test_pipelines_without_the_defect_pass(pipeline, code):
+    assert outcome(pipeline, code) == ("passed", "")
+
+
+# -- every contract fails on a planted defect -----------------------------------------------------------------
+
+
+def planted(method: str, replacement):
+    """The tiny StableDiffusionPipeline factory, building a subclass with one method replaced (and a feature
+    extractor, an optional component DRC005 can then leave out)."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPImageProcessor
+
+    base = get_factory("StableDiffusionPipeline")
+    cls = type("PlantedStableDiffusionPipeline", (StableDiffusionPipeline,), {method: replacement})
+
+    def components(seed: int) -> dict:
+        return {
+            **base.make_components(seed),
+            "feature_extractor": CLIPImageProcessor(),
+            "requires_safety_checker": False,
+        }
+
+    return dataclasses.replace(base, cls=cls, make_components=components)
+
+
+def _sd_call():
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.__call__
+
+
+def _call_with(**overrides):
+    from diffusers import StableDiffusionPipeline
+
+    @functools.wraps(StableDiffusionPipeline.__call__)  # keeps the signature the contracts inspect
+    def __call__(self, *args, **kwargs):
+        for key, value in overrides.items():
+            kwargs[key] = value(kwargs) if callable(value) else value
+        return StableDiffusionPipeline.__call__(self, *args, **kwargs)
+
+    return __call__
+
+
+def _latent_object(self, *args, **kwargs):
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+
+    result = StableDiffusionPipeline.__call__(self, *args, **kwargs)
+    if kwargs.get("output_type") == "latent" and isinstance(result, tuple):
+        return StableDiffusionPipelineOutput(images=result[0], nsfw_content_detected=None)
+    return result
+
+
+def _no_size_check(self, prompt, height, width, *args, **kwargs):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.check_inputs(self, prompt, 8, 8, *args, **kwargs)
+
+
+def _float64_latents(self, *args, **kwargs):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.prepare_latents(self, *args, **kwargs).double()
+
+
+def _crash_without_feature_extractor(self, image, device, dtype):
+    self.feature_extractor.size  # noqa: B018 - `None.size` when the optional component is left out
+    return image, None
+
+
+def _ignore_callback_return(kwargs):
+    callback = kwargs.get("callback_on_step_end")
+    if callback is None:
+        return None
+
+    def call_and_forget(pipe, step, timestep, callback_kwargs):
+        callback(pipe, step, timestep, dict(callback_kwargs))
+        return callback_kwargs
+
+    return call_and_forget
+
+
+PLANTS = {
+    "DRC001": ("__call__", _call_with(num_images_per_prompt=1), "gave 2 outputs, expected 4"),
+    "DRC003": ("__call__", _call_with(latents=None), "identical outputs: the argument is ignored"),
+    "DRC004": ("__call__", _call_with(callback_on_step_end=_ignore_callback_return), "its return value is ignored"),
+    "DRC005": ("run_safety_checker", _crash_without_feature_extractor, "`feature_extractor=None`"),
+    "DRC006": (
+        "__call__",
+        functools.wraps(_sd_call())(_latent_object),
+        "returned StableDiffusionPipelineOutput, not a tuple",
+    ),
+    "DRC007": ("check_inputs", _no_size_check, "check_inputs accepted it"),
+    "DRC008": ("prepare_latents", _float64_latents, "float64 reached the denoiser"),
+}
+
+
+@pytest.mark.parametrize("code", sorted(PLANTS))
+def test_each_contract_fails_on_a_planted_defect_and_passes_without_it(code):
+    from diffusers import StableDiffusionPipeline
+
+    method, replacement, expected = PLANTS[code]
+    # the same pipeline and factory without the defect: the contract does not report it
+    control, control_message = outcome(planted(method, getattr(StableDiffusionPipeline, method)), code)
+    assert control in ("passed", "failed") and expected not in control_message, control_message
+    result, message = outcome(planted(method, replacement), code)
+    assert result == "failed", message
+    assert expected in message
+
+
+def test_drc009_fails_when_fused_projections_change_the_output(monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    original = UNet2DConditionModel.fuse_qkv_projections
+
+    def fuse_and_perturb(self):
+        original(self)
+        with torch.no_grad():
+            for module in self.modules():
+                if getattr(module, "to_qkv", None) is not None:
+                    module.to_qkv.weight.mul_(1.5)
+
+    assert outcome("StableDiffusionPipeline", "DRC009") == ("passed", "")
+    monkeypatch.setattr(UNet2DConditionModel, "fuse_qkv_projections", fuse_and_perturb)
+    result, message = outcome("StableDiffusionPipeline", "DRC009")
+    assert result == "failed" and "fused QKV changes the output" in message
+
+
+def test_the_command_line_prints_json_and_exits_1_on_a_failure():
+    result = subprocess.run(
+        [sys.executable, "-m", "drbot", "contracts", "StableDiffusionXLInpaintPipeline", "NoSuchPipeline",
+         "--contract", "DRC006", "--format", "json"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    rows = json.loads(result.stdout)["results"]
+    assert [(r["pipeline"], r["contract"], r["pattern"], r["outcome"]) for r in rows] == [
+        ("StableDiffusionXLInpaintPipeline", "DRC006", 6, "failed"),
+        ("NoSuchPipeline", "DRC006", 6, "skipped"),
+    ]
+    assert rows[1]["message"].startswith("no tiny factory for NoSuchPipeline")
+    assert set(rows[0]) == {"pipeline", "contract", "pattern", "outcome", "message", "duration_s"}

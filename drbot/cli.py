@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     contracts.add_argument("--contract", action="append", metavar="CODES", help="only these contracts (DRC001,...)")
     contracts.add_argument("--format", choices=("text", "json"), default="text")
     contracts.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    contracts.add_argument("--offload", action="store_true", help="enable_model_cpu_offload onto --device")
 
     worker = sub.add_parser("worker", help="a contract runner: consume jobs from Redis (group `runners`)")
     worker.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))

@@ -41,7 +41,7 @@ def main(args) -> int:
             print(f"{result.pipeline:40} {result.contract}  P{result.pattern:<2} {result.outcome:7} "
                   f"{result.duration_s:6.2f}s{message}", flush=True)  # fmt: skip
 
-    results = run_suite(pipelines, codes or None, args.device, args.dtype, progress)
+    results = run_suite(pipelines, codes or None, args.device, args.dtype, progress, offload=args.offload)
     if args.format == "json":
         json.dump({"results": [r.to_dict() for r in results]}, sys.stdout, indent=2)
         print()

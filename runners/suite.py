@@ -34,15 +34,17 @@ def dtype_of(name: str | None):
             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[name]  # fmt: skip
 
 
-def test_case(factory, contract: type, device: str, dtype) -> object:
+def test_case(factory, contract: type, device: str, dtype, offload: bool = False) -> object:
     """An instance of `TinyConfig + contract` for this factory, as pytest would build the test class."""
     cls = type(f"{factory.pipeline_class}{contract.__name__}", (TinyConfig, contract), {})
     case = cls()
-    case.factory, case.torch_device, case.dtype = factory, device, dtype
+    case.factory, case.torch_device, case.dtype, case.offload = factory, device, dtype, offload
     return case
 
 
-def run_one(pipeline, contract: type, device: str = "cpu", dtype: str | None = None) -> ContractResult:
+def run_one(
+    pipeline, contract: type, device: str = "cpu", dtype: str | None = None, offload: bool = False
+) -> ContractResult:
     """One contract on one pipeline (a class name, or a `Factory` itself)."""
     start = time.perf_counter()
     name = pipeline if isinstance(pipeline, str) else pipeline.pipeline_class
@@ -55,7 +57,7 @@ def run_one(pipeline, contract: type, device: str = "cpu", dtype: str | None = N
     except NoTinyFactory as error:
         return result("skipped", str(error))
     try:
-        case = test_case(factory, contract, device, dtype_of(dtype))
+        case = test_case(factory, contract, device, dtype_of(dtype), offload)
         getattr(case, test_method(contract))()
     except pytest.skip.Exception as skip:
         return result("skipped", str(skip.msg if hasattr(skip, "msg") else skip))
@@ -75,12 +77,13 @@ def run_suite(
     device: str = "cpu",
     dtype: str | None = None,
     progress: Callable[[ContractResult], None] | None = None,
+    offload: bool = False,
 ) -> list[ContractResult]:
     contracts = [c for c in all_contracts() if not codes or c.code in set(codes)]
     results = []
     for pipeline in pipelines:
         for contract in contracts:
-            outcome = run_one(pipeline, contract, device, dtype)
+            outcome = run_one(pipeline, contract, device, dtype, offload)
             results.append(outcome)
             if progress is not None:
                 progress(outcome)

@@ -21,12 +21,17 @@ class TinyConfig:
     factory: Factory
     torch_device: str = "cpu"
     dtype = None  # a torch dtype, or None for the components' own (fp32)
+    offload: bool = False  # model CPU offload onto `torch_device` (an accelerator)
 
     @property
     def pipeline_class(self):
         return self.factory.pipeline_type()
 
     def get_pipeline(self):
+        if self.offload:
+            pipe = self.factory.build("cpu", self.dtype)
+            pipe.enable_model_cpu_offload(device=self.torch_device)
+            return pipe
         return self.factory.build(self.torch_device, self.dtype)
 
     def get_dummy_inputs(self, seed: int = 0) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ["analyzers", "drbot", "tests", "bench"]
+PATHS = ["analyzers", "drbot", "bot", "runners", "tests", "bench"]
 
 
 def test_ruff_check():

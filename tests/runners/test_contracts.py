@@ -148,7 +148,13 @@ def _ignore_callback_return(kwargs):
     return call_and_forget
 
 
+def _swap_prompts(kwargs):
+    prompt = kwargs.get("prompt")
+    return list(reversed(prompt)) if isinstance(prompt, list) else prompt
+
+
 PLANTS = {
+    "DRC002": ("__call__", _call_with(prompt=_swap_prompts), "differs from its single-prompt result"),
     "DRC001": ("__call__", _call_with(num_images_per_prompt=1), "gave 2 outputs, expected 4"),
     "DRC003": ("__call__", _call_with(latents=None), "identical outputs: the argument is ignored"),
     "DRC004": ("__call__", _call_with(callback_on_step_end=_ignore_callback_return), "its return value is ignored"),
@@ -208,3 +214,32 @@ def test_the_command_line_prints_json_and_exits_1_on_a_failure():
     ]
     assert rows[1]["message"].startswith("no tiny factory for NoSuchPipeline")
     assert set(rows[0]) == {"pipeline", "contract", "pattern", "outcome", "message", "duration_s"}
+
+
+def test_drc011_fails_when_custom_sigmas_are_dropped():
+    from diffusers import FluxPipeline
+
+    @functools.wraps(FluxPipeline.__call__)
+    def drop_sigmas(self, *args, **kwargs):
+        kwargs.pop("sigmas", None)
+        return FluxPipeline.__call__(self, *args, **kwargs)
+
+    flux = get_factory("FluxPipeline")
+    assert outcome(flux, "DRC011") == ("passed", "")
+    result, message = outcome(
+        dataclasses.replace(flux, cls=type("Planted", (FluxPipeline,), {"__call__": drop_sigmas})), "DRC011"
+    )
+    assert result == "failed" and "`sigmas=[1.0, 0.3]` gave the same output as the default schedule" in message
+
+
+def test_more_0_42_1_defects_the_contracts_find():
+    # pipeline_ltx.py always computes `sigmas` and hands both to retrieve_timesteps: `timesteps` can never be used
+    result, message = outcome("LTXPipeline", "DRC011")
+    assert (
+        result == "failed"
+        and "`timesteps=[999, 300]` raised ValueError: Only one of `timesteps` or `sigmas`" in message
+    )
+    # pipeline_stable_diffusion_xl_inpaint.py _encode_vae_image loops over the image batch (1), not the generator
+    # list: every row's image latents are drawn from generator[0]; diffusers' own batch test compares row 0 only
+    result, message = outcome("StableDiffusionXLInpaintPipeline", "DRC002")
+    assert result == "failed" and message.startswith("row 1 differs from its single-prompt result")

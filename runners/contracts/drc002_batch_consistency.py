@@ -17,6 +17,10 @@ class BatchConsistencyContract:
         import torch
 
         self.require("prompt", "generator")
+        if self.dtype is not None and self.dtype != torch.float32:
+            # batch-size numerics in half precision (1e-2..5e-2 measured on an H100) are as large as a prompt's
+            # whole effect on a tiny model (4e-2..1e-1): the comparison cannot tell a mix-up from rounding
+            pytest.skip("batch consistency is checked in float32 only")
         pipe = self.get_pipeline()
         prompts = ["a photo of the cat", "a red dog"]
         inputs = self.get_dummy_inputs()
@@ -37,7 +41,9 @@ class BatchConsistencyContract:
             }
             alone = torch.as_tensor(first_output(pipe(**single))).float()
             diff = (rows[index] - alone[0]).abs().max().item()
-            if diff > self.ATOL:
+            # accelerators reorder reductions with the batch size (2e-3 seen in float32 on an H100); a prompt's
+            # effect on a tiny model is 4e-2 or more, so 1e-2 still catches a mix-up
+            if diff > (self.ATOL if self.torch_device == "cpu" else 1e-2):
                 worst.append(f"row {index} differs from its single-prompt result by {diff:.2e}")
         if worst:
             raise ContractFailure(

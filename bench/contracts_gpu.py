@@ -95,7 +95,8 @@ def record(path: Path) -> int:
     lines += [
         "",
         "Seconds include building each pipeline for every contract; MiB is peak GPU memory allocated. A failed contract",
-        "listed without configurations failed in all four. No failure was GPU-only: the same contracts fail on CPU.",
+        "listed without configurations failed in all four. Compare with `drbot contracts` on CPU (fp32) to tell",
+        "GPU-only failures; see the issue note for this run's comparison.",
     ]
     write(
         "contracts-gpu", "python bench/contracts_gpu.py --out FILE (on the GPU), then --record FILE", "\n".join(lines)

@@ -72,6 +72,8 @@ async def publish_result(gh, store, job: dict, result: dict) -> None:
         if failed
         else f"Contracts {result['status']}"
     )
+    if result["status"] == "passed" and not any(r["outcome"] == "passed" for r in result.get("results", [])):
+        conclusion, title = "neutral", "No contract ran (no tiny pipeline for what this PR touches)"
     await gh.post(
         f"/repos/{repo}/check-runs",
         data={

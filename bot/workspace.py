@@ -83,3 +83,20 @@ def build(base_tarball: bytes, head_tarball: bytes, parent: str | None = None) -
         shutil.rmtree(repo, ignore_errors=True)
         raise
     return repo
+
+
+def pipeline_classes(repo: Path, paths) -> list[str]:
+    """Classes named `*Pipeline` defined at the top level of the changed pipeline modules (head side): what
+    `/drbot contracts` runs when it names no pipeline."""
+    import ast
+
+    found: list[str] = []
+    for path in sorted(paths):
+        if "/pipelines/" not in f"/{path}" or not path.endswith(".py"):
+            continue
+        try:
+            tree = ast.parse((repo / path).read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+            continue
+        found += [n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Pipeline")]
+    return sorted(set(found))

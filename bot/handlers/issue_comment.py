@@ -87,7 +87,7 @@ async def enqueue_contracts(
     # runners skip (cancel) queued jobs of this PR at an older head
     await store.redis.set(f"{store.keys.prefix}jobhead:{repo}#{pull['number']}", head, ex=7 * 24 * 3600)
     await store.redis.xadd(store.keys.jobs, {"job_id": job_id, "payload": json.dumps(payload, sort_keys=True)})
-    which = ", ".join(code_span(p) for p in pipelines) if pipelines else "the pipelines this pull request touches"
+    which = ", ".join(code_span(p) for p in pipelines)
     return f"Queued contract tests of {which} at `{head[:7]}` (job `{job_id}`); results will appear in this PR."
 
 
@@ -204,7 +204,11 @@ async def _run_command(gh, payload: dict, *, store, settings, metrics, review=No
     elif verb == "contracts":
         pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")
         installation = (payload.get("installation") or {}).get("id")
-        text = await enqueue_contracts(store, repo, pull, command.args, user, settings.api_url, installation)
+        pipelines = command.args or tuple(await state.get_json("pipelines", []))
+        if not pipelines:
+            text = "Name the pipelines to test (`/drbot contracts FluxPipeline …`): this pull request changes none."
+        else:
+            text = await enqueue_contracts(store, repo, pull, pipelines, user, settings.api_url, installation)
     else:  # review
         reply_id = await post_reply(gh, repo, number, comment["id"], "Reviewing…", None)
         pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")

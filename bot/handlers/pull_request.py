@@ -143,6 +143,7 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
             data = await asyncio.to_thread(
                 review_repository, repo_dir, "base", "head", rules, 1, lambda path: path in selected
             )
+            touched_pipelines = workspace.pipeline_classes(repo_dir, [f["filename"] for f in files])
         finally:
             shutil.rmtree(repo_dir, ignore_errors=True)
     if notes:
@@ -206,6 +207,7 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
         specs[config.duplicate_fix_label] = ("e99695", "Another open pull request fixes the same finding")
     added, removed = await publish.sync_labels(gh, repo, number, state, wanted, specs)
     await state.set(head=head_sha)
+    await state.set_json("pipelines", touched_pipelines)  # what `/drbot contracts` runs by default
     # what `/drbot ignore` may name: every finding this head introduced (posted or known)
     await state.set_json(
         "findings",

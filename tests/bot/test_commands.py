@@ -174,3 +174,12 @@ async def test_a_flood_from_one_user_is_rate_limited_without_stopping_others(har
     assert len(notices) == 1
     payload, _ = await comment(harness, pr, "/drbot help", user="someone-else")
     assert harness.outcomes[-1] == "help" and len(replies(pr, payload)) == 1
+
+
+async def test_contracts_without_names_runs_the_pipelines_the_pr_changes(harness, pr):
+    await harness.deliver("pull_request", pr.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+    payload, _ = await comment(harness, pr, "/drbot contracts")
+    assert "Queued contract tests of `DDPMPipeline`" in replies(pr, payload)[0]["body"]
+    (job,) = [json.loads(f[b"payload"]) for _, f in await harness.redis.xrange(harness.keys.jobs)]
+    assert job["pipelines"] == ["DDPMPipeline"]

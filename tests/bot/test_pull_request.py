@@ -203,3 +203,15 @@ async def test_content_writes_of_an_installation_are_serial_and_a_second_apart(h
     assert len(times) >= 4
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert min(gaps) >= 0.99, gaps
+
+
+async def test_a_file_libcst_cannot_parse_is_listed_and_the_rest_is_reviewed(harness, github, sources):
+    broken = "src/diffusers/pipelines/ddpm/broken.py"
+    # a pipeline the rules want to read (files no rule wants are never parsed), cut off mid-signature
+    code = "class BrokenPipeline(DiffusionPipeline):\n    def __call__(self, prompt, latents=None:\n        return latents\n"
+    open_pr(github, sources, {DDPM: with_eta(sources), broken: code})
+    await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+    (summary,) = github.comments(REPO, 1)
+    assert "**1 new finding**" in summary["body"]
+    assert "1 file(s) could not be analysed" in summary["body"] and "broken.py" in summary["body"]

@@ -243,3 +243,42 @@ def test_more_0_42_1_defects_the_contracts_find():
     # list: every row's image latents are drawn from generator[0]; diffusers' own batch test compares row 0 only
     result, message = outcome("StableDiffusionXLInpaintPipeline", "DRC002")
     assert result == "failed" and message.startswith("row 1 differs from its single-prompt result")
+
+
+def test_drc012_fails_when_max_sequence_length_is_dropped():
+    from diffusers import FluxPipeline
+
+    @functools.wraps(FluxPipeline.__call__)
+    def drop_length(self, *args, **kwargs):
+        kwargs.pop("max_sequence_length", None)
+        return FluxPipeline.__call__(self, *args, **kwargs)
+
+    flux = get_factory("FluxPipeline")
+    assert outcome(flux, "DRC012") == ("passed", "")
+    planted_flux = dataclasses.replace(flux, cls=type("Planted", (FluxPipeline,), {"__call__": drop_length}))
+    result, message = outcome(planted_flux, "DRC012")
+    assert result == "failed" and "the argument is ignored" in message
+
+
+def test_drc013_fails_when_the_model_drops_the_text_mask(monkeypatch):
+    from diffusers import SanaTransformer2DModel
+
+    forward = SanaTransformer2DModel.forward
+
+    def drop_mask(self, *args, **kwargs):
+        kwargs["encoder_attention_mask"] = None  # the pre-hook saw it; the attention never does
+        return forward(self, *args, **kwargs)
+
+    assert outcome("SanaPipeline", "DRC013") == ("passed", "")
+    monkeypatch.setattr(SanaTransformer2DModel, "forward", drop_mask)
+    result, message = outcome("SanaPipeline", "DRC013")
+    assert result == "failed" and "changed the output" in message
+
+
+def test_padding_and_sequence_length_defects_of_0_42_1():
+    # pipeline_ltx.py:269 encodes the prompt with T5 without its attention mask: real tokens attend to padding
+    result, message = outcome("LTXPipeline", "DRC013")
+    assert result == "failed" and "`encoder_attention_mask`" in message
+    # CogVideoX's transformer only takes its configured max_text_seq_length; check_inputs does not say so
+    result, message = outcome("CogVideoXPipeline", "DRC012")
+    assert result == "failed" and "max_sequence_length=24 raised RuntimeError" in message

@@ -155,3 +155,41 @@ def string_value(node: cst.BaseExpression) -> str | None:
         value = node.evaluated_value
         return value if isinstance(value, str) else None
     return None
+
+
+def annotation_classes(node: cst.BaseExpression) -> list[str] | None:
+    """Dotted class names of an annotation: `Foo`, `models.Foo`, `Optional[Foo]`, `A | B`, `Union[A, B]`."""
+    if isinstance(node, cst.Name) and node.value == "None":
+        return []
+    name = dotted_name(node)
+    if name is not None:
+        return [name]
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitOr):
+        left, right = annotation_classes(node.left), annotation_classes(node.right)
+        return None if left is None or right is None else left + right
+    if isinstance(node, cst.Subscript) and (dotted_name(node.value) or "").rpartition(".")[2] in ("Optional", "Union"):
+        found: list[str] = []
+        for element in node.slice:
+            if not isinstance(element.slice, cst.Index):
+                return None
+            inner = annotation_classes(element.slice.value)
+            if inner is None:
+                return None
+            found += inner
+        return found
+    return None  # a string annotation or something else we cannot follow
+
+
+def stub_body(method: cst.FunctionDef) -> bool:
+    """Whether the body is only a docstring, `pass`, `...` or a `raise` (an interface, not an implementation)."""
+    body = method.body.body if isinstance(method.body, cst.IndentedBlock) else ()
+    for statement in body:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            return False
+        for small in statement.body:
+            if isinstance(small, (cst.Pass, cst.Raise)):
+                continue
+            if isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.Ellipsis)):
+                continue
+            return False
+    return True

@@ -64,16 +64,7 @@ class Dispatcher:
         if installation is None:
             log.warning("event %s has no installation; ignored", message.delivery)
             return
-        token = await self.auth.token(int(installation))
-        gh = GitHub(
-            self.session,
-            token=token,
-            api_url=self.settings.api_url,
-            installation_id=int(installation),
-            pacer=self.pacer,
-            metrics=self.metrics,
-            max_retries=self.settings.max_retries,
-        )
+        gh = await self.client_for(int(installation))
         event = sansio.Event(payload, event=message.event, delivery_id=message.delivery)
         await router.dispatch(event, gh, store=self.store, settings=self.settings, metrics=self.metrics, **self.extra)
 

@@ -8,8 +8,16 @@ from dataclasses import dataclass
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Definition, Invalid, Rule, Valid, dotted_name, nested_blocks
-from analyzers.matchers import DENOISER_ATTRS, call_name, denoiser_calls, parameters, pipeline_methods, self_attribute
+from analyzers.core import Definition, Invalid, Rule, Valid, nested_blocks
+from analyzers.matchers import (
+    DENOISER_ATTRS,
+    annotation_classes,
+    call_name,
+    denoiser_calls,
+    parameters,
+    pipeline_methods,
+    self_attribute,
+)
 from analyzers.models import ancestry
 
 
@@ -197,27 +205,6 @@ def _loads_of(unit: _Unit) -> set[str]:
         else:
             found |= _loads(part)
     return found
-
-
-def _annotation_classes(node: cst.BaseExpression) -> list[str] | None:
-    """Dotted class names of an annotation: `Foo`, `models.Foo`, `Foo | None`, `Optional[Foo]`, `Union[A, B]`."""
-    if isinstance(node, cst.Name) and node.value == "None":
-        return []
-    name = dotted_name(node)
-    if name is not None:
-        return [name]
-    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitOr):
-        left, right = _annotation_classes(node.left), _annotation_classes(node.right)
-        return None if left is None or right is None else left + right
-    if isinstance(node, cst.Subscript) and (dotted_name(node.value) or "").rpartition(".")[2] in ("Optional", "Union"):
-        found: list[str] = []
-        for element in node.slice:
-            inner = _annotation_classes(element.slice.value) if isinstance(element.slice, cst.Index) else None
-            if inner is None:
-                return None
-            found += inner
-        return found
-    return None
 
 
 def _forward_masks(rule: Rule, module: str, name: str) -> tuple[str, ...] | None:
@@ -539,7 +526,7 @@ class EncodedMaskNeverReachesDenoiser(Rule):
             if self_attribute(a) and a.attr.value in DENOISER_ATTRS and a.attr.value in annotations
         ]
         for attr in dict.fromkeys(used):
-            for class_name in _annotation_classes(annotations[attr]) or ():
+            for class_name in annotation_classes(annotations[attr]) or ():
                 masks = _forward_masks(self, self.context.module_name, class_name)
                 if masks:
                     preferred = [m for m in masks if "encoder" in m] or list(masks)

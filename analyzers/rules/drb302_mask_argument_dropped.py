@@ -7,7 +7,7 @@ import re
 import libcst as cst
 
 from analyzers.core import Definition, Invalid, Rule, Valid
-from analyzers.matchers import names_read, parameters
+from analyzers.matchers import names_read, parameters, stub_body
 
 
 #: words near a mask's name in a comment or docstring that say it is ignored on purpose
@@ -29,21 +29,6 @@ def is_attention_processor(method: cst.FunctionDef) -> bool:
     """A processor's `__call__(self, attn, hidden_states, ...)`, the signature `Attention.forward` calls."""
     params = parameters(method)
     return method.name.value == "__call__" and len(params) >= 2 and params[1].name.value == "attn"
-
-
-def only_stub_body(method: cst.FunctionDef) -> bool:
-    """Whether the body is only a docstring, `pass`, `...` or a `raise` (an interface, not an implementation)."""
-    body = method.body.body if isinstance(method.body, cst.IndentedBlock) else ()
-    for statement in body:
-        if not isinstance(statement, cst.SimpleStatementLine):
-            return False
-        for small in statement.body:
-            if isinstance(small, (cst.Pass, cst.Raise)):
-                continue
-            if isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.Ellipsis)):
-                continue
-            return False
-    return True
 
 
 def acknowledged(module: cst.Module, cls: cst.ClassDef, name: str) -> bool:
@@ -239,7 +224,7 @@ class MaskArgumentDropped(Rule):
                 for p in parameters(method)
                 if is_mask_name(p.name.value) and not (processor and p.name.value == "attention_mask")
             ]
-            if not candidates or only_stub_body(method):
+            if not candidates or stub_body(method):
                 continue
             read = {n.value for n in names_read(method.body)}
             if reads_by_name(read):

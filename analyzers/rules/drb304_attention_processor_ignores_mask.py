@@ -8,7 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import names_read, parameters
+from analyzers.matchers import names_read, parameters, stub_body
 
 
 #: words on a line that names the mask and says the processor ignores it on purpose
@@ -24,21 +24,6 @@ def _is_processor_call(method: cst.FunctionDef) -> bool:
     """`__call__(self, attn, hidden_states, ...)`: the signature an attention module calls its processor with."""
     names = [p.name.value for p in parameters(method)]
     return len(names) >= 3 and names[1] == "attn" and "hidden_states" in names
-
-
-def _stub(method: cst.FunctionDef) -> bool:
-    """Whether the body is only a docstring, `pass`, `...` or a `raise`: an interface, not an implementation."""
-    body = method.body.body if isinstance(method.body, cst.IndentedBlock) else ()
-    for statement in body:
-        if not isinstance(statement, cst.SimpleStatementLine):
-            return False
-        for small in statement.body:
-            if isinstance(small, (cst.Pass, cst.Raise)):
-                continue
-            if isinstance(small, cst.Expr) and isinstance(small.value, (cst.SimpleString, cst.Ellipsis)):
-                continue
-            return False
-    return True
 
 
 def _acknowledged(module: cst.Module, cls: cst.ClassDef) -> bool:
@@ -335,7 +320,7 @@ class AttentionProcessorIgnoresMask(Rule):
             if not _is_processor_call(method):
                 continue
             param = next((p for p in parameters(method) if p.name.value == "attention_mask"), None)
-            if param is None or _stub(method):
+            if param is None or stub_body(method):
                 continue
             read = {n.value for n in names_read(method.body)}
             if "attention_mask" in read or "locals" in read or "vars" in read:  # `del attention_mask` reads it too

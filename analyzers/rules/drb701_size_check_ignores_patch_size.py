@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Project, Rule, Valid, dotted_name, nested_blocks
-from analyzers.matchers import call_name, parameters, pipeline_methods, self_attribute
+from analyzers.core import Invalid, Project, Rule, Valid, nested_blocks
+from analyzers.matchers import annotation_classes, call_name, parameters, pipeline_methods, self_attribute
 
 
 #: the sizes whose divisibility `check_inputs` validates
@@ -139,29 +139,6 @@ def _spatial_patch(default: cst.BaseExpression) -> int | None:
         if isinstance(last, cst.Integer) and isinstance(last.evaluated_value, int):
             return last.evaluated_value
     return None
-
-
-def _annotation_classes(node: cst.BaseExpression) -> list[str] | None:
-    """Dotted class names of an annotation: `Foo`, `models.Foo`, `Optional[Foo]`, `A | B`, `Union[A, B]`."""
-    if isinstance(node, cst.Name) and node.value == "None":
-        return []
-    name = dotted_name(node)
-    if name is not None:
-        return [name]
-    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.BitOr):
-        left, right = _annotation_classes(node.left), _annotation_classes(node.right)
-        return None if left is None or right is None else left + right
-    if isinstance(node, cst.Subscript) and (dotted_name(node.value) or "").rpartition(".")[2] in ("Optional", "Union"):
-        found: list[str] = []
-        for element in node.slice:
-            if not isinstance(element.slice, cst.Index):
-                return None
-            inner = _annotation_classes(element.slice.value)
-            if inner is None:
-                return None
-            found += inner
-        return found
-    return None  # a string annotation or something else we cannot follow
 
 
 def _statements(block: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
@@ -530,7 +507,7 @@ class SizeCheckIgnoresPatchSize(Rule):
                 annotation = param.annotation.annotation
         if annotation is None:
             return None
-        names = _annotation_classes(annotation)
+        names = annotation_classes(annotation)
         if not names:
             return None
         classes = []

@@ -7,8 +7,8 @@ T5 encoder built from config and our offline T5 tokenizer instead of `hf-interna
 from __future__ import annotations
 
 from runners.tiny import Factory, generator, register
+from runners.tiny.encoders import t5_encoder
 from runners.tiny.tokenizers import t5_tokenizer
-from runners.tiny.wan import t5_encoder
 
 
 def cogvideox_components(seed: int) -> dict:

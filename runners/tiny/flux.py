@@ -3,29 +3,9 @@
 from __future__ import annotations
 
 from runners.tiny import Factory, generator, register
+from runners.tiny.encoders import t5_encoder
 from runners.tiny.sd import clip_text_config
-from runners.tiny.tokenizers import T5_VOCAB_SIZE, clip_tokenizer, t5_tokenizer
-
-
-def t5_encoder(d_model: int = 32):
-    """A T5EncoderModel sized as hf-internal-testing/tiny-random-t5 (d_model 32, 4 heads of 8), with 2 layers."""
-    from transformers import T5Config, T5EncoderModel
-
-    tokenizer = t5_tokenizer()
-    config = T5Config(
-        vocab_size=T5_VOCAB_SIZE,
-        d_model=d_model,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        dropout_rate=0.1,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    return T5EncoderModel(config)
+from runners.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 
 def flux_components(seed: int) -> dict:

@@ -8,8 +8,9 @@ full-size defaults (237M parameters, about 7 s a call).
 from __future__ import annotations
 
 from runners.tiny import Factory, register
+from runners.tiny.encoders import t5_encoder
 from runners.tiny.tokenizers import t5_tokenizer
-from runners.tiny.wan import t5_encoder, video_inputs
+from runners.tiny.wan import video_inputs
 
 
 def ltx_components(seed: int) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runners.tiny import Factory, generator, register
-from runners.tiny.flux import t5_encoder
+from runners.tiny.encoders import t5_encoder
 from runners.tiny.sd import clip_text_config
 from runners.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 

@@ -81,6 +81,15 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
+    def job_head(self, repo: str, pr: int) -> str:
+        """The newest head contracts were requested for on a PR; runners cancel jobs of older heads. The runner
+        side builds the same name (runners.worker.RunnerKeys.latest): the two packages never import each other."""
+        return f"{self.prefix}jobhead:{repo}#{pr}"
+
+    def trees(self, repo: str, tree_sha: str) -> str:
+        """Open PRs whose head has this tree (identical-tree duplicates)."""
+        return f"{self.prefix}trees:{repo}:{tree_sha}"
+
 
 # Accept a delivery once: mark it seen and append it to the stream in one atomic step, so a crash between
 # the two can neither lose an accepted delivery nor let a redelivery slip in twice.

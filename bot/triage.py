@@ -3,12 +3,11 @@ findings, and duplicate fixes (two open PRs fixing the same finding, or PRs with
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 
 from analyzers.core import Finding
-from analyzers.render import code_span, md_escape
+from analyzers.render import code_span
 from analyzers.review import ReviewData
 from bot.known import KnownRegistry
 
@@ -30,7 +29,7 @@ def fixes_key(store, repo: str, fingerprint: str) -> str:
 
 
 def tree_key(store, repo: str, tree_sha: str) -> str:
-    return f"{store.keys.prefix}trees:{repo}:{tree_sha}"
+    return store.keys.trees(repo, tree_sha)
 
 
 async def apply_registry(store, repo: str, data: ReviewData) -> Triage:
@@ -133,8 +132,4 @@ def describe_fix_notes(triage: Triage) -> None:
             triage.data = replace(triage.data, notes={**triage.data.notes, f.fingerprint: "a known finding"})
 
 
-def dumps(value) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-__all__ = ["Triage", "apply_registry", "crossrefs", "forget_pull", "md_escape", "record_fixes", "with_crossrefs"]
+__all__ = ["Triage", "apply_registry", "crossrefs", "forget_pull", "record_fixes", "with_crossrefs"]

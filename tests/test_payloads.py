@@ -64,3 +64,7 @@ async def test_the_runner_reads_golden_jobs_and_writes_golden_results(redis_clie
 def test_the_bot_renders_golden_results():
     section = render_section(RESULT)
     assert "### Contract tests: failed" in section and "| `FluxPipeline` | DRC001 |" in section
+
+
+def test_bot_and_runner_name_the_job_head_key_alike():
+    assert Keys("p:").job_head("o/r", 7) == RunnerKeys("p:").latest("o/r", 7)

@@ -85,7 +85,7 @@ async def enqueue_contracts(
     if not await store.redis.set(store.keys.job(job_id), record, nx=True, ex=7 * 24 * 3600):
         return f"Contract tests for `{head[:7]}` were already requested (job `{job_id}`)."
     # runners skip (cancel) queued jobs of this PR at an older head
-    await store.redis.set(f"{store.keys.prefix}jobhead:{repo}#{pull['number']}", head, ex=7 * 24 * 3600)
+    await store.redis.set(store.keys.job_head(repo, pull["number"]), head, ex=7 * 24 * 3600)
     await store.redis.xadd(store.keys.jobs, {"job_id": job_id, "payload": json.dumps(payload, sort_keys=True)})
     which = ", ".join(code_span(p) for p in pipelines)
     return f"Queued contract tests of {which} at `{head[:7]}` (job `{job_id}`); results will appear in this PR."

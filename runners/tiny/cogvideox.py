@@ -6,9 +6,10 @@ T5 encoder built from config and our offline T5 tokenizer instead of `hf-interna
 
 from __future__ import annotations
 
-from runners.tiny import Factory, generator, register
+from runners.tiny import Factory, register
 from runners.tiny.encoders import t5_encoder
 from runners.tiny.tokenizers import t5_tokenizer
+from runners.tiny.wan import video_inputs
 
 
 def cogvideox_components(seed: int) -> dict:
@@ -66,26 +67,11 @@ def cogvideox_components(seed: int) -> dict:
     }
 
 
-def cogvideox_inputs(device: str, seed: int) -> dict:
-    return {
-        "prompt": "a video of the cat",
-        "negative_prompt": "blue",
-        "generator": generator(device, seed),
-        "num_inference_steps": 2,
-        "guidance_scale": 6.0,
-        "height": 32,
-        "width": 32,
-        "num_frames": 9,
-        "max_sequence_length": 16,
-        "output_type": "pt",
-    }
-
-
 register(
     Factory(
         "CogVideoXPipeline",
         cogvideox_components,
-        cogvideox_inputs,
+        video_inputs,
         per_prompt_arg="num_videos_per_prompt",
         denoiser="transformer",
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from runners.tiny import Factory, generator, register
 from runners.tiny.encoders import t5_encoder
-from runners.tiny.sd import clip_text_config
+from runners.tiny.sd import clip_text_config, flow_vae
 from runners.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 
 def flux_components(seed: int) -> dict:
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
@@ -31,19 +31,7 @@ def flux_components(seed: int) -> dict:
     torch.manual_seed(seed)
     text_encoder_2 = t5_encoder()
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = flow_vae(latent_channels=1)
     return {
         "scheduler": FlowMatchEulerDiscreteScheduler(),
         "text_encoder": text_encoder,

@@ -42,6 +42,25 @@ def tiny_vae(latent_channels: int = 4):
     )
 
 
+def flow_vae(latent_channels: int):
+    """The one-block VAE of diffusers' Flux and SD3 fast tests (no quant convs, their shift and scale)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
 def sd_components(seed: int) -> dict:
     import torch
     from diffusers import DDIMScheduler, UNet2DConditionModel

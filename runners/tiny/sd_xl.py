@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runners.tiny import Factory, generator, register
-from runners.tiny.sd import clip_text_config, tiny_vae
+from runners.tiny import Factory, register
+from runners.tiny.sd import clip_text_config, image_inputs, tiny_vae
 from runners.tiny.tokenizers import clip_tokenizer
 
 
@@ -73,18 +73,6 @@ def sdxl_inpaint_components(seed: int) -> dict:
     return {**_sdxl_components(seed, projection_input_dim=5 * 8 + 32), "requires_aesthetics_score": True}
 
 
-def sdxl_inputs(device: str, seed: int) -> dict:
-    return {
-        "prompt": "a photo of the cat",
-        "generator": generator(device, seed),
-        "num_inference_steps": 2,
-        "guidance_scale": 6.0,
-        "height": 32,
-        "width": 32,
-        "output_type": "pt",
-    }
-
-
 def image_and_mask(seed: int, size: int = 32):
     """A seeded RGB noise image and a mask (white = repaint) over its lower right quarter, both PIL."""
     import numpy as np
@@ -99,8 +87,8 @@ def image_and_mask(seed: int, size: int = 32):
 def sdxl_inpaint_inputs(device: str, seed: int) -> dict:
     image, mask_image = image_and_mask(seed)
     # strength 1.0: both steps run (the default 0.9999 keeps int(2 * 0.9999) = 1 of them)
-    return {**sdxl_inputs(device, seed), "image": image, "mask_image": mask_image, "strength": 1.0}
+    return {**image_inputs(device, seed), "image": image, "mask_image": mask_image, "strength": 1.0}
 
 
-register(Factory("StableDiffusionXLPipeline", sdxl_components, sdxl_inputs, denoiser="unet"))
+register(Factory("StableDiffusionXLPipeline", sdxl_components, image_inputs, denoiser="unet"))
 register(Factory("StableDiffusionXLInpaintPipeline", sdxl_inpaint_components, sdxl_inpaint_inputs, denoiser="unet"))

@@ -125,7 +125,7 @@ async def test_a_job_over_its_time_limit_is_a_timeout_and_the_runner_goes_on(har
 async def test_a_job_for_an_older_head_is_cancelled(harness, github, package_files):
     github.add_repo(REPO, installation_id=1, files=package_files, private=False)
     head = github.add_pull(REPO, 1, head_files={"README.md": "x\n"})["head"]["sha"]
-    await harness.redis.set(f"{harness.keys.prefix}jobhead:{REPO}#1", "f" * 40)
+    await harness.redis.set(harness.keys.job_head(REPO, 1), "f" * 40)
     await enqueue(harness, job(github, head, f"old-{uuid.uuid4().hex[:6]}"))
     runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix))
     assert await runner.run_burst() == 1

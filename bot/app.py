@@ -70,7 +70,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         metrics.deliveries.labels(event, "ignored").inc()
         return web.Response(status=204)
     try:
-        message_id = await queue.accept(delivery, event, body, settings.delivery_ttl_s)
+        message_id = await queue.accept(
+            delivery, event, body, settings.delivery_ttl_s, request.headers["X-Hub-Signature-256"]
+        )
     except (RedisError, OSError) as error:
         # GitHub keeps the delivery and it can be redelivered; nothing accepted earlier is affected
         log.error("redis unavailable, delivery %s refused: %s", delivery, error)

@@ -6,7 +6,7 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,7 +40,8 @@ class _Token:
 
 
 class AppAuth:
-    """Installation tokens for any number of installations, each cached until 5 minutes before it expires."""
+    """Installation tokens, each narrowed to one repository and the permissions its caller needs, and cached
+    until 5 minutes before it expires (one cache entry per installation, repository and permission set)."""
 
     REFRESH_MARGIN_S = 300.0
 
@@ -50,24 +51,37 @@ class AppAuth:
         self.api_url = api_url
         self.session = session
         self.clock = clock
-        self._tokens: dict[int, _Token] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._tokens: dict[tuple, _Token] = {}
+        self._locks: dict[tuple, asyncio.Lock] = {}
 
-    async def token(self, installation_id: int) -> str:
-        lock = self._locks.setdefault(installation_id, asyncio.Lock())
-        async with lock:  # one refresh per installation, however many events want it at once
-            cached = self._tokens.get(installation_id)
+    async def token(
+        self, installation_id: int, repository: str | None = None, permissions: Mapping[str, str] | None = None
+    ) -> str:
+        """A token for `installation_id`; with `repository` (`owner/name` or `name`) it reaches that repository
+        only, with `permissions` ({"checks": "write", ...}) nothing more (least privilege: a leaked token of one
+        event can neither touch another repository nor do what the event never needed)."""
+        name = repository.split("/")[-1] if repository else None
+        scope = tuple(sorted((permissions or {}).items()))
+        key = (installation_id, name, scope)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one refresh per scope, however many events want it at once
+            cached = self._tokens.get(key)
             if cached is not None and cached.expires_at - self.REFRESH_MARGIN_S > self.clock():
                 return cached.value
             gh = GitHubAPI(self.session, USER_AGENT, base_url=self.api_url)
+            body: dict = {}
+            if name:
+                body["repositories"] = [name]
+            if permissions:
+                body["permissions"] = dict(permissions)
             data = await gh.post(
                 "/app/installations/{installation_id}/access_tokens",
                 url_vars={"installation_id": str(installation_id)},
-                data=b"",
+                data=body or b"",
                 jwt=app_jwt(self.app_id, self.private_key),
             )
             expires = datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00")).timestamp()
-            self._tokens[installation_id] = _Token(data["token"], expires)
+            self._tokens[key] = _Token(data["token"], expires)
             return data["token"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -13,12 +14,14 @@ from aiohttp import web
 from gidgethub import sansio
 
 from bot.github import AppAuth, GitHub, RedisWritePacer
+from bot.handlers import issue_comment, pull_request
 from bot.metrics import Metrics
 from bot.results import ResultConsumer
 from bot.routing import router
 from bot.settings import Settings
 from bot.store import EventQueue, Keys, Message, connect
 from bot.worker import EventWorker
+from drbot.streams import wait_for_redis
 
 
 log = logging.getLogger("drbot.service")
@@ -30,6 +33,15 @@ class Store:
 
     redis: aioredis.Redis
     keys: Keys
+
+
+def permissions_for(event: str, payload: dict) -> dict[str, str] | None:
+    """The installation-token permissions an event's handling needs, or None when drbot does nothing with it."""
+    if event == "pull_request":
+        return pull_request.PERMISSIONS
+    if event == "issue_comment":
+        return issue_comment.permissions_for(payload)
+    return None
 
 
 class Dispatcher:
@@ -46,8 +58,11 @@ class Dispatcher:
         self.pacer = RedisWritePacer(store.redis, store.keys.prefix, settings.write_spacing_s)
         self.extra = extra
 
-    async def client_for(self, installation: int) -> GitHub:
-        token = await self.auth.token(int(installation))
+    async def client_for(
+        self, installation: int, repository: str | None = None, permissions: Mapping[str, str] | None = None
+    ) -> GitHub:
+        """A client whose token reaches `repository` only, with `permissions` only (least privilege)."""
+        token = await self.auth.token(int(installation), repository, permissions)
         return GitHub(
             self.session,
             token=token,
@@ -61,16 +76,21 @@ class Dispatcher:
     async def __call__(self, message: Message) -> None:
         payload = message.payload()
         installation = (payload.get("installation") or {}).get("id")
-        if installation is None:
-            log.warning("event %s has no installation; ignored", message.delivery)
+        repository = (payload.get("repository") or {}).get("full_name")
+        if not isinstance(installation, int) or not isinstance(repository, str):
+            log.warning("event %s names no installation or repository; ignored", message.delivery)
             return
-        gh = await self.client_for(int(installation))
+        permissions = permissions_for(message.event, payload)
+        if permissions is None:
+            return  # nothing for drbot in this event (a comment that is no command): no token is even asked for
+        gh = await self.client_for(installation, repository, permissions)
         event = sansio.Event(payload, event=message.event, delivery_id=message.delivery)
         await router.dispatch(event, gh, store=self.store, settings=self.settings, metrics=self.metrics, **self.extra)
 
 
 async def serve(settings: Settings, *, web_enabled: bool = True, worker_enabled: bool = True) -> None:
-    """Run the webhook server and/or the event worker until SIGINT/SIGTERM."""
+    """Run the webhook server and/or the event worker until SIGINT/SIGTERM. Redis being down at start-up or
+    later pauses the work (the web app answers 503 and /healthz says unhealthy); it never ends the process."""
     metrics = Metrics()
     redis = connect(settings.redis_url)
     stop = asyncio.Event()
@@ -89,14 +109,16 @@ async def serve(settings: Settings, *, web_enabled: bool = True, worker_enabled:
         log.info("drbot listening on %s:%s (webhook %s, worker %s)", settings.host, settings.port,
                  "on" if web_enabled else "off", "on" if worker_enabled else "off")  # fmt: skip
         if worker_enabled:
+            if not await wait_for_redis(redis, "drbot serve", stop):
+                return
             async with aiohttp.ClientSession() as session:
                 queue = EventQueue(
                     redis, Keys(settings.key_prefix), visibility_timeout_s=settings.visibility_timeout_s,
-                    max_attempts=settings.max_attempts,
+                    max_attempts=settings.max_attempts, secret=settings.webhook_secret,
                 )  # fmt: skip
                 store = Store(redis, queue.keys)
                 dispatcher = Dispatcher(settings, session, store, metrics)
-                results = ResultConsumer(store, dispatcher.client_for)
+                results = ResultConsumer(store, dispatcher.client_for, max_attempts=settings.max_attempts)
                 await asyncio.gather(
                     EventWorker(queue, dispatcher, metrics=metrics, consumers=settings.consumers).run(stop),
                     results.run(stop),

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from drbot.streams import Entry, Poison, StreamConsumer, connect  # noqa: F401 - connect is bot.store's API too
 
 
 EVENTS_GROUP = "bot"
-
-
-def connect(url: str, **options) -> aioredis.Redis:
-    """A client that reconnects and retries a command when Redis restarts under it (a stale pooled
-    connection fails once; the retry opens a new one)."""
-    options.setdefault("socket_connect_timeout", 2.0)
-    return aioredis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        **options,
-    )
 
 
 @dataclass(frozen=True)
@@ -46,10 +33,6 @@ class Keys:
     @property
     def dead(self) -> str:
         return f"{self.prefix}dead"
-
-    @property
-    def attempts(self) -> str:
-        return f"{self.prefix}attempts"
 
     @property
     def jobs(self) -> str:
@@ -86,16 +69,29 @@ class Keys:
         side builds the same name (runners.worker.RunnerKeys.latest): the two packages never import each other."""
         return f"{self.prefix}jobhead:{repo}#{pr}"
 
+    def job_done(self, job_id: str) -> str:
+        """Set once a job's result has been accepted (or is being published): later results of it are replays."""
+        return f"{self.prefix}jobdone:{job_id}"
+
+    def runner_result(self, runner: str, job_id: str) -> str:
+        """Where runner `runner` writes its result of a job; its Redis ACL user may write under
+        `runner:{runner}:` only, so a result read from here comes from that runner (runners.worker.RunnerKeys)."""
+        return f"{self.prefix}runner:{runner}:result:{job_id}"
+
     def trees(self, repo: str, tree_sha: str) -> str:
         """Open PRs whose head has this tree (identical-tree duplicates)."""
         return f"{self.prefix}trees:{repo}:{tree_sha}"
 
 
 # Accept a delivery once: mark it seen and append it to the stream in one atomic step, so a crash between
-# the two can neither lose an accepted delivery nor let a redelivery slip in twice.
+# the two can neither lose an accepted delivery nor let a redelivery slip in twice. The mark then names the
+# stream entry, so a copy of the entry planted in the stream later is recognised as a replay.
 _ACCEPT = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-    return redis.call('XADD', KEYS[2], '*', 'delivery', ARGV[2], 'event', ARGV[3], 'body', ARGV[4], 'received', ARGV[5])
+    local id = redis.call('XADD', KEYS[2], '*', 'delivery', ARGV[2], 'event', ARGV[3], 'body', ARGV[4],
+                          'received', ARGV[5], 'signature', ARGV[6])
+    redis.call('SET', KEYS[1], id, 'XX', 'KEEPTTL')
+    return id
 end
 return false
 """
@@ -110,36 +106,56 @@ class Message:
     event: str
     body: bytes
     attempts: int
+    signature: str = ""
 
     def payload(self) -> dict:
-        return json.loads(self.body)
+        try:
+            payload = json.loads(self.body)
+        except (ValueError, RecursionError) as error:
+            raise Poison(f"malformed JSON body: {type(error).__name__}") from None
+        if not isinstance(payload, dict):
+            raise Poison("the body is not a JSON object")
+        return payload
 
 
 class EventQueue:
-    """`drbot:events` with consumer group `bot`: XADD on intake, XREADGROUP + XAUTOCLAIM in workers, XACK
-    only after the handler finished, `drbot:dead` after `max_attempts` failures."""
+    """`drbot:events` with consumer group `bot`: XADD on intake; consumers (drbot.streams) claim, count attempts,
+    acknowledge after the handler finished, and move exhausted or poison events to `drbot:dead`.
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, visibility_timeout_s: float = 300.0, max_attempts=5):
+    Entries are authenticated again when they are taken: each carries GitHub's `X-Hub-Signature-256`, checked
+    against the raw body with the webhook secret, and must be the entry its delivery id was accepted as. An
+    entry written into Redis by anything but the intake (a forgery, or a copy of a real one) changes nothing.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        visibility_timeout_s: float = 300.0,
+        max_attempts: int = 5,
+        secret: str | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
-        self.visibility_ms = max(1, int(visibility_timeout_s * 1000))
+        self.secret = secret
         self.max_attempts = max_attempts
+        self.consumer = StreamConsumer(
+            redis, keys.events, EVENTS_GROUP, dead=keys.dead, visibility_timeout_s=visibility_timeout_s,
+            max_attempts=max_attempts,
+        )  # fmt: skip
         self._accept = redis.register_script(_ACCEPT)
 
-    async def accept(self, delivery: str, event: str, body: bytes, ttl_s: int) -> str | None:
-        """Enqueue a verified delivery; None when this delivery id was accepted before (a replay)."""
+    async def accept(self, delivery: str, event: str, body: bytes, ttl_s: int, signature: str = "") -> str | None:
+        """Enqueue a verified delivery with its signature; None when this delivery id was accepted before."""
         result = await self._accept(
             keys=[self.keys.delivery(delivery), self.keys.events],
-            args=[ttl_s, delivery, event, body, f"{time.time():.3f}"],
+            args=[ttl_s, delivery, event, body, f"{time.time():.3f}", signature],
         )
         return None if result is None else (result.decode() if isinstance(result, bytes) else str(result))
 
     async def ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.keys.events, EVENTS_GROUP, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+        await self.consumer.ensure_group()
 
     async def depth(self) -> int:
         """Messages not yet acknowledged: waiting in the stream plus pending in the group."""
@@ -156,60 +172,44 @@ class EventQueue:
 
     async def claim(self, consumer: str, count: int = 10) -> list[Message]:
         """Take over messages whose consumer has held them past the visibility timeout (it died)."""
-        _, claimed, _ = await self.redis.xautoclaim(
-            self.keys.events, EVENTS_GROUP, consumer, min_idle_time=self.visibility_ms, start_id="0-0", count=count
-        )
-        return await self._messages(claimed)
+        return [message_of(e) for e in await self.consumer.claim(consumer, count)]
 
     async def read(self, consumer: str, count: int = 1, block_ms: int | None = None) -> list[Message]:
         """New messages for this consumer (blocking up to `block_ms` when given)."""
-        reply = await self.redis.xreadgroup(
-            EVENTS_GROUP, consumer, {self.keys.events: ">"}, count=count, block=block_ms
-        )
-        entries = [entry for _, batch in reply or [] for entry in batch]
-        return await self._messages(entries)
+        return [message_of(e) for e in await self.consumer.read(consumer, count, block_ms)]
 
-    async def _messages(self, entries) -> list[Message]:
-        out = []
-        for message_id, fields in entries:
-            if fields is None:  # trimmed away while pending
-                continue
-            mid = message_id.decode() if isinstance(message_id, bytes) else message_id
-            attempts = await self.redis.hincrby(self.keys.attempts, mid, 1)
-            get = _field_getter(fields)
-            out.append(Message(mid, get("delivery").decode(), get("event").decode(), get("body"), int(attempts)))
-        return out
+    async def authenticate(self, entry: Entry) -> Message | None:
+        """The entry as a Message when the intake wrote it; None for a replayed copy; Poison for a forgery."""
+        message = message_of(entry)
+        if self.secret is None:
+            raise Poison("no webhook secret to verify the entry with")
+        expected = "sha256=" + hmac.new(self.secret.encode(), message.body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(message.signature.encode(), expected.encode()):
+            raise Poison(f"forged event: the signature of delivery {message.delivery[:64]!r} does not match its body")
+        accepted_as = await self.redis.get(self.keys.delivery(message.delivery))
+        if accepted_as is None or accepted_as.decode() != entry.id:
+            return None  # not the entry this delivery was accepted as: a replay
+        return message
 
     async def ack(self, message: Message) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.keys.events, EVENTS_GROUP, message.id)
-            pipe.xdel(self.keys.events, message.id)
-            pipe.hdel(self.keys.attempts, message.id)
-            await pipe.execute()
+        await self.consumer.ack(_entry_of(self, message))
 
     async def bury(self, message: Message, error: str) -> None:
-        """Move a message that failed `max_attempts` times to `drbot:dead`, with its last error."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                self.keys.dead,
-                {
-                    "delivery": message.delivery,
-                    "event": message.event,
-                    "body": message.body,
-                    "error": error[-4000:],
-                    "attempts": message.attempts,
-                    "source_id": message.id,
-                },
-            )
-            pipe.xack(self.keys.events, EVENTS_GROUP, message.id)
-            pipe.xdel(self.keys.events, message.id)
-            pipe.hdel(self.keys.attempts, message.id)
-            await pipe.execute()
+        """Move a message to `drbot:dead`, with its last error."""
+        await self.consumer.bury(_entry_of(self, message), error)
 
 
-def _field_getter(fields: Mapping):
-    def get(name: str) -> bytes:
-        value = fields.get(name.encode(), fields.get(name, b""))
-        return value if isinstance(value, bytes) else str(value).encode()
+def message_of(entry: Entry) -> Message:
+    return Message(
+        entry.id,
+        entry.get("delivery").decode("utf-8", "replace"),
+        entry.get("event").decode("utf-8", "replace"),
+        entry.get("body"),
+        entry.attempts,
+        entry.get("signature").decode("ascii", "replace"),
+    )
 
-    return get
+
+def _entry_of(queue: EventQueue, message: Message) -> Entry:
+    fields = {b"delivery": message.delivery.encode(), b"event": message.event.encode(), b"body": message.body}
+    return Entry(queue.keys.events, message.id, fields, message.attempts, "")

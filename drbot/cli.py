@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--visibility-timeout", type=float, default=900.0, help="seconds before a dead runner's job is claimed"
     )
     worker.add_argument("--burst", action="store_true", help="run the queued jobs, then exit")
+    worker.add_argument("--name", default=None, help="runner name without Redis ACL users (default: the host name)")
+    worker.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="run jobs without the sandbox: local development only, never on a runner that serves a repository",
+    )
 
     roles = serve.add_mutually_exclusive_group()
     roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")

@@ -151,7 +151,7 @@ async def harness(github, request):
     session = aiohttp.ClientSession()
     outcomes: list = []
     dispatcher = Dispatcher(settings, session, Store(redis, keys), metrics, outcomes=outcomes)
-    queue = EventQueue(redis, keys, visibility_timeout_s=settings.visibility_timeout_s, max_attempts=3)
+    queue = EventQueue(redis, keys, visibility_timeout_s=settings.visibility_timeout_s, max_attempts=3, secret=settings.webhook_secret)
     worker = EventWorker(queue, dispatcher, metrics=metrics)
     web = TestClient(TestServer(make_app(settings, redis=redis, metrics=metrics)))
     await web.start_server()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+from datetime import datetime
 
 from gidgethub import BadRequest, routing
 
@@ -59,11 +61,28 @@ async def explain(code: str) -> str:
     return "\n".join(lines)
 
 
+# Queue a job once: its record (bot-only key, with the stream entry it was queued as), the entry, and the PR's
+# newest requested head, in one atomic step.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local id = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'payload', ARGV[2])
+local record = cjson.decode(ARGV[3])
+record['entry'] = id
+redis.call('SET', KEYS[1], cjson.encode(record), 'EX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
+return id
+"""
+JOB_TTL_S = 7 * 24 * 3600
+JOB_TIMEOUT_S = 1800
+
+
 async def enqueue_contracts(
-    store, repo: str, pull: dict, pipelines: tuple[str, ...], user: str, api_url: str, installation: int | None = None
+    store, repo: str, pull: dict, pipelines: tuple[str, ...], user: str, api_url: str, installation: int | None = None,
+    head: str | None = None,
 ) -> str:
-    """Queue a contract-test job (DESIGN §6) once per PR head, suite and pipeline set; the runners consume it."""
-    head = pull["head"]["sha"]
+    """Queue a contract-test job (DESIGN §6) once per head, suite and pipeline set; the runners consume it.
+    `head` is the commit a maintainer approved (default: the PR's head); the runner fetches exactly it."""
+    head = head or pull["head"]["sha"]
     suite = "contracts" + (":" + ",".join(sorted(pipelines)) if pipelines else "")
     job_id = f"{repo}#{pull['number']}@{head}:{suite}"
     payload = {
@@ -77,18 +96,62 @@ async def enqueue_contracts(
         "contracts": "all",
         "requested_by": user,
         "requested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "timeout_s": 1800,
+        "timeout_s": JOB_TIMEOUT_S,
     }
-    record = json.dumps(
-        {"job_id": job_id, "repo": repo, "pr": pull["number"], "head_sha": head, "installation": installation}
+    record = {"job_id": job_id, "repo": repo, "pr": pull["number"], "head_sha": head, "installation": installation,
+              "requested_by": user}  # fmt: skip
+    script = store.redis.register_script(_ENQUEUE)
+    queued = await script(
+        keys=[store.keys.job(job_id), store.keys.jobs, store.keys.job_head(repo, pull["number"])],
+        args=[job_id, json.dumps(payload, sort_keys=True), json.dumps(record), JOB_TTL_S, head],
     )
-    if not await store.redis.set(store.keys.job(job_id), record, nx=True, ex=7 * 24 * 3600):
+    if queued is None:
         return f"Contract tests for `{head[:7]}` were already requested (job `{job_id}`)."
-    # runners skip (cancel) queued jobs of this PR at an older head
-    await store.redis.set(store.keys.job_head(repo, pull["number"]), head, ex=7 * 24 * 3600)
-    await store.redis.xadd(store.keys.jobs, {"job_id": job_id, "payload": json.dumps(payload, sort_keys=True)})
     which = ", ".join(code_span(p) for p in pipelines)
     return f"Queued contract tests of {which} at `{head[:7]}` (job `{job_id}`); results will appear in this PR."
+
+
+SHA_ARG = re.compile(r"^@([0-9a-f]{7,40})$")
+
+
+def _parse_time(stamp: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+async def approved_head(gh, repo: str, number: int, pull: dict, state, comment: dict, pinned: str | None):
+    """The commit `/drbot contracts` may run, or a reply saying why not.
+
+    A maintainer approves the code they saw: the head the PR had when the comment was written (drbot records
+    each head with GitHub's time for it as pull_request events arrive). If the head moved since, nothing runs
+    until the maintainer names a commit: `/drbot contracts @<sha>` (a commit of this pull request)."""
+    live = pull["head"]["sha"]
+    if pinned is not None:
+        async for commit in gh.getiter(f"/repos/{repo}/pulls/{number}/commits?per_page=100"):
+            if commit["sha"].startswith(pinned):
+                return commit["sha"], None
+        return None, f"`{pinned[:40]}` is not a commit of this pull request."
+    written = _parse_time(comment.get("created_at"))
+    seen, seen_at = None, None
+    for sha, since in await state.get_json("heads", []):  # events may arrive out of order: take the latest
+        moment = _parse_time(since)
+        # strictly before: a push in the same second as the comment was not seen by its author
+        if written is not None and moment is not None and moment < written and (seen_at is None or moment >= seen_at):
+            seen, seen_at = sha, moment
+    if seen is None:
+        return None, (
+            "drbot cannot tell which commit you reviewed (it has no record of this pull request's head before your "
+            f"comment). Name it: `/drbot contracts @{live[:12]}` runs the current head."
+        )
+    if seen != live:
+        return None, (
+            f"The head moved after your comment: you commented on `{seen[:12]}`, the pull request is now at "
+            f"`{live[:12]}`. drbot runs only the code a maintainer approved: `/drbot contracts @{live[:12]}` tests "
+            f"the new head, `/drbot contracts @{seen[:12]}` the one you saw."
+        )
+    return live, None
 
 
 async def ignore(store, repo: str, number: int, target: str, reason: str, user: str) -> str:
@@ -125,6 +188,15 @@ async def ignore(store, repo: str, number: int, target: str, reason: str, user: 
     )
 
 
+async def find_reply(gh, repo: str, number: int, comment_id: int) -> str | None:
+    """drbot's reply to a comment, if an earlier attempt posted one."""
+    marker = reply_marker(comment_id)
+    async for comment in gh.getiter(f"/repos/{repo}/issues/{number}/comments?per_page=100"):
+        if (comment.get("body") or "").startswith(marker) and (comment.get("user") or {}).get("type") == "Bot":
+            return str(comment["id"])
+    return None
+
+
 async def post_reply(gh, repo: str, number: int, comment_id: int, text: str, reply_id: str | None) -> str:
     body = f"{reply_marker(comment_id)}\n{text}"
     if reply_id is not None:
@@ -134,20 +206,33 @@ async def post_reply(gh, repo: str, number: int, comment_id: int, text: str, rep
     return str(created["id"])
 
 
-async def run_command(gh, payload: dict, *, store, settings, metrics, review=None) -> str:
-    """Handle one comment; returns what happened (logs and tests read it). A failure releases the comment's
-    once-only guard, so the queue's retry runs the command (and posts its one reply) again."""
-    try:
-        return await _run_command(gh, payload, store=store, settings=settings, metrics=metrics, review=review)
-    except BaseException:
-        comment = payload.get("comment") or {}
-        repo = (payload.get("repository") or {}).get("full_name", "")
-        if comment.get("id") is not None:
-            await store.redis.delete(store.keys.command(repo, comment["id"]))
-        raise
+#: what handling a slash command needs of an installation token: reactions and replies, the author's
+#: permission, the pull request and its commits (for `contracts`); `/drbot review` needs a review's too
+COMMAND_PERMISSIONS = {"issues": "write", "pull_requests": "read", "metadata": "read"}
 
 
-async def _run_command(gh, payload: dict, *, store, settings, metrics, review=None) -> str:
+def permissions_for(payload: dict) -> dict[str, str] | None:
+    """The token permissions this comment's handling needs; None when it is no command drbot would run."""
+    comment, issue = payload.get("comment") or {}, payload.get("issue") or {}
+    if payload.get("action") != "created" or "pull_request" not in issue or _is_bot(comment.get("user") or {}):
+        return None
+    command = commands.parse(comment.get("body"))
+    if command is None:
+        return None
+    if command.verb == "review":
+        from bot.handlers.pull_request import PERMISSIONS
+
+        return PERMISSIONS
+    return COMMAND_PERMISSIONS
+
+
+async def run_command(gh, payload: dict, *, store, settings, metrics, review=None, delivery: str = "") -> str:
+    """Handle one comment; returns what happened (logs and tests read it).
+
+    Each comment runs once, whatever the delivery id: a guard key names the delivery that started it, and becomes
+    `done` once the reply is posted. A retry of that same delivery (the queue hands it out again after a failure
+    or a Redis restart) runs the command again; every step is idempotent (the reaction, state changes, queued
+    jobs, and the reply, found by its marker), so the command completes exactly once."""
     comment, issue = payload["comment"], payload["issue"]
     if "pull_request" not in issue:
         return "not-a-pull-request"
@@ -157,35 +242,51 @@ async def _run_command(gh, payload: dict, *, store, settings, metrics, review=No
     if command is None:
         return "not-a-command"
     repo = payload["repository"]["full_name"]
-    number = issue["number"]
+    guard = store.keys.command(repo, comment["id"])
+    owner = f"running {delivery}"
+    retry = False
+    if not await store.redis.set(guard, owner, nx=True, ex=7 * 24 * 3600):
+        held = await store.redis.get(guard)
+        if held is None or held.decode() != owner or not delivery:
+            return "replay"
+        retry = True  # this delivery started the command and did not finish it
+    text_or_outcome = await _run_command(gh, payload, command, store=store, settings=settings, metrics=metrics,
+                                         review=review, retry=retry)  # fmt: skip
+    await store.redis.set(guard, "done", ex=7 * 24 * 3600)
+    return text_or_outcome
+
+
+async def _run_command(gh, payload: dict, command, *, store, settings, metrics, review, retry: bool) -> str:
+    comment = payload["comment"]
+    repo = payload["repository"]["full_name"]
+    number = payload["issue"]["number"]
     user = comment["user"]["login"]
-    # once per comment, whatever the delivery id
-    if not await store.redis.set(store.keys.command(repo, comment["id"]), "1", nx=True, ex=7 * 24 * 3600):
-        return "replay"
-    rate_key = store.keys.rate(repo, user)
-    count = await store.redis.incr(rate_key)
-    if count == 1:
-        await store.redis.expire(rate_key, RATE_WINDOW_S)
-    if count > RATE_LIMIT:
-        if count == RATE_LIMIT + 1:  # one notice, then silence until the window ends
-            await post_reply(gh, repo, number, comment["id"],
-                             f"Too many drbot commands from this account; try again in {RATE_WINDOW_S // 60} minutes.", None)  # fmt: skip
-        return "rate-limited"
-    await gh.post(
-        f"/repos/{repo}/issues/comments/{comment['id']}/reactions", data={"content": "eyes"}
-    )  # received; the reply says the outcome
+    earlier = await find_reply(gh, repo, number, comment["id"]) if retry else None
+    if not retry:
+        rate_key = store.keys.rate(repo, user)
+        count = await store.redis.incr(rate_key)
+        if count == 1:
+            await store.redis.expire(rate_key, RATE_WINDOW_S)
+        if count > RATE_LIMIT:
+            if count == RATE_LIMIT + 1:  # one notice, then silence until the window ends
+                await post_reply(gh, repo, number, comment["id"],
+                                 f"Too many drbot commands from this account; try again in {RATE_WINDOW_S // 60} minutes.", None)  # fmt: skip
+            return "rate-limited"
+    # received; the reply says the outcome (GitHub answers an existing reaction with 200, so a retry adds none)
+    await gh.post(f"/repos/{repo}/issues/comments/{comment['id']}/reactions", data={"content": "eyes"})
+
+    async def reply(text: str) -> None:
+        await post_reply(gh, repo, number, comment["id"], text, earlier)
+
     if command.verb == "unknown":
-        await post_reply(
-            gh, repo, number, comment["id"], f"Unknown command `{command.args[0][:30]}`.\n\n{commands.HELP}", None
-        )
+        await reply(f"Unknown command `{command.args[0][:30]}`.\n\n{commands.HELP}")
         return "unknown"
     problem = commands.usage_error(command)
     if problem is not None:
-        await post_reply(gh, repo, number, comment["id"], problem, None)
+        await reply(problem)
         return "usage"
     if command.needs_write and not await can_write(gh, repo, user):
-        await post_reply(gh, repo, number, comment["id"],
-                         f"Sorry, `/drbot {command.verb}` needs write access to this repository.", None)  # fmt: skip
+        await reply(f"Sorry, `/drbot {command.verb}` needs write access to this repository.")
         return "refused"
     state = publish.PullState(store.redis, store.keys, repo, number)
     verb = command.verb
@@ -202,15 +303,9 @@ async def _run_command(gh, payload: dict, *, store, settings, metrics, review=No
     elif verb == "ignore":
         text = await ignore(store, repo, number, command.args[0], " ".join(command.args[1:]), user)
     elif verb == "contracts":
-        pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")
-        installation = (payload.get("installation") or {}).get("id")
-        pipelines = command.args or tuple(await state.get_json("pipelines", []))
-        if not pipelines:
-            text = "Name the pipelines to test (`/drbot contracts FluxPipeline …`): this pull request changes none."
-        else:
-            text = await enqueue_contracts(store, repo, pull, pipelines, user, settings.api_url, installation)
+        text = await contracts(gh, payload, command, state, store=store, settings=settings)
     else:  # review
-        reply_id = await post_reply(gh, repo, number, comment["id"], "Reviewing…", None)
+        reply_id = earlier or await post_reply(gh, repo, number, comment["id"], "Reviewing…", None)
         pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")
         event = {
             "pull_request": pull,
@@ -226,8 +321,26 @@ async def _run_command(gh, payload: dict, *, store, settings, metrics, review=No
         }.get(outcome.status, f"Not reviewed: {outcome.status}.")
         await post_reply(gh, repo, number, comment["id"], text, reply_id)
         return verb
-    await post_reply(gh, repo, number, comment["id"], text, None)
+    await reply(text)
     return verb
+
+
+async def contracts(gh, payload: dict, command, state, *, store, settings) -> str:
+    """`/drbot contracts [@sha] [Pipeline …]`: queue the job for the commit the maintainer approved."""
+    repo = payload["repository"]["full_name"]
+    number = payload["issue"]["number"]
+    pinned = next((m.group(1) for a in command.args if (m := SHA_ARG.match(a))), None)
+    names = tuple(a for a in command.args if not SHA_ARG.match(a))
+    pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")
+    head, refusal = await approved_head(gh, repo, number, pull, state, payload["comment"], pinned)
+    if refusal is not None:
+        return refusal
+    pipelines = names or tuple(await state.get_json("pipelines", []))
+    if not pipelines:
+        return "Name the pipelines to test (`/drbot contracts FluxPipeline …`): this pull request changes none."
+    installation = (payload.get("installation") or {}).get("id")
+    user = payload["comment"]["user"]["login"]
+    return await enqueue_contracts(store, repo, pull, pipelines, user, settings.api_url, installation, head)
 
 
 @router.register("issue_comment", action="created")
@@ -235,8 +348,9 @@ async def on_comment(event, gh, *args, store, settings, metrics, outcomes=None, 
     from bot.handlers.pull_request import review_pull_request
 
     result = await run_command(
-        gh, event.data, store=store, settings=settings, metrics=metrics, review=review_pull_request
-    )
+        gh, event.data, store=store, settings=settings, metrics=metrics, review=review_pull_request,
+        delivery=event.delivery_id or "",
+    )  # fmt: skip
     log.info("comment %s: %s", event.data.get("comment", {}).get("id"), result)
     if outcomes is not None:
         outcomes.append(result)

@@ -23,6 +23,9 @@ router = routing.Router()
 #: `drbot.localreview` keeps per-process worker state; one analysis at a time per process (scale with processes)
 _ANALYSIS = asyncio.Lock()
 
+#: what a review needs of an installation token: code and config (contents), files and the review
+#: (pull_requests), the summary comment and labels (issues), the check run (checks)
+PERMISSIONS = {"contents": "read", "pull_requests": "write", "issues": "write", "checks": "write", "metadata": "read"}
 #: GitHub lists at most this many files of a pull request
 GITHUB_FILE_CAP = 3000
 PER_PAGE = 100
@@ -270,11 +273,27 @@ async def on_closed(event, gh, *args, store, settings, metrics, outcomes=None, *
         outcomes.append(result)
 
 
+MAX_HEADS = 100
+
+
+async def record_head(store, payload: dict) -> None:
+    """Remember the PR's head with GitHub's time for it (`created_at` when opened, else `updated_at`, the push):
+    `/drbot contracts` runs only the head a maintainer's comment was written after (DESIGN §7)."""
+    pull = payload["pull_request"]
+    sha = pull["head"]["sha"]
+    since = pull.get("created_at") if payload.get("action") == "opened" else pull.get("updated_at")
+    state = publish.PullState(store.redis, store.keys, payload["repository"]["full_name"], pull["number"])
+    heads = await state.get_json("heads", [])
+    if since and all(known != sha for known, _ in heads):
+        await state.set_json("heads", (heads + [[sha, since]])[-MAX_HEADS:])
+
+
 @router.register("pull_request", action="opened")
 @router.register("pull_request", action="reopened")
 @router.register("pull_request", action="synchronize")
 @router.register("pull_request", action="ready_for_review")
 async def on_pull_request(event, gh, *args, store, settings, metrics, outcomes=None, **kwargs) -> None:
+    await record_head(store, event.data)
     outcome = await review_pull_request(gh, event.data, store=store, settings=settings, metrics=metrics)
     log.info("%s#%s: %s", event.data["repository"]["full_name"], event.data["pull_request"]["number"], outcome)
     if outcomes is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import shutil
 import socket
 import subprocess
@@ -23,10 +25,22 @@ async def redis_client():
     await client.aclose()
 
 
+SECRET = "worker-test-secret"
+
+
+def signed(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def accept(queue: EventQueue, delivery: str, event: str, body: bytes) -> str | None:
+    """What the web app does with a verified delivery: queue it with its signature."""
+    return await queue.accept(delivery, event, body, 60, signed(body))
+
+
 @pytest.fixture
 async def queue(redis_client):
     keys = Keys(f"drbot-test-{uuid.uuid4().hex[:8]}:")
-    q = EventQueue(redis_client, keys, visibility_timeout_s=0.05, max_attempts=3)
+    q = EventQueue(redis_client, keys, visibility_timeout_s=0.05, max_attempts=3, secret=SECRET)
     yield q
     async for key in redis_client.scan_iter(match=f"{keys.prefix}*"):
         await redis_client.delete(key)
@@ -34,7 +48,7 @@ async def queue(redis_client):
 
 async def test_messages_are_acked_only_after_the_handler_returns(queue, redis_client):
     for n in range(3):
-        assert await queue.accept(f"d{n}", "pull_request", b'{"n": %d}' % n, 60)
+        assert await accept(queue, f"d{n}", "pull_request", b'{"n": %d}' % n)
     seen = []
 
     async def handler(message):
@@ -49,7 +63,7 @@ async def test_messages_are_acked_only_after_the_handler_returns(queue, redis_cl
 
 
 async def test_a_failing_message_is_retried_then_buried_with_its_error(queue, redis_client):
-    await queue.accept("d-bad", "pull_request", b'{"bad": true}', 60)
+    await accept(queue, "d-bad", "pull_request", b'{"bad": true}')
     calls = []
 
     async def handler(message):
@@ -70,7 +84,7 @@ async def test_a_failing_message_is_retried_then_buried_with_its_error(queue, re
 
 async def test_a_message_of_a_dead_consumer_is_claimed_by_another(queue, redis_client):
     await queue.ensure_group()
-    await queue.accept("d-orphan", "pull_request", b"{}", 60)
+    await accept(queue, "d-orphan", "pull_request", b"{}")
     taken = await queue.read("consumer-that-dies")
     assert [m.delivery for m in taken] == ["d-orphan"]
     handled = []
@@ -86,7 +100,7 @@ async def test_a_message_of_a_dead_consumer_is_claimed_by_another(queue, redis_c
 
 async def test_concurrent_consumers_share_the_stream_and_stop_cleanly(queue, redis_client):
     for n in range(20):
-        await queue.accept(f"d{n}", "issue_comment", b'{"n": %d}' % n, 60)
+        await accept(queue, f"d{n}", "issue_comment", b'{"n": %d}' % n)
     handled = []
     stop = asyncio.Event()
 
@@ -131,9 +145,9 @@ async def test_an_accepted_delivery_survives_a_redis_restart_with_aof(tmp_path):
     client = connect(f"redis://127.0.0.1:{port}/0")
     try:
         keys = Keys("drbot:")
-        queue = EventQueue(client, keys, visibility_timeout_s=0.05)
+        queue = EventQueue(client, keys, visibility_timeout_s=0.05, secret=SECRET)
         await queue.ensure_group()
-        assert await queue.accept("d-durable", "pull_request", b'{"x": 1}', 60)
+        assert await accept(queue, "d-durable", "pull_request", b'{"x": 1}')
         proc.kill()  # no clean shutdown: the append-only file is all that is left
         proc.wait()
         proc = start()
@@ -144,7 +158,7 @@ async def test_an_accepted_delivery_survives_a_redis_restart_with_aof(tmp_path):
 
         assert await EventWorker(queue, handler).run_burst() == 1
         assert handled == ["d-durable"]
-        assert await queue.accept("d-durable", "pull_request", b"{}", 60) is None  # still deduplicated
+        assert await accept(queue, "d-durable", "pull_request", b"{}") is None  # still deduplicated
     finally:
         await client.aclose()
         proc.kill()

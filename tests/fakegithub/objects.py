@@ -58,9 +58,17 @@ def _template(event: str, action: str, key: str) -> dict:
     return example(event, action)[key]
 
 
+#: seconds the fake's clock runs ahead of the real one (FakeGitHub.advance_clock); object timestamps only
+CLOCK = [0.0]
+
+
+def now() -> float:
+    return time.time() + CLOCK[0]
+
+
 def iso(moment: float | None = None) -> str:
-    """A timestamp as GitHub writes it: 2026-11-26T19:00:00Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if moment is None else moment))
+    """A timestamp as GitHub writes it: 2026-11-26T19:00:00Z (whole seconds, as GitHub does)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now() if moment is None else moment))
 
 
 def node_id(kind: str, number: int) -> str:

@@ -106,6 +106,7 @@ class Token:
     installation_id: int
     expires_at: float
     repositories: set[str] | None  # None: every repository of the installation
+    permissions: dict[str, str] | None = None  # None: every permission the App has
 
 
 @dataclass
@@ -176,6 +177,50 @@ class Context:
 
 
 ROUTES: dict[tuple[str, str], str] = {}
+
+
+#: permission levels, lowest first
+LEVELS = {"read": 1, "write": 2, "admin": 3}
+_ISSUE_OR_PULL_READ = (("issues", "read"), ("pull_requests", "read"))
+_ISSUE_OR_PULL_WRITE = (("issues", "write"), ("pull_requests", "write"))
+#: what an installation token needs for each operation the fake serves (any one alternative suffices), from
+#: GitHub's "Permissions required for GitHub Apps" page; enforced only on tokens asked for with `permissions`
+REQUIRED_PERMISSIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("GET", "/repos/{owner}/{repo}"): (("metadata", "read"),),
+    ("GET", "/repos/{owner}/{repo}/installation"): (("metadata", "read"),),
+    ("GET", "/repos/{owner}/{repo}/pulls"): (("pull_requests", "read"),),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}"): (("pull_requests", "read"),),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/files"): (("pull_requests", "read"),),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/commits"): (("pull_requests", "read"),),
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}"): _ISSUE_OR_PULL_READ,
+    ("GET", "/repos/{owner}/{repo}/contents/{path}"): (("contents", "read"),),
+    ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}"): (("contents", "read"),),
+    ("GET", "/repos/{owner}/{repo}/git/blobs/{file_sha}"): (("contents", "read"),),
+    ("GET", "/repos/{owner}/{repo}/compare/{base}...{head}"): (("contents", "read"),),
+    ("GET", "/repos/{owner}/{repo}/tarball/{ref}"): (("contents", "read"),),
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): _ISSUE_OR_PULL_READ,
+    ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments"): _ISSUE_OR_PULL_WRITE,
+    ("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): _ISSUE_OR_PULL_READ,
+    ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}"): _ISSUE_OR_PULL_WRITE,
+    ("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions"): _ISSUE_OR_PULL_WRITE,
+    ("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions"): _ISSUE_OR_PULL_READ,
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews"): (("pull_requests", "read"),),
+    ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/comments"): (("pull_requests", "read"),),
+    ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews"): (("pull_requests", "write"),),
+    ("POST", "/repos/{owner}/{repo}/check-runs"): (("checks", "write"),),
+    ("PATCH", "/repos/{owner}/{repo}/check-runs/{check_run_id}"): (("checks", "write"),),
+    ("GET", "/repos/{owner}/{repo}/check-runs/{check_run_id}"): (("checks", "read"),),
+    ("GET", "/repos/{owner}/{repo}/check-runs/{check_run_id}/annotations"): (("checks", "read"),),
+    ("GET", "/repos/{owner}/{repo}/commits/{ref}/check-runs"): (("checks", "read"),),
+    ("GET", "/repos/{owner}/{repo}/labels"): _ISSUE_OR_PULL_READ,
+    ("GET", "/repos/{owner}/{repo}/labels/{name}"): _ISSUE_OR_PULL_READ,
+    ("POST", "/repos/{owner}/{repo}/labels"): _ISSUE_OR_PULL_WRITE,
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/labels"): _ISSUE_OR_PULL_READ,
+    ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/labels"): _ISSUE_OR_PULL_WRITE,
+    ("PUT", "/repos/{owner}/{repo}/issues/{issue_number}/labels"): _ISSUE_OR_PULL_WRITE,
+    ("DELETE", "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}"): _ISSUE_OR_PULL_WRITE,
+    ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission"): (("metadata", "read"),),
+}
 
 
 def route(method: str, template: str):
@@ -279,7 +324,14 @@ class FakeGitHub:
             self._users: dict[str, dict] = {}
             self._ids = itertools.count(1001)
             self._rate: dict[str, list] = {}  # key -> [limit, used, reset epoch]
+            objects.CLOCK[0] = 0.0
             self._rebase_objects()
+
+    def advance_clock(self, seconds: float = 1.0) -> None:
+        """Move the timestamps the fake writes (created_at, updated_at) forward: GitHub's are whole seconds, so
+        two things a test does in a row may otherwise share one. Token lifetimes keep the real clock."""
+        with self._lock:
+            objects.CLOCK[0] += seconds
 
     def _rebase_objects(self) -> None:
         with self._lock:
@@ -302,13 +354,16 @@ class FakeGitHub:
         payload = {"iat": now - 60, "exp": now + 540, "iss": self.app_id, **claims}
         return pyjwt.encode(payload, self.private_key_pem, algorithm="RS256")
 
-    def issue_token(self, installation_id: int = 1, *, expires_in: float = TOKEN_LIFETIME, repositories=None) -> str:
+    def issue_token(
+        self, installation_id: int = 1, *, expires_in: float = TOKEN_LIFETIME, repositories=None, permissions=None
+    ) -> str:
         """A live installation token, as POST /app/installations/{id}/access_tokens would give."""
         with self._lock:
             serial = next(self._token_serial)
             token = "ghs_" + hashlib.sha1(f"{installation_id}:{serial}".encode()).hexdigest()[:36]
             names = None if repositories is None else set(repositories)
-            self.tokens[token] = Token(token, installation_id, time.time() + expires_in, names)
+            granted = None if permissions is None else {**permissions, "metadata": "read"}
+            self.tokens[token] = Token(token, installation_id, time.time() + expires_in, names, granted)
             return token
 
     def expire_token(self, token: str | None = None) -> None:
@@ -486,7 +541,7 @@ class FakeGitHub:
             head = self._commit(state, base.files, _files(head_files), [base.sha], f"#{number}: head 1")
             head_ref = head_ref or f"pr-{number}"
             state.branches[head_ref] = head.sha
-            now = iso()
+            now = iso(objects.now() - 60)  # opened a minute ago: comments on it come later, as on GitHub
             author = self._user(user, user_type)
             pull = Pull(
                 number=number,
@@ -849,7 +904,18 @@ class FakeGitHub:
             allowed = token.repositories is None or ctx.repo.full_name.split("/")[1] in token.repositories
             if ctx.repo.installation_id != token.installation_id or not allowed:
                 raise GitHubError(403, "Resource not accessible by integration")
+            if not self._permitted(token, ctx.method, ctx.op.template):
+                raise GitHubError(403, "Resource not accessible by integration")
         return f"installation:{token.installation_id}"
+
+    def _permitted(self, token: Token, method: str, template: str) -> bool:
+        """Whether the token's permissions cover the operation (GitHub's "permissions required for GitHub Apps")."""
+        if token.permissions is None:
+            return True
+        alternatives = REQUIRED_PERMISSIONS.get((method, template))
+        if alternatives is None:
+            return False  # an operation this table does not know: a narrowed token gets no benefit of the doubt
+        return any(LEVELS.get(token.permissions.get(name, ""), 0) >= LEVELS[level] for name, level in alternatives)
 
     def _caller(self, header: str | None) -> str:
         """The rate-limit bucket of a request that is answered before authentication (faults, 404, 422)."""
@@ -1186,11 +1252,20 @@ class FakeGitHub:
             }
             if not set(names) <= known:
                 raise GitHubError(422, "There is at least one repository that does not exist or is not accessible")
-        token = self.issue_token(installation_id, repositories=names)
+        wanted = body.get("permissions")
+        if wanted is not None:
+            # GitHub refuses a permission the App was not granted, or a higher level of one
+            have = self.app_json["permissions"]
+            for name, level in wanted.items():
+                if (name, level) == ("metadata", "read"):
+                    continue  # every installation has it
+                if name not in have or LEVELS.get(level, 9) > LEVELS.get(have[name], 0):
+                    raise GitHubError(422, f"The permissions requested are not granted to this installation: {name}")
+        token = self.issue_token(installation_id, repositories=names, permissions=wanted)
         reply = {
             "token": token,
             "expires_at": iso(self.tokens[token].expires_at),
-            "permissions": body.get("permissions") or self.app_json["permissions"],
+            "permissions": self.tokens[token].permissions or self.app_json["permissions"],
             "repository_selection": "all" if names is None else "selected",
         }
         return Reply(201, reply)
@@ -1255,6 +1330,15 @@ class FakeGitHub:
         # GitHub lists at most 3000 files of a pull request, whatever the page.
         entries = self._diff_entries(repo, pull, pull.head_sha)[:PR_FILES_CAP]
         page, headers = self._page(ctx, entries)
+        return Reply(200, page, headers)
+
+    @route("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/commits")
+    def _list_pull_commits(self, ctx: Context) -> Reply:
+        repo, pull = self._need_pull(ctx)
+        # the head's ancestors that the base does not have, oldest first; GitHub lists at most 250
+        base = set(self._ancestors(repo, pull.base_sha))
+        commits = [sha for sha in reversed(self._ancestors(repo, pull.head_sha)) if sha not in base][:250]
+        page, headers = self._page(ctx, [self._commit_json(repo, repo.commits[sha]) for sha in commits])
         return Reply(200, page, headers)
 
     @route("GET", "/repos/{owner}/{repo}/issues/{issue_number}")

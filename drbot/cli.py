@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run jobs without the sandbox: local development only, never on a runner that serves a repository",
     )
 
+    acl = sub.add_parser(
+        "redis-acl",
+        help="write a Redis ACL file: the bot's user, one user per runner (DESIGN §7), and their passwords",
+    )
+    from bot.acl import add_arguments
+
+    add_arguments(acl)
+
     roles = serve.add_mutually_exclusive_group()
     roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
     roles.add_argument("--web-only", action="store_true", help="accept webhooks; no event worker")
@@ -125,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {
             "analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known,
-            "contracts": _contracts, "worker": _worker,
+            "contracts": _contracts, "worker": _worker, "redis-acl": _redis_acl,
         }  # fmt: skip
         return commands[args.command](args)
     except BrokenPipeError:
@@ -270,6 +278,12 @@ def _contracts(args: argparse.Namespace) -> int:
         print(f"drbot contracts needs torch and diffusers: pip install 'drbot[runner]' ({error})", file=sys.stderr)
         return EXIT_ERROR
     return contracts_main(args)
+
+
+def _redis_acl(args: argparse.Namespace) -> int:
+    from bot.acl import run
+
+    return run(args)
 
 
 def _worker(args: argparse.Namespace) -> int:

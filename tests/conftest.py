@@ -10,10 +10,8 @@ import uuid
 import zipfile
 from pathlib import Path
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient, TestServer
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,13 +82,7 @@ for directory in (Path(__file__).resolve().parent, Path(__file__).resolve().pare
         sys.path.insert(0, str(directory))
 
 from fakegithub import FakeGitHub  # noqa: E402
-from harness import Harness, make_settings  # noqa: E402
-
-from bot.app import make_app  # noqa: E402
-from bot.metrics import Metrics  # noqa: E402
-from bot.service import Dispatcher, Store  # noqa: E402
-from bot.store import EventQueue, Keys  # noqa: E402
-from bot.worker import EventWorker  # noqa: E402
+from harness import app_harness, make_settings  # noqa: E402
 
 
 VIOLATIONS_OK = "github_violations_ok"
@@ -146,18 +138,8 @@ async def harness(github, request):
     prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
     settings = make_settings(github, prefix, **(marker.kwargs if marker else {}))
     redis = aioredis.from_url("redis://127.0.0.1:6379/0")
-    keys = Keys(prefix)
-    metrics = Metrics()
-    session = aiohttp.ClientSession()
-    outcomes: list = []
-    dispatcher = Dispatcher(settings, session, Store(redis, keys), metrics, outcomes=outcomes)
-    queue = EventQueue(redis, keys, visibility_timeout_s=settings.visibility_timeout_s, max_attempts=3, secret=settings.webhook_secret)
-    worker = EventWorker(queue, dispatcher, metrics=metrics)
-    web = TestClient(TestServer(make_app(settings, redis=redis, metrics=metrics)))
-    await web.start_server()
-    yield Harness(github, web, worker, redis, keys, metrics, outcomes)
-    await web.close()
-    await session.close()
+    async with app_harness(github, settings, redis) as harness:
+        yield harness
     async for key in redis.scan_iter(match=f"{prefix}*"):
         await redis.delete(key)
     await redis.aclose()

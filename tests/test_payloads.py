@@ -63,8 +63,19 @@ async def test_the_runner_reads_golden_jobs_and_writes_golden_results(redis_clie
 
 def test_the_bot_renders_golden_results():
     section = render_section(RESULT)
-    assert "### Contract tests: failed" in section and "| `FluxPipeline` | DRC001 |" in section
+    assert "### Contract tests: failed" in section and "| ` FluxPipeline ` | DRC001 |" in section
 
 
 def test_bot_and_runner_name_the_job_head_key_alike():
     assert Keys("p:").job_head("o/r", 7) == RunnerKeys("p:").latest("o/r", 7)
+
+
+def test_bot_and_runner_name_a_runners_result_key_alike():
+    assert Keys("p:").runner_result("gpu-1", "o/r#7@abc:contracts") == RunnerKeys("p:").result("gpu-1", "o/r#7@abc:contracts")
+
+
+def test_the_bot_accepts_golden_results_for_the_golden_job():
+    from bot.results import validate
+
+    kept = validate(json.dumps(RESULT).encode(), JOB)
+    assert set(kept) == set(RESULT) and kept["results"] == RESULT["results"] and kept["status"] == "failed"

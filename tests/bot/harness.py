@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass, field
 
+import aiohttp
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from fakegithub import delivery
 
+from bot.app import make_app
 from bot.metrics import Metrics
+from bot.service import Dispatcher, Store
 from bot.settings import Settings
-from bot.store import Keys
+from bot.store import EventQueue, Keys
 from bot.worker import EventWorker
 
 
@@ -75,3 +80,34 @@ def with_eta(sources) -> str:
     text = sources(DDPM)
     assert ETA_OLD in text
     return text.replace(ETA_OLD, ETA_NEW, 1)
+
+
+@contextlib.asynccontextmanager
+async def app_harness(github, settings, redis: aioredis.Redis):
+    """The App's pieces on `redis` (a client of any Redis user): web app, event queue and worker, dispatcher."""
+    keys = Keys(settings.key_prefix)
+    metrics = Metrics()
+    outcomes: list = []
+    async with aiohttp.ClientSession() as session:
+        dispatcher = Dispatcher(settings, session, Store(redis, keys), metrics, outcomes=outcomes)
+        queue = EventQueue(redis, keys, visibility_timeout_s=settings.visibility_timeout_s, max_attempts=3,
+                           secret=settings.webhook_secret)  # fmt: skip
+        worker = EventWorker(queue, dispatcher, metrics=metrics)
+        web = TestClient(TestServer(make_app(settings, redis=redis, metrics=metrics)))
+        await web.start_server()
+        try:
+            yield Harness(github, web, worker, redis, keys, metrics, outcomes)
+        finally:
+            await web.close()
+
+
+async def queue_job(harness, github, pipelines: str = "StableDiffusionPipeline") -> dict:
+    """Review PR 1, then have `maintainer` ask for contracts on it; returns the queued job payload."""
+    await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+    github.advance_clock(2)
+    comment = github.issue_comment_payload(REPO, 1, f"/drbot contracts {pipelines}", "maintainer")
+    await harness.deliver("issue_comment", comment)
+    await harness.run()
+    ((_, fields),) = await harness.redis.xrange(harness.keys.jobs)
+    return json.loads(fields[b"payload"])

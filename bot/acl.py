@@ -18,7 +18,6 @@ import hashlib
 import re
 import secrets
 import sys
-from pathlib import Path
 from urllib.parse import quote
 
 
@@ -76,22 +75,8 @@ def redis_url(user: str, password: str, host: str, port: int = 6379, db: int = 0
     return f"redis://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{db}"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prefix", default="drbot:", help="drbot's key prefix (DRBOT_KEY_PREFIX)")
-    parser.add_argument("--bot-user", default="drbot", help="the bot's user name (default: %(default)s)")
-    parser.add_argument("--runner", action="append", default=[], metavar="NAME", help="a runner's user (repeat)")
-    parser.add_argument("--acl-file", type=Path, required=True, help="where to write the ACL file")
-    parser.add_argument("--secrets", type=Path, required=True, help="directory for the password files (mode 600)")
-
-
-def main(argv=None) -> int:
-    """`drbot redis-acl`: write the ACL file and one password file per user."""
-    parser = argparse.ArgumentParser(prog="drbot redis-acl", description=main.__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
 def run(args: argparse.Namespace) -> int:
+    """`drbot redis-acl` (arguments in drbot/cli.py): write the ACL file and one password file per user."""
     users = {args.bot_user: bot_rules(args.prefix), "admin": admin_rules()}
     for name in args.runner:
         if name in users:
@@ -116,7 +101,3 @@ def run(args: argparse.Namespace) -> int:
     args.acl_file.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.acl_file} ({len(users)} users) and passwords under {args.secrets}/", file=sys.stderr)
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

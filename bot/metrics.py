@@ -6,12 +6,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
+#: the `event` label of a request whose signature was not checked or did not match: its headers are not trusted
+UNVERIFIED = "unverified"
+#: the `event` label of a verified delivery of an event drbot has no label for
+OTHER_EVENT = "other"
+
+
 class Metrics:
+    """Labels come only from fixed sets (event names drbot knows, outcomes, rule codes), never from a request as
+    sent: a label per value an attacker can choose would grow /metrics without bound."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.deliveries = Counter(
             "drbot_webhook_deliveries",
-            "Webhook deliveries received, by event and outcome (accepted, duplicate, ignored, rejected, error).",
+            "Webhook deliveries received, by event and outcome (accepted, duplicate, ignored, rejected, timeout, "
+            f"error); `{UNVERIFIED}` counts requests whose signature was missing or wrong, or never read.",
             ["event", "outcome"],
             registry=self.registry,
         )

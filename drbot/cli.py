@@ -105,10 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     acl = sub.add_parser(
         "redis-acl",
         help="write a Redis ACL file: the bot's user, one user per runner (DESIGN §7), and their passwords",
+        description="Write a Redis ACL file (aclfile) with the bot's user, an admin user and one user per runner, "
+        "and one password file per user (the matching component's REDIS_URL uses it); re-running keeps existing "
+        "passwords. docs/security.md explains each user's rules.",
     )
-    from bot.acl import add_arguments
-
-    add_arguments(acl)
+    acl.add_argument("--prefix", default="drbot:", help="drbot's key prefix (DRBOT_KEY_PREFIX; default: %(default)s)")
+    acl.add_argument("--bot-user", default="drbot", help="the bot's user name (default: %(default)s)")
+    acl.add_argument("--runner", action="append", default=[], metavar="NAME", help="a runner's user name (repeat)")
+    acl.add_argument("--acl-file", type=Path, required=True, help="where to write the ACL file")
+    acl.add_argument("--secrets", type=Path, required=True, help="directory for the password files (mode 600)")
 
     roles = serve.add_mutually_exclusive_group()
     roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
@@ -267,7 +272,9 @@ def _known(args: argparse.Namespace) -> int:
     try:
         return known_main(args)
     except (OSError, RedisError) as error:  # Redis unreachable
-        print(f"drbot known: Redis at {args.redis_url}: {error}", file=sys.stderr)
+        from bot.settings import redact_url
+
+        print(f"drbot known: Redis at {redact_url(args.redis_url)}: {error}", file=sys.stderr)
         return EXIT_ERROR
 
 

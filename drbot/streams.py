@@ -272,6 +272,9 @@ def connect(url: str, **options):
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     options.setdefault("socket_connect_timeout", 2.0)
+    # a Redis that accepts connections but never answers must not hang intake or a consumer (blocking reads
+    # wait at most 1 s, far below this)
+    options.setdefault("socket_timeout", 15.0)
     return aioredis.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),

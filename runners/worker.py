@@ -319,11 +319,17 @@ class ContractRunner:
                 argv += ["--contracts", ",".join(payload["contracts"])]
             if self.dtype:
                 argv += ["--dtype", self.dtype]
+            # the sandbox shows the PR's src/ and drbot's runners package at fixed paths; the unsandboxed twin
+            # (local development) sees the host's paths as they are
+            sandboxed = getattr(self.sandbox, "sandboxed", True)
+            src_dir = JOB_SRC if sandboxed else str(src / "src")
+            lib_dir = JOB_LIB if sandboxed else str(RUNNERS_PACKAGE.parent)
+            binds = [(str(src / "src"), src_dir), (str(RUNNERS_PACKAGE), f"{lib_dir}/runners")]
             outcome = await self.sandbox.run(
                 argv,
-                ro_binds=[(str(src / "src"), JOB_SRC), (str(RUNNERS_PACKAGE), f"{JOB_LIB}/runners")],
-                env=job_env(self.device),
-                cwd=JOB_SRC,
+                ro_binds=binds if sandboxed else [(str(src / "src"), src_dir), (lib_dir, lib_dir)],
+                env=job_env(self.device, src_dir, lib_dir),
+                cwd=src_dir,
                 wall_seconds=float(payload.get("timeout_s", 1800)),
             )
             lines = outcome.output.decode("utf-8", "replace").splitlines()
@@ -344,6 +350,8 @@ class ContractRunner:
             result["duration_s"] = round(time.monotonic() - started, 2)
             if "diffusers_path" in info:
                 result["runner"]["diffusers_path"] = info["diffusers_path"]
+            if outcome.peak_memory_bytes:
+                result["runner"]["peak_memory_mib"] = str(outcome.peak_memory_bytes >> 20)
             return result
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -355,12 +363,12 @@ JOB_LIB = "/job/lib"
 RUNNERS_PACKAGE = Path(__file__).resolve().parent
 
 
-def job_env(device: str) -> dict[str, str]:
+def job_env(device: str, src_dir: str = JOB_SRC, lib_dir: str = JOB_LIB) -> dict[str, str]:
     """Only what Python needs: no tokens, no cloud credentials, no Redis URL reach the PR's code."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         # the PR's src/ first, so its diffusers is the one imported; then drbot's runners package (the suite)
-        "PYTHONPATH": f"{JOB_SRC}:{JOB_LIB}",
+        "PYTHONPATH": f"{src_dir}:{lib_dir}",
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -1,4 +1,4 @@
-"""`drbot worker` end to end: a job the bot enqueues runs on the PR's own code from its tarball, in a subprocess,
+"""`drbot worker` end to end: a job the bot enqueues runs on the PR's own code from its tarball, in the sandbox,
 and comes back as a check run and a summary section; a killed runner's job is claimed and reported once; a job
 over its time limit is reported as a timeout and the runner goes on."""
 
@@ -49,8 +49,14 @@ async def enqueue(harness, payload: dict) -> None:
     await harness.redis.xadd(harness.keys.jobs, {"job_id": payload["job_id"], "payload": json.dumps(payload)})
 
 
-async def results(harness) -> list[dict]:
-    return [json.loads(fields[b"payload"]) for _, fields in await harness.redis.xrange(harness.keys.results)]
+async def reported(harness, runner: str) -> list[dict]:
+    """The results runner `runner` announced, read from its own keys (where the bot reads them)."""
+    out = []
+    for _, fields in await harness.redis.xrange(harness.keys.results):
+        if fields[b"runner"].decode() == runner:
+            raw = await harness.redis.get(harness.keys.runner_result(runner, fields[b"job_id"].decode()))
+            out.append(json.loads(raw))
+    return out
 
 
 async def test_a_job_the_bot_enqueues_runs_on_the_prs_code_and_lands_in_the_pr(harness, github, package_files):
@@ -59,25 +65,28 @@ async def test_a_job_the_bot_enqueues_runs_on_the_prs_code_and_lands_in_the_pr(h
     github.add_pull(REPO, 1, head_files={SD: marked})
     github.set_permission(REPO, "maintainer", "write")
     await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+    github.advance_clock(2)
     await harness.deliver("issue_comment", github.issue_comment_payload(REPO, 1, "/drbot contracts StableDiffusionPipeline", "maintainer"))  # fmt: skip
     await harness.run()
 
-    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix))
+    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix), name="gpu-1")
     assert await runner.run_burst() == 1
-    (result,) = await results(harness)
-    assert result["status"] == "failed", result[
-        "log_tail"
-    ]  # DRC008: SD 1.x does not cast user latents (DRB501 says so statically)
-    assert "/drbot-job-" in result["runner"]["diffusers_path"]  # the PR's tarball, not the installed package
+    (result,) = await reported(harness, "gpu-1")
+    # DRC008: SD 1.x does not cast user latents (DRB501 says so statically)
+    assert result["status"] == "failed", result["log_tail"]
+    assert result["runner"]["diffusers_path"].startswith("/job/src/diffusers/")  # the PR's tarball, in the sandbox
     outcomes = {r["contract"]: r["outcome"] for r in result["results"]}
     assert outcomes["DRC008"] == "failed" and outcomes["DRC001"] == "passed"
 
     dispatcher = harness.worker.handler
-    assert await ResultConsumer(dispatcher.store, dispatcher.client_for).run_burst() == 1
+    consumer = ResultConsumer(dispatcher.store, dispatcher.client_for)
+    assert await consumer.run_burst() == 1 and consumer.outcomes == ["published: failed"]
     (check,) = [c for c in github.check_runs(REPO) if c["name"] == "drbot contracts"]
     assert check["conclusion"] == "failure" and check["output"]["title"] == "1 contract failed"
     summary = next(c for c in github.comments(REPO, 1) if c["body"].startswith("<!-- drbot:summary -->"))
     assert "### Contract tests: failed" in summary["body"] and "DRC008" in summary["body"]
+    assert await runner.run_burst() == 0  # the bot settled the job: nothing left to claim
 
 
 async def test_a_killed_runners_job_is_claimed_and_reported_once(harness, github, package_files):
@@ -87,7 +96,7 @@ async def test_a_killed_runners_job_is_claimed_and_reported_once(harness, github
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen(
         [sys.executable, "-m", "drbot", "worker", "--burst", "--key-prefix", harness.keys.prefix,
-         "--visibility-timeout", "1"], env=env, start_new_session=True,
+         "--visibility-timeout", "1", "--name", "doomed"], env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -101,13 +110,14 @@ async def test_a_killed_runners_job_is_claimed_and_reported_once(harness, github
     await asyncio.sleep(1.0)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
-    assert await results(harness) == []
+    assert await harness.redis.xlen(harness.keys.results) == 0
     await asyncio.sleep(1.1)  # past the visibility timeout
-    survivor = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix), visibility_timeout_s=1)
+    survivor = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix), visibility_timeout_s=1, name="survivor")
     assert await survivor.run_burst() == 1
-    (result,) = await results(harness)
+    (result,) = await reported(harness, "survivor")
     assert result["status"] == "passed" and [r["contract"] for r in result["results"]] == ["DRC001"]
-    assert await survivor.run_burst() == 0  # nothing left; the result is not reported twice
+    assert await survivor.run_burst() == 0  # still pending for the bot to settle, but not run or reported twice
+    assert await harness.redis.xlen(harness.keys.results) == 1
 
 
 async def test_a_job_over_its_time_limit_is_a_timeout_and_the_runner_goes_on(harness, github, package_files):
@@ -115,9 +125,9 @@ async def test_a_job_over_its_time_limit_is_a_timeout_and_the_runner_goes_on(har
     head = github.add_pull(REPO, 1, head_files={"README.md": "x\n"})["head"]["sha"]
     await enqueue(harness, job(github, head, "slow", pipelines=(), contracts=(), timeout_s=2))
     await enqueue(harness, job(github, head, "quick"))
-    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix))
+    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix), name="r")
     assert await runner.run_burst() == 2
-    slow, quick = await results(harness)
+    slow, quick = await reported(harness, "r")
     assert (slow["job_id"], slow["status"]) == ("slow", "timeout")
     assert (quick["job_id"], quick["status"]) == ("quick", "passed")
 
@@ -127,6 +137,7 @@ async def test_a_job_for_an_older_head_is_cancelled(harness, github, package_fil
     head = github.add_pull(REPO, 1, head_files={"README.md": "x\n"})["head"]["sha"]
     await harness.redis.set(harness.keys.job_head(REPO, 1), "f" * 40)
     await enqueue(harness, job(github, head, f"old-{uuid.uuid4().hex[:6]}"))
-    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix))
+    runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix), name="r")
     assert await runner.run_burst() == 1
-    assert await results(harness) == []
+    (result,) = await reported(harness, "r")
+    assert result["status"] == "cancelled" and result["results"] == []

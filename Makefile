@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 NPM_DIR := tests/npm
 
-.PHONY: scan test setup setup-dev docs bench
+.PHONY: scan test setup setup-dev system-deps docs bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,19 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[target]'
 
-setup-dev: $(BIN)/python
+setup-dev: $(BIN)/python system-deps
 	$(BIN)/pip install --quiet -e '.[dev]'
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --silent
+
+# What the tests run for real: the job sandbox (bubblewrap, util-linux) and Redis. Installed with apt-get when
+# missing and this is root on Debian/Ubuntu; otherwise named, and the tests that need them fail with that reason.
+system-deps:
+	@missing=""; for tool in bwrap setpriv prlimit redis-server; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq bubblewrap util-linux redis-server >/dev/null; \
+	  else echo "make: missing$$missing: install bubblewrap, util-linux and redis-server" >&2; fi; \
+	fi
 
 # Scan the pinned diffusers release and print the findings grouped by pattern.
 scan: setup

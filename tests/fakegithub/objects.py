@@ -58,12 +58,13 @@ def _template(event: str, action: str, key: str) -> dict:
     return example(event, action)[key]
 
 
-#: seconds the fake's clock runs ahead of the real one (FakeGitHub.advance_clock); object timestamps only
-CLOCK = [0.0]
+#: the fake's clock for object timestamps: seconds ahead of the real one (FakeGitHub.advance_clock), and a moment
+#: it stands still at (FakeGitHub.freeze_clock), or None
+CLOCK: list = [0.0, None]
 
 
 def now() -> float:
-    return time.time() + CLOCK[0]
+    return CLOCK[1] if CLOCK[1] is not None else time.time() + CLOCK[0]
 
 
 def iso(moment: float | None = None) -> str:

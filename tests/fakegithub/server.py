@@ -324,14 +324,26 @@ class FakeGitHub:
             self._users: dict[str, dict] = {}
             self._ids = itertools.count(1001)
             self._rate: dict[str, list] = {}  # key -> [limit, used, reset epoch]
-            objects.CLOCK[0] = 0.0
+            objects.CLOCK[:] = [0.0, None]
             self._rebase_objects()
 
     def advance_clock(self, seconds: float = 1.0) -> None:
         """Move the timestamps the fake writes (created_at, updated_at) forward: GitHub's are whole seconds, so
         two things a test does in a row may otherwise share one. Token lifetimes keep the real clock."""
         with self._lock:
-            objects.CLOCK[0] += seconds
+            if objects.CLOCK[1] is not None:
+                objects.CLOCK[1] += seconds
+            else:
+                objects.CLOCK[0] += seconds
+
+    def freeze_clock(self, frozen: bool = True) -> None:
+        """Stop (or restart) the clock of the timestamps the fake writes: two things a test does in a row then share
+        one second for sure, as they may on GitHub."""
+        with self._lock:
+            if frozen:
+                objects.CLOCK[1] = objects.now()
+            else:
+                objects.CLOCK[0], objects.CLOCK[1] = objects.CLOCK[1] - objects.time.time(), None
 
     def _rebase_objects(self) -> None:
         with self._lock:

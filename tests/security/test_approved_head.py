@@ -78,7 +78,8 @@ async def test_the_comment_runs_the_head_it_was_written_on(harness, pr):
 
 async def test_a_push_in_the_same_second_as_the_comment_is_not_taken_as_seen(harness, pr):
     await opened(harness, pr)
-    head_b = pr.push(REPO, 1, {"README.md": "b\n"})  # same second as the comment below
+    pr.freeze_clock()  # the push and the comment below happen in the same second
+    head_b = pr.push(REPO, 1, {"README.md": "b\n"})
     await harness.deliver("pull_request", pr.pull_request_payload(REPO, 1, "synchronize"))
     await harness.run()
     reply = await command(harness, pr, "/drbot contracts StableDiffusionPipeline")

@@ -214,8 +214,10 @@ def md_escape(text: str) -> str:
 
 
 def code_span(text: str) -> str:
-    """A Markdown code span that survives backticks in `text`."""
-    fence = "``" if "`" in text else "`"
+    """A Markdown code span that survives backticks in `text`: its fence is longer than any run of them inside,
+    so a file name such as ``a``<b>.py`` cannot close the span early and put raw Markdown or HTML in the comment."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if "`" in text else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
@@ -310,6 +312,10 @@ def review_markdown(
         lines.append("")
         lines += _grouped(known, by_code, links, known=data.known, notes=data.notes)
         lines += ["</details>", ""]
+    if data.not_analysed:
+        lines += ["### Not analysed", ""]
+        lines += [f"- {code_span(path)}: {md_escape(reason)}" for path, reason in data.not_analysed]
+        lines.append("")
     if data.errors:
         lines.append(f"<details><summary>{len(data.errors)} file(s) could not be analysed</summary>")
         lines.append("")

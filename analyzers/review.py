@@ -39,13 +39,16 @@ class ReviewData:
 
     `changed_lines` maps a path to the head line numbers the change touched (for inline comments);
     `known` maps a fingerprint to a tracking issue number (or None) for findings the registry knows;
-    `errors` lists files that could not be analysed.
+    `errors` lists (path, message) for files whose analysis reported a problem (a syntax error, a rule that
+    raised); `not_analysed` lists (path, reason) for changed files that were not analysed at all: over a size,
+    time or memory limit, or fatal to the parser. Their findings are left out on both sides of the comparison.
     """
 
     comparison: Comparison
     changed_lines: Mapping[str, frozenset[int]] = field(default_factory=dict)
     known: Mapping[str, int | None] = field(default_factory=dict)
     errors: tuple[tuple[str, str], ...] = ()
+    not_analysed: tuple[tuple[str, str], ...] = ()
     files_reviewed: int = 0
     note: str = ""
     #: fingerprint -> a remark the review adds to a finding (which side of a `# Copied from` pair changed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -121,7 +122,9 @@ class RedisWritePacer:
     """The same contract across processes: a Redis key per installation is held while a write is in flight and
     for `spacing_s` after it, so the writes of all replicas to one installation are serial and spaced."""
 
-    HOLD_MS = 60_000  # a crashed holder frees the installation after a minute
+    # a holder that crashed (or lost Redis) mid-write frees the installation after this long; a write that takes
+    # longer only lets the next one start early
+    HOLD_MS = 10_000
 
     def __init__(self, redis, prefix: str, spacing_s: float = 1.0, sleep=asyncio.sleep) -> None:
         self.redis, self.prefix, self.spacing_s, self.sleep = redis, prefix, spacing_s, sleep
@@ -182,6 +185,35 @@ def _retry_after(headers) -> float | None:
         return max(0.0, parsed.timestamp() - time.time())
 
 
+class DownloadTooLarge(Exception):
+    """A download passed its size cap; final (the same resource is as large next time), so never retried."""
+
+    def __init__(self, url: str, limit: int, size: int | None = None) -> None:
+        self.url, self.limit, self.size = url, limit, size
+        told = f" ({size:,} bytes)" if size is not None else ""
+        super().__init__(f"{url} is larger than the {limit:,}-byte download limit{told}")
+
+
+async def _save(response: aiohttp.ClientResponse, path: str | os.PathLike, max_bytes: int, url: str) -> None:
+    """Write the body to `path` in chunks, stopping (and removing the file) once it passes `max_bytes`."""
+    if response.content_length is not None and response.content_length > max_bytes:
+        raise DownloadTooLarge(url, max_bytes, response.content_length)  # said up front: nothing is read
+    written = 0
+    try:
+        with open(path, "wb") as handle:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise DownloadTooLarge(url, max_bytes)
+                handle.write(chunk)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+
+
 class GitHub(GitHubAPI):
     """gidgethub's aiohttp client with drbot's manners: retries, pacing of writes, metrics."""
 
@@ -220,6 +252,35 @@ class GitHub(GitHubAPI):
             if delay is None or attempt == self.max_retries or delay > MAX_WAIT_S:
                 return status, response_headers, content
             log.warning("GitHub answered %s to %s %s; retrying in %.1f s", status, method, url, delay)
+            self.waited.append(delay)
+            await self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def download(
+        self, url: str, path: str | os.PathLike, max_bytes: int, *, accept: str = "application/vnd.github+json"
+    ) -> int:
+        """Stream a GET (a tarball; GitHub redirects it to codeload) into the file `path`, never more than
+        `max_bytes` of it, with this client's auth, retries and metrics. Returns the final HTTP status: the file
+        holds the body only when it is 200. Past the cap the partial file is removed and DownloadTooLarge raised."""
+        full = sansio.format_url(url, {}, base_url=self.base_url)
+        headers = sansio.create_headers(self.requester, accept=accept, oauth_token=self.oauth_token)
+        for attempt in range(self.max_retries + 1):
+            # aiohttp follows the redirect, and drops the Authorization header when it leaves the API's origin
+            async with self._session.get(full, headers=headers, allow_redirects=True) as response:
+                self.metrics.github_calls.labels("GET", str(response.status)).inc()
+                for hop in (*response.history, response):
+                    remaining = hop.headers.get("x-ratelimit-remaining")
+                    if remaining is not None:
+                        self.metrics.rate_limit_remaining.labels(str(self.installation_id)).set(float(remaining))
+                if response.status == 200:
+                    await _save(response, path, max_bytes, url)
+                    return 200
+                status, response_headers = response.status, response.headers
+                body = await response.content.read(64 * 1024)  # enough to tell a secondary rate limit
+            delay = retry_delay(status, response_headers, body, attempt)
+            if delay is None or attempt == self.max_retries or delay > MAX_WAIT_S:
+                return status
+            log.warning("GitHub answered %s to GET %s; retrying in %.1f s", status, full, delay)
             self.waited.append(delay)
             await self.sleep(delay)
         raise AssertionError("unreachable")

@@ -1,17 +1,24 @@
-"""Review a local git diff the way the App reviews a pull request."""
+"""Review a local git diff the way the App reviews a pull request.
+
+Every file of the diff is read and parsed in the worker processes of `drbot.isolation`, never here: a file that
+crashes the parser, runs past the time limit, exhausts the memory limit or is over the size limit is reported as
+not analysed, and the review goes on with the others.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from analyzers.core import Finding, Project, Rule, analyze_file, module_name_for
 from analyzers.review import ReviewData, compare
+from drbot.isolation import Failure, Limits, Pool, size_reason
 
 
 #: where a repository keeps the package and its tests; paths in findings drop the `src/` prefix
@@ -24,11 +31,16 @@ class GitError(Exception):
 
 
 class GitTree:
-    """Read files of one revision through one long-lived `git cat-file --batch` process."""
+    """Read files of one revision through one long-lived `git cat-file --batch` process.
 
-    def __init__(self, repo: Path, rev: str) -> None:
+    A file larger than `max_bytes` reads as absent (None) without being loaded; its size lands in `too_large`.
+    """
+
+    def __init__(self, repo: Path, rev: str, max_bytes: int | None = None) -> None:
         self.repo = repo
         self.rev = rev
+        self.max_bytes = max_bytes
+        self.too_large: dict[str, int] = {}
         self._proc: subprocess.Popen | None = None
 
     def read(self, path: str) -> str | None:
@@ -45,6 +57,15 @@ class GitTree:
         if header.endswith(" missing\n") or not header.strip():
             return None
         size = int(header.split()[2])
+        if self.max_bytes is not None and size > self.max_bytes:
+            left = size + 1  # the object, then its newline: drained in chunks, never held
+            while left > 0:
+                chunk = self._proc.stdout.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            self.too_large[path] = size
+            return None
         data = self._proc.stdout.read(size)
         self._proc.stdout.read(1)  # the newline after the object
         try:
@@ -146,38 +167,78 @@ def changed_lines(repo: Path, base: str, head: str, paths: Sequence[str]) -> dic
     return {path: frozenset(numbers) for path, numbers in lines.items()}
 
 
-_WORKER: dict[str, object] = {}
+# -- in the analysis workers (drbot.isolation): everything that reads or parses a file of the diff -------------
+
+#: git readers and project views of the revisions a worker analysed lately (a review asks for two, plus context)
+_TREES: OrderedDict[tuple[str, str, int | None], tuple[GitTree, Project]] = OrderedDict()
+TREES_KEPT = 4
+_RULES: dict[tuple, list[type[Rule]]] = {}
 
 
-def _init_worker(repo: str, codes: Sequence[str] | None) -> None:
+def worker_modules() -> tuple[str, ...]:
+    """What the analysis workers import before their first task (the fork server preloads them once)."""
     from analyzers.core import all_rules
 
-    _WORKER.clear()
-    _WORKER["repo"] = Path(repo)
-    _WORKER["rules"] = None if codes is None else [r for r in all_rules() if r.code in set(codes)]
+    return (__name__, *sorted({rule.__module__ for rule in all_rules()}))
 
 
-def _analyze_version(item: tuple) -> tuple[str, list[Finding], list[str]]:
-    """Analyse one file at one revision (in a worker: one git reader and project view per revision).
+def _tree(repo: str, sha: str, max_bytes: int | None) -> tuple[GitTree, Project]:
+    """One reader and project view per revision, kept across the tasks of a review (rules read neighbours)."""
+    key = (repo, sha, max_bytes)
+    if key in _TREES:
+        _TREES.move_to_end(key)
+        return _TREES[key]
+    for old in [k for k in _TREES if not os.path.isdir(k[0])]:  # an earlier review's repository, removed since
+        _TREES.pop(old)[0].close()
+    tree = GitTree(Path(repo), sha, max_bytes)
+    _TREES[key] = (tree, project_for(tree))
+    while len(_TREES) > TREES_KEPT:
+        _TREES.popitem(last=False)[1][0].close()
+    return _TREES[key]
 
-    `item` is (revision, path in the repository, path the findings carry, rule codes or None for all).
-    """
-    sha, repo_path, path, only = item
-    trees = _WORKER.setdefault("trees", {})
-    if sha not in trees:
-        tree = GitTree(_WORKER["repo"], sha)  # type: ignore[arg-type]
-        trees[sha] = (tree, project_for(tree))
-    tree, project = trees[sha]
-    source = tree.read(repo_path)
-    if source is None:
-        return sha, [], []
-    rules = _WORKER["rules"]
-    if only is not None:
+
+def _rules(codes: tuple[str, ...] | None, only: tuple[str, ...] | None) -> list[type[Rule]]:
+    key = (codes, only)
+    if key not in _RULES:
         from analyzers.core import all_rules
 
-        rules = [r for r in (rules or all_rules()) if r.code in only]  # type: ignore[union-attr]
-    result = analyze_file(path, source, project=project, rules=rules)
-    return sha, result.findings, result.errors
+        _RULES[key] = [
+            r for r in all_rules() if (codes is None or r.code in codes) and (only is None or r.code in only)
+        ]
+    return _RULES[key]
+
+
+def analyze_version(
+    repo: str,
+    sha: str,
+    repo_path: str,
+    path: str,
+    codes: tuple[str, ...] | None,
+    only: tuple[str, ...] | None,
+    max_bytes: int | None,
+) -> tuple[list[Finding], list[str]] | Failure:
+    """Findings and errors of one file at one revision (`path` is the path findings carry); runs in a worker."""
+    tree, project = _tree(repo, sha, max_bytes)
+    source = tree.read(repo_path)
+    if source is None:
+        if repo_path in tree.too_large:
+            return Failure(size_reason(tree.too_large[repo_path], max_bytes or 0))
+        return [], []
+    result = analyze_file(path, source, project=project, rules=_rules(codes, only))
+    return result.findings, result.errors
+
+
+def edited_objects(
+    repo: str, base_sha: str, head_sha: str, old_path: str | None, new_path: str | None, max_bytes: int | None
+) -> set[str]:
+    """`changed_objects` of one changed file (both sides parsed here, in a worker); empty for a file too large."""
+    base = _tree(repo, base_sha, max_bytes)[0] if old_path else None
+    head = _tree(repo, head_sha, max_bytes)[0] if new_path else None
+    before = base.read(old_path) if base and old_path else None
+    after = head.read(new_path) if head and new_path else None
+    if (base and old_path in base.too_large) or (head and new_path in head.too_large):
+        return set()
+    return changed_objects(module_name_for(finding_path(new_path or old_path or "")), before, after)
 
 
 COPY_RULE = "DRB801"
@@ -227,6 +288,25 @@ def copies_of(repo: Path, sha: str, names: set[str]) -> list[str]:
     return sorted({line.split(":", 1)[1] for line in result.stdout.splitlines() if ":" in line})
 
 
+def blob_sizes(repo: Path, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Sizes of `(revision, path)` blobs, from one `git cat-file --batch-check` (nothing is read); absent ones
+    are left out."""
+    if not refs:
+        return {}
+    result = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "--batch-check=%(objecttype) %(objectsize)"],
+        input="".join(f"{sha}:{path}\n" for sha, path in refs).encode(),
+        capture_output=True,
+    )
+    sizes: dict[tuple[str, str], int] = {}
+    # one line per request, in order; a git that failed answers fewer, and the rest count as absent
+    for ref, line in zip(refs, result.stdout.decode("utf-8", "replace").splitlines(), strict=False):
+        kind, _, size = line.partition(" ")
+        if kind == "blob" and size.isdigit():
+            sizes[ref] = int(size)
+    return sizes
+
+
 def review(
     repo: Path,
     base: str,
@@ -234,10 +314,19 @@ def review(
     rules: Sequence[type[Rule]] | None = None,
     jobs: int | None = None,
     include: Callable[[str], bool] | None = None,
+    *,
+    pool: Pool | None = None,
+    limits: Limits | None = None,
+    not_analysed: Mapping[str, str] | None = None,
 ) -> ReviewData:
     """Analyse base and head of every changed Python file and compare the findings by fingerprint.
 
-    `include(repo_path)` narrows the changed files reviewed (the App's configured paths and file cap).
+    Args:
+        include: `include(repo_path)` narrows the changed files reviewed (the App's configured paths and file cap).
+        pool: the analysis workers to use (the App's long-lived pool); without one, a pool of `jobs` workers
+            (default: one per core) under `limits` is made for this review and stopped at its end.
+        not_analysed: repository paths the caller already knows it cannot analyse (the App's extraction skipped
+            them for size), with the reason; they are reported with the files that fail here.
     """
     repo = Path(_git(repo, "rev-parse", "--show-toplevel").strip())
     base_sha = _git(repo, "rev-parse", "--verify", f"{base}^{{commit}}").strip()
@@ -245,52 +334,82 @@ def review(
     files = changed_files(repo, base_sha, head_sha)
     if include is not None:
         files = [f for f in files if include(f.new_path or f.old_path or "")]
-    codes = None if rules is None else [r.code for r in rules]
+    if pool is not None:
+        return _review(repo, base_sha, head_sha, files, rules, pool, not_analysed or {})
+    workers = min(jobs or os.cpu_count() or 1, max(2 * len(files), 1))
+    with Pool(limits or Limits(), workers, preload=worker_modules()) as own:
+        return _review(repo, base_sha, head_sha, files, rules, own, not_analysed or {})
+
+
+def _review(
+    repo: Path,
+    base_sha: str,
+    head_sha: str,
+    files: list[ChangedFile],
+    rules: Sequence[type[Rule]] | None,
+    pool: Pool,
+    known_failures: Mapping[str, str],
+) -> ReviewData:
+    limits = pool.limits
+    deadline = time.monotonic() + limits.budget_s
+    codes = None if rules is None else tuple(sorted(r.code for r in rules))
+    # finding path -> why it was not analysed; any side failing drops the file's findings on both sides, since a
+    # one-sided result would read as new or fixed findings
+    failed: dict[str, str] = {finding_path(path): reason for path, reason in known_failures.items()}
+    # (revision, path in the repository, path the findings carry, rule codes or None for all);
     # a renamed file's base findings carry the new path, so a move alone changes no fingerprint
     items: list[tuple] = [
         (base_sha, f.old_path, finding_path(f.new_path or f.old_path), None) for f in files if f.old_path
     ]
     items += [(head_sha, f.new_path, finding_path(f.new_path), None) for f in files if f.new_path]
-    jobs = min(jobs or os.cpu_count() or 1, max(len(items), 1))
+    sizes = blob_sizes(repo, [(sha, path) for sha, path, _, _ in items])
+    for sha, path, shown, _ in items:  # too large: never read, never sent to a worker
+        if sizes.get((sha, path), 0) > limits.max_file_bytes:
+            failed[shown] = size_reason(sizes[(sha, path)], limits.max_file_bytes)
     follow_copies = codes is None or COPY_RULE in codes
     touched_paths = {f.new_path for f in files} | {f.old_path for f in files}
+    root, cap = str(repo), limits.max_file_bytes
 
-    def context_items() -> list[tuple]:
-        """Copies of edited code in files the change does not touch (`make fix-copies` was not run)."""
-        if not follow_copies:
-            return []
-        edited = _edited_objects(repo, base_sha, head_sha, files)
-        extra: list[tuple] = []
-        for path in copies_of(repo, head_sha, edited):
-            if path not in touched_paths:
-                extra += [(sha, path, finding_path(path), (COPY_RULE,)) for sha in (base_sha, head_sha)]
-        return extra
-
-    if jobs <= 1:
-        _init_worker(str(repo), codes)
-        try:
-            items += context_items()
-            results = [_analyze_version(item) for item in items]
-        finally:
-            for tree, _ in _WORKER.get("trees", {}).values():  # type: ignore[union-attr]
-                tree.close()
-    else:
-        with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(str(repo), codes)) as pool:
-            futures = [pool.submit(_analyze_version, item) for item in items]
-            extra = context_items()  # git work in this process while the workers analyse
-            futures += [pool.submit(_analyze_version, item) for item in extra]
-            items += extra
-            results = [future.result() for future in futures]
-    context = sorted({item[1] for item in items if item[3] is not None})
-    base_findings = [f for sha, findings, _ in results if sha == base_sha for f in findings]
-    head_findings = [f for sha, findings, _ in results if sha == head_sha for f in findings]
-    errors = [
-        (path, message)
-        for (sha, _, path, _), (_, _, messages) in zip(items, results, strict=True)
-        if sha == head_sha
-        for message in messages
+    # copy tracking first: its results decide which untouched files join the review, so they come back early
+    edited_jobs = []
+    if follow_copies:
+        for f in files:
+            path = f.new_path or f.old_path or ""
+            if path.endswith(".py") and not path.startswith("tests/") and finding_path(path) not in failed:
+                job = pool.submit(edited_objects, root, base_sha, head_sha, f.old_path, f.new_path, cap)
+                edited_jobs.append((finding_path(path), job))
+    items = [item for item in items if item[2] not in failed]
+    jobs = [pool.submit(analyze_version, root, sha, path, shown, codes, only, cap) for sha, path, shown, only in items]
+    edited: set[str] = set()
+    for shown, job in edited_jobs:
+        value = pool.outcome(job, deadline)
+        if isinstance(value, Failure):
+            failed.setdefault(shown, value.reason)
+        else:
+            edited |= value
+    # copies of edited code in files the change does not touch (`make fix-copies` was not run)
+    extra = [
+        (sha, path, finding_path(path), (COPY_RULE,))
+        for path in copies_of(repo, head_sha, edited)
+        if path not in touched_paths
+        for sha in (base_sha, head_sha)
     ]
-    touched = [f.new_path for f in files if f.new_path]
+    jobs += [
+        pool.submit(analyze_version, root, sha, path, shown, codes, only, cap) for sha, path, shown, only in extra
+    ]
+    items += extra
+    results = [pool.outcome(job, deadline) for job in jobs]
+    for (sha, _, shown, _), result in zip(items, results, strict=True):
+        if isinstance(result, Failure) and (sha == head_sha or shown not in failed):
+            failed[shown] = result.reason  # the head's reason, when both sides failed
+    done = [(item, result) for item, result in zip(items, results, strict=True) if item[2] not in failed]
+    context = sorted({item[1] for item, _ in done if item[3] is not None})
+    base_findings = [f for (sha, *_), (findings, _) in done if sha == base_sha for f in findings]
+    head_findings = [f for (sha, *_), (findings, _) in done if sha == head_sha for f in findings]
+    errors = [
+        (shown, message) for (sha, _, shown, _), (_, messages) in done if sha == head_sha for message in messages
+    ]
+    touched = [f.new_path for f in files if f.new_path and finding_path(f.new_path) not in failed]
     comparison = compare(base_findings, head_findings)
     context_paths = {finding_path(path) for path in context}
     changed_modules = {module_name_for(finding_path(p)) for f in files for p in (f.old_path, f.new_path) if p}
@@ -303,6 +422,7 @@ def review(
         comparison=comparison,
         changed_lines=changed_lines(repo, base_sha, head_sha, touched),
         errors=tuple(errors),
+        not_analysed=tuple(sorted(failed.items())),
         files_reviewed=len(files),
         notes={fp: note for fp, note in notes.items() if note},
     )
@@ -316,21 +436,3 @@ def copy_note(finding: Finding, copy_untouched: bool, changed_modules: set[str])
     if source_changed:
         return "both the source and this copy changed: make them agree, then run `make fix-copies`"
     return "this copy was edited; `make fix-copies` would revert it: change the source instead, or drop the marker"
-
-
-def _edited_objects(repo: Path, base_sha: str, head_sha: str, files: Sequence[ChangedFile]) -> set[str]:
-    base_tree, head_tree = GitTree(repo, base_sha), GitTree(repo, head_sha)
-    try:
-        edited: set[str] = set()
-        for f in files:
-            path = f.new_path or f.old_path or ""
-            if not path.endswith(".py") or path.startswith("tests/"):
-                continue
-            module = module_name_for(finding_path(path))
-            base = base_tree.read(f.old_path) if f.old_path else None
-            head = head_tree.read(f.new_path) if f.new_path else None
-            edited |= changed_objects(module, base, head)
-        return edited
-    finally:
-        base_tree.close()
-        head_tree.close()

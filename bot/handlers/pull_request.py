@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from gidgethub import BadRequest, routing
 
@@ -14,13 +17,17 @@ from analyzers.render import Links, review_markdown
 from bot import publish, triage, workspace
 from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
 from bot.feedback import Feedback
+from bot.github import DownloadTooLarge
 from bot.known import KnownRegistry
+from drbot import isolation
 from drbot.localreview import review as review_repository
+from drbot.localreview import worker_modules
 
 
 log = logging.getLogger("drbot.pull_request")
 router = routing.Router()
-#: `drbot.localreview` keeps per-process worker state; one analysis at a time per process (scale with processes)
+#: one workspace and analysis at a time per process: reviews share the process's analysis workers, and the disk a
+#: workspace takes stays bounded by the extraction caps (scale with processes)
 _ANALYSIS = asyncio.Lock()
 
 #: what a review needs of an installation token: code and config (contents), files and the review
@@ -35,7 +42,7 @@ PER_PAGE = 100
 class Outcome:
     """What one review did (logs and tests read it)."""
 
-    status: str  # reviewed, skipped-draft, superseded, closed, nothing-to-review
+    status: str  # reviewed, skipped-draft, superseded, closed, paused, nothing-to-review, too-large
     new: int = 0
     summary: str = ""
     review: str = ""
@@ -83,11 +90,46 @@ async def list_files(gh, repo: str, number: int, changed_files: int) -> tuple[li
     return files, note
 
 
-async def fetch_tarball(gh, repo: str, sha: str) -> bytes:
-    status, content = await gh.raw(f"/repos/{repo}/tarball/{sha}", accept="application/vnd.github+json")
+async def fetch_tarball(gh, repo: str, sha: str, path: Path, max_bytes: int) -> Path:
+    """Stream the tarball of `repo@sha` to the file `path`; one over `max_bytes` is final (LimitExceeded)."""
+    try:
+        status = await gh.download(f"/repos/{repo}/tarball/{sha}", path, max_bytes)
+    except DownloadTooLarge:
+        message = f"the tarball of {sha[:7]} is over the {isolation.human_size(max_bytes)} download limit"
+        raise workspace.LimitExceeded(message) from None
     if status != 200:
         raise workspace.WorkspaceError(f"tarball of {repo}@{sha[:7]}: HTTP {status}")
-    return content
+    return path
+
+
+LIMITS_NOTE = (
+    "The limits are the App's `DRBOT_MAX_TARBALL_BYTES`, `DRBOT_MAX_EXTRACT_BYTES` and `DRBOT_MAX_EXTRACT_FILES`."
+)
+
+
+def analysis_limits(settings) -> isolation.Limits:
+    return isolation.Limits(
+        timeout_s=settings.analysis_timeout_s,
+        memory_bytes=settings.analysis_memory_bytes,
+        max_file_bytes=settings.max_file_bytes,
+        max_tasks=settings.analysis_max_tasks,
+        budget_s=settings.analysis_budget_s,
+    )
+
+
+def extraction_caps(settings) -> workspace.Caps:
+    return workspace.Caps(settings.max_extract_bytes, settings.max_extract_files, settings.max_file_bytes)
+
+
+async def _workspace(gh, repo: str, merge_base: str, head_sha: str, scratch: Path, settings) -> workspace.Workspace:
+    """Download both tarballs into `scratch` and build the repository there (LimitExceeded past a cap)."""
+    base_tar = await fetch_tarball(gh, repo, merge_base, scratch / "base.tar.gz", settings.max_tarball_bytes)
+    head_tar = await fetch_tarball(gh, repo, head_sha, scratch / "head.tar.gz", settings.max_tarball_bytes)
+    try:
+        return await asyncio.to_thread(workspace.build, base_tar, head_tar, scratch, extraction_caps(settings))
+    finally:
+        base_tar.unlink(missing_ok=True)
+        head_tar.unlink(missing_ok=True)
 
 
 def _live_head_matches(pull: dict, head_sha: str) -> str | None:
@@ -138,17 +180,38 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
     # the merge base, not the base branch's tip: what GitHub's own diff of the PR is against
     compare = await gh.getitem(f"/repos/{repo}/compare/{{base}}...{head_sha}", url_vars={"base": pull["base"]["ref"]})
     merge_base = compare["merge_base_commit"]["sha"]
-    base_tar, head_tar = await fetch_tarball(gh, repo, merge_base), await fetch_tarball(gh, repo, head_sha)
     rules = [r for r in all_rules() if config.rule_enabled(r.code, r.pattern)]
+    # the process's analysis workers, started once and kept warm across reviews
+    pool = await asyncio.to_thread(
+        isolation.shared, analysis_limits(settings), settings.analysis_workers, worker_modules()
+    )
     async with _ANALYSIS:
-        repo_dir = await asyncio.to_thread(workspace.build, base_tar, head_tar, settings.workdir)
+        scratch = Path(tempfile.mkdtemp(prefix="drbot-review-", dir=settings.workdir))
         try:
+            try:
+                tree = await _workspace(gh, repo, merge_base, head_sha, scratch, settings)
+            except workspace.LimitExceeded as error:
+                await publish.upsert_check_run(
+                    gh, repo, state, head_sha, conclusion="neutral", title="Not reviewed: too large",
+                    summary=f"drbot did not review this pull request: {error}. {LIMITS_NOTE}",
+                )  # fmt: skip
+                return Outcome("too-large")
+            # files left out of the workspace for size: reported when the PR changed them, never diffed as deleted
+            left_out = {
+                path: isolation.size_reason(size, settings.max_file_bytes)
+                for path, size in tree.skipped.items()
+                if path in selected
+            }
             data = await asyncio.to_thread(
-                review_repository, repo_dir, "base", "head", rules, 1, lambda path: path in selected
+                review_repository, tree.path, "base", "head", rules, 1,
+                lambda path: path in selected and path not in tree.skipped, pool=pool, not_analysed=left_out,
+            )  # fmt: skip
+            deadline = time.monotonic() + settings.analysis_budget_s
+            touched_pipelines = await asyncio.to_thread(
+                workspace.pipeline_classes, tree.path, [f["filename"] for f in files], pool, deadline
             )
-            touched_pipelines = workspace.pipeline_classes(repo_dir, [f["filename"] for f in files])
         finally:
-            shutil.rmtree(repo_dir, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
     if notes:
         data = replace(data, note=" ".join(notes))
 
@@ -173,8 +236,11 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
     body = triage.with_crossrefs(review_markdown(data, rules=rules, links=links), crossref)
     new = data.new
     title = f"{len(new)} new finding{'s' if len(new) != 1 else ''}" if new else "No new findings"
+    if data.not_analysed:
+        count = len(data.not_analysed)
+        title += f" · {count} file{'s' if count != 1 else ''} not analysed"
     await publish.upsert_check_run(
-        gh, repo, state, head_sha, conclusion="neutral" if new else "success", title=title,
+        gh, repo, state, head_sha, conclusion="neutral" if new or data.not_analysed else "success", title=title,
         summary=body.replace(publish.SUMMARY_MARKER, "").strip(), annotations=annotations,
     )  # fmt: skip
     summary = await publish.upsert_summary(gh, repo, number, state, body)

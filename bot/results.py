@@ -106,7 +106,11 @@ def validate(raw: bytes, job: dict) -> dict:
             "message": str(message)[:MAX_MESSAGE], "duration_s": float(duration),
         })  # fmt: skip
     runner = data.get("runner", {})
-    runner = {k: str(v)[:100] for k, v in runner.items() if k in ("host", "device", "torch", "diffusers")} if isinstance(runner, dict) else {}
+    runner = (
+        {k: str(v)[:100] for k, v in runner.items() if k in ("host", "device", "torch", "diffusers")}
+        if isinstance(runner, dict)
+        else {}
+    )
     limit = data.get("limit")
     return {
         "version": 1, "job_id": job["job_id"], "head_sha": job["head_sha"], "status": status, "results": clean_rows,
@@ -122,10 +126,13 @@ def render_section(result: dict) -> str:
     counts = {k: sum(r["outcome"] == k for r in rows) for k in ("passed", "failed", "skipped", "error")}
     status = result["status"] + (f" ({result['limit'].replace('_', ' ')} limit)" if result.get("limit") else "")
     on = ", ".join(
-        f"{name} {untrusted(runner[key], 60)}" for key, name in (("device", "on"), ("diffusers", "diffusers"), ("torch", "torch"))
+        f"{name} {untrusted(runner[key], 60)}"
+        for key, name in (("device", "on"), ("diffusers", "diffusers"), ("torch", "torch"))
         if runner.get(key)
     )
-    head = f"### Contract tests: {status}\n\n{', '.join(f'{v} {k}' for k, v in counts.items())}" + (f"; {on}." if on else ".")
+    head = f"### Contract tests: {status}\n\n{', '.join(f'{v} {k}' for k, v in counts.items())}" + (
+        f"; {on}." if on else "."
+    )
     lines = [START, head, ""]
     if rows:
         lines += ["| pipeline | contract | pattern | outcome | message |", "|---|---|---|---|---|"]
@@ -135,7 +142,13 @@ def render_section(result: dict) -> str:
                 f"{ICONS.get(r['outcome'], '')} {r['outcome']} | {untrusted(r.get('message', ''))} |"
             )
     if result["status"] in ("timeout", "error", "limit") and result.get("log_tail"):
-        lines += ["", "<details><summary>runner log</summary>", "", log_block(result["log_tail"][-2000:]), "</details>"]
+        lines += [
+            "",
+            "<details><summary>runner log</summary>",
+            "",
+            log_block(result["log_tail"][-2000:]),
+            "</details>",
+        ]
     lines += ["", END, ""]
     return "\n".join(lines)
 
@@ -235,7 +248,9 @@ class ResultConsumer:
             raise Rejected("the job was reported already")
         if job.get("entry") != notice.job_entry:
             raise Rejected("the notice names another stream entry than the job's")
-        pending = await redis.xpending_range(keys.jobs, JOBS_GROUP, min=notice.job_entry, max=notice.job_entry, count=1)
+        pending = await redis.xpending_range(
+            keys.jobs, JOBS_GROUP, min=notice.job_entry, max=notice.job_entry, count=1
+        )
         if not pending or runner_of(_text(pending[0]["consumer"])) != notice.runner:
             raise Rejected(f"runner {notice.runner!r} does not hold the job's claim")
         raw = await redis.get(keys.runner_result(notice.runner, notice.job_id))

@@ -62,5 +62,8 @@ class EventWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Run the consumers until `stop` is set; a Redis outage pauses them, it does not end them."""
         await asyncio.gather(
-            *(self.queue.consumer.run(self._handle, f"{self.name}-{i}", stop, self._count) for i in range(self.consumers))
+            *(
+                self.queue.consumer.run(self._handle, f"{self.name}-{i}", stop, self._count)
+                for i in range(self.consumers)
+            )
         )

@@ -34,6 +34,8 @@ from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
 
+from drbot.archive import human_size  # noqa: F401 - also this module's API (size reasons)
+
 
 log = logging.getLogger("drbot.isolation")
 
@@ -41,15 +43,6 @@ log = logging.getLogger("drbot.isolation")
 _OUT_OF_MEMORY_MARKS = (b"memory allocation of", b"MemoryError", b"Cannot allocate memory", b"std::bad_alloc")
 #: a worker's stderr log is cut at this size (RLIMIT_FSIZE); the marks above sit in its first lines
 _LOG_LIMIT = 1 << 20
-
-
-def human_size(n: float) -> str:
-    """`2097152` -> `2 MiB`, `52428800.5` -> `50.0 MiB`: whole units without decimals, others with one."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            value = n / scale
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def size_reason(size: int, limit: int) -> str:

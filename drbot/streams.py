@@ -130,7 +130,11 @@ class StreamConsumer:
             raise RuntimeError(f"{self.stream}: this consumer has no dead-letter stream")
         fields = {_text(k): v for k, v in entry.fields.items()}
         fields.update(
-            error=reason[-4000:], attempts=entry.attempts, source=self.stream, source_id=entry.id, buried=f"{time.time():.3f}"
+            error=reason[-4000:],
+            attempts=entry.attempts,
+            source=self.stream,
+            source_id=entry.id,
+            buried=f"{time.time():.3f}",
         )
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xadd(self.dead, fields, maxlen=100_000, approximate=True)

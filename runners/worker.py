@@ -50,7 +50,7 @@ MAX_MESSAGE = 1000
 MAX_LOG_TAIL = 4000
 #: the largest tarball a runner downloads, and what it may expand to under src/
 MAX_TARBALL_BYTES = 512 * 1024 * 1024
-SRC_CAPS = Caps(total_bytes=512 * 1024 * 1024, files=20_000, file_bytes=16 * 1024 * 1024)
+SRC_CAPS = Caps(max_bytes=1 << 30, max_files=100_000, max_file_bytes=16 << 20)
 #: environment variables whose values never appear in a report (defence in depth: the sandbox cannot read them)
 SECRET_NAMES = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH|REDIS_URL|DSN", re.I)
 
@@ -97,8 +97,10 @@ def validate_job(raw: bytes) -> dict:
     if not isinstance(job.get("head_sha"), str) or not SHA.match(job["head_sha"]):
         problems.append("head_sha")
     pipelines = job.get("pipelines")
-    if not isinstance(pipelines, list) or len(pipelines) > 100 or not all(
-        isinstance(p, str) and PIPELINE_NAME.match(p) for p in pipelines
+    if (
+        not isinstance(pipelines, list)
+        or len(pipelines) > 100
+        or not all(isinstance(p, str) and PIPELINE_NAME.match(p) for p in pipelines)
     ):
         problems.append("pipelines")
     contracts = job.get("contracts")
@@ -142,7 +144,9 @@ def parse_output(lines: list[str]) -> tuple[dict, list[dict], bool, str]:
             log_lines.append(line)
             continue
         if isinstance(item.get("runner"), dict):
-            info = {k: str(v)[:100] for k, v in item["runner"].items() if k in ("torch", "diffusers", "diffusers_path")}
+            info = {
+                k: str(v)[:100] for k, v in item["runner"].items() if k in ("torch", "diffusers", "diffusers_path")
+            }
         elif isinstance(item.get("result"), dict) and len(rows) < MAX_ROWS:
             row = _row(item["result"])
             if row is not None:
@@ -153,9 +157,19 @@ def parse_output(lines: list[str]) -> tuple[dict, list[dict], bool, str]:
 
 
 def _row(raw: dict) -> dict | None:
-    pipeline, contract, outcome, pattern = raw.get("pipeline"), raw.get("contract"), raw.get("outcome"), raw.get("pattern")
+    pipeline, contract, outcome, pattern = (
+        raw.get("pipeline"),
+        raw.get("contract"),
+        raw.get("outcome"),
+        raw.get("pattern"),
+    )
     duration = raw.get("duration_s", 0.0)
-    if not (isinstance(pipeline, str) and 0 < len(pipeline) <= 200 and isinstance(contract, str) and CONTRACT_CODE.match(contract)):
+    if not (
+        isinstance(pipeline, str)
+        and 0 < len(pipeline) <= 200
+        and isinstance(contract, str)
+        and CONTRACT_CODE.match(contract)
+    ):
         return None
     if outcome not in ("passed", "failed", "skipped", "error"):
         return None
@@ -309,8 +323,15 @@ class ContractRunner:
                 tarball = folder / "pr.tar.gz"
                 await download(payload["tarball_url"], tarball, self.max_tarball_bytes)
                 src = folder / "checkout"
-                extract(tarball, src, lambda path: path.startswith("src/"), SRC_CAPS, commit=payload["head_sha"])
+                done = extract(
+                    tarball, src, lambda path: path.startswith("src/"), SRC_CAPS, commit=payload["head_sha"]
+                )
                 tarball.unlink()
+                if done.skipped:  # the PR's package is incomplete: running it would test something else
+                    path, size = next(iter(done.skipped.items()))
+                    raise ArchiveError(
+                        f"{path} is over the {SRC_CAPS.max_file_bytes >> 20} MiB file limit ({size:,} bytes)"
+                    )
             except (ArchiveError, DownloadError) as error:
                 return self._result(payload, "error", log_tail=f"could not fetch the PR: {error}")
             argv = [self.python, "-m", "runners.job", "--pipelines", ",".join(payload["pipelines"]),

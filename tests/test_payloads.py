@@ -71,7 +71,9 @@ def test_bot_and_runner_name_the_job_head_key_alike():
 
 
 def test_bot_and_runner_name_a_runners_result_key_alike():
-    assert Keys("p:").runner_result("gpu-1", "o/r#7@abc:contracts") == RunnerKeys("p:").result("gpu-1", "o/r#7@abc:contracts")
+    assert Keys("p:").runner_result("gpu-1", "o/r#7@abc:contracts") == RunnerKeys("p:").result(
+        "gpu-1", "o/r#7@abc:contracts"
+    )
 
 
 def test_the_bot_accepts_golden_results_for_the_golden_job():

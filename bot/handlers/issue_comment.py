@@ -77,7 +77,13 @@ JOB_TIMEOUT_S = 1800
 
 
 async def enqueue_contracts(
-    store, repo: str, pull: dict, pipelines: tuple[str, ...], user: str, api_url: str, installation: int | None = None,
+    store,
+    repo: str,
+    pull: dict,
+    pipelines: tuple[str, ...],
+    user: str,
+    api_url: str,
+    installation: int | None = None,
     head: str | None = None,
 ) -> str:
     """Queue a contract-test job (DESIGN §6) once per head, suite and pipeline set; the runners consume it.

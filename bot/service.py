@@ -88,6 +88,13 @@ class Dispatcher:
         await router.dispatch(event, gh, store=self.store, settings=self.settings, metrics=self.metrics, **self.extra)
 
 
+def warm_analysis_pool(settings: Settings) -> None:
+    from bot.handlers.pull_request import analysis_limits, worker_modules
+    from drbot import isolation
+
+    isolation.shared(analysis_limits(settings), settings.analysis_workers, worker_modules()).warm()
+
+
 async def serve(settings: Settings, *, web_enabled: bool = True, worker_enabled: bool = True) -> None:
     """Run the webhook server and/or the event worker until SIGINT/SIGTERM. Redis being down at start-up or
     later pauses the work (the web app answers 503 and /healthz says unhealthy); it never ends the process."""
@@ -109,6 +116,8 @@ async def serve(settings: Settings, *, web_enabled: bool = True, worker_enabled:
         log.info("drbot listening on %s:%s (webhook %s, worker %s)", settings.host, settings.port,
                  "on" if web_enabled else "off", "on" if worker_enabled else "off")  # fmt: skip
         if worker_enabled:
+            # the analysis workers start now, not on the first review (a fork server and preloaded rules)
+            await asyncio.to_thread(warm_analysis_pool, settings)
             if not await wait_for_redis(redis, "drbot serve", stop):
                 return
             async with aiohttp.ClientSession() as session:

@@ -14,13 +14,10 @@ Run: `.venv/bin/python bench/review_app.py [--repeat N] [--before DIR [--record]
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -29,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fakegithub import FakeGitHub, delivery  # noqa: E402
+from fakegithub import FakeGitHub  # noqa: E402
+from served import Served  # noqa: E402
 
 from bench.review import CHANGED  # noqa: E402
 
@@ -37,12 +35,6 @@ from bench.review import CHANGED  # noqa: E402
 REPO = "huggingface/diffusers"
 SECRET = "bench-secret"
 TARGET = 1.10  # after / before, at most
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _package_files() -> dict[str, bytes]:
@@ -69,72 +61,28 @@ def _head_files(base: dict[str, bytes], run: int) -> dict[str, bytes]:
     return files
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except OSError:
-        return 0
-
-
-class Server:
+class Server(Served):
     """One `drbot serve` subprocess running the code of `code`, with its own port and key prefix."""
 
     def __init__(self, code: Path, github, label: str) -> None:
+        super().__init__(github, SECRET, code=code, DRBOT_KEY_PREFIX=f"drbot-bench-{uuid.uuid4().hex[:8]}:")
         self.code, self.label = code, label
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.prefix = f"drbot-bench-{uuid.uuid4().hex[:8]}:"
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(code),
-            "GITHUB_API_URL": github.url,
-            "GITHUB_APP_ID": github.app_id,
-            "GITHUB_PRIVATE_KEY": github.private_key_pem,
-            "GITHUB_WEBHOOK_SECRET": SECRET,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "DRBOT_KEY_PREFIX": self.prefix,
-            "DRBOT_PORT": str(self.port),
-            "DRBOT_HOST": "127.0.0.1",
-            "DRBOT_WRITE_SPACING": "0",  # GitHub's pacing adds the same seconds to both sides; leave it out
-        }
-        command = [sys.executable, "-m", "drbot", "serve"]
-        self.process = subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.times: list[float] = []
         self.summary = ""
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while _get(f"{self.url}/healthz") != 200:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"drbot serve did not start: {self.process.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
+        self.start()
 
     def review(self, github, number: int) -> float:
         """Deliver PR `number`'s `opened` event and wait for its summary comment; returns the seconds."""
-        headers, body = delivery("pull_request", github.pull_request_payload(REPO, number, "opened"), SECRET)
-        request = urllib.request.Request(f"{self.url}/webhook", data=body, headers=headers, method="POST")
         start = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 202, response.status
-        while not github.comments(REPO, number):
-            if self.process.poll() is not None or time.perf_counter() - start > 300:
-                raise RuntimeError(f"no summary for PR {number}: {self.process.stderr.read().decode()[-2000:]}")
-            time.sleep(0.01)
+        assert self.deliver("pull_request", github.pull_request_payload(REPO, number, "opened")) == 202
+        self.wait_for(lambda: github.comments(REPO, number), timeout=300)
         elapsed = time.perf_counter() - start
         self.times.append(elapsed)
         body_lines = github.comments(REPO, number)[0]["body"].splitlines()
         self.summary = next(line for line in body_lines if line.startswith("**"))
         return elapsed
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        import redis
-
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        for key in client.scan_iter(match=f"{self.prefix}*"):
-            client.delete(key)
 
     def result(self) -> dict:
         warm = self.times[1:]

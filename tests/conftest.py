@@ -133,6 +133,17 @@ def sources(diffusers_dir):
 
 
 @pytest.fixture
+async def prefixed_redis():
+    """A client of the shared Redis and a key prefix of this test's own; its keys are removed afterwards."""
+    client = aioredis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
+    yield client, prefix
+    async for key in client.scan_iter(match=f"{prefix}*"):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture
 async def harness(github, request):
     marker = request.node.get_closest_marker("settings")
     prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"

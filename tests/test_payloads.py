@@ -4,11 +4,7 @@ both sides are held to the same golden files, so neither imports the other."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
-
-import pytest
-import redis.asyncio as aioredis
 
 from bot.handlers.issue_comment import enqueue_contracts
 from bot.results import render_section
@@ -28,18 +24,8 @@ def shape(value):
     return type(value).__name__
 
 
-@pytest.fixture
-async def redis_client():
-    client = aioredis.from_url("redis://127.0.0.1:6379/0")
-    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
-    yield client, prefix
-    async for key in client.scan_iter(match=f"{prefix}*"):
-        await client.delete(key)
-    await client.aclose()
-
-
-async def test_the_bot_writes_jobs_of_the_golden_shape(redis_client):
-    client, prefix = redis_client
+async def test_the_bot_writes_jobs_of_the_golden_shape(prefixed_redis):
+    client, prefix = prefixed_redis
     store = Store(client, Keys(prefix))
     pull = {"number": 1, "head": {"sha": JOB["head_sha"]}}
     await enqueue_contracts(store, JOB["repo"], pull, ("FluxPipeline",), "maintainer", "https://api.github.com", 7)
@@ -51,8 +37,8 @@ async def test_the_bot_writes_jobs_of_the_golden_shape(redis_client):
     }
 
 
-async def test_the_runner_reads_golden_jobs_and_writes_golden_results(redis_client):
-    client, prefix = redis_client
+async def test_the_runner_reads_golden_jobs_and_writes_golden_results(prefixed_redis):
+    client, prefix = prefixed_redis
     runner = ContractRunner(client, RunnerKeys(prefix))
     job = {**JOB, "tarball_url": "http://127.0.0.1:1/unreachable.tar.gz"}  # fails fast: an `error` result
     result = await runner.execute(job)

@@ -13,15 +13,10 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import aiohttp
@@ -29,8 +24,8 @@ import libcst
 import pytest
 import redis
 from aiohttp import web
-from fakegithub import delivery
 from harness import DDPM, REPO, SECRET, UNCLIP, open_pr, with_eta
+from served import Served
 
 from analyzers.render import review_markdown
 from bot import workspace
@@ -361,106 +356,14 @@ async def test_a_tarball_that_expands_past_the_cap_ends_with_a_check_run(harness
 # -- end to end: `drbot serve` as deployed, under attack ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return 0
-
-
-class Served:
-    """`drbot serve` in a subprocess against the fake GitHub, with /healthz polled the whole time."""
-
-    def __init__(self, github, log: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
-        environment = {
-            **os.environ,
-            "GITHUB_API_URL": github.url,
-            "GITHUB_APP_ID": github.app_id,
-            "GITHUB_PRIVATE_KEY": github.private_key_pem,
-            "GITHUB_WEBHOOK_SECRET": SECRET,
-            "REDIS_URL": "redis://127.0.0.1:6379/0",
-            "DRBOT_KEY_PREFIX": self.prefix,
-            "DRBOT_PORT": str(self.port),
-            "DRBOT_HOST": "127.0.0.1",
-            "DRBOT_WRITE_SPACING": "0",
-            **env,
-        }
-        self.log = open(log, "w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "drbot", "serve"], cwd=ROOT, env=environment, stdout=self.log, stderr=self.log
-        )
-        self.health: list[int] = []
-        self._stop = threading.Event()
-        self._watch = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.health.append(_status(f"{self.url}/healthz"))
-            time.sleep(0.05)
-
-    def start(self) -> None:
-        deadline = time.monotonic() + 60
-        while _status(f"{self.url}/healthz") != 200:
-            assert self.process.poll() is None, f"drbot serve exited {self.process.returncode}:\n{self.output()}"
-            assert time.monotonic() < deadline, f"drbot serve did not answer /healthz:\n{self.output()}"
-            time.sleep(0.1)
-        self._watch.start()
-
-    def deliver(self, event: str, payload: dict) -> int:
-        headers, body = delivery(event, payload, SECRET)
-        request = urllib.request.Request(f"{self.url}/webhook", data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-
-    def wait_for(self, condition, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"drbot serve died ({self.process.returncode}):\n{self.output()}"
-            assert time.monotonic() < deadline, f"gave up waiting:\n{self.output()}"
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()[-6000:]
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watch.is_alive():
-            self._watch.join(timeout=5)
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        for key in client.scan_iter(match=f"{self.prefix}*"):
-            client.delete(key)
-        client.close()
-
-
 @pytest.fixture
 def served(github, tmp_path):
     running: list[Served] = []
 
     def start(**env: str) -> Served:
-        server = Served(github, tmp_path / f"serve-{len(running)}.log", **env)
+        server = Served(github, SECRET, log=tmp_path / f"serve-{len(running)}.log", **env)
         running.append(server)
-        server.start()
+        server.start(watch=True)
         return server
 
     yield start

@@ -12,11 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
-
-import pytest
-import redis.asyncio as aioredis
 
 from drbot.streams import StreamConsumer
 from runners.worker import ContractRunner, RunnerKeys, parse_output
@@ -47,18 +43,8 @@ DYING_CONSUMER = textwrap.dedent(
 )
 
 
-@pytest.fixture
-async def redis_client():
-    client = aioredis.from_url("redis://127.0.0.1:6379/0")
-    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
-    yield client, prefix
-    async for key in client.scan_iter(match=f"{prefix}*"):
-        await client.delete(key)
-    await client.aclose()
-
-
-async def test_an_entry_whose_consumer_dies_every_time_is_dead_lettered_after_the_maximum(redis_client):
-    client, prefix = redis_client
+async def test_an_entry_whose_consumer_dies_every_time_is_dead_lettered_after_the_maximum(prefixed_redis):
+    client, prefix = prefixed_redis
     stream, counter = f"{prefix}events", f"{prefix}runs"
     await client.xadd(stream, {"event": "pull_request", "body": "{}"})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -73,8 +59,8 @@ async def test_an_entry_whose_consumer_dies_every_time_is_dead_lettered_after_th
     assert await client.xlen(stream) == 0
 
 
-async def test_a_failing_handler_is_retried_then_buried_and_a_poison_one_at_once(redis_client):
-    client, prefix = redis_client
+async def test_a_failing_handler_is_retried_then_buried_and_a_poison_one_at_once(prefixed_redis):
+    client, prefix = prefixed_redis
     from drbot.streams import Poison
 
     consumer = StreamConsumer(
@@ -110,8 +96,8 @@ def test_runner_output_that_is_not_a_result_is_log_text():
     assert done and info == {} and log.splitlines()[:5] == ["0", "[]", '"x"', "null", "{"]
 
 
-async def test_a_job_claimed_too_often_is_reported_as_an_error_not_run_again(redis_client):
-    client, prefix = redis_client
+async def test_a_job_claimed_too_often_is_reported_as_an_error_not_run_again(prefixed_redis):
+    client, prefix = prefixed_redis
     keys = RunnerKeys(prefix)
     head = "b" * 40
     job = {"version": 1, "job_id": "o/r#1@b:contracts", "repo": "o/r", "pr": 1, "head_sha": head, "pipelines": [],

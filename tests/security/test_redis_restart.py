@@ -15,13 +15,11 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import aiohttp
 import pytest
-from fakegithub import delivery
 from harness import DDPM, REPO, SECRET, app_harness, make_settings, open_pr, with_eta
+from served import Served, free_port
 
 from bot.handlers.issue_comment import reply_marker
 from drbot.streams import connect
@@ -29,12 +27,6 @@ from drbot.streams import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OwnRedis:
@@ -112,49 +104,21 @@ async def test_redis_restarting_in_the_middle_of_pause_still_pauses_and_replies_
     await redis.aclose()
 
 
-def wait_for_http(url: str, timeout: float = 30) -> int:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return urllib.request.urlopen(url, timeout=1).status
-        except urllib.error.HTTPError as error:
-            return error.code
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)
-
-
 async def test_serve_waits_for_redis_instead_of_exiting_then_works(github, sources, tmp_path):
     server = OwnRedis(tmp_path)  # not started yet: Redis is down when drbot starts
-    port = free_port()
     open_pr(github, sources, {DDPM: with_eta(sources)})
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_APP_ID": github.app_id,
-           "GITHUB_PRIVATE_KEY": github.private_key_pem, "GITHUB_API_URL": github.url, "REDIS_URL": server.url,
-           "DRBOT_PORT": str(port), "DRBOT_HOST": "127.0.0.1", "DRBOT_KEY_PREFIX": f"t{uuid.uuid4().hex[:6]}:",
-           "DRBOT_VISIBILITY_TIMEOUT": "1"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "drbot", "serve"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    served = Served(github, SECRET, redis_url=server.url, log=tmp_path / "serve.log", DRBOT_VISIBILITY_TIMEOUT="1")
     try:
-        assert wait_for_http(f"http://127.0.0.1:{port}/healthz") == 503  # up, and honest about Redis
+        served.start(expect=503)  # up, and honest about Redis
         await asyncio.sleep(2)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # still running
+        assert served.process.poll() is None, served.output()  # still running
         server.start()
-        assert wait_for_http(f"http://127.0.0.1:{port}/healthz") == 200
-        headers, body = delivery("pull_request", github.pull_request_payload(REPO, 1, "opened"), SECRET)
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{port}/webhook", data=body, headers=headers) as response:
-                assert response.status == 202
-        for _ in range(600):
-            if any(c["body"].startswith("<!-- drbot:summary -->") for c in github.comments(REPO, 1)):
-                break
-            await asyncio.sleep(0.1)
-        assert any(c["body"].startswith("<!-- drbot:summary -->") for c in github.comments(REPO, 1))
+        served.start(expect=200)
+        assert served.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened")) == 202
+        summary = "<!-- drbot:summary -->"
+        served.wait_for(lambda: any(c["body"].startswith(summary) for c in github.comments(REPO, 1)), timeout=60)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        served.stop()
         server.kill()
 
 

@@ -346,13 +346,19 @@ class ContractRunner:
             src_dir = JOB_SRC if sandboxed else str(src / "src")
             lib_dir = JOB_LIB if sandboxed else str(RUNNERS_PACKAGE.parent)
             binds = [(str(src / "src"), src_dir), (str(RUNNERS_PACKAGE), f"{lib_dir}/runners")]
-            outcome = await self.sandbox.run(
-                argv,
-                ro_binds=binds if sandboxed else [(str(src / "src"), src_dir), (lib_dir, lib_dir)],
-                env=job_env(self.device, src_dir, lib_dir),
-                cwd=src_dir,
-                wall_seconds=float(payload.get("timeout_s", 1800)),
-            )
+            from runners.sandbox import SandboxUnavailable
+
+            try:
+                outcome = await self.sandbox.run(
+                    argv,
+                    ro_binds=binds if sandboxed else [(str(src / "src"), src_dir), (lib_dir, lib_dir)],
+                    env=job_env(self.device, src_dir, lib_dir),
+                    cwd=src_dir,
+                    wall_seconds=float(payload.get("timeout_s", 1800)),
+                )
+            except SandboxUnavailable as error:  # the host changed under the runner: refuse, never run it bare
+                log.error("job %s refused: the sandbox cannot be set up: %s", payload["job_id"], error)
+                return self._result(payload, "error", log_tail=f"the runner's sandbox could not be set up: {error}")
             lines = outcome.output.decode("utf-8", "replace").splitlines()
             info, rows, done, log_text = parse_output(lines)
             if outcome.limit == "wall_time":

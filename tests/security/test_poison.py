@@ -115,3 +115,21 @@ async def test_a_job_claimed_too_often_is_reported_as_an_error_not_run_again(pre
     assert result["status"] == "error" and "died 2 times" in result["log_tail"]
     ((_, notice),) = await client.xrange(keys.results)
     assert notice[b"runner"] == b"r1" and notice[b"job_id"] == job["job_id"].encode()
+
+
+async def test_a_runner_whose_sandbox_fails_refuses_the_job_instead_of_running_it(prefixed_redis, github, tmp_path):
+    from runners.sandbox import Sandbox
+
+    client, prefix = prefixed_redis
+    keys = RunnerKeys(prefix)
+    github.add_repo("o/r", installation_id=1, files={"src/diffusers/__init__.py": "X = 1\n"}, private=False)
+    head = github.add_pull("o/r", 1, head_files={"src/diffusers/__init__.py": "X = 2\n"})["head"]["sha"]
+    job = {"version": 1, "job_id": "o/r#1@x:contracts", "repo": "o/r", "pr": 1, "head_sha": head, "pipelines": [],
+           "contracts": "all", "timeout_s": 60, "tarball_url": f"{github.url}/repos/o/r/tarball/{head}"}  # fmt: skip
+    await client.xadd(keys.jobs, {"job_id": job["job_id"], "payload": json.dumps(job)})
+    broken = Sandbox(bwrap=str(tmp_path / "no-bwrap-here"))  # bubblewrap removed from the host after start-up
+    runner = ContractRunner(client, keys, name="r1", sandbox=broken)
+    assert await runner.run_burst() == 1
+    result = json.loads(await client.get(keys.result("r1", job["job_id"])))
+    assert result["status"] == "error" and "sandbox could not be set up" in result["log_tail"]
+    assert "apt-get install bubblewrap" in result["log_tail"]

@@ -276,3 +276,12 @@ def _outside_code_spans(line: str) -> str:
             out.append(line[i])
             i += 1
     return "".join(out)
+
+
+def test_the_deploy_readme_shows_the_rules_drbot_redis_acl_writes():
+    from pathlib import Path
+
+    from bot.acl import bot_rules, runner_rules
+
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "README.md").read_text()
+    assert " ".join(bot_rules()) in text and " ".join(runner_rules("gpu-1")) in text

@@ -119,7 +119,7 @@ def project_dirs(root: Path) -> tuple[str, ...]:
 
 _WORKER_PROJECTS: dict[str, Project] = {}
 _WORKER_RULES: list[type[Rule]] = []
-_WORKER_OPTIONS: dict[str, bool] = {}
+_WORKER_OPTIONS: dict[str, object] = {}
 
 
 def _init_worker(codes: Sequence[str], include_frozen: bool = False) -> None:
@@ -145,6 +145,19 @@ def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError], bo
     return result.findings, [ScanError(path, message) for message in result.errors], result.skipped
 
 
+def scan_isolated(root: str, file: str, codes: tuple[str, ...], include_frozen: bool):
+    """`_scan_one` in an isolated worker (drbot.isolation): the rules are set up once per worker and code list."""
+    if _WORKER_OPTIONS.get("codes") != codes:
+        _init_worker(codes, include_frozen)
+        _WORKER_OPTIONS["codes"] = codes
+    return _scan_one((root, file))
+
+
+#: runs `function(*item)` for each item in processes of its own and returns, per item, the value or a short
+#: reason (str) why there is none: a crash, a time or memory limit (the command line passes drbot.isolation's pool)
+Isolate = Callable[[Callable, list[tuple]], list]
+
+
 def scan(
     paths: Sequence[Path],
     rules: Sequence[type[Rule]] | None = None,
@@ -152,14 +165,25 @@ def scan(
     jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     include_frozen: bool = False,
+    isolate: Isolate | None = None,
 ) -> ScanReport:
-    """Run `rules` over every Python file under `paths`; unparsable files become errors."""
+    """Run `rules` over every Python file under `paths`; unparsable files become errors. With `isolate`, each file
+    is analysed there, and a file that crashes the parser or passes a limit becomes an error too."""
     rules = all_rules() if rules is None else list(rules)
     items = [(str(root), str(file)) for root, file in discover(paths)]
     codes = [rule.code for rule in rules]
     jobs = jobs or os.cpu_count() or 1
     report = ScanReport(files=len(items))
-    if jobs == 1 or len(items) < 8:
+    if isolate is not None:
+        outcomes = isolate(scan_isolated, [(root, file, tuple(codes), include_frozen) for root, file in items])
+        results = [
+            ([], [ScanError(Path(file).relative_to(root).as_posix(), f"not analysed: {outcome}")], False)
+            if isinstance(outcome, str)
+            else outcome
+            for (root, file), outcome in zip(items, outcomes, strict=True)
+        ]
+        _collect(report, results, len(items), progress)
+    elif jobs == 1 or len(items) < 8:
         _init_worker(codes, include_frozen)
         results = map(_scan_one, items)
         _collect(report, results, len(items), progress)

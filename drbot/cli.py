@@ -164,14 +164,24 @@ def _fail(message: str) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from analyzers import render
     from analyzers.scan import UsageError, installed_diffusers, scan, tty_progress
+    from drbot.isolation import Failure, Limits, Pool
+    from drbot.localreview import worker_modules
 
     rules = _selected_rules(args)
-    try:
-        paths = args.paths or [installed_diffusers()]
-        progress = tty_progress if sys.stderr.isatty() else None
-        report = scan(paths, rules, jobs=args.jobs, progress=progress, include_frozen=args.include_deprecated)
-    except UsageError as error:
-        return _fail(str(error))
+    # every file is parsed in a worker process under time and memory limits: a file that crashes libcst (deep
+    # nesting) or never finishes is reported as not analysed, and the scan goes on
+    with Pool(Limits(), args.jobs or os.cpu_count() or 1, preload=(*worker_modules(), "analyzers.scan")) as pool:
+
+        def isolate(function, items):
+            return [o.reason if isinstance(o, Failure) else o for o in pool.map(function, items)]
+
+        try:
+            paths = args.paths or [installed_diffusers()]
+            progress = tty_progress if sys.stderr.isatty() else None
+            report = scan(paths, rules, jobs=args.jobs, progress=progress, include_frozen=args.include_deprecated,
+                          isolate=isolate)  # fmt: skip
+        except UsageError as error:
+            return _fail(str(error))
     errors = [(e.path, e.message) for e in report.errors]
     links = render.Links(docs_base=args.docs_base)
     fmt = args.format or "text"

@@ -138,6 +138,19 @@ def test_a_file_that_is_not_utf8_is_an_error(package):
     assert "cannot read this file" in payload["errors"][0]["message"]
 
 
+def test_a_file_that_crashes_the_parser_is_not_analysed_and_the_scan_goes_on(package):
+    # nesting this deep overflows libcst's native parser (a segfault): before, it killed `drbot analyze` (exit 139)
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    crash = "class EvilPipeline(DiffusionPipeline):\n    pass\n\nx = " + "(" * 2000 + "1" + ")" * 2000 + "\n"
+    (package / "pipelines" / "toy" / "pipeline_evil.py").write_text(crash)
+    result = drbot("analyze", str(package), "--format", "json", "-j", "1")
+    payload = json.loads(result.stdout)
+    assert result.returncode == 1 and [f["code"] for f in payload["findings"]] == ["DRB201"]
+    assert payload["errors"] == [
+        {"path": "diffusers/pipelines/toy/pipeline_evil.py", "message": "not analysed: the parser crashed (SIGSEGV)"}
+    ]
+
+
 def test_progress_is_printed_in_place_on_a_terminal(capsys):
     from analyzers.scan import tty_progress
 

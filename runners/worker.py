@@ -275,7 +275,10 @@ class ContractRunner:
         payload = validate_job(entry.get("payload"))
         job_id = payload["job_id"]
         if await self.redis.exists(self.keys.result(self.runner, job_id)):
-            return "held"  # reported already; the bot acknowledges the entry when it takes the result
+            # reported already, and the bot has not settled the job yet: announce it again (the first notice may
+            # have been lost with a crash between writing the result and announcing it; the bot ignores repeats)
+            await self.announce(entry, job_id)
+            return "held"
         latest = await self.redis.get(self.keys.latest(payload["repo"], payload["pr"]))
         if latest is not None and latest.decode() != payload["head_sha"]:
             log.info("job %s cancelled: a newer head %s was requested", job_id, latest.decode()[:7])
@@ -292,7 +295,9 @@ class ContractRunner:
         except Poison as poison:
             log.error("job entry %s is malformed and cannot be reported: %s", entry.id, poison)
             return "held"
-        if not await self.redis.exists(self.keys.result(self.runner, payload["job_id"])):
+        if await self.redis.exists(self.keys.result(self.runner, payload["job_id"])):
+            await self.announce(entry, payload["job_id"])
+        else:
             tail = f"the runners died {entry.attempts - 1} times running this job; it is not run again"
             await self.report(entry, payload, self._result(payload, "error", log_tail=tail))
         return "held"
@@ -307,12 +312,12 @@ class ContractRunner:
         result = {**result, "log_tail": redact(result.get("log_tail", ""))[-MAX_LOG_TAIL:]}
         await self.redis.set(self.keys.result(self.runner, payload["job_id"]), json.dumps(result, sort_keys=True),
                              ex=RESULT_TTL_S)  # fmt: skip
-        await self.redis.xadd(
-            self.keys.results,
-            {"job_id": payload["job_id"], "runner": self.runner, "job_entry": entry.id},
-            maxlen=100_000,
-            approximate=True,
-        )
+        await self.announce(entry, payload["job_id"])
+
+    async def announce(self, entry: Entry, job_id: str) -> None:
+        """Tell the bot this runner's result of the job is in its keys."""
+        notice = {"job_id": job_id, "runner": self.runner, "job_entry": entry.id}
+        await self.redis.xadd(self.keys.results, notice, maxlen=100_000, approximate=True)
 
     async def execute(self, payload: dict) -> dict:
         """Fetch the PR at the pinned commit (checked), run the suite in the sandbox, build the result."""

@@ -133,3 +133,23 @@ async def test_a_runner_whose_sandbox_fails_refuses_the_job_instead_of_running_i
     result = json.loads(await client.get(keys.result("r1", job["job_id"])))
     assert result["status"] == "error" and "sandbox could not be set up" in result["log_tail"]
     assert "apt-get install bubblewrap" in result["log_tail"]
+
+
+async def test_a_result_whose_notice_was_lost_is_announced_again_not_run_again(prefixed_redis):
+    client, prefix = prefixed_redis
+    keys = RunnerKeys(prefix)
+    head = "c" * 40
+    job = {"version": 1, "job_id": "o/r#1@c:contracts", "repo": "o/r", "pr": 1, "head_sha": head, "pipelines": [],
+           "contracts": "all", "timeout_s": 60, "tarball_url": f"http://127.0.0.1:1/repos/o/r/tarball/{head}"}  # fmt: skip
+    await client.xadd(keys.jobs, {"job_id": job["job_id"], "payload": json.dumps(job)})
+    runner = ContractRunner(client, keys, visibility_timeout_s=0.01, max_attempts=5, name="r1")
+    await runner.ensure_group()
+    (entry,) = await runner.jobs.read(runner.consumer)
+    # the runner wrote its result and died before announcing it
+    await client.set(keys.result("r1", job["job_id"]), json.dumps({"status": "passed"}))
+    await asyncio.sleep(0.02)
+    ran = []
+    runner.execute = lambda payload: ran.append(payload)  # noqa: E731 - would run the job again; must not be called
+    assert await runner.run_burst() == 1 and ran == []
+    ((_, notice),) = await client.xrange(keys.results)
+    assert notice == {b"job_id": job["job_id"].encode(), b"runner": b"r1", b"job_entry": entry.id.encode()}

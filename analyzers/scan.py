@@ -146,7 +146,7 @@ def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError], bo
 
 
 def scan_isolated(root: str, file: str, codes: tuple[str, ...], include_frozen: bool):
-    """`_scan_one` in an isolated worker (drbot.isolation): the rules are set up once per worker and code list."""
+    """`_scan_one` in an isolated worker (engine.isolation): the rules are set up once per worker and code list."""
     if _WORKER_OPTIONS.get("codes") != codes:
         _init_worker(codes, include_frozen)
         _WORKER_OPTIONS["codes"] = codes
@@ -154,7 +154,7 @@ def scan_isolated(root: str, file: str, codes: tuple[str, ...], include_frozen: 
 
 
 #: runs `function(*item)` for each item in processes of its own and returns, per item, the value or a short
-#: reason (str) why there is none: a crash, a time or memory limit (the command line passes drbot.isolation's pool)
+#: reason (str) why there is none: a crash, a time or memory limit (the command line passes engine.isolation's pool)
 Isolate = Callable[[Callable, list[tuple]], list]
 
 

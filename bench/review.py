@@ -95,7 +95,7 @@ def main() -> int:
         f"{args.repeat}: **{median:.2f} s** (min {min(times):.2f} s, max {max(times):.2f} s). Target: under 2 s: "
         f"{'met' if median < 2 else 'NOT met'}. The command starts its own analysis workers (a fork server that "
         f"preloads the rules, then one worker per core, each file parsed under time, memory and size limits): "
-        f"about 0.3 s of this since crash isolation (`drbot/isolation.py`) replaced in-process forked workers.\n\n"
+        f"about 0.3 s of this since crash isolation (`engine/isolation.py`) replaced in-process forked workers.\n\n"
         f"Its summary line: {summary}\n\n"
         f"With the rules of patterns 1, 2, 5, 6 and 7 only (`--select P1,P2,P5,P6,P7`): **{subset:.2f} s** "
         f"(min {min(subset_times):.2f} s), {'met' if subset < 2 else 'NOT met'}; summary: {subset_summary}"

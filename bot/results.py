@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from analyzers.patterns import META_ISSUE_URL
 from bot import publish
-from drbot.streams import Entry, Poison, StreamConsumer
+from common.streams import Entry, Poison, StreamConsumer
 
 
 log = logging.getLogger("drbot.results")
@@ -223,7 +223,7 @@ def runner_of(consumer: str) -> str:
 
 
 class ResultConsumer:
-    """Group `bot` on `drbot:results`, on the one stream mechanism of `drbot.streams`. A result is published at
+    """Group `bot` on `drbot:results`, on the one stream mechanism of `common.streams`. A result is published at
     most once per job, only when it passes `accept`; malformed ones go to the dead letters, never retried."""
 
     def __init__(self, store, client_for, *, max_attempts: int = 5, visibility_timeout_s: float = 60.0) -> None:

@@ -21,7 +21,7 @@ from bot.routing import router
 from bot.settings import Settings
 from bot.store import EventQueue, Keys, Message, connect
 from bot.worker import EventWorker
-from drbot.streams import wait_for_redis
+from common.streams import wait_for_redis
 
 
 log = logging.getLogger("drbot.service")
@@ -90,7 +90,7 @@ class Dispatcher:
 
 def warm_analysis_pool(settings: Settings) -> None:
     from bot.handlers.pull_request import analysis_limits, worker_modules
-    from drbot import isolation
+    from engine import isolation
 
     isolation.shared(analysis_limits(settings), settings.analysis_workers, worker_modules()).warm()
 

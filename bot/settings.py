@@ -82,7 +82,7 @@ class Settings:
     #: a PR with more changed Python files than this is reviewed on the first ones only, with a note
     max_review_files: int = 300
     workdir: str | None = None
-    #: PR files are parsed in a pool of worker processes (drbot.isolation), each file under these limits; a file
+    #: PR files are parsed in a pool of worker processes (engine.isolation), each file under these limits; a file
     #: over one is reported as not analysed: wall seconds per file, address space per worker, bytes per file
     analysis_timeout_s: float = 30.0
     analysis_memory_bytes: int = 2 << 30

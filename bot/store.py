@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from drbot.streams import Entry, Poison, StreamConsumer, connect  # noqa: F401 - connect is bot.store's API too
+from common.streams import Entry, Poison, StreamConsumer, connect  # noqa: F401 - connect is bot.store's API too
 
 
 EVENTS_GROUP = "bot"
@@ -119,7 +119,7 @@ class Message:
 
 
 class EventQueue:
-    """`drbot:events` with consumer group `bot`: XADD on intake; consumers (drbot.streams) claim, count attempts,
+    """`drbot:events` with consumer group `bot`: XADD on intake; consumers (common.streams) claim, count attempts,
     acknowledge after the handler finished, and move exhausted or poison events to `drbot:dead`.
 
     Entries are authenticated again when they are taken: each carries GitHub's `X-Hub-Signature-256`, checked

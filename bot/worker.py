@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.metrics import Metrics
 from bot.store import EventQueue, Message
-from drbot.streams import Entry
+from common.streams import Entry
 
 
 log = logging.getLogger("drbot.worker")
@@ -20,7 +20,7 @@ HANDLED = frozenset({"pull_request", "issue_comment"})
 
 
 class EventWorker:
-    """Several concurrent consumers in one process, on the one stream mechanism of `drbot.streams`: a message is
+    """Several concurrent consumers in one process, on the one stream mechanism of `common.streams`: a message is
     acknowledged only after its handler returned; one whose consumer died is claimed by another after the
     visibility timeout; one that failed or was claimed `max_attempts` times, or that is forged or malformed, moves
     to the dead-letter stream with its error; a replayed copy is dropped."""

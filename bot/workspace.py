@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drbot import archive
-from drbot.archive import ArchiveLimit as LimitExceeded  # final: the review ends with a check run saying so
-from drbot.archive import Caps
-from drbot.isolation import Failure, Pool
+from common import archive
+from common.archive import ArchiveLimit as LimitExceeded  # final: the review ends with a check run saying so
+from common.archive import Caps
+from engine.isolation import Failure, Pool
 
 
 #: what a review reads from the repository: the package's and the tests' Python files (nothing else is parsed)
@@ -62,7 +62,7 @@ def extract(
     skipped: dict[str, int] | None = None,
 ) -> int:
     """Unpack the `.py` files under `prefixes` of GitHub's tarball (bytes or a file) into `target` with
-    `drbot.archive.extract`; files over `caps.max_file_bytes` go to `skipped` (path -> size) instead. Returns the
+    `common.archive.extract`; files over `caps.max_file_bytes` go to `skipped` (path -> size) instead. Returns the
     files written; raises LimitExceeded past a cap, WorkspaceError for an unreadable archive."""
     try:
         done = archive.extract(tarball, target, lambda relative: _wanted(relative, prefixes), caps)
@@ -123,7 +123,7 @@ def _extract_side(side: str, tarball, repo: Path, caps: Caps, skipped: dict[str,
 
 
 def top_level_pipelines(path: str, max_bytes: int) -> list[str]:
-    """Classes named `*Pipeline` at the top level of one file; parsed in an analysis worker (drbot.isolation)."""
+    """Classes named `*Pipeline` at the top level of one file; parsed in an analysis worker (engine.isolation)."""
     try:
         if os.path.getsize(path) > max_bytes:
             return []

@@ -164,8 +164,8 @@ def _fail(message: str) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     from analyzers import render
     from analyzers.scan import UsageError, installed_diffusers, scan, tty_progress
-    from drbot.isolation import Failure, Limits, Pool
-    from drbot.localreview import worker_modules
+    from engine.isolation import Failure, Limits, Pool
+    from engine.review import worker_modules
 
     rules = _selected_rules(args)
     # every file is parsed in a worker process under time and memory limits: a file that crashes libcst (deep
@@ -213,7 +213,7 @@ def _version() -> str:
 
 def _review(args: argparse.Namespace) -> int:
     from analyzers import render
-    from drbot.localreview import GitError, review
+    from engine.review import GitError, review
 
     rules = _selected_rules(args)
     try:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from drbot.archive import ArchiveError, Caps, extract
-from drbot.streams import Entry, Poison, StreamConsumer, wait_for_redis
+from common.archive import ArchiveError, Caps, extract
+from common.streams import Entry, Poison, StreamConsumer, wait_for_redis
 
 
 log = logging.getLogger("drbot.runner")
@@ -466,7 +466,7 @@ def main(args) -> int:
             return 2
 
     async def serve() -> None:
-        from drbot.streams import connect
+        from common.streams import connect
 
         redis = connect(args.redis_url)
         stop = asyncio.Event()

@@ -13,7 +13,7 @@ import pytest
 from analyzers.core import Finding
 from analyzers.render import review_markdown
 from analyzers.review import compare
-from drbot.localreview import GitError, review
+from engine.review import GitError, review
 
 
 ROOT = Path(__file__).resolve().parent.parent

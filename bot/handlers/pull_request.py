@@ -19,9 +19,9 @@ from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
 from bot.feedback import Feedback
 from bot.github import DownloadTooLarge
 from bot.known import KnownRegistry
-from drbot import isolation
-from drbot.localreview import review as review_repository
-from drbot.localreview import worker_modules
+from engine import isolation
+from engine.review import review as review_repository
+from engine.review import worker_modules
 
 
 log = logging.getLogger("drbot.pull_request")

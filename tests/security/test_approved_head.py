@@ -13,8 +13,8 @@ import pytest
 from harness import DDPM, REPO, open_pr, with_eta
 
 from bot.handlers.issue_comment import reply_marker
-from drbot.archive import ArchiveError, extract
-from drbot.streams import Poison
+from common.archive import ArchiveError, extract
+from common.streams import Poison
 from runners.worker import validate_job
 
 

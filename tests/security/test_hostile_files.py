@@ -30,8 +30,8 @@ from served import Served
 from analyzers.render import review_markdown
 from bot import workspace
 from bot.github import DownloadTooLarge, GitHub
-from drbot.isolation import Failure, Limits, Pool
-from drbot.localreview import review
+from engine.isolation import Failure, Limits, Pool
+from engine.review import review
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from drbot.streams import StreamConsumer
+from common.streams import StreamConsumer
 from runners.worker import ContractRunner, RunnerKeys, parse_output
 
 
@@ -26,7 +26,7 @@ DYING_CONSUMER = textwrap.dedent(
     """
     import asyncio, os, signal, sys
     import redis.asyncio as aioredis
-    from drbot.streams import StreamConsumer
+    from common.streams import StreamConsumer
 
     async def main(stream, counter):
         redis = aioredis.from_url("redis://127.0.0.1:6379/0")
@@ -61,7 +61,7 @@ async def test_an_entry_whose_consumer_dies_every_time_is_dead_lettered_after_th
 
 async def test_a_failing_handler_is_retried_then_buried_and_a_poison_one_at_once(prefixed_redis):
     client, prefix = prefixed_redis
-    from drbot.streams import Poison
+    from common.streams import Poison
 
     consumer = StreamConsumer(
         client, f"{prefix}s", "g", dead=f"{prefix}dead", visibility_timeout_s=0.01, max_attempts=2

@@ -22,7 +22,7 @@ from harness import DDPM, REPO, SECRET, app_harness, make_settings, open_pr, wit
 from served import Served, free_port
 
 from bot.handlers.issue_comment import reply_marker
-from drbot.streams import connect
+from common.streams import connect
 
 
 ROOT = Path(__file__).resolve().parents[2]

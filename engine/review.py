@@ -1,6 +1,6 @@
 """Review a local git diff the way the App reviews a pull request.
 
-Every file of the diff is read and parsed in the worker processes of `drbot.isolation`, never here: a file that
+Every file of the diff is read and parsed in the worker processes of `engine.isolation`, never here: a file that
 crashes the parser, runs past the time limit, exhausts the memory limit or is over the size limit is reported as
 not analysed, and the review goes on with the others.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from analyzers.core import Finding, Project, Rule, analyze_file, module_name_for
 from analyzers.review import ReviewData, compare
-from drbot.isolation import Failure, Limits, Pool, size_reason
+from engine.isolation import Failure, Limits, Pool, size_reason
 
 
 #: where a repository keeps the package and its tests; paths in findings drop the `src/` prefix
@@ -167,7 +167,7 @@ def changed_lines(repo: Path, base: str, head: str, paths: Sequence[str]) -> dic
     return {path: frozenset(numbers) for path, numbers in lines.items()}
 
 
-# -- in the analysis workers (drbot.isolation): everything that reads or parses a file of the diff -------------
+# -- in the analysis workers (engine.isolation): everything that reads or parses a file of the diff -------------
 
 #: git readers and project views of the revisions a worker analysed lately (a review asks for two, plus context)
 _TREES: OrderedDict[tuple[str, str, int | None], tuple[GitTree, Project]] = OrderedDict()

@@ -34,7 +34,7 @@ from typing import Any
 
 from pebble import ProcessExpired, ProcessPool
 
-from drbot.archive import human_size  # noqa: F401 - also this module's API (size reasons)
+from common.archive import human_size  # noqa: F401 - also this module's API (size reasons)
 
 
 log = logging.getLogger("drbot.isolation")

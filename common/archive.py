@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, cast
 
 
 #: tar's own headers (long names, pax records) are read whole into memory: anything larger than this is hostile
@@ -108,7 +109,8 @@ def extract(
         magic = raw.read(2)
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
-        with tarfile.open(fileobj=_Counted(stream, caps.max_bytes), mode="r|", tarinfo=_GuardedInfo) as archive:
+        counted = cast(IO[bytes], _Counted(stream, caps.max_bytes))  # stream mode (`r|`) only ever calls read()
+        with tarfile.open(fileobj=counted, mode="r|", tarinfo=_GuardedInfo) as archive:
             if commit is not None and commit_of(archive) != commit:
                 found = commit_of(archive)
                 raise ArchiveError(

@@ -128,7 +128,7 @@ class StreamConsumer:
         """Move the entry to the dead-letter stream with the reason, and acknowledge it."""
         if self.dead is None:
             raise RuntimeError(f"{self.stream}: this consumer has no dead-letter stream")
-        fields = {_text(k): v for k, v in entry.fields.items()}
+        fields: dict[str, bytes | str | int] = {_text(k): v for k, v in entry.fields.items()}
         fields.update(
             error=reason[-4000:],
             attempts=entry.attempts,

@@ -275,7 +275,9 @@ def find_cgroup_parents(cgroup_parent: str | None = None) -> dict[str, _CgroupPa
             except OSError:
                 pass
         for base in candidates:
-            usable = _v2_controllers(base) if base is not None else set()
+            if base is None:
+                continue
+            usable = _v2_controllers(base)
             for name in sorted(usable):
                 found[name] = _CgroupParent(name, 2, base)
             if usable:
@@ -490,7 +492,7 @@ def nvidia_devices() -> list[str]:
     return sorted(glob.glob("/dev/nvidia*"))
 
 
-def _etc_files(uid: int, gid: int) -> dict[str, bytes]:
+def _etc_files(uid: int, gid: int) -> dict[str, str]:
     """A synthesized /etc: enough for getpwuid(), localhost and glibc's lookups; nothing of the host's (which may
     hold credentials, resolvers or mount tables)."""
     return {

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import pytest
 
-from runners.contracts import all_contracts, test_method
+from runners.contracts import Contract, all_contracts, test_method
 from runners.contracts._base import ContractFailure, TinyConfig
 from runners.tiny import NoTinyFactory, get_factory
 
@@ -34,7 +34,7 @@ def dtype_of(name: str | None):
             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[name]  # fmt: skip
 
 
-def test_case(factory, contract: type, device: str, dtype, offload: bool = False) -> object:
+def test_case(factory, contract: type[Contract], device: str, dtype, offload: bool = False) -> object:
     """An instance of `TinyConfig + contract` for this factory, as pytest would build the test class."""
     cls = type(f"{factory.pipeline_class}{contract.__name__}", (TinyConfig, contract), {})
     case = cls()
@@ -43,7 +43,7 @@ def test_case(factory, contract: type, device: str, dtype, offload: bool = False
 
 
 def run_one(
-    pipeline, contract: type, device: str = "cpu", dtype: str | None = None, offload: bool = False
+    pipeline, contract: type[Contract], device: str = "cpu", dtype: str | None = None, offload: bool = False
 ) -> ContractResult:
     """One contract on one pipeline (a class name, or a `Factory` itself)."""
     start = time.perf_counter()

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import ClassVar, Protocol, cast
 
 
-def all_contracts() -> list[type]:
+class Contract(Protocol):
+    """What every contract mixin declares (its test method aside): its DRC code and its #13656 pattern."""
+
+    code: ClassVar[str]
+    pattern: ClassVar[int]
+
+
+def all_contracts() -> list[type[Contract]]:
     """Every contract mixin of this package, by code."""
-    found = []
+    found: list[type[Contract]] = []
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("drc"):
             continue
@@ -19,7 +27,7 @@ def all_contracts() -> list[type]:
                 and getattr(value, "code", "").startswith("DRC")
                 and value.__module__ == module.__name__
             ):
-                found.append(value)
+                found.append(cast("type[Contract]", value))
     return sorted(found, key=lambda c: c.code)
 
 

@@ -68,7 +68,7 @@ def parse_payload(body: bytes) -> dict:
         raise PayloadError("malformed payload: not a JSON object")
     # walked without recursion: the parser's own limit is the interpreter's, and code that walks the payload
     # later (a handler, json.dumps) may have less stack left than the parser had
-    stack = [(payload, 1)]
+    stack: list[tuple[dict | list, int]] = [(payload, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
@@ -126,7 +126,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         metrics.deliveries.labels(label, "ignored").inc()
         return web.Response(status=204)
     try:
-        message_id = await queue.accept(delivery, event, body, settings.delivery_ttl_s, signature)
+        message_id = await queue.accept(delivery, event, body, settings.delivery_ttl_s, signature or "")
     except (RedisError, OSError) as error:
         # GitHub keeps the delivery and it can be redelivered; nothing accepted earlier is affected
         log.error("redis unavailable, delivery %s refused: %s", delivery, settings.redact(str(error)))

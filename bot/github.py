@@ -8,8 +8,10 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import aiohttp
 import jwt
@@ -84,6 +86,12 @@ class AppAuth:
             expires = datetime.fromisoformat(data["expires_at"].replace("Z", "+00:00")).timestamp()
             self._tokens[key] = _Token(data["token"], expires)
             return data["token"]
+
+
+class Pacer(Protocol):
+    """Serializes and spaces the content writes of one installation: `async with pacer.slot(installation): ...`."""
+
+    def slot(self, key: object) -> AbstractAsyncContextManager[None]: ...
 
 
 class WritePacer:
@@ -224,7 +232,7 @@ class GitHub(GitHubAPI):
         token: str | None = None,
         api_url: str,
         installation_id: int | None = None,
-        pacer: WritePacer | None = None,
+        pacer: Pacer | None = None,
         metrics: Metrics | None = None,
         max_retries: int = 5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -234,7 +242,7 @@ class GitHub(GitHubAPI):
         self.pacer = pacer or WritePacer()
         self.metrics = metrics or Metrics()
         self.max_retries = max_retries
-        self.sleep = sleep
+        self._pause = sleep  # gidgethub's own `sleep` is a method; tests pass a fake clock here
         self.waited: list[float] = []  # the waits this client took (logs and tests read them)
 
     async def _request(self, method: str, url: str, headers, body: bytes = b""):
@@ -253,7 +261,7 @@ class GitHub(GitHubAPI):
                 return status, response_headers, content
             log.warning("GitHub answered %s to %s %s; retrying in %.1f s", status, method, url, delay)
             self.waited.append(delay)
-            await self.sleep(delay)
+            await self._pause(delay)
         raise AssertionError("unreachable")
 
     async def download(
@@ -282,7 +290,7 @@ class GitHub(GitHubAPI):
                 return status
             log.warning("GitHub answered %s to GET %s; retrying in %.1f s", status, full, delay)
             self.waited.append(delay)
-            await self.sleep(delay)
+            await self._pause(delay)
         raise AssertionError("unreachable")
 
     async def raw(self, url: str, *, accept: str = "application/vnd.github.raw") -> tuple[int, bytes]:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import libcst as cst
 import libcst.matchers as m
 
 from analyzers.core import FileContext, Rule
+
+
+_NamesByMatcher = dict[m.BaseMatcherNode, tuple[str, ...]]
 
 
 class DecoratedRule(Rule, m.MatcherDecoratableVisitor):
@@ -16,6 +21,9 @@ class DecoratedRule(Rule, m.MatcherDecoratableVisitor):
     """
 
     abstract = True
+    #: {matcher: names of the methods decorated with it}, for `@m.visit` and for `@m.leave`; set on each class (never
+    #: inherited: `__init__` looks in the class's own `__dict__`) by its first instance
+    _decorated_names: ClassVar[tuple[_NamesByMatcher, _NamesByMatcher]]
 
     def __init__(self, context: FileContext) -> None:
         decorated = type(self).__dict__.get("_decorated_names")

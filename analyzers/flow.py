@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import libcst as cst
 
@@ -13,8 +13,9 @@ from analyzers.core import dotted_name
 
 S = TypeVar("S")
 
-#: the "state" after a statement that leaves the function on every path (`return`, `raise`)
-DEAD: object = object()
+#: the "state" after a statement that leaves the function on every path (`return`, `raise`). It is a member of every
+#: walker's state type `S` (the bottom of the lattice), so it is typed `Any` and can stand wherever an `S` is expected
+DEAD: Final[Any] = object()
 
 
 class FlowWalker(Generic[S]):
@@ -52,7 +53,9 @@ class FlowWalker(Generic[S]):
             return a
         return self.join(a, b)
 
-    def block(self, body: Sequence[cst.CSTNode], state: S, *, report: bool = True, finals: tuple = ()) -> S:
+    def block(
+        self, body: Sequence[cst.CSTNode], state: S, *, report: bool = True, finals: tuple[cst.BaseSuite, ...] = ()
+    ) -> S:
         """Walk statements; return the state after them, or `DEAD` when every path has left the function."""
         for statement in body:
             if state is DEAD:
@@ -60,11 +63,11 @@ class FlowWalker(Generic[S]):
             state = self.statement(statement, state, report, finals)
         return state
 
-    def _suite(self, suite: cst.BaseSuite, state: S, report: bool, finals: tuple) -> S:
+    def _suite(self, suite: cst.BaseSuite, state: S, report: bool, finals: tuple[cst.BaseSuite, ...]) -> S:
         # an IndentedBlock holds statements, a SimpleStatementSuite (`if x: return y`) small statements
         return self.block(suite.body, state, report=report, finals=finals)
 
-    def statement(self, statement: cst.CSTNode, state: S, report: bool, finals: tuple) -> S:
+    def statement(self, statement: cst.CSTNode, state: S, report: bool, finals: tuple[cst.BaseSuite, ...]) -> S:
         if isinstance(statement, cst.SimpleStatementLine):
             return self.block(statement.body, state, report=report, finals=finals)
         if isinstance(statement, cst.Return):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import libcst as cst
 
@@ -64,14 +65,16 @@ def names_read(node: cst.CSTNode) -> list[cst.Name]:
     Not names: the attribute of `a.b`, the keyword of `f(x=y)`, the names a nested `def`/`class`,
     its parameters or an import alias bind.
     """
-    groups = walk.index(node)
+    # the index groups nodes by exact type: each group holds nodes of its key's type
+    groups = cast("dict[type, list[Any]]", walk.index(node))
     excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
     excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
     excluded |= {id(d.name) for kind in (cst.FunctionDef, cst.ClassDef) for d in groups.get(kind, ())}
     excluded |= {id(p.name) for p in groups.get(cst.Param, ())}
     for alias in groups.get(cst.ImportAlias, ()):
         excluded |= {id(n) for n in walk.nodes(alias, cst.Name)}
-    return [n for n in groups.get(cst.Name, ()) if id(n) not in excluded]
+    names: list[cst.Name] = groups.get(cst.Name, [])
+    return [n for n in names if id(n) not in excluded]
 
 
 def names_read_outside(node: cst.CSTNode, skip: Callable[[cst.Call], bool]) -> list[cst.Name]:

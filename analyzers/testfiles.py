@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import FileContext, Project, dotted_name
+from analyzers.core import Definition, FileContext, Project, dotted_name
 from analyzers.matchers import string_value
 
 
@@ -20,8 +20,8 @@ SKIP_DECORATORS = ("unittest.skip", "pytest.mark.skip", "skip")
 SKIPPING_NAMES = ("skip", "skipIf", "skipUnless", "xfail", "skipif")
 
 
-def definitions_of_tests(context: FileContext) -> list:
-    """Every `test*` function or method of the file."""
+def definitions_of_tests(context: FileContext) -> list[Definition]:
+    """Every `test*` function or method of the file (its `node` is a `cst.FunctionDef`)."""
     return [d for d in context.definitions if not d.is_class and d.name.startswith("test")]
 
 
@@ -159,7 +159,7 @@ def coverage_index(project: Project) -> CoverageIndex | None:
                 _index_file(path, source, referenced, slow)
         return CoverageIndex({k: frozenset(v) for k, v in referenced.items()}, frozenset(slow))
 
-    return project.memo("testfiles.coverage_index", build)  # type: ignore[return-value]
+    return project.memo("testfiles.coverage_index", build)
 
 
 def inherited_tests(context: FileContext, cls: cst.ClassDef) -> dict[str, str]:

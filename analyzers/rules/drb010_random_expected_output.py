@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.core import FileContext, Invalid, Rule, Valid, dotted_name
 
 
 #: calls whose result is random: comparing with it checks nothing
@@ -21,9 +21,13 @@ CONSTANT_CALLS = frozenset(
 ABSURD_TOLERANCE = 1e6
 
 
-def functions_of_tests(context) -> list:
+def functions_of_tests(context: FileContext) -> list[tuple[str, cst.FunctionDef]]:
     """(qualname, def) of every `test*` function or method of the file."""
-    return [(d.qualname, d.node) for d in context.definitions if not d.is_class and d.name.startswith("test")]
+    return [
+        (d.qualname, d.node)
+        for d in context.definitions
+        if isinstance(d.node, cst.FunctionDef) and d.name.startswith("test")
+    ]
 
 
 def _innermost_call(node: cst.BaseExpression) -> cst.Call | None:
@@ -39,12 +43,15 @@ def _innermost_call(node: cst.BaseExpression) -> cst.Call | None:
 
 def _largest_number(function: cst.FunctionDef) -> float:
     largest = 0.0
-    for kind in (cst.Float, cst.Integer):
-        for number in walk.nodes(function.body, kind):
-            try:
-                largest = max(largest, float(number.value.replace("_", "")))
-            except ValueError:
-                continue
+    numbers: list[cst.Float | cst.Integer] = [
+        *walk.nodes(function.body, cst.Float),
+        *walk.nodes(function.body, cst.Integer),
+    ]
+    for number in numbers:
+        try:
+            largest = max(largest, float(number.value.replace("_", "")))
+        except ValueError:
+            continue
     return largest
 
 
@@ -205,19 +212,16 @@ class RandomExpectedOutput(Rule):
 
     def check(self) -> None:
         for qualname, function in functions_of_tests(self.context):
-            assigns = [
-                a
-                for a in walk.own_nodes(function, cst.Assign)
-                if len(a.targets) == 1
-                and isinstance(a.targets[0].target, cst.Name)
-                and a.targets[0].target.value.startswith("expected")
-            ]
+            assigns: list[tuple[str, cst.Assign]] = []  # (`expected*` name, its assignment)
+            for a in walk.own_nodes(function, cst.Assign):
+                target = a.targets[0].target if len(a.targets) == 1 else None
+                if isinstance(target, cst.Name) and target.value.startswith("expected"):
+                    assigns.append((target.value, a))
             if not assigns:
                 continue
             read = [n.value for n in walk.own_nodes(function, cst.Name)]
             largest = None
-            for assign in assigns:
-                name = assign.targets[0].target.value  # type: ignore[attr-defined]
+            for name, assign in assigns:
                 call = _innermost_call(assign.value)
                 if call is None or read.count(name) < 2:  # the assignment itself, then a comparison
                     continue

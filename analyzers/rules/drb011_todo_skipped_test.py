@@ -192,7 +192,7 @@ class TodoSkippedTest(Rule):
 
     def check(self) -> None:
         for definition in definitions_of_tests(self.context):
-            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            function = cst.ensure_type(definition.node, cst.FunctionDef)
             name, scope = definition.name, definition.qualname
             reported = False
             for decorator in function.decorators:

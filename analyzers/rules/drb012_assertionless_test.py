@@ -190,7 +190,7 @@ class AssertionlessTest(Rule):
         for definition in definitions_of_tests(self.context):
             if definition.parent is None or not definition.parent.is_class:
                 continue  # empty module-level test functions are rare and often fixtures' hooks
-            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            function = cst.ensure_type(definition.node, cst.FunctionDef)
             if is_skipped(function):
                 continue
             name, scope = definition.name, definition.qualname
@@ -210,18 +210,19 @@ class AssertionlessTest(Rule):
         if groups.get(cst.Assert) or groups.get(cst.Raise) or groups.get(cst.FunctionDef) or groups.get(cst.Lambda):
             return None
         pipes: set[str] = set()
-        for assign in groups.get(cst.Assign, ()):
+        for assign in walk.nodes(function.body, cst.Assign):
             if _is_pipeline_factory(assign.value):
                 for target in assign.targets:
                     if isinstance(target.target, cst.Name):
                         pipes.add(target.target.value)
-        for assign in groups.get(cst.AnnAssign, ()):
-            if assign.value is not None and _is_pipeline_factory(assign.value) and isinstance(assign.target, cst.Name):
-                pipes.add(assign.target.value)
+        for annotated in walk.nodes(function.body, cst.AnnAssign):
+            value = annotated.value
+            if value is not None and _is_pipeline_factory(value) and isinstance(annotated.target, cst.Name):
+                pipes.add(annotated.target.value)
         if not pipes:
             return None
-        first = None
-        for call in groups.get(cst.Call, ()):
+        first: cst.Call | None = None
+        for call in walk.nodes(function.body, cst.Call):
             name = dotted_name(call.func)
             if name is None:
                 if isinstance(call.func, cst.Attribute):

@@ -268,7 +268,7 @@ class ContractTestSkippedForDefect(Rule):
             parent = definition.parent
             if parent is None or not parent.is_class:
                 continue
-            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            function = cst.ensure_type(definition.node, cst.FunctionDef)
             for decorator in function.decorators:
                 if decorator_name(decorator) not in SKIP_DECORATORS or not isinstance(decorator.decorator, cst.Call):
                     continue
@@ -280,7 +280,9 @@ class ContractTestSkippedForDefect(Rule):
                 if admission is None:
                     continue
                 if parent.qualname not in inherited_by_class:
-                    inherited_by_class[parent.qualname] = inherited_tests(self.context, parent.node)  # type: ignore[arg-type]
+                    inherited_by_class[parent.qualname] = inherited_tests(
+                        self.context, cst.ensure_type(parent.node, cst.ClassDef)
+                    )
                 base = inherited_by_class[parent.qualname].get(definition.name)
                 if base is None:
                     continue

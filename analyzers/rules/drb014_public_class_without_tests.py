@@ -161,7 +161,7 @@ class PublicClassWithoutTests(Rule):
         exported = exported_names(self.context.project)
         is_pipeline_file = "/pipelines/" in f"/{self.context.path}"
         for definition in self.context.classes:
-            cls: cst.ClassDef = definition.node  # type: ignore[assignment]
+            cls = cst.ensure_type(definition.node, cst.ClassDef)
             if definition.parent is not None or definition.name not in exported:
                 continue
             bases, under = (PIPELINE_BASES, "tests/pipelines/") if is_pipeline_file else (MODEL_BASES, "tests/")

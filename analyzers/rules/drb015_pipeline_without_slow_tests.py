@@ -155,7 +155,7 @@ class PipelineWithoutSlowTests(Rule):
             return
         exported = exported_names(self.context.project)
         for definition in self.context.classes:
-            cls: cst.ClassDef = definition.node  # type: ignore[assignment]
+            cls = cst.ensure_type(definition.node, cst.ClassDef)
             if definition.parent is not None or definition.name not in exported:
                 continue
             if not self.context.inherits_from(cls, PIPELINE_BASES) or is_deprecated_alias(cls):

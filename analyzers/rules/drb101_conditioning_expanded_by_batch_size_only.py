@@ -28,11 +28,10 @@ def _names(root: cst.CSTNode, skipped: set[int] | None = None) -> list[cst.Name]
 
     The `*args`/`**kwargs` parameters that `walk` leaves out are included.
     """
-    groups = walk.index(root)
-    excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
-    excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
-    found = [n for n in groups.get(cst.Name, ()) if id(n) not in excluded]
-    for params in groups.get(cst.Parameters, ()):
+    excluded = {id(a.attr) for a in walk.nodes(root, cst.Attribute)}
+    excluded |= {id(a.keyword) for a in walk.nodes(root, cst.Arg) if a.keyword is not None}
+    found = [n for n in walk.nodes(root, cst.Name) if id(n) not in excluded]
+    for params in walk.nodes(root, cst.Parameters):
         if skipped is not None and id(params) in skipped:
             continue
         for star in (params.star_arg, params.star_kwarg):
@@ -43,12 +42,11 @@ def _names(root: cst.CSTNode, skipped: set[int] | None = None) -> list[cst.Name]
 
 def _value_reads(node: cst.CSTNode) -> set[str]:
     """Names whose tensor values flow into `node`: `x.shape[0]`, `x.dtype`, `x.size(1)` do not count."""
-    groups = walk.index(node)
     skipped: set[int] = set()
-    for lam in groups.get(cst.Lambda, ()):
+    for lam in walk.nodes(node, cst.Lambda):
         if id(lam) not in skipped:
             skipped.update(id(n) for n in walk.walk(lam))
-    for attribute in groups.get(cst.Attribute, ()):
+    for attribute in walk.nodes(node, cst.Attribute):
         if attribute.attr.value in METADATA_ATTRS and id(attribute) not in skipped:
             skipped.update(id(n) for n in walk.walk(attribute))
     return {n.value for n in _names(node, skipped) if id(n) not in skipped}
@@ -69,19 +67,19 @@ def _assignments(body: cst.CSTNode) -> list[tuple[str, cst.BaseExpression, cst.C
     for function in nested:
         for kind in (cst.Assign, cst.AugAssign, cst.AnnAssign):
             inner.update(id(n) for n in walk.nodes(function, kind))
-    for node in walk.nodes(body, cst.Assign):
-        if id(node) not in inner:
-            for target in node.targets:
+    for assign in walk.nodes(body, cst.Assign):
+        if id(assign) not in inner:
+            for target in assign.targets:
                 for name in _target_names(target.target):
-                    found.append((name, node.value, node))
-    for node in walk.nodes(body, cst.AugAssign):
-        if id(node) not in inner:
-            for name in _target_names(node.target):
-                found.append((name, node.value, node))
-    for node in walk.nodes(body, cst.AnnAssign):
-        if id(node) not in inner and node.value is not None:
-            for name in _target_names(node.target):
-                found.append((name, node.value, node))
+                    found.append((name, assign.value, assign))
+    for augmented in walk.nodes(body, cst.AugAssign):
+        if id(augmented) not in inner:
+            for name in _target_names(augmented.target):
+                found.append((name, augmented.value, augmented))
+    for annotated in walk.nodes(body, cst.AnnAssign):
+        if id(annotated) not in inner and annotated.value is not None:
+            for name in _target_names(annotated.target):
+                found.append((name, annotated.value, annotated))
     return found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import libcst as cst
 
@@ -44,15 +45,12 @@ def _names(root: cst.CSTNode, *, keep_attr: bool = True) -> list[cst.Name]:
 
     With `keep_attr=False`, the attribute of `a.b` and the keyword of `f(x=y)` are left out.
     """
-    groups = walk.index(root)
-    found = groups.get(cst.Name, [])
+    found = walk.nodes(root, cst.Name)  # a new list
     if not keep_attr:
-        excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
-        excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
+        excluded = {id(a.attr) for a in walk.nodes(root, cst.Attribute)}
+        excluded |= {id(a.keyword) for a in walk.nodes(root, cst.Arg) if a.keyword is not None}
         found = [n for n in found if id(n) not in excluded]
-    else:
-        found = list(found)
-    for params in groups.get(cst.Parameters, ()):
+    for params in walk.nodes(root, cst.Parameters):
         for star in (params.star_arg, params.star_kwarg):
             if isinstance(star, cst.Param):
                 found.extend(_names(star, keep_attr=keep_attr))
@@ -182,7 +180,11 @@ class MaskExpandedInDifferentOrder(Rule):
         "batched prompts get each other's masks; expand both the same way, e.g. `.repeat_interleave({per_prompt}, "
         "dim=0)`."
     )
-    ORDER_WORDS = {BLOCKS: "per-prompt (p0, p0, p1, p1)", TILED: "tiled (p0, p1, p0, p1)"}
+    #: keyed by `_Expansion.order` (only expansions that have one are compared)
+    ORDER_WORDS: ClassVar[dict[str | None, str]] = {
+        BLOCKS: "per-prompt (p0, p0, p1, p1)",
+        TILED: "tiled (p0, p1, p0, p1)",
+    }
     REQUIRES_ANY = ("_per_prompt",)
     PATHS = ("/pipelines/",)
 
@@ -400,8 +402,8 @@ class MaskExpandedInDifferentOrder(Rule):
                     mask=mask_name,
                     embeds=embeds_name,
                     per_prompt=per_prompt,
-                    mask_order=self.ORDER_WORDS[mask.order],  # type: ignore[index]
-                    embeds_order=self.ORDER_WORDS[embeds_expansion.order],  # type: ignore[index]
+                    mask_order=self.ORDER_WORDS[mask.order],
+                    embeds_order=self.ORDER_WORDS[embeds_expansion.order],
                 )
                 if self._masks_dropped_by_call(definition) or self._count_pinned_to_one(definition, per_prompt):
                     return
@@ -416,15 +418,16 @@ class MaskExpandedInDifferentOrder(Rule):
         owner = definition.parent
         if owner is None or not owner.is_class or depth == 0:
             return False
-        function = definition.node
+        function = cst.ensure_type(definition.node, cst.FunctionDef)  # a method of `owner`
         positional = [p.name.value for p in function.params.params]
         index = positional.index(per_prompt) - 1 if per_prompt in positional[1:] else None  # `self` is implicit
         default = next((p.default for p in parameters(function) if p.name.value == per_prompt), None)
         sites = 0
         for caller in self.context.definitions:
-            if caller.parent is not owner or caller.is_class:
+            caller_function = caller.node
+            if caller.parent is not owner or not isinstance(caller_function, cst.FunctionDef):
                 continue
-            for c in calls(caller.node.body):
+            for c in calls(caller_function.body):
                 if dotted_name(c.func) != f"self.{definition.name}":
                     continue
                 sites += 1
@@ -436,7 +439,7 @@ class MaskExpandedInDifferentOrder(Rule):
                 if (
                     isinstance(value, cst.Name)
                     and caller.name != "__call__"
-                    and value.value in {p.name.value for p in parameters(caller.node)}
+                    and value.value in {p.name.value for p in parameters(caller_function)}
                     and self._count_pinned_to_one(caller, value.value, depth - 1)
                 ):
                     continue
@@ -479,7 +482,7 @@ class MaskExpandedInDifferentOrder(Rule):
             if not from_itself:
                 settle(target)
             for call in chain:
-                method = call.func.attr.value  # type: ignore[attr-defined]
+                method = cst.ensure_type(call.func, cst.Attribute).attr.value  # `_chain` holds method calls only
                 args = _positional(call)
                 if method == "repeat" and args is not None and any(_is_name(a, per_prompt) for a in args):
                     position = next(i for i, a in enumerate(args) if _is_name(a, per_prompt))

@@ -194,7 +194,9 @@ class UnusedCallArgument(Rule):
 
     def check(self) -> None:
         for cls, method in pipeline_methods(self.context, "__call__"):
-            self._check_call(f"{cls.qualname}.__call__", method, callback_tensor_inputs(cls.node))
+            self._check_call(
+                f"{cls.qualname}.__call__", method, callback_tensor_inputs(cst.ensure_type(cls.node, cst.ClassDef))
+            )
 
     def _check_call(self, scope: str, function: cst.FunctionDef, by_name: set[str]) -> None:
         read_names = {name.value for name in names_read(function.body)}

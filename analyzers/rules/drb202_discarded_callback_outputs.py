@@ -176,7 +176,7 @@ class DiscardedCallbackOutputs(Rule):
         for definition in self.context.definitions:
             if definition.is_class or (definition.parent is not None and not definition.parent.is_class):
                 continue  # a nested function is walked with the function around it
-            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            function = cst.ensure_type(definition.node, cst.FunctionDef)
             found: list[tuple[cst.CSTNode, cst.Call, str | None, list[tuple[Sequence[cst.CSTNode], int]]]] = []
             _walk(_block(function.body), [], found)
             if not found or _empty_tensor_inputs(self._owner_class(definition)):
@@ -184,7 +184,7 @@ class DiscardedCallbackOutputs(Rule):
             for statement, call, target, trail in found:
                 if target is not None and (_read_later(target, trail) or _read_anywhere(target, function)):
                     continue
-                callee = call.func.value  # type: ignore[attr-defined]
+                callee = cst.ensure_type(call.func, cst.Name).value  # a callback called by name
                 self.report(statement, self.message.format(callee=callee), symbol=callee, scope=definition.qualname)
 
     @staticmethod
@@ -192,7 +192,7 @@ class DiscardedCallbackOutputs(Rule):
         parent = definition.parent
         while parent is not None and not parent.is_class:
             parent = parent.parent
-        return parent.node if parent is not None else None  # type: ignore[return-value]
+        return cst.ensure_type(parent.node, cst.ClassDef) if parent is not None else None
 
 
 def _block(suite: cst.BaseSuite) -> Sequence[cst.CSTNode]:

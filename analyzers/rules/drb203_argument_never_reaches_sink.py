@@ -477,7 +477,11 @@ class ArgumentNeverReachesSink(Rule):
                 # the LoRA scale applied to the denoiser directly: the `scale` key at least takes effect
                 if (call_name(call) or "").endswith("scale_lora_layers") and call.args:
                     first = call.args[0].value
-                    if self_attribute(first) and first.attr.value in DENOISER_ATTRS:  # type: ignore[attr-defined]
+                    if (
+                        isinstance(first, cst.Attribute)
+                        and self_attribute(first)
+                        and first.attr.value in DENOISER_ATTRS
+                    ):
                         return
         first = denoising[0]
         denoiser = call_name(first) or "self.transformer"
@@ -503,7 +507,7 @@ class ArgumentNeverReachesSink(Rule):
                     aliases.update(_target_names(target.target) or [])
 
         def carries(expr: cst.BaseExpression, local: bool) -> bool:
-            if self_attribute(expr) and expr.attr.value in attrs:  # type: ignore[attr-defined]
+            if isinstance(expr, cst.Attribute) and self_attribute(expr) and expr.attr.value in attrs:
                 return True
             if local and isinstance(expr, cst.Name) and expr.value in aliases:
                 return True

@@ -166,7 +166,7 @@ class DefaultedArgumentUnused(Rule):
         for definition in self.context.definitions:
             if definition.is_class:
                 continue
-            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            function = cst.ensure_type(definition.node, cst.FunctionDef)
             params = {p.name.value for p in parameters(function)} - {"self", "cls"}
             if len(params) < 2:
                 continue
@@ -187,7 +187,7 @@ class DefaultedArgumentUnused(Rule):
         # `prompt_2 = [prompt_2] if isinstance(prompt_2, str) else prompt_2` only reshapes the argument
         defaulted = {arg for arg, *_ in defaults}
         for assign in self._self_rebindings(function.body, defaulted):
-            target = assign.targets[0].target.value  # type: ignore[attr-defined]
+            target = _name(assign.targets[0].target)
             ignored |= {id(n) for n in names_read(assign) if n.value == target}
         reads: dict[str, int] = {}
         for name in names_read(function.body):
@@ -218,30 +218,33 @@ class DefaultedArgumentUnused(Rule):
     ) -> list[tuple[str, str, cst.CSTNode, cst.BaseExpression | None]]:
         """(argument, sibling, assigning statement, `is None` test or None) for each defaulting of a parameter."""
         found: list[tuple[str, str, cst.CSTNode, cst.BaseExpression | None]] = []
-        for node in _own_nodes(body, cst.If):
-            arg = _none_test(node.test, negated=False)
-            if arg not in params or node.orelse is not None or not isinstance(node.body, cst.IndentedBlock):
-                continue
-            if len(node.body.body) != 1 or not isinstance(node.body.body[0], cst.SimpleStatementLine):
-                continue
-            line = node.body.body[0]
-            small = line.body[0] if len(line.body) == 1 else None
+        for test in _own_nodes(body, cst.If):
+            arg = _none_test(test.test, negated=False)
             if (
-                isinstance(small, cst.Assign)
-                and len(small.targets) == 1
-                and _name(small.targets[0].target) == arg
-                and _name(small.value) in params - {arg}
+                arg is None
+                or arg not in params
+                or test.orelse is not None
+                or not isinstance(test.body, cst.IndentedBlock)
             ):
-                found.append((arg, small.value.value, small, node.test))  # type: ignore[union-attr]
-        for node in _own_nodes(body, cst.Assign):
-            if len(node.targets) != 1:
                 continue
-            arg = _name(node.targets[0].target)
-            if arg not in params:
+            if len(test.body.body) != 1 or not isinstance(test.body.body[0], cst.SimpleStatementLine):
                 continue
-            sibling = _defaulting(node.value, arg)
-            if sibling in params - {arg}:
-                found.append((arg, sibling, node, None))  # type: ignore[arg-type]
+            line = test.body.body[0]
+            small = line.body[0] if len(line.body) == 1 else None
+            if not isinstance(small, cst.Assign) or len(small.targets) != 1 or _name(small.targets[0].target) != arg:
+                continue
+            sibling = _name(small.value)
+            if sibling is not None and sibling in params - {arg}:
+                found.append((arg, sibling, small, test.test))
+        for assign in _own_nodes(body, cst.Assign):
+            if len(assign.targets) != 1:
+                continue
+            arg = _name(assign.targets[0].target)
+            if arg is None or arg not in params:
+                continue
+            sibling = _defaulting(assign.value, arg)
+            if sibling is not None and sibling in params - {arg}:
+                found.append((arg, sibling, assign, None))
         return found
 
 

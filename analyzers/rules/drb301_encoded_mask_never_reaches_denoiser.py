@@ -92,13 +92,12 @@ def _orelse_block(statement: cst.CSTNode) -> Sequence[cst.CSTNode] | None:
 
 def _loads(node: cst.CSTNode) -> set[str]:
     """Names `node` reads: not the attribute of `a.b`, not a keyword, not an assignment's targets."""
-    groups = walk.index(node)
-    excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
-    excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
-    return {n.value for n in groups.get(cst.Name, ()) if id(n) not in excluded}
+    excluded = {id(a.attr) for a in walk.nodes(node, cst.Attribute)}
+    excluded |= {id(a.keyword) for a in walk.nodes(node, cst.Arg) if a.keyword is not None}
+    return {n.value for n in walk.nodes(node, cst.Name) if id(n) not in excluded}
 
 
-def _bound_names(targets: list[cst.BaseExpression]) -> list[str] | None:
+def _bound_names(targets: Sequence[cst.BaseExpression]) -> list[str] | None:
     """The names plain targets bind, or None when a target stores into an attribute or a subscript."""
     names: list[str] = []
     for target in targets:
@@ -503,14 +502,15 @@ class EncodedMaskNeverReachesDenoiser(Rule):
             node = unit.node
             if id(node) not in unpacks:
                 continue  # not a mask unpacked from the prompt encoder (or one inside a nested def)
-            for name in _unpacked_masks(node):  # type: ignore[arg-type]
+            assign = cst.ensure_type(node, cst.Assign)  # `unpacks` holds `… = <prompt encoder call>` assignments
+            for name in _unpacked_masks(assign):
                 if flow.escapes(index, name.value):
                     continue
                 if target is None:
                     target = self._denoiser_mask(cls, method)
                 if not target:
                     return
-                encoder = (call_name(node.value) or "").rpartition(".")[2]  # type: ignore[attr-defined]
+                encoder = (call_name(cst.ensure_type(assign.value, cst.Call)) or "").rpartition(".")[2]
                 message = self.message.format(mask=name.value, encoder=encoder, denoiser=target[0], param=target[1])
                 self.report(name, message, symbol=name.value, scope=f"{cls.qualname}.__call__")
 

@@ -215,7 +215,7 @@ class MaskArgumentDropped(Rule):
             cls = definition.parent
             if cls is None or not cls.is_class:
                 continue
-            method: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            method = cst.ensure_type(definition.node, cst.FunctionDef)
             processor = is_attention_processor(method)
             if definition.name == "__call__" and not processor:
                 continue  # pipelines' `__call__` arguments are DRB201's
@@ -231,7 +231,7 @@ class MaskArgumentDropped(Rule):
                 continue
             for param in candidates:
                 name = param.name.value
-                if name in read or acknowledged(context.module, cls.node, name):  # type: ignore[arg-type]
+                if name in read or acknowledged(context.module, cst.ensure_type(cls.node, cst.ClassDef), name):
                     continue
                 if not processor and name not in self._public_masks():
                     continue  # an internal layer: its callers may never pass this mask at all
@@ -243,10 +243,11 @@ class MaskArgumentDropped(Rule):
         if cached is None:
             cached = set()
             for definition in self.context.definitions:
-                if not definition.is_class or definition.parent is not None:
+                node = definition.node
+                if not isinstance(node, cst.ClassDef) or definition.parent is not None:
                     continue
                 if not self.context.inherits_from(
-                    definition.node, frozenset({"ModelMixin"}), follow=lambda n: "Model" in n or "Mixin" not in n
+                    node, frozenset({"ModelMixin"}), follow=lambda n: "Model" in n or "Mixin" not in n
                 ):
                     continue
                 forward = self.context.methods(definition).get("forward")

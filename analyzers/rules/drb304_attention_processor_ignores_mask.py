@@ -316,7 +316,7 @@ class AttentionProcessorIgnoresMask(Rule):
             cls = definition.parent
             if cls is None or not cls.is_class:
                 continue
-            method: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            method = cst.ensure_type(definition.node, cst.FunctionDef)
             if not _is_processor_call(method):
                 continue
             param = next((p for p in parameters(method) if p.name.value == "attention_mask"), None)
@@ -325,7 +325,7 @@ class AttentionProcessorIgnoresMask(Rule):
             read = {n.value for n in names_read(method.body)}
             if "attention_mask" in read or "locals" in read or "vars" in read:  # `del attention_mask` reads it too
                 continue
-            if _acknowledged(context.module, cls.node):  # type: ignore[arg-type]
+            if _acknowledged(context.module, cst.ensure_type(cls.node, cst.ClassDef)):
                 continue
             if not _mask_handed_to(context.module, _attributes_using(context.module, cls.name)):
                 continue

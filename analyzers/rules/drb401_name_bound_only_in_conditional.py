@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import libcst as cst
 
@@ -12,6 +13,7 @@ from analyzers.matchers import names_read, target_names
 
 
 _NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+N = TypeVar("N", bound=cst.CSTNode)
 
 
 def _bindings(root: cst.CSTNode) -> set[str]:
@@ -19,20 +21,22 @@ def _bindings(root: cst.CSTNode) -> set[str]:
     the names of nested defs and classes included). Comprehension targets are left out: they do not leak."""
     groups = walk.index(root)
     nested: set[int] = set()
-    for kind in _NESTED:
-        for scope in groups.get(kind, ()):
+    for scope_kind in _NESTED:
+        for scope in groups.get(scope_kind, ()):
             if id(scope) not in nested:
                 nested.update(id(n) for n in walk.walk(scope) if n is not scope)
     names: set[str] = set()
 
-    def own(kind: type) -> list:
-        return [n for n in groups.get(kind, ()) if id(n) not in nested]
+    def own(kind: type[N]) -> list[N]:
+        return [n for n in walk.nodes(root, kind) if id(n) not in nested]
 
     for assign in own(cst.Assign):
         for target in assign.targets:
             names.update(target_names(target.target))
-    for node in own(cst.AnnAssign) + own(cst.AugAssign):
-        names.update(target_names(node.target))
+    for annotated in own(cst.AnnAssign):
+        names.update(target_names(annotated.target))
+    for augmented in own(cst.AugAssign):
+        names.update(target_names(augmented.target))
     for loop in own(cst.For):
         names.update(target_names(loop.target))
     for item in own(cst.WithItem):
@@ -43,24 +47,24 @@ def _bindings(root: cst.CSTNode) -> set[str]:
             names.add(handler.name.name.value)
     for walrus in own(cst.NamedExpr):
         names.update(target_names(walrus.target))
-    for kind in (cst.Import, cst.ImportFrom):
-        for statement in own(kind):
-            if isinstance(statement.names, cst.ImportStar):
-                names.add("*")
-                continue
-            for alias in statement.names:
-                if alias.asname is not None:
-                    names.update(target_names(alias.asname.name))
-                else:
-                    names.add((alias.evaluated_name or "").split(".")[0])
-    for kind in (cst.Global, cst.Nonlocal):
-        for statement in own(kind):
-            names.update(n.name.value for n in statement.names)
+    imports: list[cst.Import | cst.ImportFrom] = [*own(cst.Import), *own(cst.ImportFrom)]
+    for statement in imports:
+        if isinstance(statement.names, cst.ImportStar):
+            names.add("*")
+            continue
+        for alias in statement.names:
+            if alias.asname is not None:
+                names.update(target_names(alias.asname.name))
+            else:
+                names.add((alias.evaluated_name or "").split(".")[0])
+    declarations: list[cst.Global | cst.Nonlocal] = [*own(cst.Global), *own(cst.Nonlocal)]
+    for declaration in declarations:
+        names.update(n.name.value for n in declaration.names)
     for delete in own(cst.Del):
         names.update(target_names(delete.target))
-    for kind in (cst.FunctionDef, cst.ClassDef):
-        for definition in own(kind):
-            names.add(definition.name.value)
+    definitions: list[cst.FunctionDef | cst.ClassDef] = [*own(cst.FunctionDef), *own(cst.ClassDef)]
+    for definition in definitions:
+        names.add(definition.name.value)
     return names
 
 
@@ -114,23 +118,22 @@ def _plain_reads(root: cst.CSTNode) -> list[cst.Name]:
     for kind in _NESTED:
         for scope in groups.get(kind, ()):
             conditional.update(id(n) for n in walk.walk(scope))
-    for ifexp in groups.get(cst.IfExp, ()):
+    for ifexp in walk.nodes(root, cst.IfExp):
         for branch in (ifexp.body, ifexp.orelse):
             conditional.update(id(n) for n in walk.walk(branch))
-    for boolop in groups.get(cst.BooleanOperation, ()):
+    for boolop in walk.nodes(root, cst.BooleanOperation):
         conditional.update(id(n) for n in walk.walk(boolop.right))
     # comprehension variables shadow the function's names inside the comprehension
     shadowed: set[str] = set()
-    for kind in (cst.CompFor,):
-        for comp in groups.get(kind, ()):
-            shadowed.update(target_names(comp.target))
+    for comp in walk.nodes(root, cst.CompFor):
+        shadowed.update(target_names(comp.target))
     # assignment targets are writes, not reads
     targets: set[int] = set()
-    for assign in groups.get(cst.Assign, ()):
+    for assign in walk.nodes(root, cst.Assign):
         for target in assign.targets:
             if isinstance(target.target, (cst.Name, cst.Tuple, cst.List)):
                 targets.update(id(n) for n in walk.walk(target.target))
-    for ann in groups.get(cst.AnnAssign, ()):
+    for ann in walk.nodes(root, cst.AnnAssign):
         targets.update(id(n) for n in walk.walk(ann.target))
     return [
         n for n in names_read(root) if id(n) not in conditional and id(n) not in targets and n.value not in shadowed
@@ -285,17 +288,15 @@ class NameBoundOnlyInConditional(Rule):
 
     def check(self) -> None:
         for definition in self.context.definitions:
-            if definition.is_class:
-                continue
             function = definition.node
-            if not walk.own_nodes(function, cst.If):
+            if not isinstance(function, cst.FunctionDef) or not walk.own_nodes(function, cst.If):
                 continue
             positional = [p.name.value for p in function.params.params]
             if definition.name == "__call__" and positional[1:2] == ["attn"]:
                 continue  # attention processors: the Attention protocol's defaults, set per layer by loaders
             self._function = function
             self._scope = definition.qualname
-            self._others: dict[int, set[str]] = {}
+            self._others: dict[int, dict[str, int]] = {}  # `_binding_counts` by id of the root
             self._block(function.body.body, in_loop=False)
 
     def _block(self, statements: Sequence[cst.CSTNode], in_loop: bool) -> None:
@@ -342,9 +343,10 @@ class NameBoundOnlyInConditional(Rule):
             return False
         dereferenced: set[str] = set()
         for earlier in before:
-            for node in (*walk.nodes(earlier, cst.Attribute), *walk.nodes(earlier, cst.Subscript)):
-                if isinstance(node.value, cst.Name):
-                    dereferenced.add(node.value.value)
+            bases = [a.value for a in walk.nodes(earlier, cst.Attribute)] + [
+                s.value for s in walk.nodes(earlier, cst.Subscript)
+            ]
+            dereferenced.update(base.value for base in bases if isinstance(base, cst.Name))
         return tested <= dereferenced
 
     def _check_if(self, statement: cst.If, after: Sequence[cst.CSTNode]) -> None:
@@ -368,22 +370,22 @@ class NameBoundOnlyInConditional(Rule):
             for following in after[k:]:
                 for name, count in self._binding_counts(following).items():
                     rest[name] = rest.get(name, 0) + count
-            for name in _unconditional_reads(later):
-                value = name.value
+            for read in _unconditional_reads(later):
+                value = read.value
                 if value not in candidates or value in reported:
                     continue
                 if total.get(value, 0) > local[value] + rest.get(value, 0):
                     continue
                 reported.add(value)
                 cond = " ".join(self.context.module.code_for_node(statement.test).split())
-                self.report(name, self.message.format(name=value, cond=cond), symbol=value, scope=self._scope)
+                self.report(read, self.message.format(name=value, cond=cond), symbol=value, scope=self._scope)
             if _leaves(later):
                 break
 
     def _binding_counts(self, root: cst.CSTNode) -> dict[str, int]:
         cached = self._others.get(id(root))
         if cached is not None:
-            return cached  # type: ignore[return-value]
+            return cached
         counts: dict[str, int] = {}
         for node in walk.walk(root):
             if isinstance(node, (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For, cst.WithItem, cst.NamedExpr)):
@@ -397,7 +399,7 @@ class NameBoundOnlyInConditional(Rule):
                     counts[name] = counts.get(name, 0) + 1
             elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not self._function:
                 counts[node.name.value] = counts.get(node.name.value, 0) + 1
-        self._others[id(root)] = counts  # type: ignore[assignment]
+        self._others[id(root)] = counts
         return counts
 
 

@@ -151,7 +151,7 @@ class RequiredKwargsPop(Rule):
         for definition in self.context.definitions:
             if definition.is_class:
                 continue
-            function: cst.FunctionDef = definition.node  # type: ignore[assignment]
+            function = cst.ensure_type(definition.node, cst.FunctionDef)
             kwargs = _star_kwarg(function)
             if kwargs is None:
                 continue
@@ -186,14 +186,14 @@ class RequiredKwargsPop(Rule):
 
     @staticmethod
     def _guarded(function: cst.FunctionDef, pop: cst.Call, kwargs: str, key: str) -> bool:
-        for node in walk.own_nodes(function, cst.If) + walk.own_nodes(function, cst.While):
-            if _mentions_key(node.test, key) and _inside(pop, node):
+        for statement in walk.own_nodes(function, cst.If) + walk.own_nodes(function, cst.While):
+            if _mentions_key(statement.test, key) and _inside(pop, statement):
                 return True
-        for node in walk.own_nodes(function, cst.IfExp):
-            if _mentions_key(node.test, key) and _inside(pop, node):
+        for ifexp in walk.own_nodes(function, cst.IfExp):
+            if _mentions_key(ifexp.test, key) and _inside(pop, ifexp):
                 return True
-        for node in walk.own_nodes(function, cst.Try):
-            if _inside(pop, node.body) and node.handlers:
+        for attempt in walk.own_nodes(function, cst.Try):
+            if _inside(pop, attempt.body) and attempt.handlers:
                 return True
         # the function puts the key in itself: `kwargs["key"] = …`, `kwargs.setdefault("key", …)`, `kwargs.update`
         for call in walk.own_nodes(function, cst.Call):

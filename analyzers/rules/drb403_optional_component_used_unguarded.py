@@ -66,13 +66,13 @@ def _conditional_ids(root: cst.CSTNode) -> set[int]:
     for kind in _NESTED:
         for scope in groups.get(kind, ()):
             out.update(id(n) for n in walk.walk(scope))
-    for ifexp in groups.get(cst.IfExp, ()):
+    for ifexp in walk.nodes(root, cst.IfExp):
         for branch in (ifexp.body, ifexp.orelse):
             out.update(id(n) for n in walk.walk(branch))
-    for boolop in groups.get(cst.BooleanOperation, ()):
+    for boolop in walk.nodes(root, cst.BooleanOperation):
         out.update(id(n) for n in walk.walk(boolop.right))
-    for kind in (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp):
-        for comp in groups.get(kind, ()):
+    for comp_kind in (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp):
+        for comp in groups.get(comp_kind, ()):
             out.update(id(n) for n in walk.walk(comp))
     return out
 
@@ -81,20 +81,18 @@ def _checked_components(cls: cst.ClassDef) -> set[str]:
     """Components the class checks anywhere: `self.x` bare in a test (`if self.x is None`, `if self.x:`,
     `a if self.x else b`, `self.x and …`), `getattr(self, "x", …)`, `hasattr(self, "x")`."""
     checked: set[str] = set()
-    groups = walk.index(cls)
-    tests: list[cst.CSTNode] = [n.test for n in groups.get(cst.If, ())]
-    tests += [n.test for n in groups.get(cst.IfExp, ())]
-    tests += [n.test for n in groups.get(cst.While, ())]
-    tests += [n.test for n in groups.get(cst.Assert, ())]
-    tests += list(groups.get(cst.BooleanOperation, ()))
-    tests += [c.comparisons[0].comparator for c in groups.get(cst.Comparison, ())] + [
-        c.left for c in groups.get(cst.Comparison, ())
-    ]
+    tests: list[cst.CSTNode] = [n.test for n in walk.nodes(cls, cst.If)]
+    tests += [n.test for n in walk.nodes(cls, cst.IfExp)]
+    tests += [n.test for n in walk.nodes(cls, cst.While)]
+    tests += [n.test for n in walk.nodes(cls, cst.Assert)]
+    tests += walk.nodes(cls, cst.BooleanOperation)
+    comparisons = walk.nodes(cls, cst.Comparison)
+    tests += [c.comparisons[0].comparator for c in comparisons] + [c.left for c in comparisons]
     for test in tests:
         for attribute in walk.nodes(test, cst.Attribute):
             if self_attribute(attribute):
                 checked.add(attribute.attr.value)
-    for call in groups.get(cst.Call, ()):
+    for call in walk.nodes(cls, cst.Call):
         if call_name(call) in ("getattr", "hasattr") and len(call.args) >= 2:
             value = string_value(call.args[1].value)
             if value:
@@ -229,10 +227,11 @@ class OptionalComponentUsedUnguarded(Rule):
 
     def check(self) -> None:
         for cls in pipeline_classes(self.context):
-            optional = set(optional_components(cls.node))  # type: ignore[arg-type]
+            node = cst.ensure_type(cls.node, cst.ClassDef)
+            optional = set(optional_components(node))
             if not optional:
                 continue
-            optional -= _checked_components(cls.node)  # type: ignore[arg-type]
+            optional -= _checked_components(node)
             methods = self.context.methods(cls)
             if not optional or "__call__" not in methods:
                 continue
@@ -258,7 +257,8 @@ class OptionalComponentUsedUnguarded(Rule):
                 if id(attribute) in conditional:
                     continue
                 inner = attribute.value
-                if self_attribute(inner) and inner.attr.value in optional:  # self.<component>.<attr>
+                if isinstance(inner, cst.Attribute) and self_attribute(inner) and inner.attr.value in optional:
+                    # self.<component>.<attr>
                     component = inner.attr.value
                     if component not in reported:
                         reported.add(component)
@@ -269,9 +269,10 @@ class OptionalComponentUsedUnguarded(Rule):
                             scope=scope,
                         )
             for call in walk.nodes(statement, cst.Call):
-                if id(call) in conditional or not self_attribute(call.func):
+                func = call.func
+                if id(call) in conditional or not isinstance(func, cst.Attribute) or not self_attribute(func):
                     continue
-                attr = call.func.attr.value  # type: ignore[attr-defined]
+                attr = func.attr.value
                 if attr in optional and attr not in reported:  # self.<component>(…)
                     reported.add(attr)
                     self.report(call, self.message.format(component=attr, function=scope), symbol=attr, scope=scope)

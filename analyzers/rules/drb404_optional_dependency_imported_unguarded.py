@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from analyzers.core import Invalid, Project, Rule, Valid, dotted_name, resolve_relative
-from analyzers.matchers import string_value
+from analyzers.import_structure import lazy_exports
 
 
 #: `is_<key>_available()` of `diffusers/utils/import_utils.py` (0.42.1) -> the top-level names it checks
@@ -202,53 +202,6 @@ def module_statements(module: cst.Module) -> list[_Statement]:
     return out
 
 
-def _lazy_keys(small: cst.BaseSmallStatement) -> list[str]:
-    """Submodules an `_import_structure` statement exports names from (entries with an empty list export nothing)."""
-
-    def exports(value: cst.BaseExpression) -> bool:
-        return not (isinstance(value, (cst.List, cst.Tuple)) and not value.elements)
-
-    def from_dict(node: cst.BaseExpression) -> list[str]:
-        keys = []
-        if isinstance(node, cst.Dict):
-            for element in node.elements:
-                if isinstance(element, cst.DictElement) and exports(element.value):
-                    key = string_value(element.key)
-                    if key:
-                        keys.append(key)
-        return keys
-
-    def subscript_key(node: cst.BaseExpression) -> str | None:
-        if isinstance(node, cst.Subscript) and dotted_name(node.value) == "_import_structure" and len(node.slice) == 1:
-            index = node.slice[0].slice
-            if isinstance(index, cst.Index):
-                return string_value(index.value)
-        return None
-
-    if isinstance(small, cst.Assign):
-        keys = []
-        for target in small.targets:
-            if dotted_name(target.target) == "_import_structure":
-                keys += from_dict(small.value)
-            key = subscript_key(target.target)
-            if key and exports(small.value):
-                keys.append(key)
-        return keys
-    if isinstance(small, cst.AugAssign):
-        key = subscript_key(small.target)
-        return [key] if key and exports(small.value) else []
-    if isinstance(small, cst.Expr) and isinstance(small.value, cst.Call) and small.value.args:
-        func = small.value.func
-        argument = small.value.args[0].value
-        if isinstance(func, cst.Attribute):
-            if dotted_name(func.value) == "_import_structure" and func.attr.value == "update":
-                return from_dict(argument)
-            key = subscript_key(func.value)
-            if key and func.attr.value in ("extend", "append") and exports(argument):
-                return [key]
-    return []
-
-
 def _imported_modules(small: cst.BaseSmallStatement, package: str) -> list[str]:
     """Absolute names of the modules an import statement of `package`'s `__init__` may load."""
     if isinstance(small, cst.ImportFrom):
@@ -288,7 +241,7 @@ class _Reach:
                 table = {}
                 for statement in module_statements(module):
                     guard = ANYTHING if statement.protected else statement.guard
-                    targets = [f"{package}.{key}" for key in _lazy_keys(statement.node)]
+                    targets = [f"{package}.{e.submodule}" for e in lazy_exports(statement.node) if e.exports]
                     targets += _imported_modules(statement.node, package)
                     for target in {m for t in targets for m in _with_parents(t, package)}:
                         table.setdefault(target, []).append(guard)
@@ -718,10 +671,10 @@ class OptionalDependencyImportedUnguarded(Rule):
             return
         reach = _reach_for(self.context.project)
         ways = reach.ways_in(self.context.module_name)
-        for top, (node, guard) in candidates.items():
+        for top, (imported, guard) in candidates.items():
             lacking = [package for package, ensured in ways if not ensures(ensured | guard, top)]
             if not lacking:
                 continue
             via = self.context.project.module_path(lacking[0]) or lacking[0]
             message = self.message.format(name=top, key=OPTIONAL[top], via=via)
-            self.report(node, message, symbol=top, scope="")
+            self.report(imported, message, symbol=top, scope="")

@@ -48,13 +48,12 @@ def _device_only_to(value: cst.BaseExpression, name: str) -> bool:
         and value.func.attr.value == "to"
     ):
         return False
-    call = value  # type: ignore[assignment]
-    if not call.args or _casts_dtype(call):  # type: ignore[attr-defined]
+    if not value.args or _casts_dtype(value):
         return False
     return all(
         (arg.keyword is None and not _is_dtype_expr(arg.value))
         or (arg.keyword is not None and arg.keyword.value == "device")
-        for arg in call.args  # type: ignore[attr-defined]
+        for arg in value.args
     )
 
 
@@ -77,9 +76,8 @@ def _casts_name(function: cst.FunctionDef, names: set[str]) -> bool:
 
 def _names(root: cst.CSTNode) -> list[cst.Name]:
     """Every `Name` under `root`, attributes included (and the `*args`/`**kwargs` parameters `walk` leaves out)."""
-    groups = walk.index(root)
-    found = list(groups.get(cst.Name, ()))
-    for params in groups.get(cst.Parameters, ()):
+    found = walk.nodes(root, cst.Name)  # a new list
+    for params in walk.nodes(root, cst.Parameters):
         for star in (params.star_arg, params.star_kwarg):
             if isinstance(star, cst.Param):
                 found.extend(_names(star))

@@ -21,8 +21,8 @@ def _target_name(target: cst.BaseAssignTargetExpression) -> tuple[str, bool] | N
     """(name, is_self_attribute) of `x` or `self.x`, else None."""
     if isinstance(target, cst.Name):
         return target.value, False
-    if self_attribute(target):
-        return target.attr.value, True  # type: ignore[attr-defined]
+    if isinstance(target, cst.Attribute) and self_attribute(target):
+        return target.attr.value, True
     return None
 
 
@@ -179,7 +179,7 @@ class HardcodedVaeConfigValue(Rule):
         if target is None:
             return
         name, is_attribute = target
-        value = assign.value.value  # type: ignore[attr-defined]
+        value = cst.ensure_type(assign.value, cst.Integer).value  # `check` passes `x = <int literal>` only
         scope = f"{owner}.{method.name.value}"
         if is_attribute and _SCALE_RE.match(name) and "vae" in components:
             self.report(assign, self.message_scale.format(name=name, value=value), symbol=name, scope=scope)

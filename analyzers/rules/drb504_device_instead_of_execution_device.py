@@ -275,7 +275,7 @@ class DeviceInsteadOfExecutionDevice(Rule):
 
     def check(self) -> None:
         for cls, call in pipeline_methods(self.context, "__call__"):
-            if not _declares_model_offload(cls.node):  # type: ignore[arg-type]
+            if not _declares_model_offload(cst.ensure_type(cls.node, cst.ClassDef)):
                 continue  # without `model_cpu_offload_seq`, model offload is unsupported anyway
             methods = self.context.methods(cls)
             reached = {"__call__": call}

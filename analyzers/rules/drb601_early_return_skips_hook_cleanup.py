@@ -22,11 +22,11 @@ _MODEL_HELPERS = ("encode_prompt", "_encode_prompt", "encode_image", "prepare_ip
 
 def _is_model_call(call: cst.Call) -> bool:
     func = call.func
-    if self_attribute(func):
-        attr = func.attr.value  # type: ignore[attr-defined]
+    if isinstance(func, cst.Attribute) and self_attribute(func):
+        attr = func.attr.value
         return attr in DENOISER_ATTRS or attr in _MODEL_HELPERS or "encoder" in attr or attr in ("vae", "controlnet")
-    if isinstance(func, cst.Attribute) and self_attribute(func.value):
-        attr = func.value.attr.value  # type: ignore[attr-defined]
+    if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Attribute) and self_attribute(func.value):
+        attr = func.value.attr.value
         return attr in DENOISER_ATTRS or "encoder" in attr or attr in ("vae", "controlnet", "vqvae", "movq")
     return False
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid
+from analyzers.core import Definition, Invalid, Rule, Valid
 from analyzers.flow import DEAD, FlowWalker, function_returns, has_yield
 from analyzers.matchers import calls, names_read, parameters, pipeline_methods, self_attribute, string_value
 
 
 _QUOTED = re.compile(r"""[`"']{1,2}(\w+)[`"']{1,2}""")
+#: the variables that certainly hold a NumPy conversion of the result
+_Converted = frozenset[str]
+#: the effect of a simple statement on `_Converted`, for one `output_type` value
+_Assigned = Callable[[cst.BaseSmallStatement, str, _Converted], _Converted]
 
 
 def _reads_output_type(node: cst.CSTNode) -> bool:
@@ -26,7 +31,8 @@ def _literals(node: cst.BaseExpression) -> list[str] | None:
         return [single]
     if isinstance(node, (cst.List, cst.Tuple, cst.Set)):
         values = [string_value(element.value) for element in node.elements]
-        return None if any(v is None for v in values) else values  # type: ignore[return-value]
+        strings = [v for v in values if v is not None]
+        return strings if len(strings) == len(values) else None
     return None
 
 
@@ -36,14 +42,14 @@ def evaluate(test: cst.BaseExpression, value: str) -> bool | None:
         inner = evaluate(test.expression, value)
         return None if inner is None else not inner
     if isinstance(test, cst.BooleanOperation):
-        left, right = evaluate(test.left, value), evaluate(test.right, value)
+        left_truth, right_truth = evaluate(test.left, value), evaluate(test.right, value)
         if isinstance(test.operator, cst.And):
-            if left is False or right is False:
+            if left_truth is False or right_truth is False:
                 return False
-            return True if left is True and right is True else None
-        if left is True or right is True:
+            return True if left_truth is True and right_truth is True else None
+        if left_truth is True or right_truth is True:
             return True
-        return False if left is False and right is False else None
+        return False if left_truth is False and right_truth is False else None
     if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
         target = test.comparisons[0]
         left, right = test.left, target.comparator
@@ -83,22 +89,22 @@ def documented_values(function: cst.FunctionDef) -> set[str]:
     return {word for word in _QUOTED.findall(entry) if word.islower() and len(word) <= 8}
 
 
-class _NumpyFlow(FlowWalker[frozenset]):
+class _NumpyFlow(FlowWalker[_Converted]):
     """State: the variables that certainly hold a NumPy conversion of the result, for one `output_type`."""
 
-    def __init__(self, on_return, value: str, assigned) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, on_return: Callable[[cst.Return, _Converted], None], value: str, assigned: _Assigned) -> None:
         super().__init__(on_return)
         self.value = value
         self.assigned = assigned
 
-    def effect(self, statement: cst.BaseSmallStatement, state: frozenset) -> frozenset:
+    def effect(self, statement: cst.BaseSmallStatement, state: _Converted) -> _Converted:
         return self.assigned(statement, self.value, state)
 
-    def split(self, test: cst.BaseExpression, state: frozenset) -> tuple[frozenset, frozenset]:
+    def split(self, test: cst.BaseExpression, state: _Converted) -> tuple[_Converted, _Converted]:
         truth = evaluate(test, self.value)
-        return (DEAD if truth is False else state), (DEAD if truth is True else state)  # type: ignore[return-value]
+        return (DEAD if truth is False else state), (DEAD if truth is True else state)
 
-    def join(self, a: frozenset, b: frozenset) -> frozenset:
+    def join(self, a: _Converted, b: _Converted) -> _Converted:
         return a & b
 
 
@@ -286,7 +292,7 @@ class OutputTypeSilentlyCoerced(Rule):
             if any(param.name.value == "output_type" for param in parameters(method)):
                 self._check_call(cls, method)
 
-    def _check_call(self, cls, function: cst.FunctionDef) -> None:  # type: ignore[no-untyped-def]
+    def _check_call(self, cls: Definition, function: cst.FunctionDef) -> None:
         if not isinstance(function.body, cst.IndentedBlock) or has_yield(function):
             return
         if self._validated_or_delegated(function):
@@ -295,7 +301,7 @@ class OutputTypeSilentlyCoerced(Rule):
         returned = {name.value for node in returns if node.value is not None for name in names_read(node.value)}
         numpy_methods = self._numpy_methods(cls)
 
-        def assigned(statement: cst.BaseSmallStatement, value: str, state: frozenset) -> frozenset:
+        def assigned(statement: cst.BaseSmallStatement, value: str, state: _Converted) -> _Converted:
             """A conversion marks its target; a fresh value (one that does not read the target) unmarks it."""
             if not isinstance(statement, (cst.Assign, cst.AnnAssign)) or statement.value is None:
                 return state
@@ -321,14 +327,14 @@ class OutputTypeSilentlyCoerced(Rule):
             )
 
     @staticmethod
-    def _lands_in_numpy(function: cst.FunctionDef, value: str, assigned) -> bool:  # type: ignore[no-untyped-def]
+    def _lands_in_numpy(function: cst.FunctionDef, value: str, assigned: _Assigned) -> bool:
         """Whether, for `output_type == value`, some `return` returns a variable that holds a NumPy conversion."""
         hits: list[bool] = []
 
-        def on_return(node: cst.Return, state: frozenset) -> None:
+        def on_return(node: cst.Return, state: _Converted) -> None:
             hits.append(node.value is not None and any(n.value in state for n in names_read(node.value)))
 
-        _NumpyFlow(on_return, value, assigned).block(function.body.body, frozenset())  # type: ignore[attr-defined]
+        _NumpyFlow(on_return, value, assigned).block(function.body.body, frozenset())
         return any(hits)
 
     @staticmethod
@@ -336,17 +342,17 @@ class OutputTypeSilentlyCoerced(Rule):
         for call in calls(function.body):
             if any(_reads_output_type(arg.value) for arg in call.args):
                 return True
-        for node in walk.nodes(function.body, cst.Assert):
-            if _reads_output_type(node.test):
+        for assertion in walk.nodes(function.body, cst.Assert):
+            if _reads_output_type(assertion.test):
                 return True
-        for node in walk.nodes(function.body, cst.If):
-            if _reads_output_type(node.test) and walk.nodes(node.body, cst.Raise):
+        for test in walk.nodes(function.body, cst.If):
+            if _reads_output_type(test.test) and walk.nodes(test.body, cst.Raise):
                 return True
         return False
 
-    def _numpy_methods(self, cls) -> set[str]:  # type: ignore[no-untyped-def]
+    def _numpy_methods(self, cls: Definition) -> set[str]:
         """Methods of `cls` whose `return` goes through `.numpy()` (`decode_latents`)."""
-        found = set()
+        found: set[str] = set()
         for name, method in self.context.methods(cls).items():
             if name == "__call__":
                 continue
@@ -356,11 +362,11 @@ class OutputTypeSilentlyCoerced(Rule):
             # `image = ....numpy(); return image`
             if name not in found:
                 for assign in walk.nodes(method.body, cst.Assign):
-                    if self._has_numpy_call(assign.value) and any(  # type: ignore[attr-defined]
+                    if self._has_numpy_call(assign.value) and any(
                         isinstance(r.value, cst.Name)
                         and any(
                             isinstance(t.target, cst.Name) and t.target.value == r.value.value for t in assign.targets
-                        )  # type: ignore[attr-defined]
+                        )
                         for r in function_returns(method)
                     ):
                         found.add(name)
@@ -383,6 +389,8 @@ class OutputTypeSilentlyCoerced(Rule):
         if self._has_numpy_call(expr):
             return True
         return any(
-            self_attribute(call.func) and call.func.attr.value in numpy_methods  # type: ignore[attr-defined]
+            isinstance(call.func, cst.Attribute)
+            and self_attribute(call.func)
+            and call.func.attr.value in numpy_methods
             for call in calls(expr)
         )

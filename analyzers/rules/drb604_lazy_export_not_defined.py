@@ -3,93 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import libcst as cst
 
-from analyzers.core import Invalid, Rule, Valid, dotted_name, nested_blocks, resolve_relative
-from analyzers.matchers import string_value, target_names
-
-
-def module_statements(body: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
-    """Every module-level statement, descending into `if`/`try`/`with` blocks but not into defs or classes."""
-    for statement in body:
-        yield statement
-        if isinstance(statement, (cst.If, cst.Try, cst.With)):
-            for block in nested_blocks(statement):
-                yield from module_statements(block)
-
-
-def _small(statements: Iterator[cst.CSTNode]) -> Iterator[cst.BaseSmallStatement]:
-    for statement in statements:
-        if isinstance(statement, cst.SimpleStatementLine):
-            yield from statement.body
-
-
-def _string_list(node: cst.BaseExpression) -> list[cst.BaseExpression] | None:
-    if isinstance(node, (cst.List, cst.Tuple)):
-        return [element.value for element in node.elements]
-    return None
-
-
-def lazy_exports(module: cst.Module) -> Iterator[tuple[str, str, cst.BaseExpression]]:
-    """(submodule, exported name, the string node) for every entry of `_import_structure` in `module`."""
-
-    def from_dict(node: cst.BaseExpression) -> Iterator[tuple[str, str, cst.BaseExpression]]:
-        if not isinstance(node, cst.Dict):
-            return
-        for element in node.elements:
-            if not isinstance(element, cst.DictElement):
-                continue
-            key = string_value(element.key)
-            names = _string_list(element.value)
-            if key is None or names is None:
-                continue
-            for name_node in names:
-                name = string_value(name_node)
-                if name is not None:
-                    yield key, name, name_node
-
-    def subscript_key(node: cst.BaseExpression) -> str | None:
-        """`"pipeline_output"` for `_import_structure["pipeline_output"]`."""
-        if isinstance(node, cst.Subscript) and dotted_name(node.value) == "_import_structure" and len(node.slice) == 1:
-            index = node.slice[0].slice
-            if isinstance(index, cst.Index):
-                return string_value(index.value)
-        return None
-
-    for small in _small(module_statements(module.body)):
-        if isinstance(small, cst.Assign):
-            for target in small.targets:
-                if dotted_name(target.target) == "_import_structure":
-                    yield from from_dict(small.value)
-                key = subscript_key(target.target)
-                names = _string_list(small.value)
-                if key is not None and names is not None:
-                    for name_node in names:
-                        name = string_value(name_node)
-                        if name is not None:
-                            yield key, name, name_node
-        elif isinstance(small, cst.Expr) and isinstance(small.value, cst.Call):
-            call = small.value
-            func = call.func
-            if not isinstance(func, cst.Attribute) or not call.args:
-                continue
-            argument = call.args[0].value
-            if dotted_name(func.value) == "_import_structure" and func.attr.value == "update":
-                yield from from_dict(argument)
-            key = subscript_key(func.value)
-            if key is None:
-                continue
-            if func.attr.value == "extend":
-                for name_node in _string_list(argument) or ():
-                    name = string_value(name_node)
-                    if name is not None:
-                        yield key, name, name_node
-            elif func.attr.value == "append":
-                name = string_value(argument)
-                if name is not None:
-                    yield key, name, argument
+from analyzers.core import Invalid, Rule, Valid, dotted_name, resolve_relative
+from analyzers.import_structure import package_exports, top_level_statements
+from analyzers.matchers import target_names
 
 
 def defined_names(module: cst.Module) -> set[str] | None:
@@ -98,7 +18,7 @@ def defined_names(module: cst.Module) -> set[str] | None:
     None when the module can define names that cannot be listed: a star import or a module `__getattr__`.
     """
     names: set[str] = set()
-    for statement in module_statements(module.body):
+    for statement in top_level_statements(module.body):
         if isinstance(statement, (cst.ClassDef, cst.FunctionDef)):
             if statement.name.value == "__getattr__":
                 return None
@@ -118,8 +38,15 @@ def defined_names(module: cst.Module) -> set[str] | None:
                     for target in targets:
                         for node in target_names(target):
                             names.add(node)
-    names.update(name for _, name, _ in lazy_exports(module))
+    names.update(name for entry in package_exports(module) for name, _ in entry.names)
     return names
+
+
+def _listed_names(module: cst.Module) -> Iterator[tuple[str, str, cst.BaseExpression]]:
+    """(submodule, name, the name's string node) for every name the package's `_import_structure` lists."""
+    for entry in package_exports(module):
+        for name, node in entry.names:
+            yield entry.submodule, name, node
 
 
 def _plainly_defined(project, dotted: str, name: str) -> bool:
@@ -146,7 +73,7 @@ class LazyExportNotDefined(Rule):
     Checks the lazy export table of a pipeline package (`_import_structure` in
     `diffusers/pipelines/<family>/__init__.py`) for names that the named submodule does not define, or
     that point at a submodule that does not exist. Entries are read from the `_import_structure = {...}`
-    literal, `_import_structure["mod"] = [...]`, `.extend([...])`, `.append(...)` and
+    literal, `_import_structure["mod"] = [...]` (or `+= [...]`), `.extend([...])`, `.append(...)` and
     `_import_structure.update({...})`, in every branch of the optional-dependency guards
     (`if not (is_torch_available() and is_transformers_available())`). A name counts as defined by a
     class, function, assignment or import at the submodule's top level (also inside `if`/`try`), or by
@@ -298,7 +225,7 @@ class LazyExportNotDefined(Rule):
         package = self.context.module_name
         cache: dict[str, set[str] | None] = {}
         seen: set[tuple[str, str]] = set()
-        for submodule, name, node in lazy_exports(self.context.module):
+        for submodule, name, node in _listed_names(self.context.module):
             if (submodule, name) in seen:
                 continue
             seen.add((submodule, name))

@@ -31,8 +31,8 @@ def _weak_divisor(node: cst.BaseExpression) -> str | None:
     if isinstance(node, cst.Integer) and not node.lpar:
         value = node.evaluated_value
         return node.value if isinstance(value, int) and 1 < value <= 8 else None
-    if self_attribute(node) and not node.lpar:  # type: ignore[union-attr]
-        attr = node.attr.value  # type: ignore[attr-defined]
+    if isinstance(node, cst.Attribute) and self_attribute(node) and not node.lpar:
+        attr = node.attr.value
         if "vae" in attr and "scale" in attr and "temporal" not in attr:
             return f"self.{attr}"
     return None
@@ -89,7 +89,7 @@ def _comparisons(test: cst.BaseExpression) -> list[cst.Comparison]:
         # `walk` takes an `a if b else c` test first, lambda parameters out of order: keep source order
         import libcst.matchers as m  # rare path; the module costs 0.3 s to import
 
-        return m.findall(test, m.Comparison())  # type: ignore[return-value]
+        return [n for n in m.findall(test, m.Comparison()) if isinstance(n, cst.Comparison)]
     return walk.nodes(test, cst.Comparison)
 
 
@@ -457,12 +457,12 @@ class SizeCheckIgnoresPatchSize(Rule):
     @staticmethod
     def _weak_check(method: cst.FunctionDef) -> tuple[cst.If, list[str], str] | None:
         """The first `if height % 8 != 0 ...: raise` of `check_inputs`, unless another check is stronger."""
-        found = None
+        found: tuple[cst.If, list[str], str] | None = None
         for statement in _statements(method.body.body):
             if not isinstance(statement, cst.If):
                 continue
             sizes: list[str] = []
-            divisor = None
+            divisor: str | None = None
             strong = False
             for comparison in _comparisons(statement.test):
                 parsed = _size_modulo(comparison)
@@ -478,9 +478,10 @@ class SizeCheckIgnoresPatchSize(Rule):
                     sizes.append(name)
             if strong:
                 return None  # some size check already goes beyond the VAE factor
-            if sizes and found is None and walk.nodes(statement.body, cst.Raise):
-                found = (statement, sizes, divisor)  # type: ignore[assignment]
-        return found  # type: ignore[return-value]
+            # `divisor` is set with the first size
+            if sizes and divisor is not None and found is None and walk.nodes(statement.body, cst.Raise):
+                found = (statement, sizes, divisor)
+        return found
 
     @staticmethod
     def _snaps_sizes(methods: dict[str, cst.FunctionDef]) -> bool:

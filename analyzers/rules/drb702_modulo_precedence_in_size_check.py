@@ -33,6 +33,11 @@ def _precedence_bug(node: cst.BaseExpression) -> cst.BinaryOperation | None:
     return node
 
 
+def _modulo(bug: cst.BinaryOperation) -> cst.BinaryOperation:
+    """The `x % a` of a `_precedence_bug` `x % a * b`."""
+    return cst.ensure_type(bug.left, cst.BinaryOperation)
+
+
 def _in_source_order(root: cst.BaseExpression, kind: type[N]) -> list[N]:
     """The nodes of type `kind` under `root`, in source order (the order decides which bug is reported)."""
     groups = walk.index(root)
@@ -40,7 +45,7 @@ def _in_source_order(root: cst.BaseExpression, kind: type[N]) -> list[N]:
         # `walk` takes an `a if b else c` test first, lambda parameters out of order: keep source order
         import libcst.matchers as m  # rare path; the module costs 0.3 s to import
 
-        return m.findall(root, getattr(m, kind.__name__)())  # type: ignore[return-value]
+        return [n for n in m.findall(root, getattr(m, kind.__name__)()) if isinstance(n, kind)]
     return walk.nodes(root, kind)
 
 
@@ -143,7 +148,11 @@ class ModuloPrecedenceInSizeCheck(Rule):
 
     def check(self) -> None:
         module = self.context.module
-        statements = [*walk.nodes(module, cst.If), *walk.nodes(module, cst.While), *walk.nodes(module, cst.Assert)]
+        statements: list[cst.If | cst.While | cst.Assert] = [
+            *walk.nodes(module, cst.If),
+            *walk.nodes(module, cst.While),
+            *walk.nodes(module, cst.Assert),
+        ]
         for statement in statements:  # findings are sorted by position later: their order does not matter
             test = statement.test
             bugs: list[cst.BinaryOperation] = []
@@ -166,7 +175,7 @@ class ModuloPrecedenceInSizeCheck(Rule):
             if not bugs:
                 continue
             first = bugs[0]
-            inner: cst.BinaryOperation = first.left  # type: ignore[assignment]
+            inner = _modulo(first)
             code = module.code_for_node
             message = self.message.format(
                 expr=code(first).strip(),
@@ -174,5 +183,5 @@ class ModuloPrecedenceInSizeCheck(Rule):
                 divisor=code(inner.right).strip(),
                 factor=code(first.right).strip(),
             )
-            symbol = "/".join(dict.fromkeys(dotted_name(b.left.left) or "" for b in bugs))  # type: ignore[attr-defined]
+            symbol = "/".join(dict.fromkeys(dotted_name(_modulo(b).left) or "" for b in bugs))
             self.report(first, message, symbol=symbol)

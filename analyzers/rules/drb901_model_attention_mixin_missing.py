@@ -206,7 +206,7 @@ class ModelAttentionMixinMissing(Rule):
     def check(self) -> None:
         ctx = self.context
         for definition in model_classes(ctx):
-            cls: cst.ClassDef = definition.node  # type: ignore[assignment]
+            cls = cst.ensure_type(definition.node, cst.ClassDef)
             if "AttentionMixin" in ancestor_names(ctx, ctx.module_name, cls):
                 continue
             if defines_method(ctx, ctx.module_name, cls, "attn_processors"):

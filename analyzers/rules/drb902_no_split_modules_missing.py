@@ -178,7 +178,7 @@ class NoSplitModulesMissing(Rule):
         ctx = self.context
         local = {d.name for d in ctx.classes if d.parent is None}
         for definition in model_classes(ctx):
-            cls: cst.ClassDef = definition.node  # type: ignore[assignment]
+            cls = cst.ensure_type(definition.node, cst.ClassDef)
             blocks = repeated_blocks(cls, local)
             if not blocks:
                 continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import libcst as cst
 
 from analyzers import walk
@@ -55,11 +57,11 @@ def _names_in(node: cst.CSTNode) -> set[str]:
     return {n.value for n in walk.nodes(node, cst.Name)}
 
 
-def _matmul_operands(node: cst.CSTNode) -> list[cst.CSTNode]:
+def _matmul_operands(node: cst.BinaryOperation | cst.Call) -> list[cst.BaseExpression]:
     """The operands of `a @ b` or `torch.matmul(a, b)` (the einsum equation included, harmlessly)."""
     if isinstance(node, cst.BinaryOperation):
         return [node.left, node.right]
-    return [arg.value for arg in node.args]  # type: ignore[attr-defined]
+    return [arg.value for arg in node.args]
 
 
 def _hand_written_attention(function: cst.FunctionDef) -> cst.Call | None:
@@ -90,7 +92,11 @@ def _hand_written_attention(function: cst.FunctionDef) -> cst.Call | None:
             if any(n is softmax for n in walk.nodes(assign.value, cst.Call)) or _names_in(assign.value) & probs:
                 for target in assign.targets:
                     probs.update(target_names(target.target))
-        for node in [*walk.nodes(function.body, cst.BinaryOperation), *walk.nodes(function.body, cst.Call)]:
+        candidates: list[cst.BinaryOperation | cst.Call] = [
+            *walk.nodes(function.body, cst.BinaryOperation),
+            *walk.nodes(function.body, cst.Call),
+        ]
+        for node in candidates:
             if not _is_matmul(node) or node is softmax:
                 continue
             for operand in _matmul_operands(node):
@@ -104,9 +110,11 @@ def _declares_backend(cls: cst.ClassDef) -> bool:
     for statement in body:
         if isinstance(statement, cst.SimpleStatementLine):
             for small in statement.body:
-                targets = small.targets if isinstance(small, cst.Assign) else ()
-                if isinstance(small, cst.AnnAssign):
-                    targets = (small,)  # type: ignore[assignment]
+                targets: Sequence[cst.AssignTarget | cst.AnnAssign] = ()
+                if isinstance(small, cst.Assign):
+                    targets = small.targets
+                elif isinstance(small, cst.AnnAssign):
+                    targets = (small,)
                 for target in targets:
                     node = target.target
                     if isinstance(node, cst.Name) and node.value in ("_attention_backend", "_parallel_config"):
@@ -385,7 +393,7 @@ class ProcessorBypassesAttentionDispatch(Rule):
         for definition in top:
             if definition.qualname in dispatching:
                 continue
-            cls: cst.ClassDef = definition.node  # type: ignore[assignment]
+            cls = cst.ensure_type(definition.node, cst.ClassDef)
             if _declares_backend(cls):
                 self._check_class(definition, self.WHY_DECLARED, self.REMEDY_DECLARED)
             elif dispatching:

@@ -53,14 +53,18 @@ def _uses(node: cst.CSTNode) -> tuple[list[cst.CSTNode], bool]:
     """
     targets: set[int] = set()
     stored = False
-    for kind in (cst.Assign, cst.AnnAssign, cst.AugAssign):
-        for assign in walk.nodes(node, kind):
-            for target in [t.target for t in assign.targets] if isinstance(assign, cst.Assign) else [assign.target]:
-                if isinstance(target, cst.Name) and target.value == ATTR:
-                    stored = True
-                for element in walk.nodes(target, cst.Attribute):
-                    targets.add(id(element))
-                    stored = stored or _self_attr(element)
+    assigns: list[cst.Assign | cst.AnnAssign | cst.AugAssign] = [
+        *walk.nodes(node, cst.Assign),
+        *walk.nodes(node, cst.AnnAssign),
+        *walk.nodes(node, cst.AugAssign),
+    ]
+    for assign in assigns:
+        for target in [t.target for t in assign.targets] if isinstance(assign, cst.Assign) else [assign.target]:
+            if isinstance(target, cst.Name) and target.value == ATTR:
+                stored = True
+            for element in walk.nodes(target, cst.Attribute):
+                targets.add(id(element))
+                stored = stored or _self_attr(element)
     reads: list[cst.CSTNode] = [
         attribute
         for attribute in walk.nodes(node, cst.Attribute)
@@ -561,7 +565,7 @@ class FeatureFlagWithoutHook(Rule):
     def check(self) -> None:
         ctx = self.context
         for definition in model_classes(ctx):
-            cls: cst.ClassDef = definition.node  # type: ignore[assignment]
+            cls = cst.ensure_type(definition.node, cst.ClassDef)
             if not _is_true(inherited_assignment(ctx, ctx.module_name, cls, FLAG)):
                 continue
             own_reads: list[cst.CSTNode] = []
@@ -599,5 +603,5 @@ class FeatureFlagWithoutHook(Rule):
         return any(
             _uses(other.node)[1]
             for other in ctx.classes
-            if other.parent is None and name in ctx.base_names(other.node)  # type: ignore[arg-type]
+            if other.parent is None and name in ctx.base_names(cst.ensure_type(other.node, cst.ClassDef))
         )

@@ -137,8 +137,42 @@ def test_a_broken_rule_does_not_stop_the_others():
     assert result.errors == ["DRB201 raised RuntimeError: boom"]
 
 
-def test_files_no_rule_applies_to_are_not_parsed():
-    result = analyze_file(PATH, "this is not python (", rules=[UnusedCallArgument])
+def test_files_no_rule_applies_to_are_not_parsed_with_libcst(monkeypatch):
+    parsed = []
+    real = cst.parse_module
+    monkeypatch.setattr(cst, "parse_module", lambda source, *args, **kwargs: parsed.append(source) or real(source))
+    result = analyze_file(PATH, "x = (1,\n     2)\n", rules=[UnusedCallArgument])
+    assert result.errors == [] and result.findings == [] and parsed == []
+
+
+def test_an_unparsable_file_no_rule_applies_to_is_an_error_too():
+    # the prefilter skips the parse, not the verdict: the same error as for a file a rule applies to
+    skipped = analyze_file(PATH, "this is not python (", rules=[UnusedCallArgument])
+    parsed = analyze_file(PATH, "def __call__(self):\n    this is not python (", rules=[UnusedCallArgument])
+    assert skipped.findings == [] and len(skipped.errors) == 1
+    assert skipped.errors[0].startswith("libcst cannot parse this file:") and "line 1" in skipped.errors[0]
+    assert parsed.errors[0].startswith("libcst cannot parse this file:")
+
+
+def test_a_scan_lists_every_file_it_could_not_analyse(tmp_path):
+    from analyzers.scan import scan
+
+    package = tmp_path / "diffusers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "constants.py").write_text("SIZE = 1024\n")
+    (package / "broken.py").write_text("SIZE = (1024\n")  # no rule's prefilter accepts it
+    report = scan([package], jobs=1)
+    assert report.files == 3 and report.findings == []
+    assert [(e.path, e.message.split(":")[0]) for e in report.errors] == [
+        ("diffusers/broken.py", "libcst cannot parse this file")
+    ]
+
+
+def test_a_file_only_ast_rejects_is_judged_by_libcst():
+    # Python 3.12 syntax: this interpreter's `ast` rejects it, libcst parses it; a rule could analyse it, so it is no
+    # error when no rule applies either
+    result = analyze_file(PATH, "type Embeds = list[float]\n", rules=[UnusedCallArgument])
     assert result.errors == [] and result.findings == []
 
 

@@ -1,0 +1,149 @@
+"""Analysing one file: the text prefilter, one parse shared by every rule that applies, the rules run with a
+broken one contained, suppressions, fingerprints. A file is analysed, skipped as frozen, or has errors that say
+why it was not (it does not parse, a rule raised)."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import libcst as cst
+
+from analyzers import walk
+from analyzers.context import FileContext
+from analyzers.findings import Finding, with_fingerprints
+from analyzers.project import Project
+from analyzers.rule import Invalid, Rule, Valid
+from analyzers.ruleset import all_rules
+from analyzers.suppressions import apply_suppressions
+
+
+class AnalysisError(Exception):
+    """A file could not be analysed (it does not parse); the scan goes on without it."""
+
+
+def parse(path: str, source: str) -> cst.Module:
+    """Parse `source`, raising AnalysisError with the position when libcst cannot."""
+    try:
+        return cst.parse_module(source)
+    except cst.ParserSyntaxError as error:
+        raise AnalysisError(
+            f"libcst cannot parse this file: {error.message} (line {error.raw_line}, column {error.raw_column})"
+        ) from None
+    except RecursionError:
+        raise AnalysisError("libcst cannot parse this file: nesting too deep") from None
+
+
+def check_syntax(path: str, source: str) -> None:
+    """Raise AnalysisError, as `parse` does, for a file that does not parse; cheaply for one that does.
+
+    For the files no rule applies to, which are not parsed with libcst: Python's own parser (`ast`) is several
+    times faster. Only a file that `ast` rejects is parsed with libcst, whose verdict and message count, so a
+    file is an error whether or not a rule applies to it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # `invalid escape sequence` and the like: not ours to report
+            compile(source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        parse(path, source)
+
+
+#: code diffusers no longer changes: its docs say deprecated pipelines are not tested and "won't accept any
+#: changes", so findings there are noise for maintainers. Scanned only when asked (`include_frozen`).
+FROZEN_PREFIXES = ("diffusers/pipelines/deprecated/",)
+
+
+def is_frozen(path: str) -> bool:
+    return path.startswith(FROZEN_PREFIXES)
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: list[Finding]
+    errors: list[str]
+    skipped: bool = False
+
+
+def analyze_file(
+    path: str,
+    source: str,
+    *,
+    project: Project | None = None,
+    rules: Sequence[type[Rule]] | None = None,
+    include_frozen: bool = False,
+) -> FileResult:
+    """Run `rules` on one file. A parse failure or a rule's exception becomes an error, never a raise.
+
+    Only a file that some rule's prefilter accepts (or that holds a `drbot:` comment) is parsed with libcst;
+    any other file is only checked for syntax errors (`check_syntax`), so an unparsable file is an error either way.
+    """
+    if is_frozen(path) and not include_frozen:
+        return FileResult(path, [], [], skipped=True)
+    rules = all_rules() if rules is None else rules
+    applicable = [rule for rule in rules if rule.applies_to(path, source)]
+    try:
+        if not applicable and "drbot:" not in source:
+            check_syntax(path, source)
+            return FileResult(path, [], [])
+        module = parse(path, source)
+    except AnalysisError as error:
+        return FileResult(path, [], [str(error)])
+    project = project or Project.from_mapping({path: source})
+    context = FileContext(path, source, module, project)
+    findings: list[Finding] = []
+    errors: list[str] = []
+    try:
+        _run_rules(context, applicable, findings, errors)
+    finally:
+        walk.clear()
+    findings = apply_suppressions(findings, path, source)
+    return FileResult(path, with_fingerprints(findings), errors)
+
+
+def _run_rules(
+    context: FileContext, applicable: Sequence[type[Rule]], findings: list[Finding], errors: list[str]
+) -> None:
+    for rule_class in applicable:
+        rule = rule_class(context)
+        try:
+            rule.check()
+            for node, message, symbol, scope in rule.reports:
+                line, end_line = context.position(node, scope)
+                findings.append(
+                    Finding(
+                        code=rule.code,
+                        pattern=rule.pattern,
+                        path=context.path,
+                        line=line,
+                        end_line=end_line,
+                        scope=scope if scope is not None else context.enclosing_scope(line, end_line),
+                        symbol=symbol,
+                        message=message,
+                        severity=rule.severity,
+                    )
+                )
+        except Exception as error:  # noqa: BLE001 - one broken rule must not stop the scan
+            errors.append(f"{rule.code} raised {type(error).__name__}: {error}")
+
+
+def analyze(
+    path: str, source: str, *, project: Project | None = None, rules: Sequence[type[Rule]] | None = None
+) -> list[Finding]:
+    """Return the findings of `rules` (default: all) on one file; raise AnalysisError if it cannot be analysed."""
+    result = analyze_file(path, source, project=project, rules=rules)
+    if result.errors:
+        raise AnalysisError("; ".join(result.errors))
+    return result.findings
+
+
+def run_case(rule: type[Rule], case: Valid | Invalid) -> list[Finding]:
+    """Run one rule on one of its embedded cases (dedented), with the case's extra files as the project."""
+    source = textwrap.dedent(case.code)
+    files = {path: textwrap.dedent(text) for path, text in case.files.items()}
+    files[case.path] = source
+    return analyze(case.path, source, project=Project.from_mapping(files), rules=[rule])

@@ -1,0 +1,135 @@
+"""The rule base class, the cases every rule embeds (`Valid`, `Invalid`), and the checks a rule class must pass
+when it is defined: its code, pattern, severity, documentation sections and cases."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import libcst as cst
+
+from analyzers.context import FileContext
+from analyzers.findings import SEVERITIES
+from analyzers.patterns import DRBOT_META, PATTERNS
+
+
+CODE_RE = re.compile(r"^DRB\d{3}$")
+
+
+@dataclass(frozen=True)
+class Valid:
+    """Code a rule must stay silent on. `files` adds other modules of the scanned tree, by path."""
+
+    code: str
+    path: str = "diffusers/pipelines/example/pipeline_example.py"
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Code a rule must report; `message`, when given, is the exact message of the single finding."""
+
+    code: str
+    message: str | None = None
+    path: str = "diffusers/pipelines/example/pipeline_example.py"
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+_SECTION_RE = re.compile(r"^## (?P<title>.+?)\s*$", re.MULTILINE)
+
+
+def docstring_sections(doc: str) -> dict[str, str]:
+    """Split a ruff-style rule docstring into {section title: body}."""
+    doc = textwrap.dedent(doc or "").strip("\n")
+    sections: dict[str, str] = {}
+    matches = list(_SECTION_RE.finditer(doc))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(doc)
+        sections[match["title"]] = doc[match.end() : end].strip("\n")
+    return sections
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+_RULE_CODES: dict[str, str] = {}
+
+
+class Rule(cst.CSTVisitor):
+    """Base class of drbot rules: one defect, one class, one file under `analyzers/rules/`.
+
+    A rule looks at one `FileContext`. By default `check()` visits the whole module with the rule's
+    `visit_*`/`leave_*` methods; a rule that only needs a few functions overrides `check()` and walks
+    those (`analyzers.walk`). For libcst's `@m.visit`/`@m.leave` matcher decorators, subclass
+    `analyzers.decorated.DecoratedRule` instead: `libcst.matchers` takes 0.3 s to import, which every
+    `drbot` run would otherwise pay. `applies_to` is a cheap text prefilter: files no rule applies to are
+    not parsed with libcst (only checked for syntax errors, `analyzers.analysis.check_syntax`).
+    """
+
+    code: ClassVar[str]
+    pattern: ClassVar[int]
+    message: ClassVar[str] = ""
+    severity: ClassVar[str] = "warning"
+    VALID: ClassVar[Sequence[Valid]] = ()
+    INVALID: ClassVar[Sequence[Invalid]] = ()
+    #: substrings of which at least one must occur in a file for this rule to run on it
+    REQUIRES_ANY: ClassVar[tuple[str, ...]] = ()
+    #: path fragments (`/pipelines/`) of which at least one must occur in the file's path
+    PATHS: ClassVar[tuple[str, ...]] = ()
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    rationale: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False):
+            return
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not CODE_RE.match(getattr(cls, "code", "")):
+            raise TypeError(f"{where}: `code` must be DRB + 3 digits")
+        if cls.code in _RULE_CODES and _RULE_CODES[cls.code] != where:
+            raise TypeError(f"{where}: code {cls.code} is already used by {_RULE_CODES[cls.code]}")
+        _RULE_CODES[cls.code] = where
+        if cls.pattern not in PATTERNS and cls.pattern != DRBOT_META:
+            raise TypeError(f"{where}: `pattern` must be one of the #13656 patterns 1-10")
+        if cls.severity not in SEVERITIES:
+            raise TypeError(f"{where}: `severity` must be one of {SEVERITIES}")
+        sections = docstring_sections(cls.__doc__ or "")
+        for required in ("What it does", "Why is this bad?"):
+            if not sections.get(required):
+                raise TypeError(f"{where}: the docstring needs a `## {required}` section")
+        if not cls.VALID or not cls.INVALID:
+            raise TypeError(f"{where}: at least one VALID and one INVALID case are required")
+        cls.name = _slug(cls.__name__)
+        cls.title = " ".join(sections["What it does"].split())
+        cls.rationale = " ".join(sections["Why is this bad?"].split())
+
+    def __init__(self, context: FileContext) -> None:
+        super().__init__()
+        self.context = context
+        self.reports: list[tuple[cst.CSTNode, str, str, str | None]] = []
+
+    @classmethod
+    def applies_to(cls, path: str, source: str) -> bool:
+        """Cheap test on path and text; False skips the rule (and the parse, if no rule applies).
+
+        Files under `tests/` (a checkout's test suite) are only for rules whose `PATHS` name `/tests/`.
+        """
+        if path.startswith("tests/") and not any(fragment.startswith("/tests/") for fragment in cls.PATHS):
+            return False
+        if cls.PATHS and not any(fragment in f"/{path}" for fragment in cls.PATHS):
+            return False
+        return not cls.REQUIRES_ANY or any(needle in source for needle in cls.REQUIRES_ANY)
+
+    def check(self) -> None:
+        """Look at the file and `report` defects. The default visits the whole module."""
+        self.context.wrapper.visit(self)
+
+    def report(self, node: cst.CSTNode, message: str, *, symbol: str, scope: str | None = None) -> None:
+        """Report a finding at `node`. `scope` defaults to the innermost class/function around it."""
+        self.reports.append((node, message, symbol, scope))

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from gidgethub import BadRequest, GitHubException
 
 from analyzers.core import Finding
-from analyzers.patterns import pattern_title
+from analyzers.patterns import PATTERNS, pattern_title
 from analyzers.render import SUMMARY_MARKER, Links, md_escape
 from bot.config import PATTERN_COLOURS, RepoConfig
 from bot.store import Keys
+from common.streams import as_text
 
 
 log = logging.getLogger("drbot.publish")
@@ -45,7 +47,7 @@ class PullState:
 
     async def get(self, field: str) -> str | None:
         value = await self.redis.hget(self.key, field)
-        return None if value is None else value.decode()
+        return None if value is None else as_text(value)
 
     async def set(self, **fields: object) -> None:
         await self.redis.hset(self.key, mapping={k: str(v) for k, v in fields.items()})
@@ -77,23 +79,25 @@ def inline_body(finding: Finding, rule_name: str, links: Links, note: str = "") 
     return text
 
 
-async def upsert_check_run(
-    gh,
-    repo: str,
-    state: PullState,
-    head_sha: str,
-    *,
-    conclusion: str | None,
-    title: str,
-    summary: str,
-    annotations: Sequence[dict] = (),
-) -> int:
+@dataclass(frozen=True)
+class CheckRun:
+    """The `drbot` check run of a head sha; no conclusion means in progress."""
+
+    conclusion: str | None
+    title: str
+    summary: str
+    annotations: tuple[dict, ...] = ()
+
+
+async def upsert_check_run(gh, repo: str, state: PullState, head_sha: str, check: CheckRun) -> int:
     """Create the head sha's check run once, then update it; annotations go 50 per request."""
     field = f"check:{head_sha}"
     check_id = await state.get(field)
-    output = {"title": title[:255], "summary": summary[:CHECK_TEXT_LIMIT]}
+    output = {"title": check.title[:255], "summary": check.summary[:CHECK_TEXT_LIMIT]}
     body: dict = {"name": CHECK_NAME, "head_sha": head_sha, "output": output}
+    conclusion = check.conclusion
     body.update({"status": "completed", "conclusion": conclusion} if conclusion else {"status": "in_progress"})
+    annotations = check.annotations
     batches = [list(annotations[i : i + MAX_ANNOTATIONS_PER_REQUEST]) for i in range(0, len(annotations), 50)]
     if check_id is None:
         first = {**body, "output": {**output, "annotations": batches[0]}} if batches else body
@@ -186,33 +190,71 @@ async def ensure_label(gh, repo: str, name: str, colour: str, description: str) 
                 raise
 
 
-async def sync_labels(
-    gh, repo: str, number: int, state: PullState, wanted: set[str], describe: dict[str, tuple[str, str]]
-) -> tuple[set[str], set[str]]:
-    """Add the labels drbot wants now and remove those it added before and no longer wants; labels set by
-    people are never touched. `describe` gives (colour, description) for creating a missing label."""
+@dataclass(frozen=True)
+class Label:
+    """A label drbot adds, with the colour and description it creates the repository's label with."""
+
+    name: str
+    colour: str
+    description: str
+
+
+def drbot_labels(config: RepoConfig) -> dict[str, Label]:
+    """Every label drbot may add, by its configured name (DESIGN §8): one per pattern, the fixes-known label and the
+    duplicate-fix label. The one place their colours and descriptions are written."""
+    labels = [
+        *(
+            Label(config.pattern_label(p), PATTERN_COLOURS.get(p, "ededed"), config.label_description(p))
+            for p in PATTERNS
+        ),
+        Label(config.fixes_known_label, "0e8a16", "This pull request fixes a finding drbot already knew about"),
+        Label(config.duplicate_fix_label, "e99695", "Another open pull request fixes the same finding"),
+    ]
+    return {label.name: label for label in labels}
+
+
+def label_for(config: RepoConfig, name: str) -> Label:
+    return drbot_labels(config).get(name, Label(name, "ededed", "drbot"))
+
+
+@dataclass(frozen=True)
+class LabelChanges:
+    """What drbot does to a PR's labels: add some (creating them when missing), remove some it added, and the set of
+    labels it added that it remembers afterwards."""
+
+    add: tuple[Label, ...] = ()
+    remove: tuple[str, ...] = ()
+    ours: tuple[str, ...] = ()
+
+
+def plan_labels(wanted: Iterable[Label], present: set[str], ours: set[str]) -> LabelChanges:
+    """Add what drbot wants now and is not there; remove what drbot added before and no longer wants. A label a
+    person put on (even one drbot would add) stays theirs: drbot remembers only what it added itself."""
+    by_name = {label.name: label for label in wanted}
+    add = tuple(by_name[name] for name in sorted(by_name.keys() - present))
+    remove = tuple(sorted((ours - by_name.keys()) & present))
+    return LabelChanges(add, remove, tuple(sorted((ours | {label.name for label in add}) - set(remove))))
+
+
+async def current_labels(gh, repo: str, number: int, state: PullState) -> tuple[set[str], set[str]]:
+    """The PR's labels now, and those drbot added."""
     ours = set(await state.get_json("labels", []))
     try:
         present = {label["name"] async for label in gh.getiter(f"/repos/{repo}/issues/{number}/labels?per_page=100")}
     except GitHubException:
         present = set()
-    to_add = wanted - present
-    to_remove = (ours - wanted) & present
-    for name in sorted(to_add):
-        colour, description = describe.get(name, ("ededed", "drbot"))
-        await ensure_label(gh, repo, name, colour, description)
-    if to_add:
-        await gh.post(f"/repos/{repo}/issues/{number}/labels", data={"labels": sorted(to_add)})
-    for name in sorted(to_remove):
+    return present, ours
+
+
+async def apply_labels(gh, repo: str, number: int, state: PullState, changes: LabelChanges) -> None:
+    for label in changes.add:
+        await ensure_label(gh, repo, label.name, label.colour, label.description)
+    if changes.add:
+        await gh.post(f"/repos/{repo}/issues/{number}/labels", data={"labels": [label.name for label in changes.add]})
+    for name in changes.remove:
         try:
             await gh.delete(f"/repos/{repo}/issues/{number}/labels/{{name}}", url_vars={"name": name})
         except BadRequest as error:
             if error.status_code.value != 404:
                 raise
-    # a label a person had already put on stays theirs: drbot remembers only what it added itself
-    await state.set_json("labels", sorted((ours | to_add) - to_remove))
-    return to_add, to_remove
-
-
-def pattern_label_specs(config: RepoConfig, patterns: set[int]) -> dict[str, tuple[str, str]]:
-    return {config.pattern_label(p): (PATTERN_COLOURS.get(p, "ededed"), config.label_description(p)) for p in patterns}
+    await state.set_json("labels", list(changes.ours))

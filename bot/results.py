@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from analyzers.patterns import META_ISSUE_URL
 from bot import publish
+from bot.store import RECORD_TTL_S
 from common.streams import Entry, Poison, StreamConsumer
 
 
@@ -36,7 +37,6 @@ MAX_RESULT_BYTES = 512 * 1024
 MAX_ROWS = 2000
 MAX_MESSAGE = 1000
 MAX_LOG_TAIL = 4000
-DONE_TTL_S = 7 * 24 * 3600
 
 
 class Rejected(Exception):
@@ -277,7 +277,7 @@ class ResultConsumer:
             self.outcomes.append(f"poison: {why}")
             raise
         if result["status"] == "cancelled":
-            await redis.set(keys.job_done(notice.job_id), "cancelled", ex=DONE_TTL_S)
+            await redis.set(keys.job_done(notice.job_id), "cancelled", ex=RECORD_TTL_S)
             await self._release_job(notice)
             self.outcomes.append("cancelled")
             return "done"
@@ -296,7 +296,7 @@ class ResultConsumer:
         except BaseException:
             await redis.delete(keys.job_done(job["job_id"]))
             raise
-        await redis.set(keys.job_done(job["job_id"]), f"done {time.time():.0f}", ex=DONE_TTL_S)
+        await redis.set(keys.job_done(job["job_id"]), f"done {time.time():.0f}", ex=RECORD_TTL_S)
         await self._release_job(notice)
 
     async def _release_job(self, notice: Notice) -> None:

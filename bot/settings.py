@@ -82,6 +82,8 @@ class Settings:
     #: a PR with more changed Python files than this is reviewed on the first ones only, with a note
     max_review_files: int = 300
     workdir: str | None = None
+    #: where rule documentation links in comments point (None: drbot's own docs, analyzers.render.DOCS_URL)
+    docs_url: str | None = None
     #: PR files are parsed in a pool of worker processes (engine.isolation), each file under these limits; a file
     #: over one is reported as not analysed: wall seconds per file, address space per worker, bytes per file
     analysis_timeout_s: float = 30.0
@@ -123,7 +125,8 @@ class Settings:
             try:
                 return kind(raw)
             except ValueError:
-                raise SettingsError(f"{name}={raw!r} is not a {kind.__name__}") from None
+                what = "an integer" if kind is int else "a number"
+                raise SettingsError(f"{name}={raw!r} is not {what}") from None
 
         return cls(
             webhook_secret=secret,
@@ -142,6 +145,7 @@ class Settings:
             header_timeout_s=number("DRBOT_HEADER_TIMEOUT", cls.header_timeout_s, float),
             metrics_cache_s=number("DRBOT_METRICS_CACHE", cls.metrics_cache_s, float),
             workdir=env.get("DRBOT_WORKDIR") or None,
+            docs_url=env.get("DRBOT_DOCS_URL") or None,
             analysis_timeout_s=number("DRBOT_ANALYSIS_TIMEOUT", cls.analysis_timeout_s, float),
             analysis_memory_bytes=number("DRBOT_ANALYSIS_MEMORY_BYTES", cls.analysis_memory_bytes),
             max_file_bytes=number("DRBOT_MAX_FILE_BYTES", cls.max_file_bytes),
@@ -181,6 +185,12 @@ class Settings:
         for secret in sorted(self.secrets(), key=len, reverse=True):
             text = text.replace(secret, REDACTED)
         return text
+
+    def links(self):
+        """The rule-documentation links the App posts: always absolute (a relative one resolves under `/pull/N/`)."""
+        from analyzers.render import Links
+
+        return Links() if self.docs_url is None else Links(docs_base=self.docs_url.rstrip("/") + "/")
 
     def require_app_credentials(self) -> None:
         """The worker talks to GitHub as the App: it needs the App id and private key."""

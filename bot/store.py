@@ -1,4 +1,5 @@
-"""Redis keys and the durable event queue (a stream with a consumer group, claims and a dead-letter stream)."""
+"""Redis keys, their lifetimes, and what the bot writes behind them: the durable event queue (a stream with a consumer
+group, claims and a dead-letter stream), the contract-job queue, the slash-command guard and the per-user rate counter."""
 
 from __future__ import annotations
 
@@ -11,10 +12,17 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from common.streams import Entry, Poison, StreamConsumer, connect  # noqa: F401 - connect is bot.store's API too
+from common.streams import Entry, Poison, StreamConsumer, as_text, connect  # noqa: F401 - connect is bot.store's API too
 
 
 EVENTS_GROUP = "bot"
+#: how long a handled command's guard and a queued job's record live (DESIGN §5: as long as a delivery id is
+#: remembered, so a redelivered comment is still a replay and a late result still finds its job)
+RECORD_TTL_S = 7 * 24 * 3600
+COMMAND_TTL_S = RECORD_TTL_S
+JOB_TTL_S = RECORD_TTL_S
+#: the window the per-user command counter covers
+RATE_WINDOW_S = 600
 
 
 @dataclass(frozen=True)
@@ -187,7 +195,7 @@ class EventQueue:
         if not hmac.compare_digest(message.signature.encode(), expected.encode()):
             raise Poison(f"forged event: the signature of delivery {message.delivery[:64]!r} does not match its body")
         accepted_as = await self.redis.get(self.keys.delivery(message.delivery))
-        if accepted_as is None or accepted_as.decode() != entry.id:
+        if accepted_as is None or as_text(accepted_as) != entry.id:
             return None  # not the entry this delivery was accepted as: a replay
         return message
 
@@ -213,3 +221,77 @@ def message_of(entry: Entry) -> Message:
 def _entry_of(queue: EventQueue, message: Message) -> Entry:
     fields = {b"delivery": message.delivery.encode(), b"event": message.event.encode(), b"body": message.body}
     return Entry(queue.keys.events, message.id, fields, message.attempts, "")
+
+
+# Queue a job once: its record (bot-only key, with the stream entry it was queued as), the entry, and the PR's
+# newest requested head, in one atomic step.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local id = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'payload', ARGV[2])
+local record = cjson.decode(ARGV[3])
+record['entry'] = id
+redis.call('SET', KEYS[1], cjson.encode(record), 'EX', ARGV[4])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
+return id
+"""
+
+
+class JobQueue:
+    """`drbot:jobs`, the bot's side: a v1 job (DESIGN §6) is queued once per job id. Its record `job:{id}` (what
+    `bot.results` accepts a result against) names the stream entry, and `jobhead:{repo}#{pr}` the newest head asked
+    for (runners cancel jobs of older heads)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.keys = keys
+        self._enqueue = redis.register_script(_ENQUEUE)
+
+    async def enqueue(self, job: dict, installation: int | None) -> str | None:
+        """Queue `job`; the stream entry id, or None when a job of that id was queued before."""
+        record = {"job_id": job["job_id"], "repo": job["repo"], "pr": job["pr"], "head_sha": job["head_sha"],
+                  "installation": installation, "requested_by": job["requested_by"]}  # fmt: skip
+        entry = await self._enqueue(
+            keys=[self.keys.job(job["job_id"]), self.keys.jobs, self.keys.job_head(job["repo"], job["pr"])],
+            args=[job["job_id"], json.dumps(job, sort_keys=True), json.dumps(record), JOB_TTL_S, job["head_sha"]],
+        )
+        return None if entry is None else (entry.decode() if isinstance(entry, bytes) else str(entry))
+
+
+#: what `CommandGuard.claim` answers
+FIRST, RETRY, REPLAY = "first", "retry", "replay"
+
+
+class CommandGuard:
+    """`cmd:{repo}:{comment}`: each slash-command comment runs once, whatever the delivery id. The key names the
+    delivery that started the command (`running {delivery}`) and becomes `done` once the reply is posted."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis, self.keys = redis, keys
+
+    async def claim(self, repo: str, comment_id: int, delivery: str) -> str:
+        """FIRST for a new comment; RETRY when this delivery started it and did not finish (the queue handed it out
+        again after a failure or a Redis restart); REPLAY otherwise (another delivery, or already done)."""
+        key, owner = self.keys.command(repo, comment_id), f"running {delivery}"
+        if await self.redis.set(key, owner, nx=True, ex=COMMAND_TTL_S):
+            return FIRST
+        held = await self.redis.get(key)
+        if held is None or (held.decode() if isinstance(held, bytes) else held) != owner or not delivery:
+            return REPLAY
+        return RETRY
+
+    async def finish(self, repo: str, comment_id: int) -> None:
+        await self.redis.set(self.keys.command(repo, comment_id), "done", ex=COMMAND_TTL_S)
+
+
+class RateCounter:
+    """`rate:{repo}:{login}`: the commands one user sent on one repository in the current window."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, window_s: int = RATE_WINDOW_S) -> None:
+        self.redis, self.keys, self.window_s = redis, keys, window_s
+
+    async def hit(self, repo: str, login: str) -> int:
+        """Count one command; returns how many this window holds, this one included."""
+        key = self.keys.rate(repo, login)
+        count = await self.redis.incr(key)
+        if count == 1:
+            await self.redis.expire(key, self.window_s)
+        return count

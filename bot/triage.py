@@ -50,10 +50,16 @@ async def apply_registry(store, repo: str, data: ReviewData) -> Triage:
     return Triage(replace(data, known=known, notes=notes), fixes_known=fixes_known)
 
 
+def fix_entries(fixed: list[Finding]) -> list[dict]:
+    """What a PR's state records of the findings it fixes (what `crossrefs` lists)."""
+    now = {f.fingerprint: {"code": f.code, "symbol": f.symbol, "path": f.path} for f in fixed}
+    return [{"fp": fp, **info} for fp, info in now.items()]
+
+
 async def record_fixes(store, state, repo: str, number: int, fixed: list[Finding], tree_sha: str | None) -> None:
     """Remember which findings this PR fixes and its head tree, replacing what an earlier push recorded."""
     previous = await state.get_json("fixed", [])
-    now = {f.fingerprint: {"code": f.code, "symbol": f.symbol, "path": f.path} for f in fixed}
+    now = {item["fp"]: item for item in fix_entries(fixed)}
     async with store.redis.pipeline(transaction=True) as pipe:
         for item in previous:
             if item["fp"] not in now:
@@ -66,7 +72,7 @@ async def record_fixes(store, state, repo: str, number: int, fixed: list[Finding
         if tree_sha:
             pipe.sadd(tree_key(store, repo, tree_sha), number)
         await pipe.execute()
-    await state.set_json("fixed", [{"fp": fp, **info} for fp, info in now.items()])
+    await state.set_json("fixed", list(now.values()))
     if tree_sha:
         await state.set(tree=tree_sha)
 
@@ -87,8 +93,13 @@ async def forget_pull(store, state, repo: str, number: int) -> list[dict]:
 async def crossrefs(store, state, repo: str, number: int) -> tuple[str, list[int], set[int]]:
     """The summary's cross-reference section for PR `number`, the earlier PRs it duplicates, and every other
     PR it shares a fix or a head tree with (their summaries need the same refresh)."""
-    fixed = await state.get_json("fixed", [])
-    tree = await state.get("tree")
+    return await crossrefs_of(store, repo, number, await state.get_json("fixed", []), await state.get("tree"))
+
+
+async def crossrefs_of(
+    store, repo: str, number: int, fixed: list[dict], tree: str | None
+) -> tuple[str, list[int], set[int]]:
+    """`crossrefs` for what PR `number` fixes (`fix_entries`) and its head tree, before they are recorded."""
     lines: list[str] = []
     earlier: set[int] = set()
     related: set[int] = set()
@@ -132,4 +143,13 @@ def describe_fix_notes(triage: Triage) -> None:
             triage.data = replace(triage.data, notes={**triage.data.notes, f.fingerprint: "a known finding"})
 
 
-__all__ = ["Triage", "apply_registry", "crossrefs", "forget_pull", "record_fixes", "with_crossrefs"]
+__all__ = [
+    "Triage",
+    "apply_registry",
+    "crossrefs",
+    "crossrefs_of",
+    "fix_entries",
+    "forget_pull",
+    "record_fixes",
+    "with_crossrefs",
+]

@@ -287,5 +287,9 @@ def connect(url: str, **options):
     )
 
 
-def _text(value) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text (redis-py answers bytes unless the client decodes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_text = as_text

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
 from common.archive import ArchiveError, Caps, extract
-from common.streams import Entry, Poison, StreamConsumer, wait_for_redis
+from common.streams import Entry, Poison, StreamConsumer, as_text, wait_for_redis
 
 
 log = logging.getLogger("drbot.runner")
@@ -230,7 +231,7 @@ class ContractRunner:
         self.redis, self.keys = redis, keys
         self.device, self.dtype = device, dtype
         self.configured_name = name
-        self.runner: str | None = None  # learned from Redis (runner_identity) on first use
+        self._runner: str | None = None  # learned from Redis (runner_identity) on first use
         self.instance = f"{socket.gethostname()[:20]}-{uuid.uuid4().hex[:6]}"
         self.workdir, self.python = workdir, python
         self._sandbox = sandbox
@@ -248,12 +249,19 @@ class ContractRunner:
         return self._sandbox
 
     @property
+    def runner(self) -> str:
+        """This runner's name (its Redis ACL user); known once `ensure_group`/`run`/`run_burst` identified it."""
+        if self._runner is None:
+            raise RuntimeError("the runner has not identified itself to Redis yet")
+        return self._runner
+
+    @property
     def consumer(self) -> str:
         return f"{self.runner}/{self.instance}"
 
     async def _identify(self) -> None:
-        if self.runner is None:
-            self.runner = await runner_identity(self.redis, self.configured_name)
+        if self._runner is None:
+            self._runner = await runner_identity(self.redis, self.configured_name)
 
     async def ensure_group(self) -> None:
         await self._identify()
@@ -280,8 +288,8 @@ class ContractRunner:
             await self.announce(entry, job_id)
             return "held"
         latest = await self.redis.get(self.keys.latest(payload["repo"], payload["pr"]))
-        if latest is not None and latest.decode() != payload["head_sha"]:
-            log.info("job %s cancelled: a newer head %s was requested", job_id, latest.decode()[:7])
+        if latest is not None and as_text(latest) != payload["head_sha"]:
+            log.info("job %s cancelled: a newer head %s was requested", job_id, as_text(latest)[:7])
             result = self._result(payload, "cancelled", log_tail="a newer head was requested")
         else:
             result = await self.execute(payload)
@@ -316,7 +324,7 @@ class ContractRunner:
 
     async def announce(self, entry: Entry, job_id: str) -> None:
         """Tell the bot this runner's result of the job is in its keys."""
-        notice = {"job_id": job_id, "runner": self.runner, "job_entry": entry.id}
+        notice: dict[FieldT, EncodableT] = {"job_id": job_id, "runner": self.runner, "job_entry": entry.id}
         await self.redis.xadd(self.keys.results, notice, maxlen=100_000, approximate=True)
 
     async def execute(self, payload: dict) -> dict:
@@ -328,12 +336,12 @@ class ContractRunner:
                 tarball = folder / "pr.tar.gz"
                 await download(payload["tarball_url"], tarball, self.max_tarball_bytes)
                 src = folder / "checkout"
-                done = extract(
+                extracted = extract(
                     tarball, src, lambda path: path.startswith("src/"), SRC_CAPS, commit=payload["head_sha"]
                 )
                 tarball.unlink()
-                if done.skipped:  # the PR's package is incomplete: running it would test something else
-                    path, size = next(iter(done.skipped.items()))
+                if extracted.skipped:  # the PR's package is incomplete: running it would test something else
+                    path, size = next(iter(extracted.skipped.items()))
                     raise ArchiveError(
                         f"{path} is over the {SRC_CAPS.max_file_bytes >> 20} MiB file limit ({size:,} bytes)"
                     )
@@ -379,7 +387,8 @@ class ContractRunner:
             result = self._result(payload, status, results=rows, limit=outcome.limit if status == "limit" else None,
                                   log_tail=log_text[-MAX_LOG_TAIL:])  # fmt: skip
             result["runner"].update({k: v for k, v in info.items() if k in ("torch", "diffusers")})
-            result["duration_s"] = round(time.monotonic() - started, 2)
+            # the v1 result has no top-level duration (each row has its own): the job's wall time goes to the log
+            log.info("job %s: %s in %.1f s", payload["job_id"], status, time.monotonic() - started)
             if "diffusers_path" in info:
                 result["runner"]["diffusers_path"] = info["diffusers_path"]
             if outcome.peak_memory_bytes:
@@ -449,15 +458,14 @@ def main(args) -> int:
     import signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.unsandboxed:
-        from runners.sandbox import Unsandboxed
+    from runners.sandbox import Sandbox, SandboxUnavailable, Unsandboxed
 
+    sandbox: Sandbox | Unsandboxed
+    if args.unsandboxed:
         log.warning("running jobs WITHOUT a sandbox (--unsandboxed): the PR's code can read this user's files and "
                     "environment and reach the network; for local development only")  # fmt: skip
         sandbox = Unsandboxed()
     else:
-        from runners.sandbox import Sandbox, SandboxUnavailable
-
         sandbox = Sandbox(gpu=args.device != "cpu")
         try:
             sandbox.check()

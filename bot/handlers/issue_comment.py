@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from gidgethub import BadRequest, routing
 
 from analyzers.core import Finding, all_rules
-from analyzers.render import code_span, md_escape
+from analyzers.render import Links, code_span, md_escape
 from bot import commands, publish
 from bot.feedback import Feedback
 from bot.known import KnownRegistry
+from bot.store import RATE_WINDOW_S, REPLAY, RETRY, CommandGuard, JobQueue, RateCounter
 
 
 log = logging.getLogger("drbot.commands")
 router = routing.Router()
 
-#: commands one user may send on one repository per window, before drbot stops answering them
+#: commands one user may send on one repository per window (bot.store.RATE_WINDOW_S), before drbot stops answering
 RATE_LIMIT = 10
-RATE_WINDOW_S = 600
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
-DOCS = "docs/rules/"
 
 
 def reply_marker(comment_id: int) -> str:
@@ -46,7 +47,7 @@ async def can_write(gh, repo: str, login: str) -> bool:
     return data.get("permission") in WRITE_PERMISSIONS or data.get("role_name") in WRITE_PERMISSIONS
 
 
-async def explain(code: str) -> str:
+async def explain(code: str, links: Links | None = None) -> str:
     rule = {r.code: r for r in all_rules()}.get(code.upper())
     if rule is None:
         return f"There is no rule {code_span(code.upper())}; `drbot rules` lists them all."
@@ -57,64 +58,32 @@ async def explain(code: str) -> str:
         lines += [md_escape(what), ""]
     if why:
         lines += [f"Why: {md_escape(why)}", ""]
-    lines.append(f"Documentation: [{rule.code}]({DOCS}{rule.code}.md)")
+    lines.append(f"Documentation: [{rule.code}]({(links or Links()).rule(rule.code)})")
     return "\n".join(lines)
 
 
-# Queue a job once: its record (bot-only key, with the stream entry it was queued as), the entry, and the PR's
-# newest requested head, in one atomic step.
-_ENQUEUE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local id = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'payload', ARGV[2])
-local record = cjson.decode(ARGV[3])
-record['entry'] = id
-redis.call('SET', KEYS[1], cjson.encode(record), 'EX', ARGV[4])
-redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
-return id
-"""
-JOB_TTL_S = 7 * 24 * 3600
 JOB_TIMEOUT_S = 1800
 
 
-async def enqueue_contracts(
-    store,
-    repo: str,
-    pull: dict,
-    pipelines: tuple[str, ...],
-    user: str,
-    api_url: str,
-    installation: int | None = None,
-    head: str | None = None,
-) -> str:
-    """Queue a contract-test job (DESIGN §6) once per head, suite and pipeline set; the runners consume it.
-    `head` is the commit a maintainer approved (default: the PR's head); the runner fetches exactly it."""
-    head = head or pull["head"]["sha"]
+def contract_job(
+    repo: str, number: int, head: str, pipelines: tuple[str, ...], user: str, api_url: str, requested_at: str
+) -> dict:
+    """The v1 job (DESIGN §6) testing `pipelines` at `head`, the commit a maintainer approved; the runner fetches
+    exactly it. The id is deterministic per head, suite and pipeline set, so asking twice queues it once."""
     suite = "contracts" + (":" + ",".join(sorted(pipelines)) if pipelines else "")
-    job_id = f"{repo}#{pull['number']}@{head}:{suite}"
-    payload = {
+    return {
         "version": 1,
-        "job_id": job_id,
+        "job_id": f"{repo}#{number}@{head}:{suite}",
         "repo": repo,
-        "pr": pull["number"],
+        "pr": number,
         "head_sha": head,
         "tarball_url": f"{api_url}/repos/{repo}/tarball/{head}",
         "pipelines": list(pipelines),
         "contracts": "all",
         "requested_by": user,
-        "requested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "requested_at": requested_at,
         "timeout_s": JOB_TIMEOUT_S,
     }
-    record = {"job_id": job_id, "repo": repo, "pr": pull["number"], "head_sha": head, "installation": installation,
-              "requested_by": user}  # fmt: skip
-    script = store.redis.register_script(_ENQUEUE)
-    queued = await script(
-        keys=[store.keys.job(job_id), store.keys.jobs, store.keys.job_head(repo, pull["number"])],
-        args=[job_id, json.dumps(payload, sort_keys=True), json.dumps(record), JOB_TTL_S, head],
-    )
-    if queued is None:
-        return f"Contract tests for `{head[:7]}` were already requested (job `{job_id}`)."
-    which = ", ".join(code_span(p) for p in pipelines)
-    return f"Queued contract tests of {which} at `{head[:7]}` (job `{job_id}`); results will appear in this PR."
 
 
 SHA_ARG = re.compile(r"^@([0-9a-f]{7,40})$")
@@ -235,10 +204,9 @@ def permissions_for(payload: dict) -> dict[str, str] | None:
 async def run_command(gh, payload: dict, *, store, settings, metrics, review=None, delivery: str = "") -> str:
     """Handle one comment; returns what happened (logs and tests read it).
 
-    Each comment runs once, whatever the delivery id: a guard key names the delivery that started it, and becomes
-    `done` once the reply is posted. A retry of that same delivery (the queue hands it out again after a failure
-    or a Redis restart) runs the command again; every step is idempotent (the reaction, state changes, queued
-    jobs, and the reply, found by its marker), so the command completes exactly once."""
+    Each comment runs once, whatever the delivery id (bot.store.CommandGuard). A retry of the delivery that started
+    it runs the command again; every step is idempotent (the reaction, state changes, queued jobs, and the reply,
+    found by its marker), so the command completes exactly once."""
     comment, issue = payload["comment"], payload["issue"]
     if "pull_request" not in issue:
         return "not-a-pull-request"
@@ -248,105 +216,154 @@ async def run_command(gh, payload: dict, *, store, settings, metrics, review=Non
     if command is None:
         return "not-a-command"
     repo = payload["repository"]["full_name"]
-    guard = store.keys.command(repo, comment["id"])
-    owner = f"running {delivery}"
-    retry = False
-    if not await store.redis.set(guard, owner, nx=True, ex=7 * 24 * 3600):
-        held = await store.redis.get(guard)
-        if held is None or held.decode() != owner or not delivery:
-            return "replay"
-        retry = True  # this delivery started the command and did not finish it
-    text_or_outcome = await _run_command(gh, payload, command, store=store, settings=settings, metrics=metrics,
-                                         review=review, retry=retry)  # fmt: skip
-    await store.redis.set(guard, "done", ex=7 * 24 * 3600)
-    return text_or_outcome
+    guard = CommandGuard(store.redis, store.keys)
+    claim = await guard.claim(repo, comment["id"], delivery)
+    if claim == REPLAY:
+        return "replay"
+    call = Invocation(gh, payload, command, store, settings, metrics, review)
+    outcome = await _run_command(call, retry=claim == RETRY)
+    await guard.finish(repo, comment["id"])
+    return outcome
 
 
-async def _run_command(gh, payload: dict, command, *, store, settings, metrics, review, retry: bool) -> str:
-    comment = payload["comment"]
-    repo = payload["repository"]["full_name"]
-    number = payload["issue"]["number"]
-    user = comment["user"]["login"]
-    earlier = await find_reply(gh, repo, number, comment["id"]) if retry else None
-    if not retry:
-        rate_key = store.keys.rate(repo, user)
-        count = await store.redis.incr(rate_key)
-        if count == 1:
-            await store.redis.expire(rate_key, RATE_WINDOW_S)
+@dataclass
+class Invocation:
+    """One slash command being handled: what every verb gets."""
+
+    gh: Any
+    payload: dict
+    command: commands.SlashCommand
+    store: Any
+    settings: Any
+    metrics: Any
+    review: Any = None  # the pull_request handler's review (`/drbot review`)
+    reply_id: str | None = None  # drbot's reply to the comment, once posted (or found again on a retry)
+
+    @property
+    def repo(self) -> str:
+        return self.payload["repository"]["full_name"]
+
+    @property
+    def number(self) -> int:
+        return self.payload["issue"]["number"]
+
+    @property
+    def comment_id(self) -> int:
+        return self.payload["comment"]["id"]
+
+    @property
+    def user(self) -> str:
+        return self.payload["comment"]["user"]["login"]
+
+    @property
+    def state(self) -> publish.PullState:
+        return publish.PullState(self.store.redis, self.store.keys, self.repo, self.number)
+
+    async def say(self, text: str) -> None:
+        """Post the reply, or edit it in place once it exists."""
+        self.reply_id = await post_reply(self.gh, self.repo, self.number, self.comment_id, text, self.reply_id)
+
+
+async def _run_command(call: Invocation, *, retry: bool) -> str:
+    gh, repo, number, command = call.gh, call.repo, call.number, call.command
+    if retry:
+        call.reply_id = await find_reply(gh, repo, number, call.comment_id)
+    else:
+        count = await RateCounter(call.store.redis, call.store.keys).hit(repo, call.user)
         if count > RATE_LIMIT:
             if count == RATE_LIMIT + 1:  # one notice, then silence until the window ends
-                await post_reply(gh, repo, number, comment["id"],
+                await post_reply(gh, repo, number, call.comment_id,
                                  f"Too many drbot commands from this account; try again in {RATE_WINDOW_S // 60} minutes.", None)  # fmt: skip
             return "rate-limited"
     # received; the reply says the outcome (GitHub answers an existing reaction with 200, so a retry adds none)
-    await gh.post(f"/repos/{repo}/issues/comments/{comment['id']}/reactions", data={"content": "eyes"})
-
-    async def reply(text: str) -> None:
-        await post_reply(gh, repo, number, comment["id"], text, earlier)
-
+    await gh.post(f"/repos/{repo}/issues/comments/{call.comment_id}/reactions", data={"content": "eyes"})
     if command.verb == "unknown":
-        await reply(f"Unknown command `{command.args[0][:30]}`.\n\n{commands.HELP}")
+        await call.say(f"Unknown command `{command.args[0][:30]}`.\n\n{commands.HELP}")
         return "unknown"
     problem = commands.usage_error(command)
     if problem is not None:
-        await reply(problem)
+        await call.say(problem)
         return "usage"
-    if command.needs_write and not await can_write(gh, repo, user):
-        await reply(f"Sorry, `/drbot {command.verb}` needs write access to this repository.")
+    if command.needs_write and not await can_write(gh, repo, call.user):
+        await call.say(f"Sorry, `/drbot {command.verb}` needs write access to this repository.")
         return "refused"
-    state = publish.PullState(store.redis, store.keys, repo, number)
-    verb = command.verb
-    if verb == "help":
-        text = commands.HELP
-    elif verb == "explain":
-        text = await explain(command.args[0])
-    elif verb == "pause":
-        await state.set(paused="1")
-        text = "Paused: drbot will not review this pull request until `/drbot resume`."
-    elif verb == "resume":
-        await state.set(paused="0")
-        text = "Resumed: the next push (or `/drbot review`) is reviewed."
-    elif verb == "ignore":
-        text = await ignore(store, repo, number, command.args[0], " ".join(command.args[1:]), user)
-    elif verb == "contracts":
-        text = await contracts(gh, payload, command, state, store=store, settings=settings)
-    else:  # review
-        reply_id = earlier or await post_reply(gh, repo, number, comment["id"], "Reviewing…", None)
-        pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")
-        event = {
-            "pull_request": pull,
-            "repository": payload["repository"],
-            "installation": payload.get("installation"),
-        }
-        outcome = await review(gh, event, store=store, settings=settings, metrics=metrics)
-        text = {
-            "reviewed": f"Reviewed `{pull['head']['sha'][:7]}`: {outcome.new} new finding{'s' if outcome.new != 1 else ''}; the summary comment is up to date.",
-            "paused": "This pull request is paused; `/drbot resume` first.",
-            "skipped-draft": "This pull request is a draft; drbot reviews it once it is ready.",
-            "nothing-to-review": "No Python files under the reviewed paths changed.",
-        }.get(outcome.status, f"Not reviewed: {outcome.status}.")
-        await post_reply(gh, repo, number, comment["id"], text, reply_id)
-        return verb
-    await reply(text)
-    return verb
+    await call.say(await VERB_HANDLERS[command.verb](call))
+    return command.verb
 
 
-async def contracts(gh, payload: dict, command, state, *, store, settings) -> str:
+# -- the verbs: each takes the invocation and returns the reply's text
+
+
+async def cmd_help(call: Invocation) -> str:
+    return commands.HELP
+
+
+async def cmd_explain(call: Invocation) -> str:
+    return await explain(call.command.args[0], call.settings.links())
+
+
+async def cmd_pause(call: Invocation) -> str:
+    await call.state.set(paused="1")
+    return "Paused: drbot will not review this pull request until `/drbot resume`."
+
+
+async def cmd_resume(call: Invocation) -> str:
+    await call.state.set(paused="0")
+    return "Resumed: the next push (or `/drbot review`) is reviewed."
+
+
+async def cmd_ignore(call: Invocation) -> str:
+    target, reason = call.command.args[0], " ".join(call.command.args[1:])
+    return await ignore(call.store, call.repo, call.number, target, reason, call.user)
+
+
+async def cmd_review(call: Invocation) -> str:
+    if call.reply_id is None:  # a review takes a while: say so first, then edit the reply with the outcome
+        await call.say("Reviewing…")
+    pull = await call.gh.getitem(f"/repos/{call.repo}/pulls/{call.number}")
+    event = {"pull_request": pull, "repository": call.payload["repository"],
+             "installation": call.payload.get("installation")}  # fmt: skip
+    outcome = await call.review(call.gh, event, store=call.store, settings=call.settings, metrics=call.metrics)
+    return {
+        "reviewed": f"Reviewed `{pull['head']['sha'][:7]}`: {outcome.new} new finding{'s' if outcome.new != 1 else ''}; the summary comment is up to date.",
+        "paused": "This pull request is paused; `/drbot resume` first.",
+        "skipped-draft": "This pull request is a draft; drbot reviews it once it is ready.",
+        "nothing-to-review": "No Python files under the reviewed paths changed.",
+    }.get(outcome.status, f"Not reviewed: {outcome.status}.")  # fmt: skip
+
+
+async def cmd_contracts(call: Invocation) -> str:
     """`/drbot contracts [@sha] [Pipeline …]`: queue the job for the commit the maintainer approved."""
-    repo = payload["repository"]["full_name"]
-    number = payload["issue"]["number"]
-    pinned = next((m.group(1) for a in command.args if (m := SHA_ARG.match(a))), None)
-    names = tuple(a for a in command.args if not SHA_ARG.match(a))
-    pull = await gh.getitem(f"/repos/{repo}/pulls/{number}")
-    head, refusal = await approved_head(gh, repo, number, pull, state, payload["comment"], pinned)
+    args = call.command.args
+    pinned = next((m.group(1) for a in args if (m := SHA_ARG.match(a))), None)
+    names = tuple(a for a in args if not SHA_ARG.match(a))
+    pull = await call.gh.getitem(f"/repos/{call.repo}/pulls/{call.number}")
+    state = call.state
+    head, refusal = await approved_head(call.gh, call.repo, call.number, pull, state, call.payload["comment"], pinned)
     if refusal is not None:
         return refusal
     pipelines = names or tuple(await state.get_json("pipelines", []))
     if not pipelines:
         return "Name the pipelines to test (`/drbot contracts FluxPipeline …`): this pull request changes none."
-    installation = (payload.get("installation") or {}).get("id")
-    user = payload["comment"]["user"]["login"]
-    return await enqueue_contracts(store, repo, pull, pipelines, user, settings.api_url, installation, head)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    job = contract_job(call.repo, call.number, head, pipelines, call.user, call.settings.api_url, stamp)
+    installation = (call.payload.get("installation") or {}).get("id")
+    if await JobQueue(call.store.redis, call.store.keys).enqueue(job, installation) is None:
+        return f"Contract tests for `{head[:7]}` were already requested (job `{job['job_id']}`)."
+    which = ", ".join(code_span(p) for p in pipelines)
+    return f"Queued contract tests of {which} at `{head[:7]}` (job `{job['job_id']}`); results will appear in this PR."
+
+
+#: every verb of `bot.commands.VERBS`, by name; unknown verbs, usage errors and permissions are checked before
+VERB_HANDLERS: dict[str, Callable[[Invocation], Awaitable[str]]] = {
+    "help": cmd_help,
+    "review": cmd_review,
+    "explain": cmd_explain,
+    "contracts": cmd_contracts,
+    "ignore": cmd_ignore,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+}
 
 
 @router.register("issue_comment", action="created")

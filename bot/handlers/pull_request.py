@@ -7,13 +7,16 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gidgethub import BadRequest, routing
 
-from analyzers.core import all_rules
-from analyzers.render import Links, review_markdown
+from analyzers.core import Finding, Rule, all_rules
+from analyzers.patterns import PATTERNS
+from analyzers.render import SUMMARY_MARKER, Links, review_markdown
+from analyzers.review import ReviewData
 from bot import publish, triage, workspace
 from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
 from bot.feedback import Feedback
@@ -140,62 +143,160 @@ def _live_head_matches(pull: dict, head_sha: str) -> str | None:
     return None
 
 
-async def review_pull_request(gh, payload: dict, *, store, settings, metrics) -> Outcome:
-    """Review one pull request event end to end; every write is idempotent, so a retry or a replay is safe."""
-    pull = payload["pull_request"]
-    repo = payload["repository"]["full_name"]
-    number = pull["number"]
-    head_sha = pull["head"]["sha"]
-    if pull.get("draft"):
-        return Outcome("skipped-draft")
-    live = await gh.getitem(f"/repos/{repo}/pulls/{number}")
-    stale = _live_head_matches(live, head_sha)
-    if stale:
-        return Outcome(stale)  # a newer push has its own event in the queue
-    state = publish.PullState(store.redis, store.keys, repo, number)
-    if await state.get("paused") == "1":
-        return Outcome("paused")  # `/drbot pause`; `/drbot resume` lifts it
-    config, config_note = await load_config(gh, repo, payload["repository"].get("default_branch", "main"))
-    files, cap_note = await list_files(gh, repo, number, int(live.get("changed_files") or 0))
-    reviewable = [f["filename"] for f in files if config.reviews(f["filename"])]
-    reviewable += [
-        f["previous_filename"] for f in files if f.get("previous_filename") and config.reviews(f["previous_filename"])
-    ]
-    if not reviewable and await state.get("summary_comment") is None:
-        await publish.upsert_check_run(
-            gh, repo, state, head_sha, conclusion="success", title="Nothing to review",
-            summary=f"No Python files under {', '.join(f'`{p}`' for p in config.paths)} changed.",
-        )  # fmt: skip
-        return Outcome("nothing-to-review")
-    notes = [n for n in (cap_note, config_note) if n]
-    selected = set(reviewable)
-    if len(files) and len({p for p in reviewable}) > settings.max_review_files:
-        selected = set(sorted(reviewable)[: settings.max_review_files])
-        notes.append(
-            f"{len(set(reviewable)):,} Python files changed; drbot reviewed the first {settings.max_review_files:,}."
-        )
-    await publish.upsert_check_run(
-        gh, repo, state, head_sha, conclusion=None, title="Reviewing", summary="drbot is reviewing this change."
+# -- the shapes of one review: gather -> Scope, Found (or Stop) -> plan_review -> ReviewPlan -> publish_review
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A review that ends before its plan: the outcome, and the check run that says why (if any)."""
+
+    status: str
+    check: publish.CheckRun | None = None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a review analyses: the changed files it selected, and the notes the summary opens with."""
+
+    config: RepoConfig
+    changed: tuple[str, ...]  # every file the PR changes (the pipelines it touches are found among them)
+    selected: frozenset[str]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the gather phase read and computed for one head: everything `plan_review` decides from."""
+
+    repo: str
+    number: int
+    head_sha: str
+    config: RepoConfig
+    rules: tuple[type[Rule], ...]
+    data: ReviewData  # the analysis, with the registry's known and suppressed findings applied
+    fixes_known: bool
+    crossref: str  # the "Possible duplicates" section, "" when there is none
+    duplicates_earlier: bool  # an earlier open PR fixes the same finding, or has the same head tree
+    related: frozenset[int]  # every other open PR sharing a fix or the head tree with this one
+    pipelines: tuple[str, ...]  # the pipeline classes the change touches
+    tree_sha: str | None
+    labels_present: frozenset[str]
+    labels_ours: frozenset[str]  # the labels drbot added to this PR before
+
+
+@dataclass(frozen=True)
+class ReviewPlan:
+    """Everything one review writes, decided without I/O."""
+
+    repo: str
+    number: int
+    head_sha: str
+    check: publish.CheckRun
+    summary: str  # the sticky summary comment's body
+    comments: tuple[dict, ...] | None  # the review's inline comments; None where the repository turned them off
+    posted_codes: tuple[str, ...]  # the rule code of each inline comment (metrics, per-rule feedback)
+    labels: publish.LabelChanges
+    fixed: tuple[Finding, ...]  # recorded with the head tree, for duplicate-fix detection
+    tree_sha: str | None
+    record: Mapping[str, object]  # the PR's state: `pipelines` (`/drbot contracts`), `findings` (`/drbot ignore`)
+    refresh: tuple[int, ...]  # other PRs whose "Possible duplicates" section may change
+    new: int
+
+
+REVIEWING = publish.CheckRun(None, "Reviewing", "drbot is reviewing this change.")
+
+
+def plan_scope(
+    files: list[dict], config: RepoConfig, max_files: int, has_summary: bool, notes: Iterable[str] = ()
+) -> Scope | Stop:
+    """The changed files to analyse (a renamed file under both names), capped at `max_files`; a quiet stop when none
+    is Python under the reviewed paths and there is no summary yet to bring up to date."""
+    reviewable = {f["filename"] for f in files if config.reviews(f["filename"])}
+    reviewable |= {f["previous_filename"] for f in files if config.reviews(f.get("previous_filename") or "")}
+    if not reviewable and not has_summary:
+        paths = ", ".join(f"`{p}`" for p in config.paths)
+        check = publish.CheckRun("success", "Nothing to review", f"No Python files under {paths} changed.")
+        return Stop("nothing-to-review", check)
+    kept = [n for n in notes if n]
+    selected = reviewable
+    if len(reviewable) > max_files:
+        selected = set(sorted(reviewable)[:max_files])
+        kept.append(f"{len(reviewable):,} Python files changed; drbot reviewed the first {max_files:,}.")
+    return Scope(config, tuple(f["filename"] for f in files), frozenset(selected), tuple(kept))
+
+
+def plan_review(found: Found, links: Links) -> ReviewPlan:
+    """What the review posts, labels and records: the check run with one annotation per new finding on a changed
+    line, the summary, at most 30 inline comments, drbot's labels, and the PR's state (DESIGN §8)."""
+    data, config = found.data, found.config
+    new = data.new
+    on_lines = [f for f in new if data.on_changed_line(f)]
+    body = triage.with_crossrefs(review_markdown(data, rules=found.rules, links=links), found.crossref)
+    title = f"{len(new)} new finding{'s' if len(new) != 1 else ''}" if new else "No new findings"
+    if data.not_analysed:
+        count = len(data.not_analysed)
+        title += f" · {count} file{'s' if count != 1 else ''} not analysed"
+    check = publish.CheckRun(
+        "neutral" if new or data.not_analysed else "success", title, body.replace(SUMMARY_MARKER, "").strip(),
+        tuple(publish.annotation(f, links) for f in on_lines),
+    )  # fmt: skip
+    inline = on_lines[: publish.MAX_INLINE_COMMENTS]
+    names = {r.code: r.name for r in found.rules}
+    comments = tuple(
+        {"path": publish.repo_path(f.path), "line": f.line, "side": "RIGHT",
+         "body": publish.inline_body(f, names.get(f.code, f.code), links, data.notes.get(f.fingerprint, ""))}
+        for f in inline
+    )  # fmt: skip
+    wanted = {config.pattern_label(f.pattern) for f in new if f.pattern in PATTERNS}
+    wanted |= {config.fixes_known_label} if found.fixes_known else set()
+    wanted |= {config.duplicate_fix_label} if found.duplicates_earlier else set()
+    labels = publish.plan_labels(
+        [publish.label_for(config, name) for name in wanted], set(found.labels_present), set(found.labels_ours)
     )
-    # the merge base, not the base branch's tip: what GitHub's own diff of the PR is against
-    compare = await gh.getitem(f"/repos/{repo}/compare/{{base}}...{head_sha}", url_vars={"base": pull["base"]["ref"]})
-    merge_base = compare["merge_base_commit"]["sha"]
-    rules = [r for r in all_rules() if config.rule_enabled(r.code, r.pattern)]
+    # what `/drbot ignore` may name: every finding this head introduced (posted or known)
+    findings = {f.fingerprint: {"code": f.code, "pattern": f.pattern, "path": f.path, "scope": f.scope,
+                                "symbol": f.symbol} for f in data.comparison.new}  # fmt: skip
+    return ReviewPlan(
+        repo=found.repo, number=found.number, head_sha=found.head_sha, check=check, summary=body,
+        comments=comments if config.inline_comments else None, posted_codes=tuple(f.code for f in inline),
+        labels=labels, fixed=data.comparison.fixed, tree_sha=found.tree_sha,
+        record={"pipelines": list(found.pipelines), "findings": findings}, refresh=tuple(sorted(found.related)),
+        new=len(new),
+    )  # fmt: skip
+
+
+# -- gather: GitHub and Redis reads, the workspace and the analysis
+
+
+async def gather_scope(gh, payload: dict, state: publish.PullState, settings) -> Scope | Stop:
+    """The cheap reads first: whether there is anything to review, and which files."""
+    pull, repo = payload["pull_request"], payload["repository"]["full_name"]
+    if pull.get("draft"):
+        return Stop("skipped-draft")  # drafts are reviewed on ready_for_review
+    live = await gh.getitem(f"/repos/{repo}/pulls/{pull['number']}")
+    stale = _live_head_matches(live, pull["head"]["sha"])
+    if stale:
+        return Stop(stale)  # a newer push has its own event in the queue
+    if await state.get("paused") == "1":
+        return Stop("paused")  # `/drbot pause`; `/drbot resume` lifts it
+    config, config_note = await load_config(gh, repo, payload["repository"].get("default_branch", "main"))
+    files, cap_note = await list_files(gh, repo, pull["number"], int(live.get("changed_files") or 0))
+    has_summary = await state.get("summary_comment") is not None
+    return plan_scope(files, config, settings.max_review_files, has_summary, (cap_note, config_note))
+
+
+async def analyse(gh, repo: str, merge_base: str, head_sha: str, scope: Scope, rules, settings):
+    """Both sides in a scratch workspace, the rules on the selected files, and the pipelines the change touches:
+    (ReviewData, pipeline classes). LimitExceeded when a tarball is past a cap."""
     # the process's analysis workers, started once and kept warm across reviews
     pool = await asyncio.to_thread(
         isolation.shared, analysis_limits(settings), settings.analysis_workers, worker_modules()
     )
+    selected = scope.selected
     async with _ANALYSIS:
         scratch = Path(tempfile.mkdtemp(prefix="drbot-review-", dir=settings.workdir))
         try:
-            try:
-                tree = await _workspace(gh, repo, merge_base, head_sha, scratch, settings)
-            except workspace.LimitExceeded as error:
-                await publish.upsert_check_run(
-                    gh, repo, state, head_sha, conclusion="neutral", title="Not reviewed: too large",
-                    summary=f"drbot did not review this pull request: {error}. {LIMITS_NOTE}",
-                )  # fmt: skip
-                return Outcome("too-large")
+            tree = await _workspace(gh, repo, merge_base, head_sha, scratch, settings)
             # files left out of the workspace for size: reported when the PR changed them, never diffed as deleted
             left_out = {
                 path: isolation.size_reason(size, settings.max_file_bytes)
@@ -203,89 +304,103 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
                 if path in selected
             }
             data = await asyncio.to_thread(
-                review_repository, tree.path, "base", "head", rules, 1,
+                review_repository, tree.path, "base", "head", list(rules), 1,
                 lambda path: path in selected and path not in tree.skipped, pool=pool, not_analysed=left_out,
             )  # fmt: skip
             deadline = time.monotonic() + settings.analysis_budget_s
-            touched_pipelines = await asyncio.to_thread(
-                workspace.pipeline_classes, tree.path, [f["filename"] for f in files], pool, deadline
+            pipelines = await asyncio.to_thread(
+                workspace.pipeline_classes, tree.path, list(scope.changed), pool, deadline
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    if notes:
-        data = replace(data, note=" ".join(notes))
+    return data, pipelines
 
+
+async def gather_review(gh, payload: dict, scope: Scope, state: publish.PullState, *, store, settings) -> Found | Stop:
+    """The analysis, then what the registry, the other open PRs and the PR's labels say about it."""
+    pull, repo = payload["pull_request"], payload["repository"]["full_name"]
+    number, head_sha, config = pull["number"], pull["head"]["sha"], scope.config
+    # the merge base, not the base branch's tip: what GitHub's own diff of the PR is against
+    compare = await gh.getitem(f"/repos/{repo}/compare/{{base}}...{head_sha}", url_vars={"base": pull["base"]["ref"]})
+    rules = tuple(r for r in all_rules() if config.rule_enabled(r.code, r.pattern))
+    try:
+        data, pipelines = await analyse(
+            gh, repo, compare["merge_base_commit"]["sha"], head_sha, scope, rules, settings
+        )
+    except workspace.LimitExceeded as error:
+        summary = f"drbot did not review this pull request: {error}. {LIMITS_NOTE}"
+        return Stop("too-large", publish.CheckRun("neutral", "Not reviewed: too large", summary))
+    if scope.notes:
+        data = replace(data, note=" ".join(scope.notes))
     # a push that landed while we analysed makes this review stale: publish nothing, the newer event will
-    live = await gh.getitem(f"/repos/{repo}/pulls/{number}")
-    stale = _live_head_matches(live, head_sha)
+    stale = _live_head_matches(await gh.getitem(f"/repos/{repo}/pulls/{number}"), head_sha)
     if stale:
-        return Outcome(stale)
-
+        return Stop(stale)
     found = await triage.apply_registry(store, repo, data)
     triage.describe_fix_notes(found)
-    data = found.data
     commits = compare.get("commits") or []
     tree_sha = commits[-1]["commit"]["tree"]["sha"] if commits else None
-    await triage.record_fixes(store, state, repo, number, list(data.comparison.fixed), tree_sha)
-    crossref, earlier, related = await triage.crossrefs(store, state, repo, number)
+    fixed = triage.fix_entries(list(found.data.comparison.fixed))
+    crossref, earlier, related = await triage.crossrefs_of(store, repo, number, fixed, tree_sha)
+    present, ours = await publish.current_labels(gh, repo, number, state)
+    return Found(
+        repo=repo, number=number, head_sha=head_sha, config=config, rules=rules, data=found.data,
+        fixes_known=bool(found.fixes_known), crossref=crossref, duplicates_earlier=bool(earlier),
+        related=frozenset(related), pipelines=tuple(pipelines), tree_sha=tree_sha, labels_present=frozenset(present),
+        labels_ours=frozenset(ours),
+    )  # fmt: skip
 
-    links = Links()
-    by_code = {r.code: r for r in rules}
-    new_on_lines = [f for f in data.new if data.on_changed_line(f)]
-    annotations = [publish.annotation(f, links) for f in new_on_lines]
-    body = triage.with_crossrefs(review_markdown(data, rules=rules, links=links), crossref)
-    new = data.new
-    title = f"{len(new)} new finding{'s' if len(new) != 1 else ''}" if new else "No new findings"
-    if data.not_analysed:
-        count = len(data.not_analysed)
-        title += f" · {count} file{'s' if count != 1 else ''} not analysed"
-    await publish.upsert_check_run(
-        gh, repo, state, head_sha, conclusion="neutral" if new or data.not_analysed else "success", title=title,
-        summary=body.replace(publish.SUMMARY_MARKER, "").strip(), annotations=annotations,
-    )  # fmt: skip
-    summary = await publish.upsert_summary(gh, repo, number, state, body)
-    review_status = "disabled"
-    if config.inline_comments:
-        comments = [
-            {
-                "path": publish.repo_path(f.path),
-                "line": f.line,
-                "side": "RIGHT",
-                "body": publish.inline_body(
-                    f, by_code[f.code].name if f.code in by_code else f.code, links, data.notes.get(f.fingerprint, "")
-                ),
-            }  # fmt: skip
-            for f in new_on_lines[: publish.MAX_INLINE_COMMENTS]
-        ]
-        review_status = await publish.post_review(gh, repo, number, head_sha, comments)
-        if review_status == "posted":
-            for f in new_on_lines[: publish.MAX_INLINE_COMMENTS]:
-                metrics.findings_posted.labels(f.code).inc()
-    if review_status == "posted":
-        await Feedback(store.redis, store.keys).posted_many(
-            [f.code for f in new_on_lines[: publish.MAX_INLINE_COMMENTS]]
-        )
-    patterns = {f.pattern for f in new if f.pattern in range(1, 11)}
-    wanted = {config.pattern_label(p) for p in patterns}
-    specs = publish.pattern_label_specs(config, patterns)
-    if found.fixes_known:
-        wanted.add(config.fixes_known_label)
-        specs[config.fixes_known_label] = ("0e8a16", "This pull request fixes a finding drbot already knew about")
-    if earlier:
-        wanted.add(config.duplicate_fix_label)
-        specs[config.duplicate_fix_label] = ("e99695", "Another open pull request fixes the same finding")
-    added, removed = await publish.sync_labels(gh, repo, number, state, wanted, specs)
+
+# -- publish: writes only
+
+
+async def publish_stop(gh, repo: str, state: publish.PullState, head_sha: str, stop: Stop) -> Outcome:
+    if stop.check is not None:
+        await publish.upsert_check_run(gh, repo, state, head_sha, stop.check)
+    return Outcome(stop.status)
+
+
+async def publish_review(
+    gh, store, metrics, state: publish.PullState, plan: ReviewPlan, config: RepoConfig
+) -> Outcome:
+    """Write a plan: the fixes it records, the check run, the summary, the review, labels, the PR's state, and the
+    "Possible duplicates" sections of the PRs it is related to."""
+    repo, number, head_sha = plan.repo, plan.number, plan.head_sha
+    await triage.record_fixes(store, state, repo, number, list(plan.fixed), plan.tree_sha)
+    await publish.upsert_check_run(gh, repo, state, head_sha, plan.check)
+    summary = await publish.upsert_summary(gh, repo, number, state, plan.summary)
+    review = "disabled"
+    if plan.comments is not None:
+        review = await publish.post_review(gh, repo, number, head_sha, plan.comments)
+    if review == "posted":
+        for code in plan.posted_codes:
+            metrics.findings_posted.labels(code).inc()
+        await Feedback(store.redis, store.keys).posted_many(list(plan.posted_codes))
+    await publish.apply_labels(gh, repo, number, state, plan.labels)
     await state.set(head=head_sha)
-    await state.set_json("pipelines", touched_pipelines)  # what `/drbot contracts` runs by default
-    # what `/drbot ignore` may name: every finding this head introduced (posted or known)
-    await state.set_json(
-        "findings",
-        {f.fingerprint: {"code": f.code, "pattern": f.pattern, "path": f.path, "scope": f.scope, "symbol": f.symbol}
-         for f in data.comparison.new},
-    )  # fmt: skip
-    for other in sorted(related):
+    for field, value in plan.record.items():
+        await state.set_json(field, value)
+    for other in plan.refresh:
         await refresh_crossrefs(gh, store, repo, other, config)
-    return Outcome("reviewed", len(new), summary, review_status, tuple(sorted(added)), tuple(sorted(removed)))
+    added = tuple(label.name for label in plan.labels.add)
+    return Outcome("reviewed", plan.new, summary, review, added, plan.labels.remove)
+
+
+async def review_pull_request(gh, payload: dict, *, store, settings, metrics) -> Outcome:
+    """Review one pull request event: gather (reads, the workspace, the analysis) -> a pure plan -> publish (writes).
+    Every write is idempotent, so a retry or a replay is safe."""
+    pull, repo = payload["pull_request"], payload["repository"]["full_name"]
+    head_sha = pull["head"]["sha"]
+    state = publish.PullState(store.redis, store.keys, repo, pull["number"])
+    scope = await gather_scope(gh, payload, state, settings)
+    if isinstance(scope, Stop):
+        return await publish_stop(gh, repo, state, head_sha, scope)
+    # the one write before the plan: the analysis takes a while, and the check run says it is under way
+    await publish.upsert_check_run(gh, repo, state, head_sha, REVIEWING)
+    found = await gather_review(gh, payload, scope, state, store=store, settings=settings)
+    if isinstance(found, Stop):
+        return await publish_stop(gh, repo, state, head_sha, found)
+    return await publish_review(gh, store, metrics, state, plan_review(found, settings.links()), scope.config)
 
 
 async def refresh_crossrefs(gh, store, repo: str, number: int, config: RepoConfig) -> str:
@@ -300,10 +415,10 @@ async def refresh_crossrefs(gh, store, repo: str, number: int, config: RepoConfi
     except BadRequest:
         return "gone"
     body = triage.with_crossrefs(comment["body"], section)
-    ours = set(await state.get_json("labels", []))
+    present, ours = await publish.current_labels(gh, repo, number, state)
     wanted = (ours - {config.duplicate_fix_label}) | ({config.duplicate_fix_label} if earlier else set())
-    specs = {config.duplicate_fix_label: ("e99695", "Another open pull request fixes the same finding")}
-    await publish.sync_labels(gh, repo, number, state, wanted, specs)
+    labels = publish.plan_labels([publish.label_for(config, name) for name in wanted], present, ours)
+    await publish.apply_labels(gh, repo, number, state, labels)
     if body == comment["body"]:
         return "unchanged"
     await gh.patch(f"/repos/{repo}/issues/comments/{comment_id}", data={"body": body})

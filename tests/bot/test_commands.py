@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from harness import DDPM, REPO, open_pr, with_eta
 
+from bot import commands
 from bot.commands import SlashCommand, parse, usage_error
 from bot.handlers.issue_comment import RATE_LIMIT, reply_marker
 from bot.known import KnownRegistry
+
+
+HANDLERS = Path(__file__).resolve().parents[2] / "bot" / "handlers"
 
 
 @pytest.mark.parametrize(
@@ -186,3 +193,64 @@ async def test_contracts_without_names_runs_the_pipelines_the_pr_changes(harness
     assert "Queued contract tests of `DDPMPipeline`" in replies(pr, payload)[0]["body"]
     (job,) = [json.loads(f[b"payload"]) for _, f in await harness.redis.xrange(harness.keys.jobs)]
     assert job["pipelines"] == ["DDPMPipeline"]
+
+
+# -- the shape of the handler: a table of verbs, Redis only through bot.store
+
+
+def test_every_verb_is_one_entry_of_the_verb_table_with_one_signature():
+    from bot.handlers.issue_comment import VERB_HANDLERS
+
+    assert set(VERB_HANDLERS) == set(commands.VERBS)
+    for verb, handler in VERB_HANDLERS.items():
+        assert inspect.iscoroutinefunction(handler), verb
+        assert list(inspect.signature(handler).parameters) == ["call"], verb
+
+
+def redis_calls(tree: ast.AST) -> list[str]:
+    """Calls made on a Redis client directly (`store.redis.set(...)`, `redis.xadd(...)`)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if name == "redis":
+                found.append(f"line {node.lineno}: {ast.unparse(node.func)}")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in HANDLERS.glob("*.py") if p.name != "__init__.py"))
+def test_handlers_reach_redis_only_through_the_store(module):
+    """Key shapes, TTLs, Lua and the command guard live in bot/store.py (and the helpers over it), not in handlers."""
+    source = (HANDLERS / module).read_text()
+    assert redis_calls(ast.parse(source)) == []
+    assert "redis.call(" not in source and "24 * 3600" not in source
+
+
+def test_the_check_finds_a_direct_redis_write():
+    assert redis_calls(ast.parse("async def f(store):\n    await store.redis.set('k', 'v', ex=7 * 24 * 3600)\n"))
+
+
+async def test_the_command_guard_runs_a_comment_once_and_lets_its_own_delivery_retry(prefixed_redis):
+    from bot.store import COMMAND_TTL_S, FIRST, REPLAY, RETRY, CommandGuard, Keys
+
+    client, prefix = prefixed_redis
+    guard = CommandGuard(client, Keys(prefix))
+    assert await guard.claim(REPO, 7, "d1") == FIRST
+    assert 0 < await client.ttl(Keys(prefix).command(REPO, 7)) <= COMMAND_TTL_S
+    assert await guard.claim(REPO, 7, "d1") == RETRY  # the delivery that started it, handed out again
+    assert await guard.claim(REPO, 7, "d2") == REPLAY  # another delivery of the same comment
+    assert await guard.claim(REPO, 8, "") == FIRST and await guard.claim(REPO, 8, "") == REPLAY  # no id: no retry
+    await guard.finish(REPO, 7)
+    assert await guard.claim(REPO, 7, "d1") == REPLAY
+    assert await client.get(Keys(prefix).command(REPO, 7)) == b"done"
+
+
+async def test_the_rate_counter_counts_per_user_within_its_window(prefixed_redis):
+    from bot.store import RATE_WINDOW_S, Keys, RateCounter
+
+    client, prefix = prefixed_redis
+    rate = RateCounter(client, Keys(prefix))
+    assert [await rate.hit(REPO, "a") for _ in range(3)] == [1, 2, 3]
+    assert await rate.hit(REPO, "b") == 1
+    assert 0 < await client.ttl(Keys(prefix).rate(REPO, "a")) <= RATE_WINDOW_S

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 from analyzers.core import Finding, Rule
 from analyzers.patterns import META_ISSUE, META_ISSUE_URL, PATTERNS, pattern_title
@@ -17,15 +19,33 @@ SUMMARY_MARKER = "<!-- drbot:summary -->"
 #: GitHub rejects comment bodies over 65,536 characters; keep a margin for the marker and footer
 MAX_BODY = 65_000
 TOOL_NAME = "drbot"
-TOOL_URI = "https://github.com/huggingface/diffusers/issues/13656"
-JSON_FIELDS = ("code", "pattern", "path", "line", "end_line", "scope", "symbol", "message", "fingerprint")
+#: a finding in `--format json`: the Finding's fields, with `file` (the path in the repository) after `path`
+JSON_FIELDS = ("code", "pattern", "path", "file", "line", "end_line", "scope", "symbol", "message", "fingerprint")
+#: the rule pages as a path inside drbot's repository: what `Links(docs_base=RELATIVE_DOCS_BASE)` asks for
+RELATIVE_DOCS_BASE = "docs/rules/"
+#: drbot's [project.urls] in pyproject.toml (tests/test_sarif.py keeps them equal). Constants rather than the
+#: installed metadata: an editable install's stale `drbot.egg-info` on the path would answer differently by cwd.
+REPOSITORY_URL = "https://github.com/huggingface/drbot"
+#: the rule pages at a stable URL: `Links()` and SARIF `helpUri`s point here
+DOCS_URL = "https://github.com/huggingface/drbot/blob/main/docs/rules/"
+#: the SARIF base id every artifact location is relative to (`originalUriBaseIds` says where it is)
+SRCROOT = "%SRCROOT%"
+
+
+def is_absolute_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return bool(parts.scheme and parts.netloc)
 
 
 @dataclass(frozen=True)
 class Links:
-    """Where rendered findings point: rule documentation, and optionally the source line."""
+    """Where rendered findings point: rule documentation, and optionally the source line.
 
-    docs_base: str = "docs/rules/"
+    Rule links are absolute by default (`DOCS_URL`): a relative link in a PR comment resolves under
+    `/pull/N/` and leads nowhere. `docs_base` overrides it: another URL, or `RELATIVE_DOCS_BASE` for links
+    inside drbot's own repository."""
+
+    docs_base: str = DOCS_URL
     source_url: Callable[[Finding], str | None] | None = None
 
     def rule(self, code: str) -> str:
@@ -77,15 +97,40 @@ def to_text(
 # ---------------------------------------------------------------------------------------------- json
 
 
-def to_json(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = ()) -> str:
+def to_json(
+    findings: Sequence[Finding],
+    errors: Sequence[tuple[str, str]] = (),
+    *,
+    file_paths: Mapping[str, str] | None = None,
+) -> str:
+    """Findings and errors as JSON. `path` is the package path fingerprints use (`diffusers/…`); `file` the path in
+    the repository (`src/diffusers/…`), from `file_paths` (package path -> file, as `ScanReport.file_paths`)."""
+    file_paths = file_paths or {}
     payload = {
-        "findings": [{name: getattr(f, name) for name in JSON_FIELDS} for f in findings],
-        "errors": [{"path": path, "message": message} for path, message in errors],
+        "findings": [
+            {name: file_paths.get(f.path, f.path) if name == "file" else getattr(f, name) for name in JSON_FIELDS}
+            for f in findings
+        ],
+        "errors": [{"path": path, "file": file_paths.get(path, path), "message": message} for path, message in errors],
     }
     return json.dumps(payload, indent=2) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------- sarif
+
+
+_ERROR_LINE = re.compile(r"\(line (\d+), column \d+\)\s*$")
+
+
+def error_line(message: str) -> int | None:
+    """The line a scan error names (`libcst cannot parse this file: … (line 3, column 0)`), if it names one."""
+    match = _ERROR_LINE.search(message)
+    return int(match.group(1)) if match else None
+
+
+def _artifact(path: str, file_paths: Mapping[str, str]) -> dict:
+    # a URI reference, not a file name: `a:b.py` would read as a scheme, a space is not allowed
+    return {"uri": quote(file_paths.get(path, path), safe="/"), "uriBaseId": SRCROOT}
 
 
 def to_sarif(
@@ -95,56 +140,72 @@ def to_sarif(
     rules: Iterable[type[Rule]] | None = None,
     version: str = "0",
     links: Links = Links(),
+    file_paths: Mapping[str, str] | None = None,
+    root: str | Path | None = None,
 ) -> str:
-    """A SARIF 2.1.0 log, for GitHub code scanning: one run, every rule described, fingerprints kept."""
+    """A SARIF 2.1.0 log, for GitHub code scanning: one run, every rule described, fingerprints kept.
+
+    Artifact URIs are the files' paths in their repository (`file_paths`: package path -> file, as
+    `ScanReport.file_paths`), relative to `%SRCROOT%`, which `originalUriBaseIds` places at `root` when known.
+    A rule's `helpUri` is its documentation page, left out when `links` gives no absolute URL (SARIF wants one).
+    """
+    file_paths = file_paths or {}
     by_code = _rules_by_code(rules)
     codes = sorted(by_code)
     index = {code: i for i, code in enumerate(codes)}
     driver_rules = []
     for code in codes:
         rule = by_code[code]
+        help_uri = links.rule(code)
         driver_rules.append(
             {
                 "id": code,
                 "name": rule.__name__,
                 "shortDescription": {"text": rule.title},
                 "fullDescription": {"text": rule.rationale},
-                "helpUri": links.rule(code),
+                **({"helpUri": help_uri} if is_absolute_url(help_uri) else {}),
                 "help": {"text": f"{rule.title} {rule.rationale}"},
                 "properties": {"pattern": rule.pattern, "tags": [f"pattern-{rule.pattern}"]},
             }
         )
     results = []
     for f in findings:
-        result = {
+        location: dict = {
+            "physicalLocation": {
+                "artifactLocation": _artifact(f.path, file_paths),
+                "region": {"startLine": f.line, "endLine": max(f.end_line, f.line)},
+            }
+        }
+        if f.scope:
+            location["logicalLocations"] = [{"fullyQualifiedName": f.scope}]
+        result: dict = {
             "ruleId": f.code,
             "level": {"error": "error", "warning": "warning", "note": "note"}[f.severity],
             "message": {"text": f.message},
-            "locations": [
-                {
-                    "physicalLocation": {
-                        "artifactLocation": {"uri": f.path, "uriBaseId": "SRCROOT"},
-                        "region": {"startLine": f.line, "endLine": max(f.end_line, f.line)},
-                    },
-                    "logicalLocations": [{"fullyQualifiedName": f.scope}] if f.scope else [],
-                }
-            ],
+            "locations": [location],
             "partialFingerprints": {"drbotFingerprint/v1": f.fingerprint},
             "properties": {"pattern": f.pattern, "symbol": f.symbol},
         }
         if f.code in index:
             result["ruleIndex"] = index[f.code]
-        if not f.scope:
-            del result["locations"][0]["logicalLocations"]
         results.append(result)
-    notifications = [
-        {
-            "level": "error",
-            "message": {"text": message},
-            "locations": [{"physicalLocation": {"artifactLocation": {"uri": path, "uriBaseId": "SRCROOT"}}}],
+    notifications = []
+    for path, message in errors:
+        physical: dict = {"artifactLocation": _artifact(path, file_paths)}
+        line = error_line(message)
+        if line is not None:
+            physical["region"] = {"startLine": line}
+        notifications.append(
+            {"level": "error", "message": {"text": message}, "locations": [{"physicalLocation": physical}]}
+        )
+    srcroot: dict = {
+        "description": {
+            "text": "What the paths are relative to: the repository root, or the package root of an installed package."
         }
-        for path, message in errors
-    ]
+    }
+    if root is not None:
+        uri = Path(root).absolute().as_uri()
+        srcroot["uri"] = uri if uri.endswith("/") else uri + "/"  # a base URI ends with a slash
     log = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -153,11 +214,12 @@ def to_sarif(
                 "tool": {
                     "driver": {
                         "name": TOOL_NAME,
-                        "informationUri": TOOL_URI,
+                        "informationUri": REPOSITORY_URL,
                         "version": version,
                         "rules": driver_rules,
                     }
                 },
+                "originalUriBaseIds": {SRCROOT: srcroot},
                 "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
                 "results": results,
             }
@@ -177,19 +239,30 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def to_github(findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, rules=None) -> str:
-    """GitHub Actions workflow commands: `::warning file=…,line=…::message`."""
+def to_github(
+    findings: Sequence[Finding],
+    errors: Sequence[tuple[str, str]] = (),
+    *,
+    rules=None,
+    file_paths: Mapping[str, str] | None = None,
+) -> str:
+    """GitHub Actions workflow commands: `::warning file=…,line=…::message`, each file named by its path in the
+    repository (`file_paths`: package path -> file, as `ScanReport.file_paths`), as GitHub places annotations.
+    An error sits on the line it names, else on line 1 (GitHub places an annotation by file and line)."""
+    file_paths = file_paths or {}
     by_code = _rules_by_code(rules)
     out = []
     for f in findings:
         level = "error" if f.severity == "error" else ("notice" if f.severity == "note" else "warning")
         title = _escape_property(f"{f.code} {_rule_name(f.code, by_code)}")
+        file = _escape_property(file_paths.get(f.path, f.path))
         out.append(
-            f"::{level} file={_escape_property(f.path)},line={f.line},endLine={max(f.end_line, f.line)},"
+            f"::{level} file={file},line={f.line},endLine={max(f.end_line, f.line)},"
             f"title={title}::{_escape_data(f.message)}"
         )
     for path, message in errors:
-        out.append(f"::error file={_escape_property(path)},title=drbot::{_escape_data(message)}")
+        file = _escape_property(file_paths.get(path, path))
+        out.append(f"::error file={file},line={error_line(message) or 1},title=drbot::{_escape_data(message)}")
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -264,7 +337,8 @@ def _grouped(
 def to_markdown(
     findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, rules=None, links: Links = Links()
 ) -> str:
-    """Findings of a scan as Markdown, grouped by pattern, each pattern linked to #13656."""
+    """Findings of a scan as Markdown, grouped by pattern, each pattern linked to #13656: every finding, however
+    long the report (`drbot analyze` has no check run to point at; the App's comments are cut by `_truncate`)."""
     by_code = _rules_by_code(rules)
     lines = [f"## drbot: {len(findings)} finding{'s' if len(findings) != 1 else ''}", ""]
     lines += _grouped(findings, by_code, links)
@@ -272,7 +346,7 @@ def to_markdown(
         lines.append(f"<details><summary>{len(errors)} file(s) could not be analysed</summary>\n")
         lines += [f"- {code_span(path)}: {md_escape(message)}" for path, message in errors]
         lines.append("\n</details>")
-    return _truncate("\n".join(lines).rstrip() + "\n")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 HELP_LINE = (
@@ -327,6 +401,7 @@ def review_markdown(
 
 
 def _truncate(body: str, limit: int = MAX_BODY) -> str:
+    """Cut a comment body the App posts to GitHub's limit, pointing at the check run for the rest."""
     if len(body) <= limit:
         return body
     cut = body.rfind("\n", 0, limit - 200)

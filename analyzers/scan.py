@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyzers.core import Finding, Project, Rule, all_rules, analyze_file
+from analyzers.modules import root_for_relative_imports
 
 
 SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "node_modules", "build", "dist"})
@@ -31,6 +32,12 @@ class ScanReport:
     errors: list[ScanError] = field(default_factory=list)
     files: int = 0
     skipped: int = 0  # frozen files (deprecated pipelines) not analysed
+    #: per analysed file, its package path (`Finding.path`, `diffusers/…`, what fingerprints hash) -> its path in
+    #: the repository that holds it (`src/diffusers/…`), the path GitHub places annotations by; a file in no
+    #: repository (an installed package) keeps its package path
+    file_paths: dict[str, str] = field(default_factory=dict)
+    #: the directory every `file_paths` value is relative to, when the scanned files share one (else None)
+    root: Path | None = None
 
 
 class UsageError(Exception):
@@ -57,7 +64,8 @@ def project_root(path: Path) -> Path:
     current = path if path.is_dir() else path.parent
     while (current / "__init__.py").exists() and current.parent != current:
         current = current.parent
-    return current
+    # a tree given without its parents' `__init__.py` files: its relative imports say how deep its packages lie
+    return root_for_relative_imports(path, current)
 
 
 def checkout_root(path: Path) -> Path | None:
@@ -70,6 +78,43 @@ def checkout_root(path: Path) -> Path | None:
         ):
             return candidate
     return None
+
+
+#: directories of installed packages: a file under one is not a repository file, even in a checkout's `.venv/`
+INSTALLED_DIRS = frozenset({"site-packages", "dist-packages"})
+
+
+def _git_work_tree(directory: Path) -> Path | None:
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():  # a directory, or a file in a worktree or submodule
+            return candidate
+    return None
+
+
+def repository_root(file: Path) -> Path | None:
+    """The root of the repository that holds `file`: the nearest directory above it with a `.git` (what
+    `git rev-parse --show-toplevel` answers there), else a checkout laid out as `src/` + `tests/` (an unpacked
+    archive has no `.git`); None for a file that lies in no repository, such as an installed package."""
+    file = file.resolve()
+    root = _git_work_tree(file.parent) or checkout_root(file.parent)
+    if root is None or INSTALLED_DIRS & set(file.relative_to(root).parts):
+        return None
+    return root
+
+
+def repository_paths(items: Sequence[tuple[Path, Path]]) -> tuple[dict[str, str], Path | None]:
+    """For discovered (root, file) pairs: package path -> path in the file's repository, and the one directory
+    those paths are relative to (None when they have several). A file in no repository keeps its package path,
+    relative to its package root."""
+    paths: dict[str, str] = {}
+    bases: set[Path] = set()
+    for root, file in items:
+        package_path = Path(file).relative_to(root).as_posix()
+        repository = repository_root(Path(file))
+        base = repository if repository is not None else Path(root)
+        paths.setdefault(package_path, Path(file).relative_to(base).as_posix())
+        bases.add(base)
+    return paths, (next(iter(bases)) if len(bases) == 1 else None)
 
 
 def discover(paths: Sequence[Path]) -> list[tuple[Path, Path]]:
@@ -140,7 +185,7 @@ def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError], bo
     except (OSError, UnicodeDecodeError) as error:
         return [], [ScanError(path, f"cannot read this file: {error}")], False
     result = analyze_file(
-        path, source, project=project, rules=_WORKER_RULES, include_frozen=_WORKER_OPTIONS.get("include_frozen", False)
+        path, source, project=project, rules=_WORKER_RULES, include_frozen=bool(_WORKER_OPTIONS.get("include_frozen"))
     )
     return result.findings, [ScanError(path, message) for message in result.errors], result.skipped
 
@@ -170,10 +215,12 @@ def scan(
     """Run `rules` over every Python file under `paths`; unparsable files become errors. With `isolate`, each file
     is analysed there, and a file that crashes the parser or passes a limit becomes an error too."""
     rules = all_rules() if rules is None else list(rules)
-    items = [(str(root), str(file)) for root, file in discover(paths)]
+    found = discover(paths)
+    items = [(str(root), str(file)) for root, file in found]
     codes = [rule.code for rule in rules]
     jobs = jobs or os.cpu_count() or 1
     report = ScanReport(files=len(items))
+    report.file_paths, report.root = repository_paths(found)
     if isolate is not None:
         outcomes = isolate(scan_isolated, [(root, file, tuple(codes), include_frozen) for root, file in items])
         results = [
@@ -185,8 +232,7 @@ def scan(
         _collect(report, results, len(items), progress)
     elif jobs == 1 or len(items) < 8:
         _init_worker(codes, include_frozen)
-        results = map(_scan_one, items)
-        _collect(report, results, len(items), progress)
+        _collect(report, map(_scan_one, items), len(items), progress)
     else:
         with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(codes, include_frozen)) as pool:
             # small chunks keep both cores busy despite a few very large files

@@ -10,7 +10,9 @@ import pytest
 
 from analyzers.core import Finding, all_rules
 from analyzers.render import (
+    DOCS_URL,
     MAX_BODY,
+    RELATIVE_DOCS_BASE,
     SUMMARY_MARKER,
     Links,
     md_escape,
@@ -56,15 +58,29 @@ def _finding(code="DRB201", pattern=2, path="diffusers/pipelines/x/pipeline_x.py
 
 FINDINGS = [_finding(), _finding(code="DRB601", pattern=6, line=20, symbol="return StableDiffusionXLPipelineOutput")]
 ERRORS = [("diffusers/broken.py", "libcst cannot parse this file: bad input (line 1, column 3)")]
+#: package path -> path in the repository, as `ScanReport.file_paths` gives them for a checkout
+FILE_PATHS = {
+    "diffusers/pipelines/x/pipeline_x.py": "src/diffusers/pipelines/x/pipeline_x.py",
+    "diffusers/broken.py": "src/diffusers/broken.py",
+}
+
+
+def validate_sarif(log: dict) -> None:
+    """Validate against the SARIF 2.1.0 schema, formats (`uri`, `date-time`) included."""
+    validator = jsonschema.Draft4Validator(
+        json.loads(SARIF_SCHEMA.read_text()), format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
+    )
+    validator.validate(log)
 
 
 def test_json_has_exactly_the_documented_fields():
-    payload = json.loads(to_json(FINDINGS, ERRORS))
+    payload = json.loads(to_json(FINDINGS, ERRORS, file_paths=FILE_PATHS))
     assert set(payload) == {"findings", "errors"}
     assert list(payload["findings"][0]) == [
         "code",
         "pattern",
         "path",
+        "file",
         "line",
         "end_line",
         "scope",
@@ -72,14 +88,20 @@ def test_json_has_exactly_the_documented_fields():
         "message",
         "fingerprint",
     ]
-    assert payload["errors"] == [{"path": "diffusers/broken.py", "message": ERRORS[0][1]}]
+    # `path` stays the package path fingerprints hash; `file` is where the file lies in the repository
+    assert payload["findings"][0]["path"] == "diffusers/pipelines/x/pipeline_x.py"
+    assert payload["findings"][0]["file"] == "src/diffusers/pipelines/x/pipeline_x.py"
+    assert payload["errors"] == [
+        {"path": "diffusers/broken.py", "file": "src/diffusers/broken.py", "message": ERRORS[0][1]}
+    ]
+    # with no repository to place it in, a file is named by its package path
+    assert json.loads(to_json(FINDINGS))["findings"][0]["file"] == "diffusers/pipelines/x/pipeline_x.py"
 
 
 def test_sarif_validates_against_the_2_1_0_schema():
     assert SARIF_SCHEMA.exists(), "run the README's test command: it installs tests/npm"
-    schema = json.loads(SARIF_SCHEMA.read_text())
-    log = json.loads(to_sarif(FINDINGS, ERRORS, version="0.1.0"))
-    jsonschema.validate(log, schema)
+    log = json.loads(to_sarif(FINDINGS, ERRORS, version="0.1.0", file_paths=FILE_PATHS, root="/work/checkout"))
+    validate_sarif(log)
     run = log["runs"][0]
     assert [r["ruleId"] for r in run["results"]] == ["DRB201", "DRB601"]
     rules = run["tool"]["driver"]["rules"]
@@ -88,11 +110,37 @@ def test_sarif_validates_against_the_2_1_0_schema():
     assert rules[first["ruleIndex"]]["id"] == "DRB201"
     assert first["partialFingerprints"]["drbotFingerprint/v1"] == FINDINGS[0].fingerprint
     assert first["locations"][0]["physicalLocation"]["region"] == {"startLine": 10, "endLine": 10}
-    assert run["invocations"][0]["toolExecutionNotifications"][0]["level"] == "error"
+    assert first["locations"][0]["physicalLocation"]["artifactLocation"] == {
+        "uri": "src/diffusers/pipelines/x/pipeline_x.py",
+        "uriBaseId": "%SRCROOT%",
+    }
+    assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == "file:///work/checkout/"
+    assert {rule["helpUri"] for rule in rules} == {f"{DOCS_URL}{rule.code}.md" for rule in all_rules()}
+    (notification,) = run["invocations"][0]["toolExecutionNotifications"]
+    assert notification["level"] == "error"
+    assert notification["locations"][0]["physicalLocation"] == {
+        "artifactLocation": {"uri": "src/diffusers/broken.py", "uriBaseId": "%SRCROOT%"},
+        "region": {"startLine": 1},
+    }
+
+
+def test_sarif_with_relative_docs_links_stays_valid():
+    # SARIF wants an absolute helpUri: a relative docs base, asked for explicitly, leaves it out
+    log = json.loads(to_sarif(FINDINGS, links=Links(docs_base=RELATIVE_DOCS_BASE)))
+    validate_sarif(log)
+    assert not any("helpUri" in rule for rule in log["runs"][0]["tool"]["driver"]["rules"])
+
+
+def test_sarif_uris_are_uri_references():
+    finding = _finding(path="diffusers/a b:c.py")
+    log = json.loads(to_sarif([finding]))
+    validate_sarif(log)
+    location = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location["uri"] == "diffusers/a%20b%3Ac.py"
 
 
 def test_sarif_with_no_findings_is_valid():
-    jsonschema.validate(json.loads(to_sarif([], [])), json.loads(SARIF_SCHEMA.read_text()))
+    validate_sarif(json.loads(to_sarif([], [])))
 
 
 def test_sarif_schema_catches_a_broken_log():
@@ -109,7 +157,14 @@ def test_github_annotations_escape_properties_and_data():
         "::warning file=diffusers/a%2Cb%3Ac.py,line=10,endLine=10,title=DRB201 unused-call-argument::"
     )
     assert line.endswith("::100%25 wrong%0Asecond line; fix it.")
-    assert "::error file=diffusers/broken.py,title=drbot::" in to_github([], ERRORS)
+    assert "::error file=diffusers/broken.py,line=1,title=drbot::" in to_github([], ERRORS)
+
+
+def test_github_annotations_name_the_file_in_the_repository_and_the_line_of_an_error():
+    out = to_github(FINDINGS, ERRORS + [("diffusers/x.py", "cannot read this file: denied")], file_paths=FILE_PATHS)
+    assert "::warning file=src/diffusers/pipelines/x/pipeline_x.py,line=10,endLine=10," in out
+    assert "::error file=src/diffusers/broken.py,line=1,title=drbot::libcst cannot parse" in out
+    assert "::error file=diffusers/x.py,line=1,title=drbot::cannot read this file" in out
 
 
 def test_text_groups_by_pattern():
@@ -128,6 +183,25 @@ def test_markdown_links_patterns_and_rules():
         in body
     )
     assert "[unused-call-argument](https://example.invalid/rules/DRB201.md)" in body
+
+
+def test_rule_links_are_absolute_unless_a_relative_base_is_asked_for():
+    # a relative link in a PR comment resolves under /pull/N/ and leads nowhere
+    assert DOCS_URL.startswith("https://") and DOCS_URL.endswith("/docs/rules/")
+    assert Links().rule("DRB201") == f"{DOCS_URL}DRB201.md"
+    assert f"[unused-call-argument]({DOCS_URL}DRB201.md)" in to_markdown(FINDINGS)
+    body = review_markdown(ReviewData(comparison=Comparison(new=(FINDINGS[0],))))
+    assert f"[unused-call-argument]({DOCS_URL}DRB201.md)" in body and "](docs/" not in body
+    relative = to_markdown(FINDINGS, links=Links(docs_base=RELATIVE_DOCS_BASE))
+    assert "[unused-call-argument](docs/rules/DRB201.md)" in relative
+
+
+def test_markdown_of_a_scan_lists_every_finding():
+    # the command line has no check run to point at: nothing is cut, however long the report
+    many = [_finding(line=i, symbol=f"arg{i}", message="x" * 300 + "; fix.") for i in range(1, 400)]
+    body = to_markdown(many)
+    assert len(body) > MAX_BODY and "truncated" not in body
+    assert body.count("- **DRB201**") == len(many)
 
 
 def test_md_escape_defuses_mentions_and_html_outside_code():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -14,7 +16,7 @@ FORMATS = ("text", "json", "sarif", "markdown", "github")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too; keep its usage line
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 too; keep its usage line
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
@@ -23,74 +25,147 @@ def _split(values: Sequence[str] | None) -> list[str]:
     return [part for value in values or () for part in value.split(",") if part.strip()]
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a count of 1 or more (`-j -3` reached a process pool that raised ValueError)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+DEVICE_RE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def _device(text: str) -> str:
+    """argparse type: a torch device the contracts run on."""
+    if not DEVICE_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device drbot runs contracts on; use cpu, cuda or cuda:N")
+    return text
+
+
+def _command(sub, name: str, text: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` opens with the line `drbot --help` shows for it."""
+    kwargs.setdefault("description", text[0].upper() + text[1:] + ".")
+    return sub.add_parser(name, help=text, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="drbot", description="Review huggingface/diffusers code for the bug patterns of #13656.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    key_prefix = os.environ.get("DRBOT_KEY_PREFIX", "drbot:")
+    redis_help = "the Redis server (default: $REDIS_URL or redis://127.0.0.1:6379/0)"
+    prefix_help = "prefix of every Redis key drbot uses (default: $DRBOT_KEY_PREFIX or drbot:)"
+    select_help = "only these rules: codes (DRB201), code prefixes (DRB2) or patterns (P1), comma-separated"
+    ignore_help = "skip these rules: codes, code prefixes or patterns, comma-separated"
+    dtype_help = "run the pipelines in this dtype (default: the components' own, fp32)"
 
-    analyze = sub.add_parser("analyze", help="run the rules on files or directories")
+    analyze = _command(
+        sub,
+        "analyze",
+        "run the rules on files or directories",
+        description="Run the rules on files or directories. Exit status: 0 no findings, 1 findings or a file that "
+        "could not be analysed, 2 usage or internal error.",
+    )
     analyze.add_argument("paths", nargs="*", type=Path, help="files or directories (default: the installed diffusers)")
     analyze.add_argument("--format", choices=FORMATS, default=None, help="output format (default: text)")
-    analyze.add_argument("--select", action="append", metavar="CODES", help="rule codes, prefixes or P<n> patterns")
-    analyze.add_argument("--ignore", action="append", metavar="CODES", help="rule codes, prefixes or P<n> to skip")
-    analyze.add_argument("--jobs", "-j", type=int, default=None, help="worker processes (default: all cores)")
-    analyze.add_argument("--docs-base", default="docs/rules/", help="URL or path prefix of the rule pages")
+    analyze.add_argument("--select", action="append", metavar="CODES", help=select_help)
+    analyze.add_argument("--ignore", action="append", metavar="CODES", help=ignore_help)
+    analyze.add_argument(
+        "--jobs", "-j", type=_positive_int, default=None, help="worker processes (default: all cores)"
+    )
+    analyze.add_argument(
+        "--docs-base", help="URL or path prefix of the rule pages (default: drbot's rule documentation on GitHub)"
+    )
     analyze.add_argument("--output", "-o", type=Path, help="write the report to this file instead of stdout")
     analyze.add_argument(
         "--include-deprecated", action="store_true", help="also scan diffusers/pipelines/deprecated/ (frozen upstream)"
     )
 
-    review = sub.add_parser("review", help="print the review the App would post for a local git diff")
+    review = _command(sub, "review", "print the review the App would post for a local git diff")
     review.add_argument("--base", required=True, help="base revision (e.g. main or a merge-base)")
     review.add_argument("--head", default="HEAD", help="head revision (default: HEAD)")
     review.add_argument("--repo", type=Path, default=Path("."), help="the git repository (default: .)")
-    review.add_argument("--select", action="append", metavar="CODES")
-    review.add_argument("--ignore", action="append", metavar="CODES")
-    review.add_argument("--docs-base", default="docs/rules/", help="URL or path prefix of the rule pages")
-
-    rules = sub.add_parser("rules", help="list the rules, or print one rule's documentation")
-    rules.add_argument("code", nargs="?", help="a rule code such as DRB201")
-
-    serve = sub.add_parser(
-        "serve",
-        help="run the GitHub App: webhook intake and event worker (settings from the environment)",
-        description="Settings: GITHUB_WEBHOOK_SECRET (required), GITHUB_APP_ID, GITHUB_PRIVATE_KEY or "
-        "GITHUB_PRIVATE_KEY_PATH, GITHUB_API_URL, REDIS_URL, DRBOT_PORT.",
+    review.add_argument("--select", action="append", metavar="CODES", help=select_help)
+    review.add_argument("--ignore", action="append", metavar="CODES", help=ignore_help)
+    review.add_argument(
+        "--docs-base", help="URL or path prefix of the rule pages (default: drbot's rule documentation on GitHub)"
     )
-    known = sub.add_parser("known", help="the known-findings registry in Redis (import, export, list, stats)")
-    known_sub = known.add_subparsers(dest="known_command", required=True, parser_class=_Parser)
+
+    rules = _command(sub, "rules", "list the rules, or print one rule's documentation")
+    rules.add_argument(
+        "code", nargs="?", help="a rule code such as DRB201 (its page), or a prefix (DRB2) or pattern (P1) to list"
+    )
+    rules.add_argument(
+        "--format",
+        choices=("text", "markdown"),
+        default="text",
+        help="a rule page as text or Markdown (default: text)",
+    )
+
+    serve = _command(
+        sub,
+        "serve",
+        "run the GitHub App: webhook intake and event worker (settings from the environment)",
+        description="Run the GitHub App. Settings: GITHUB_WEBHOOK_SECRET (required), GITHUB_APP_ID, "
+        "GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH, GITHUB_API_URL, REDIS_URL, DRBOT_PORT.",
+    )
+    roles = serve.add_mutually_exclusive_group()
+    roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
+    roles.add_argument("--web-only", action="store_true", help="accept webhooks; no event worker")
+
+    known = _command(sub, "known", "the known-findings registry in Redis (import, export, list, stats)")
+    known_sub = known.add_subparsers(dest="known_command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name, text in (
         ("import", "scan a checkout or the installed package and record every finding as known"),
         ("export", "print the registry as JSON"),
         ("list", "print the registry as a table"),
         ("stats", "per-rule feedback: findings posted and ignored by maintainers"),
     ):
-        command = known_sub.add_parser(name, help=text)
+        command = _command(known_sub, name, text)
         command.add_argument("--repo", default="huggingface/diffusers", help="owner/name (default: %(default)s)")
-        command.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        command.add_argument("--key-prefix", default=os.environ.get("DRBOT_KEY_PREFIX", "drbot:"))
+        command.add_argument("--redis-url", default=redis_url, help=redis_help)
+        command.add_argument("--key-prefix", default=key_prefix, help=prefix_help)
         if name == "import":
             command.add_argument("paths", nargs="*", help="a checkout or package (default: the installed diffusers)")
             command.add_argument("--mapping", help="known-issues.yml (default: ./known-issues.yml when present)")
-            command.add_argument("-j", "--jobs", type=int, default=None)
+            command.add_argument(
+                "-j", "--jobs", type=_positive_int, default=None, help="worker processes (default: all cores)"
+            )
         if name == "list":
-            command.add_argument("--status", choices=("open", "tracked", "suppressed", "fixed"))
-            command.add_argument("--format", choices=("table", "json"), default="table")
+            command.add_argument(
+                "--status", choices=("open", "tracked", "suppressed", "fixed"), help="only findings with this status"
+            )
+            command.add_argument(
+                "--format", choices=("table", "json"), default="table", help="output format (default: table)"
+            )
 
-    contracts = sub.add_parser("contracts", help="run the contract tests on tiny offline pipelines")
+    contracts = _command(
+        sub,
+        "contracts",
+        "run the contract tests on tiny offline pipelines",
+        description="Run the contract tests on tiny offline pipelines. Exit status: 0 every contract passed or was "
+        "skipped, 1 a contract failed, 2 usage error or a contract the harness could not run.",
+    )
     contracts.add_argument("pipelines", nargs="*", help="pipeline classes (default: every one with a tiny factory)")
-    contracts.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    contracts.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None)
+    contracts.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    contracts.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help=dtype_help)
     contracts.add_argument("--contract", action="append", metavar="CODES", help="only these contracts (DRC001,...)")
-    contracts.add_argument("--format", choices=("text", "json"), default="text")
-    contracts.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    contracts.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    contracts.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: 1)")
     contracts.add_argument("--offload", action="store_true", help="enable_model_cpu_offload onto --device")
 
-    worker = sub.add_parser("worker", help="a contract runner: consume jobs from Redis (group `runners`)")
-    worker.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    worker.add_argument("--key-prefix", default=os.environ.get("DRBOT_KEY_PREFIX", "drbot:"))
-    worker.add_argument("--device", default="cpu")
-    worker.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None)
+    worker = _command(
+        sub, "worker", "a contract runner: consume contract jobs from Redis (group `runners`) and report their results"
+    )
+    worker.add_argument("--redis-url", default=redis_url, help=redis_help)
+    worker.add_argument("--key-prefix", default=key_prefix, help=prefix_help)
+    worker.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    worker.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help=dtype_help)
     worker.add_argument(
         "--visibility-timeout", type=float, default=900.0, help="seconds before a dead runner's job is claimed"
     )
@@ -102,9 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run jobs without the sandbox: local development only, never on a runner that serves a repository",
     )
 
-    acl = sub.add_parser(
+    acl = _command(
+        sub,
         "redis-acl",
-        help="write a Redis ACL file: the bot's user, one user per runner (DESIGN §7), and their passwords",
+        "write a Redis ACL file: the bot's user, one user per runner (DESIGN §7), and their passwords",
         description="Write a Redis ACL file (aclfile) with the bot's user, an admin user and one user per runner, "
         "and one password file per user (the matching component's REDIS_URL uses it); re-running keeps existing "
         "passwords. docs/security.md explains each user's rules.",
@@ -114,10 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     acl.add_argument("--runner", action="append", default=[], metavar="NAME", help="a runner's user name (repeat)")
     acl.add_argument("--acl-file", type=Path, required=True, help="where to write the ACL file")
     acl.add_argument("--secrets", type=Path, required=True, help="directory for the password files (mode 600)")
-
-    roles = serve.add_mutually_exclusive_group()
-    roles.add_argument("--worker-only", action="store_true", help="consume events; no webhook endpoint")
-    roles.add_argument("--web-only", action="store_true", help="accept webhooks; no event worker")
     return parser
 
 
@@ -150,10 +222,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _selected_rules(args: argparse.Namespace):
     from analyzers.core import all_rules, select_rules
 
-    rules = select_rules(all_rules(), _split(args.select), _split(args.ignore))
-    if not rules:
-        raise SystemExit(_fail("no rule matches --select/--ignore"))
-    return rules
+    rules = all_rules()
+    for option, values in (("--select", args.select), ("--ignore", args.ignore)):
+        for value in _split(values):
+            _check_selector(rules, option, value)
+    chosen = select_rules(rules, _split(args.select), _split(args.ignore))
+    if not chosen:
+        raise SystemExit(_fail("--select and --ignore leave no rule to run"))
+    return chosen
+
+
+def _check_selector(rules, option: str, value: str) -> None:
+    """Exit 2 on a selector that names no rule: a typo must not silently select nothing or ignore nothing."""
+    from analyzers.core import BARE_IGNORE_CODE, select_rules
+
+    if select_rules(rules, [value]):
+        return
+    if BARE_IGNORE_CODE.startswith(value.strip().upper()):
+        # DRB000 is reported by the suppression comments themselves, whatever the rule selection
+        why = f"{BARE_IGNORE_CODE} cannot be selected or ignored; name the rule in the comment, as in `ignore[DRB201]`"
+    else:
+        why = "no rule has this code, code prefix or pattern (P1-P10); `drbot rules` lists them"
+    raise SystemExit(_fail(f"{option} {value}: {why}"))
 
 
 def _fail(message: str) -> int:
@@ -168,6 +258,10 @@ def _analyze(args: argparse.Namespace) -> int:
     from engine.review import worker_modules
 
     rules = _selected_rules(args)
+    if args.output is not None and (args.output.is_dir() or not args.output.parent.is_dir()):
+        # checked before a scan that may take a minute
+        why = "it is a directory" if args.output.is_dir() else f"no directory {args.output.parent}"
+        return _fail(f"cannot write --output {args.output}: {why}")
     # every file is parsed in a worker process under time and memory limits: a file that crashes libcst (deep
     # nesting) or never finishes is reported as not analysed, and the scan goes on
     with Pool(Limits(), args.jobs or os.cpu_count() or 1, preload=(*worker_modules(), "analyzers.scan")) as pool:
@@ -183,23 +277,37 @@ def _analyze(args: argparse.Namespace) -> int:
         except UsageError as error:
             return _fail(str(error))
     errors = [(e.path, e.message) for e in report.errors]
-    links = render.Links(docs_base=args.docs_base)
+    links = render.Links() if args.docs_base is None else render.Links(docs_base=args.docs_base)
     fmt = args.format or "text"
     if fmt == "json":
-        out = render.to_json(report.findings, errors)
+        out = render.to_json(report.findings, errors, file_paths=report.file_paths)
     elif fmt == "sarif":
-        out = render.to_sarif(report.findings, errors, rules=rules, version=_version(), links=links)
+        out = render.to_sarif(report.findings, errors, rules=rules, version=_version(), links=links,
+                              file_paths=report.file_paths, root=report.root)  # fmt: skip
     elif fmt == "github":
-        out = render.to_github(report.findings, errors, rules=rules)
+        out = render.to_github(report.findings, errors, rules=rules, file_paths=report.file_paths)
     elif fmt == "markdown":
         out = render.to_markdown(report.findings, errors, rules=rules, links=links)
     else:
         out = render.to_text(report.findings, errors, files=report.files, skipped=report.skipped)
     if args.output:
-        args.output.write_text(out, encoding="utf-8")
+        try:
+            args.output.write_text(out, encoding="utf-8")
+        except OSError as error:
+            return _fail(f"cannot write --output {args.output}: {error.strerror or error}")
     else:
         sys.stdout.write(out)
-    return EXIT_FINDINGS if report.findings else EXIT_CLEAN
+    failed = len({e.path for e in report.errors})
+    if failed:
+        # a file that was not analysed may hide findings: the scan is not clean
+        print(
+            f"drbot: {_plural(failed, 'file')} could not be analysed (see the errors); exit status 1", file=sys.stderr
+        )
+    return EXIT_FINDINGS if report.findings or failed else EXIT_CLEAN
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _version() -> str:
@@ -220,32 +328,38 @@ def _review(args: argparse.Namespace) -> int:
         data = review(args.repo, args.base, args.head, rules=rules)
     except GitError as error:
         return _fail(str(error))
-    sys.stdout.write(render.review_markdown(data, rules=rules, links=render.Links(docs_base=args.docs_base)))
+    links = render.Links() if args.docs_base is None else render.Links(docs_base=args.docs_base)
+    sys.stdout.write(render.review_markdown(data, rules=rules, links=links))
     return EXIT_FINDINGS if data.new else EXIT_CLEAN
 
 
 def _rules(args: argparse.Namespace) -> int:
-    from analyzers.core import all_rules
-    from analyzers.docs import rule_page
+    from analyzers.core import BARE_IGNORE_CODE, all_rules, select_rules
+    from analyzers.docs import BARE_IGNORE_NAME, BARE_IGNORE_TITLE, as_text, page
 
+    if args.code and (text := page(args.code)) is not None:
+        sys.stdout.write(text if args.format == "markdown" else as_text(text))
+        return EXIT_CLEAN
     rules = all_rules()
-    if args.code:
-        wanted = args.code.upper()
-        for rule in rules:
-            if rule.code == wanted:
-                sys.stdout.write(rule_page(rule))
-                return EXIT_CLEAN
-        return _fail(f"no rule {args.code}; `drbot rules` lists them")
-    width = max(len(rule.name) for rule in rules)
-    for rule in rules:
-        print(f"{rule.code}  {rule.name:<{width}}  P{rule.pattern:<2} {rule.title}")
-    patterns = sorted({r.pattern for r in rules if r.pattern})
-    print(f"\n{len(rules)} rules for {len(patterns)} patterns of #13656: {', '.join(map(str, patterns))}.")
+    # (code, name, pattern column, title); DRB000 has no rule class but is listed and documented like one
+    rows = [(BARE_IGNORE_CODE, BARE_IGNORE_NAME, "-", BARE_IGNORE_TITLE)]
+    rows += [(r.code, r.name, f"P{r.pattern}", r.title) for r in rules]
+    listing_all = args.code is None or args.code.strip().upper() in ("", "ALL")
+    if not listing_all:
+        chosen = {r.code for r in select_rules(rules, [args.code])}
+        if BARE_IGNORE_CODE.startswith(args.code.strip().upper()):
+            chosen.add(BARE_IGNORE_CODE)
+        rows = [row for row in rows if row[0] in chosen]
+        if not rows:
+            return _fail(f"no rule matches {args.code}: give a code (DRB201), a prefix (DRB2) or a pattern (P1-P10)")
+    width = max(len(name) for _, name, _, _ in rows)
+    for code, name, pattern, title in rows:
+        print(f"{code}  {name:<{width}}  {pattern:<3} {title}")
+    if listing_all:
+        patterns = ", ".join(map(str, sorted({r.pattern for r in rules if r.pattern})))
+        print(f"\n{len(rules)} rules for the patterns {patterns} of #13656, and {BARE_IGNORE_CODE} for drbot's own "
+              "suppression comments. `drbot rules CODE` prints a rule's page.")  # fmt: skip
     return EXIT_CLEAN
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -262,7 +376,7 @@ def _serve(args: argparse.Namespace) -> int:
         if not args.web_only:
             settings.require_app_credentials()
     except SettingsError as error:
-        print(f"drbot serve: {error}", file=sys.stderr)
+        print(f"drbot serve: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     from bot.service import serve
 
@@ -310,3 +424,7 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"drbot worker needs the runner's dependencies: pip install 'drbot[runner]' ({error})", file=sys.stderr)
         return EXIT_ERROR
     return worker_main(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -25,14 +26,23 @@ BUGGY = textwrap.dedent(
 CLEAN = BUGGY.replace("return self.run(prompt)", "return self.run(prompt, eta)")
 
 
-def drbot(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def drbot(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "drbot", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})},
     )
+
+
+def usage_error(result: subprocess.CompletedProcess, *named: str) -> bool:
+    """Exit 2 with one `drbot…: error` line on stderr that names each of `named`, and no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "error" in last and all(name in last for name in named), result.stderr
+    return True
 
 
 @pytest.fixture
@@ -77,8 +87,7 @@ def test_select_and_ignore_filter_rules(package):
     (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
     assert drbot("analyze", str(package), "--ignore", "DRB201").returncode == 0
     assert drbot("analyze", str(package), "--select", "P2").returncode == 1
-    result = drbot("analyze", str(package), "--select", "DRB999")
-    assert result.returncode == 2 and "no rule matches" in result.stderr
+    assert usage_error(drbot("analyze", str(package), "--select", "P2", "--ignore", "DRB2"), "leave no rule")
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -92,7 +101,7 @@ def test_usage_errors_exit_2(tmp_path):
 def test_rules_lists_and_explains():
     listing = drbot("rules")
     assert listing.returncode == 0 and "DRB201  unused-call-argument" in listing.stdout
-    page = drbot("rules", "drb201")
+    page = drbot("rules", "drb201", "--format", "markdown")
     assert page.returncode == 0 and page.stdout == (ROOT / "docs" / "rules" / "DRB201.md").read_text()
 
 
@@ -146,8 +155,8 @@ def test_a_file_that_crashes_the_parser_is_not_analysed_and_the_scan_goes_on(pac
     result = drbot("analyze", str(package), "--format", "json", "-j", "1")
     payload = json.loads(result.stdout)
     assert result.returncode == 1 and [f["code"] for f in payload["findings"]] == ["DRB201"]
-    assert payload["errors"] == [
-        {"path": "diffusers/pipelines/toy/pipeline_evil.py", "message": "not analysed: the parser crashed (SIGSEGV)"}
+    assert [(e["path"], e["message"]) for e in payload["errors"]] == [
+        ("diffusers/pipelines/toy/pipeline_evil.py", "not analysed: the parser crashed (SIGSEGV)")
     ]
 
 
@@ -198,3 +207,133 @@ def test_serve_refuses_to_start_without_its_secret_or_credentials():
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GITHUB_WEBHOOK_SECRET": "s"},
     )
     assert result.returncode == 2 and "GITHUB_APP_ID and GITHUB_PRIVATE_KEY" in result.stderr
+
+
+# -- a new user's mistakes: one line that names what is wrong, exit 2, no traceback ----------------------------
+
+
+def test_an_output_file_that_cannot_be_written_is_a_usage_error(package, tmp_path):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    missing = tmp_path / "missing-dir" / "x.json"
+    assert usage_error(drbot("analyze", str(package), "-o", str(missing)), str(missing))
+    assert usage_error(drbot("analyze", str(package), "-o", str(tmp_path)), str(tmp_path))
+
+
+def test_jobs_must_be_a_positive_integer(package):
+    assert usage_error(drbot("analyze", str(package), "-j", "-3"), "-3")
+    assert usage_error(drbot("analyze", str(package), "--jobs", "0"), "0")
+    assert usage_error(drbot("known", "import", "-j", "-3"), "-3")
+
+
+def test_unknown_rule_selectors_are_usage_errors_that_name_them(package):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(BUGGY)
+    assert usage_error(drbot("analyze", str(package), "--select", "DRB999"), "--select", "DRB999")
+    assert usage_error(drbot("analyze", str(package), "--ignore", "DRB999"), "--ignore", "DRB999")
+    assert usage_error(drbot("analyze", str(package), "--select", "DRB101,DRB999"), "DRB999")
+    assert usage_error(drbot("analyze", str(package), "--select", "P11"), "P11")
+    assert usage_error(drbot("analyze", str(package), "--select", "X1"), "X1")
+    assert usage_error(drbot("review", "--base", "HEAD", "--ignore", "DRB2,DRB99"), "DRB99")
+    # codes, prefixes and patterns that name rules are fine
+    assert drbot("analyze", str(package), "--select", "DRB2", "--ignore", "P10,drb101").returncode == 1
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("pipeline_bad.py", "class BadPipeline(DiffusionPipeline):\n    def __call__(self:\n"),
+        ("pipeline_latin1.py", "# caf\xe9\nclass P(DiffusionPipeline):\n    pass\n".encode("latin-1")),
+    ],
+    ids=["syntax-error", "not-utf8"],
+)
+def test_a_file_that_was_not_analysed_makes_the_exit_status_1(package, name, content):
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(CLEAN)
+    target = package / "pipelines" / "toy" / name
+    target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+    result = drbot("analyze", str(package), "-j", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"diffusers/pipelines/toy/{name}" in result.stdout and "0 findings" in result.stdout
+    assert "1 file could not be analysed" in result.stderr
+    payload = json.loads(drbot("analyze", str(package), "--format", "json").stdout)
+    assert payload["findings"] == [] and len(payload["errors"]) == 1
+
+
+def test_rules_takes_patterns_and_prefixes():
+    by_pattern = drbot("rules", "P1")
+    assert by_pattern.returncode == 0, by_pattern.stderr
+    codes = [line.split()[0] for line in by_pattern.stdout.splitlines() if line.startswith("DRB")]
+    assert codes == ["DRB101", "DRB102", "DRB103"]
+    by_prefix = drbot("rules", "drb10")
+    assert [line.split()[0] for line in by_prefix.stdout.splitlines() if line.startswith("DRB")] == codes
+    assert usage_error(drbot("rules", "P11"), "P11")
+    assert usage_error(drbot("rules", "DRB999"), "DRB999")
+
+
+def test_drb000_is_a_rule_like_the_others(package):
+    listing = drbot("rules")
+    assert "DRB000  suppression-without-code" in listing.stdout
+    page = drbot("rules", "DRB000")
+    assert page.returncode == 0 and "suppression-without-code" in page.stdout
+    assert drbot("rules", "DRB0").stdout.splitlines()[0].startswith("DRB000")
+    # DRB000 reports whatever --select says: it cannot be turned off, only fixed in the comment
+    assert usage_error(drbot("analyze", str(package), "--ignore", "DRB000"), "DRB000", "ignore[")
+
+
+def test_the_drb000_page_names_only_rules_that_exist():
+    import re
+
+    codes = set(re.findall(r"DRB\d{3}", drbot("rules").stdout))
+    page = (ROOT / "docs" / "rules" / "DRB000.md").read_text()
+    assert set(re.findall(r"DRB\d{3}", page)) <= codes
+
+
+def test_a_rule_page_reads_as_text_on_a_terminal():
+    page = drbot("rules", "DRB101")
+    assert page.returncode == 0
+    assert "<!--" not in page.stdout and "```" not in page.stdout and "\n## " not in page.stdout
+    lines = page.stdout.splitlines()
+    assert lines[0] == "DRB101 conditioning-expanded-by-batch-size-only" and set(lines[1]) == {"="}
+    assert "What it does\n------------\n" in page.stdout
+    assert "    image_embeds = image_embeds.repeat(batch_size, 1, 1)\n" in page.stdout  # code stays, indented
+    markdown = drbot("rules", "DRB101", "--format", "markdown")
+    assert markdown.stdout == (ROOT / "docs" / "rules" / "DRB101.md").read_text()
+
+
+def test_settings_errors_read_as_english():
+    env = {"GITHUB_WEBHOOK_SECRET": "s", "DRBOT_PORT": "abc"}
+    assert usage_error(drbot("serve", "--web-only", env=env), "DRBOT_PORT='abc' is not an integer")
+    env = {"GITHUB_WEBHOOK_SECRET": "s", "DRBOT_READ_TIMEOUT": "soon"}
+    assert usage_error(drbot("serve", "--web-only", env=env), "DRBOT_READ_TIMEOUT='soon' is not a number")
+
+
+def test_every_command_and_option_says_what_it_does():
+    from drbot.cli import build_parser
+
+    def parsers(parser, name="drbot"):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from parsers(sub, f"{name} {sub_name}")
+
+    undocumented = []
+    for name, parser in parsers(build_parser()):
+        if not parser.description:
+            undocumented.append(name)
+        undocumented += [
+            f"{name} {'/'.join(action.option_strings) or action.dest}"
+            for action in parser._actions
+            if not action.help and not isinstance(action, argparse._SubParsersAction)
+        ]
+    assert undocumented == []
+    assert "consume contract jobs" in drbot("worker", "--help").stdout
+
+
+def test_python_m_drbot_cli_runs_every_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "drbot.cli", "rules", "DRB201"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0 and "unused-call-argument" in result.stdout, result.stderr

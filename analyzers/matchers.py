@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import libcst as cst
 
@@ -34,8 +34,9 @@ def pipeline_classes(ctx: FileContext) -> list[Definition]:
             d
             for d in ctx.classes
             if d.parent is None
-            and "Pipeline" in d.name + " ".join(ctx.base_names(d.node))  # type: ignore[arg-type]
-            and ctx.inherits_from(d.node, PIPELINE_BASES, follow=_may_be_pipeline)  # type: ignore[arg-type]
+            and isinstance(d.node, cst.ClassDef)
+            and "Pipeline" in d.name + " ".join(ctx.base_names(d.node))
+            and ctx.inherits_from(d.node, PIPELINE_BASES, follow=_may_be_pipeline)
         ]
         ctx.__dict__["_pipeline_classes"] = cache
     return cache
@@ -97,7 +98,7 @@ def target_names(target: cst.BaseExpression) -> list[str]:
     return []
 
 
-def self_attribute(node: cst.BaseExpression, attr: str | None = None) -> bool:
+def self_attribute(node: cst.BaseExpression, attr: str | None = None) -> TypeGuard[cst.Attribute]:
     """Whether `node` is `self.<attr>` (any attribute when `attr` is None)."""
     return (
         isinstance(node, cst.Attribute)
@@ -132,7 +133,7 @@ def denoiser_aliases(function: cst.FunctionDef) -> set[str]:
             continue
         value = assign.value
         candidates = [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
-        if any(self_attribute(c) and c.attr.value in DENOISER_ATTRS for c in candidates):  # type: ignore[attr-defined]
+        if any(self_attribute(c) and c.attr.value in DENOISER_ATTRS for c in candidates):
             aliases.add(assign.targets[0].target.value)
     return aliases
 
@@ -143,7 +144,7 @@ def denoiser_calls(function: cst.FunctionDef) -> list[cst.Call]:
     found = []
     for call in calls(function.body):
         func = call.func
-        if self_attribute(func) and func.attr.value in DENOISER_ATTRS:  # type: ignore[attr-defined]
+        if self_attribute(func) and func.attr.value in DENOISER_ATTRS:
             found.append(call)
         elif isinstance(func, cst.Name) and func.value in aliases:
             found.append(call)

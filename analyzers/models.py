@@ -20,8 +20,9 @@ def _top(ctx: FileContext) -> str:
 def resolve_class(ctx: FileContext, module: str, name: str) -> tuple[str, cst.ClassDef] | None:
     """The class `name` means inside `module`, only when it lives in the analysed package (never torch)."""
     head = name.partition(".")[0]
-    if "." not in name and ctx.project.find_class(module, name) is not None:
-        return module, ctx.project.find_class(module, name)  # type: ignore[return-value]
+    found = ctx.project.find_class(module, name) if "." not in name else None
+    if found is not None:
+        return module, found
     qualified = ctx.project.imports(module).get(head)
     if qualified is None or not qualified.startswith(_top(ctx) + "."):
         return None
@@ -105,7 +106,9 @@ def is_model(ctx: FileContext, cls: cst.ClassDef) -> bool:
 def model_classes(ctx: FileContext) -> list[Definition]:
     cache = ctx.__dict__.get("_drb9_models")
     if cache is None:
-        cache = [d for d in ctx.classes if d.parent is None and is_model(ctx, d.node)]  # type: ignore[arg-type]
+        cache = [
+            d for d in ctx.classes if d.parent is None and isinstance(d.node, cst.ClassDef) and is_model(ctx, d.node)
+        ]
         ctx.__dict__["_drb9_models"] = cache
     return cache
 
@@ -115,7 +118,7 @@ def reachable_classes(ctx: FileContext, cls: cst.ClassDef, limit: int = 80) -> I
 
     Only the file's own classes are followed: loading every imported module costs too much per scan.
     """
-    local = {d.name: d.node for d in ctx.classes if d.parent is None}
+    local = {d.name: d.node for d in ctx.classes if d.parent is None and isinstance(d.node, cst.ClassDef)}
     queue: list[cst.ClassDef] = [cls]
     seen = {cls.name.value}
     index = 0
@@ -126,7 +129,7 @@ def reachable_classes(ctx: FileContext, cls: cst.ClassDef, limit: int = 80) -> I
         for call in walk.nodes(node.body, cst.Call):
             if isinstance(call.func, cst.Name) and call.func.value in local and call.func.value not in seen:
                 seen.add(call.func.value)
-                queue.append(local[call.func.value])  # type: ignore[arg-type]
+                queue.append(local[call.func.value])
 
 
 def is_attention_layer(ctx: FileContext, cls: cst.ClassDef) -> bool:

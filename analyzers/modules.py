@@ -49,13 +49,13 @@ def module_imports(module: cst.Module, module_name: str, is_package: bool) -> di
                         )
                         for alias in small.names:
                             name = dotted_name(alias.name) or ""
-                            local = alias.asname.name.value if alias.asname else name  # type: ignore[union-attr]
+                            local = cst.ensure_type(alias.asname.name, cst.Name).value if alias.asname else name
                             table[local] = f"{base}.{name}" if base else name
                     elif isinstance(small, cst.Import):
                         for alias in small.names:
                             name = dotted_name(alias.name) or ""
                             if alias.asname:
-                                table[alias.asname.name.value] = name  # type: ignore[union-attr]
+                                table[cst.ensure_type(alias.asname.name, cst.Name).value] = name
                             else:
                                 table[name.split(".")[0]] = name.split(".")[0]
             elif isinstance(statement, (cst.If, cst.Try)):

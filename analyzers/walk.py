@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import libcst as cst
 
@@ -91,11 +91,12 @@ def nodes(root: cst.CSTNode, kind: type[N]) -> list[N]:
     """Every node of type `kind` (exact type, or a subclass) under `root`, in source order."""
     groups = index(root)
     if kind in groups or not _has_subclasses(kind):
-        return list(groups.get(kind, ()))  # type: ignore[arg-type]
+        # the index groups nodes by their exact type, so every member of `kind`'s group is a `kind`
+        return cast("list[N]", list(groups.get(kind, ())))
     found: list[N] = []
     for node_type, members in groups.items():
         if issubclass(node_type, kind):
-            found.extend(members)  # type: ignore[arg-type]
+            found.extend(cast("list[N]", members))
     return found
 
 

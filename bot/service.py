@@ -48,12 +48,12 @@ class Dispatcher:
     """Turns a queued message into a handler call with an installation-scoped GitHub client."""
 
     def __init__(self, settings: Settings, session: aiohttp.ClientSession, store: Store, metrics: Metrics, **extra):
-        settings.require_app_credentials()
+        app_id, private_key = settings.require_app_credentials()
         self.settings = settings
         self.session = session
         self.store = store
         self.metrics = metrics
-        self.auth = AppAuth(settings.app_id, settings.private_key, settings.api_url, session)  # type: ignore[arg-type]
+        self.auth = AppAuth(app_id, private_key, settings.api_url, session)
         # writes of all replicas to one installation are serial and spaced (GitHub's secondary limits)
         self.pacer = RedisWritePacer(store.redis, store.keys.prefix, settings.write_spacing_s)
         self.extra = extra

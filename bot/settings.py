@@ -192,9 +192,10 @@ class Settings:
 
         return Links() if self.docs_url is None else Links(docs_base=self.docs_url.rstrip("/") + "/")
 
-    def require_app_credentials(self) -> None:
-        """The worker talks to GitHub as the App: it needs the App id and private key."""
+    def require_app_credentials(self) -> tuple[str, str]:
+        """The worker talks to GitHub as the App: it needs the App id and private key (returned, as set)."""
         if not self.app_id or not self.private_key:
             raise SettingsError(
                 "GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH) are required to talk to GitHub"
             )
+        return self.app_id, self.private_key

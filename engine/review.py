@@ -257,8 +257,8 @@ def changed_objects(module: str, base: str | None, head: str | None) -> set[str]
             return {}
         lines = source.splitlines()
 
-        def text(node: ast.AST) -> str:  # ast.get_source_segment splits the whole source on every call
-            return "\n".join(lines[node.lineno - 1 : node.end_lineno])  # type: ignore[attr-defined]
+        def text(node: ast.stmt) -> str:  # ast.get_source_segment splits the whole source on every call
+            return "\n".join(lines[node.lineno - 1 : node.end_lineno])
 
         found: dict[str, str] = {}
         for node in tree.body:

@@ -50,3 +50,9 @@ def test_no_test_takes_the_time_when_it_is_collected():
                 collected += [d for d in node.decorator_list if "parametrize" in ast.unparse(d)]
         offenders += [f"{path.relative_to(ROOT)}:{node.lineno}" for node in collected if _reads_a_clock(node)]
     assert offenders == [], offenders
+
+
+def test_mypy():
+    """The packages type-check (configuration in pyproject.toml: torch, transformers and diffusers count as Any)."""
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr

@@ -30,7 +30,7 @@ def defined_names(module: cst.Module) -> set[str] | None:
                         return None
                     for alias in small.names:
                         if alias.asname is not None:
-                            names.add(alias.asname.name.value)  # type: ignore[union-attr]
+                            names.add(cst.ensure_type(alias.asname.name, cst.Name).value)
                         else:
                             names.add((dotted_name(alias.name) or "").split(".")[0])
                 elif isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)):

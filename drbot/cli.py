@@ -330,7 +330,13 @@ def _review(args: argparse.Namespace) -> int:
         return _fail(str(error))
     links = render.Links() if args.docs_base is None else render.Links(docs_base=args.docs_base)
     sys.stdout.write(render.review_markdown(data, rules=rules, links=links))
-    return EXIT_FINDINGS if data.new else EXIT_CLEAN
+    # a changed file drbot could not read, parse or analyse is not a clean review (the Markdown lists it)
+    failed = len({path for path, _ in (*data.errors, *data.not_analysed)})
+    if failed:
+        print(
+            f"drbot: {_plural(failed, 'file')} could not be analysed (see the review); exit status 1", file=sys.stderr
+        )
+    return EXIT_FINDINGS if data.new or failed else EXIT_CLEAN
 
 
 def _rules(args: argparse.Namespace) -> int:

@@ -122,6 +122,23 @@ def test_cli_prints_the_markdown_and_exits_by_new_findings(repo):
     assert "**1 new finding**" in result.stdout and "`eta`" in result.stdout
 
 
+def test_a_changed_file_that_cannot_be_analysed_makes_the_review_exit_1(repo):
+    # a syntax error in the head, no new finding: the review is not clean, and it says why
+    path = repo / "src" / "diffusers" / "pipelines" / "ddpm" / "pipeline_ddpm.py"
+    path.write_text(path.read_text() + "\ndef broken(:\n")
+    git(repo, "commit", "-qam", "head")
+    result = subprocess.run(
+        [sys.executable, "-m", "drbot", "review", "--base", "HEAD~1", "--repo", str(repo)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "**0 new findings**" in result.stdout and "pipeline_ddpm.py" in result.stdout
+    assert "1 file could not be analysed" in result.stderr
+
+
 def test_bad_revision_is_a_clear_error(repo):
     with pytest.raises(GitError, match="no-such-rev"):
         review(repo, "no-such-rev")

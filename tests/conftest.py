@@ -3,11 +3,8 @@ GitHub of the suite and the App harness (signed delivery -> web app -> Redis str
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import uuid
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,6 @@ import redis.asyncio as aioredis
 
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / ".cache" / "releases"
 PINNED_DIFFUSERS = "0.42.1"
 
 
@@ -37,41 +33,10 @@ def full_scan(diffusers_dir):
     return scan([diffusers_dir])
 
 
-def release(version: str) -> Path:
-    """An older diffusers release from PyPI, unpacked once under .cache/releases/; returns its `diffusers/`."""
-    target = CACHE / version
-    package = target / "diffusers"
-    if package.is_dir():
-        return package
-    download = CACHE / f"dl-{version}"
-    download.mkdir(parents=True, exist_ok=True)
-    wheels = list(download.glob(f"diffusers-{version}-*.whl"))
-    if not wheels:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-                f"diffusers=={version}",
-                "-d",
-                str(download),
-            ],
-            check=True,
-            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        )
-        wheels = list(download.glob(f"diffusers-{version}-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        members = [name for name in wheel.namelist() if name.startswith("diffusers/")]
-        wheel.extractall(target, members)
-    return package
-
-
 @pytest.fixture(scope="session")
 def diffusers_release():
+    from bench.releases import release
+
     return release
 
 

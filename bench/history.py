@@ -1,0 +1,253 @@
+"""Score the rules on bugs diffusers fixed over the years: flagged in the release before the fix, clean after it.
+
+The corpus is `bench/history/pNN.json`, one file per #13656 pattern, each a list of pairs:
+
+    {"id": "p1-flux-img2img-negative-pooled",      # unique, stable
+     "pattern": 1,
+     "file": "diffusers/pipelines/flux/pipeline_flux_img2img.py",   # as findings carry it
+     "after_file": null,                           # the file's path after the fix, when it moved
+     "scope": "FluxImg2ImgPipeline.__call__",      # the finding's scope (or a prefix of it: a class name)
+     "symbol": null,                               # what the finding is about, when one name says it
+     "rules": ["DRB101"],                          # the rules expected to flag it ([] = any rule of the pattern)
+     "before": "0.30.0", "after": "0.31.0",        # PyPI releases: the last with the bug, the first without
+     "fix": "https://github.com/huggingface/diffusers/pull/NNNN (or a commit sha)",
+     "summary": "one sentence: what was wrong and how it was fixed",
+     "verified": "what was read to confirm it (lines in both releases)"}
+
+A pair is caught when some finding of the expected rules (or of its pattern) at that scope (and symbol) is in the
+`before` release and none is in the `after` release; a pair still flagged after its fix is a false positive.
+Releases come from PyPI (bench/releases.py); each file is analysed with every rule and a project view of its own
+release, as `drbot analyze` would.
+
+    python bench/history.py [--pattern N …] [--id ID …] [--verbose] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from analyzers.core import Finding, Project, all_rules, analyze_file  # noqa: E402
+from bench._record import record  # noqa: E402
+from bench.releases import release  # noqa: E402
+
+
+CORPUS = ROOT / "bench" / "history"
+TARGET = 0.80
+REQUIRED = ("id", "pattern", "file", "scope", "rules", "before", "after", "fix", "summary", "verified")
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    pattern: int
+    file: str
+    scope: str
+    rules: tuple[str, ...]
+    before: str
+    after: str
+    fix: str
+    summary: str
+    verified: str
+    symbol: str | None = None
+    after_file: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict, source: str) -> Pair:
+        missing = [key for key in REQUIRED if key not in data]
+        if missing:
+            raise ValueError(f"{source}: pair {data.get('id', '?')} lacks {', '.join(missing)}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{source}: pair {data['id']} has unknown keys {sorted(unknown)}")
+        return cls(**{**data, "rules": tuple(data["rules"])})
+
+
+def load(patterns: set[int] | None = None, ids: set[str] | None = None) -> list[Pair]:
+    pairs: list[Pair] = []
+    seen: set[str] = set()
+    for path in sorted(CORPUS.glob("p*.json")):
+        for data in json.loads(path.read_text()):
+            pair = Pair.from_json(data, path.name)
+            if pair.id in seen:
+                raise ValueError(f"{path.name}: duplicate pair id {pair.id}")
+            seen.add(pair.id)
+            if (patterns is None or pair.pattern in patterns) and (ids is None or pair.id in ids):
+                pairs.append(pair)
+    return pairs
+
+
+class Releases:
+    """Analyses of files in releases, each file once per release, with the release's own project view."""
+
+    def __init__(self) -> None:
+        self._projects: dict[str, Project] = {}
+        self._findings: dict[tuple[str, str], list[Finding] | None] = {}
+        self.rules = all_rules()
+
+    def findings(self, version: str, path: str) -> list[Finding] | None:
+        """The findings of `path` in release `version`; None when the release has no such file."""
+        key = (version, path)
+        if key not in self._findings:
+            package = release(version)
+            root = package.parent
+            if version not in self._projects:
+                self._projects[version] = Project.from_directory(str(root))
+            file = root / path
+            if not file.is_file():
+                self._findings[key] = None
+            else:
+                source = file.read_text(encoding="utf-8")
+                result = analyze_file(path, source, project=self._projects[version], rules=self.rules)
+                self._findings[key] = result.findings
+        return self._findings[key]
+
+
+def matching(pair: Pair, findings: list[Finding], rules_by_code: dict) -> list[Finding]:
+    def expected(f: Finding) -> bool:
+        if pair.rules:
+            return f.code in pair.rules
+        return rules_by_code.get(f.code) is not None and rules_by_code[f.code].pattern == pair.pattern
+
+    return [
+        f
+        for f in findings
+        if expected(f)
+        and (not pair.scope or f.scope == pair.scope or f.scope.startswith(pair.scope + "."))
+        and (pair.symbol is None or f.symbol == pair.symbol)
+    ]
+
+
+@dataclass
+class Score:
+    pair: Pair
+    before: list[Finding] | None
+    after: list[Finding] | None
+
+    @property
+    def flagged_before(self) -> bool:
+        return bool(self.before)
+
+    @property
+    def clean_after(self) -> bool:
+        return self.after is not None and not self.after
+
+    @property
+    def caught(self) -> bool:
+        return self.flagged_before and self.clean_after
+
+    @property
+    def verdict(self) -> str:
+        if self.before is None:
+            return "missing file before"
+        if self.after is None:
+            return "missing file after"
+        if self.caught:
+            return "caught"
+        if self.after:
+            return "still flagged after the fix" if self.before else "flagged only after the fix"
+        return "missed"
+
+
+def score(pairs: list[Pair], releases: Releases | None = None) -> list[Score]:
+    releases = releases or Releases()
+    rules_by_code = {rule.code: rule for rule in releases.rules}
+    out = []
+    for pair in pairs:
+        before = releases.findings(pair.before, pair.file)
+        after = releases.findings(pair.after, pair.after_file or pair.file)
+        out.append(Score(pair, None if before is None else matching(pair, before, rules_by_code),
+                         None if after is None else matching(pair, after, rules_by_code)))  # fmt: skip
+    return out
+
+
+@dataclass
+class Tally:
+    pairs: int = 0
+    caught: int = 0
+    still_flagged: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+def tally(scores: list[Score]) -> dict[int, Tally]:
+    out: dict[int, Tally] = defaultdict(Tally)
+    for s in scores:
+        t = out[s.pair.pattern]
+        t.pairs += 1
+        t.caught += s.caught
+        t.still_flagged += bool(s.after)
+    return dict(sorted(out.items()))
+
+
+def report(scores: list[Score]) -> str:
+    totals = tally(scores)
+    lines = ["| pattern | pairs | caught | share | still flagged after the fix |", "|---|---|---|---|---|"]
+    for pattern, t in totals.items():
+        lines.append(f"| {pattern} | {t.pairs} | {t.caught} | {t.caught / t.pairs:.0%} | {t.still_flagged} |")
+    n, c = sum(t.pairs for t in totals.values()), sum(t.caught for t in totals.values())
+    f = sum(t.still_flagged for t in totals.values())
+    lines.append(f"| all | {n} | {c} | {c / n:.0%} | {f} |" if n else "| all | 0 | 0 | - | 0 |")
+    return "\n".join(lines)
+
+
+def corpus_page(scores: list[Score]) -> str:
+    """docs/history.md: the corpus, pair by pair, with today's verdicts."""
+    lines = [
+        "# diffusers' fixed bugs: the history corpus",
+        "",
+        "Bugs of the ten #13656 patterns that diffusers fixed between releases 0.18 and 0.42, each with the last",
+        "release that had it and the first that did not, verified by reading both. `bench/history.py` scores them:",
+        "a pair is caught when a rule flags it before the fix and nothing flags it after. The corpus lives in",
+        "`bench/history/pNN.json`; this page is written by `python bench/history.py --record`.",
+        "",
+        "## Scores",
+        "",
+        report(scores),
+        "",
+        "## Pairs",
+        "",
+        "| id | pattern | where | before → after | fix | verdict | what |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in sorted(scores, key=lambda s: (s.pair.pattern, s.pair.id)):
+        p = s.pair
+        where = f"`{p.file}` `{p.scope}`" + (f" `{p.symbol}`" if p.symbol else "")
+        lines.append(f"| {p.id} | {p.pattern} | {where} | {p.before} → {p.after} | {p.fix} | {s.verdict} | "
+                     f"{p.summary.replace('|', '/')} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pattern", type=int, action="append", help="only these patterns")
+    parser.add_argument("--id", action="append", help="only these pairs")
+    parser.add_argument("--verbose", "-v", action="store_true", help="print every pair's verdict")
+    parser.add_argument("--record", action="store_true", help="write docs/history.md and BENCHMARKS.md")
+    args = parser.parse_args()
+    pairs = load(set(args.pattern) if args.pattern else None, set(args.id) if args.id else None)
+    scores = score(pairs)
+    if args.verbose:
+        for s in scores:
+            print(f"{s.verdict:28} {s.pair.id} ({s.pair.before} -> {s.pair.after})")
+    table = report(scores)
+    print(table)
+    if args.record:
+        (ROOT / "docs" / "history.md").write_text(corpus_page(scores))
+        body = ("## The history corpus: diffusers' fixed bugs, flagged before and clean after\n\n" + table +
+                f"\n\nTarget: at least {TARGET:.0%} caught per pattern, none still flagged after its fix. "
+                "Pairs and verdicts: docs/history.md.")  # fmt: skip
+        record("history", "python bench/history.py --record", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 
 
+#: a finding's severity, as SARIF's `level`, most severe first; each rule sets one (`Rule.severity`)
 SEVERITIES = ("error", "warning", "note")
+#: what each severity says about a finding (rule pages, docs)
+SEVERITY_MEANINGS = {
+    "error": "a user-visible defect on a call path",
+    "warning": "a likely defect, or a risk",
+    "note": "maintenance, documentation or a feature gap",
+}
+#: the severities the App posts as inline comments and check-run annotations; notes go to the summary only
+POSTED_SEVERITIES = frozenset({"error", "warning"})
 
 
 @dataclass(frozen=True)
@@ -50,3 +59,29 @@ def with_fingerprints(findings: Iterable[Finding]) -> list[Finding]:
         seen[key] += 1
         out.append(replace(finding, fingerprint=fingerprint(*key, n)))
     return out
+
+
+def most_severe(findings: Iterable[Finding]) -> str:
+    """The most severe severity among `findings` ("note" when there are none)."""
+    ranks = [SEVERITIES.index(f.severity) for f in findings]
+    return SEVERITIES[min(ranks, default=len(SEVERITIES) - 1)]
+
+
+def severity_counts(findings: Iterable[Finding]) -> str:
+    """`1 error, 2 warnings, 3 notes`: the non-zero counts, most severe first ("" when there are none)."""
+    counts = Counter(f.severity for f in findings)
+    return ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in SEVERITIES if counts[s])
+
+
+def by_line(findings: Iterable[Finding]) -> list[tuple[Finding, ...]]:
+    """Findings grouped by the line they start on (path, line), in first-seen order: what one inline comment or
+    one annotation shows, so that two rules on one `return` say so once."""
+    groups: dict[tuple[str, int], list[Finding]] = {}
+    for finding in findings:
+        groups.setdefault((finding.path, finding.line), []).append(finding)
+    return [tuple(group) for group in groups.values()]
+
+
+def actionable(findings: Sequence[Finding]) -> tuple[Finding, ...]:
+    """The findings the App posts inline and annotates: errors and warnings, not notes."""
+    return tuple(f for f in findings if f.severity in POSTED_SEVERITIES)

@@ -1,10 +1,17 @@
 """The project view: a read-only view of the scanned tree that rules ask for sibling modules, file listings and
-tree-wide indexes (a directory, an in-memory mapping for rule cases, or one git revision for reviews)."""
+tree-wide indexes (a directory, an in-memory mapping for rule cases, or one git revision for reviews).
+
+The view also tells what a piece of code read through it (`recording`): the files (present or absent), the listings
+and the tree-wide indexes, with a digest of each (`digest`). The result cache (`analyzers.cache`) keeps that list
+beside a file's findings and trusts them again only while every digest is unchanged.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import libcst as cst
 
@@ -14,6 +21,16 @@ from analyzers.modules import module_imports
 Reader = Callable[[str], "str | None"]
 #: lists the files under a directory, recursively, as paths relative to the same root as the reader's
 Lister = Callable[[str], "Iterable[str]"]
+#: what a piece of code read through the view: ("file", path) (its text, or that it is absent),
+#: ("dir", directory) (the listing `files` answered) or ("memo", key) (a tree-wide index, itself built from reads)
+Read = tuple[str, str]
+
+
+def text_digest(text: str | None) -> str | None:
+    """A short content hash of a file's text (None for an absent file)."""
+    if text is None:
+        return None
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 class Project:
@@ -35,15 +52,69 @@ class Project:
         self._modules: OrderedDict[str, cst.Module | None] = OrderedDict()
         self._imports: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._packages: dict[str, bool] = {}
+        #: open `recording`s, innermost last; a read is noted in the innermost one only, and a cached value
+        #: (a parse, an import table, a memo) passes on the reads it was made from whenever it is asked for
+        self._recorders: list[set[Read]] = []
+        self._behind: dict[tuple[int, str], frozenset[Read]] = {}
+        self._memo_reads: dict[str, frozenset[Read]] = {}
+        self._digests: dict[Read, str | None] = {}
+
+    def _note(self, read: Read) -> None:
+        if self._recorders:
+            self._recorders[-1].add(read)
+
+    def _recorded(self, make: Callable[[], object]) -> tuple[object, frozenset[Read]]:
+        reads: set[Read] = set()
+        self._recorders.append(reads)
+        try:
+            return make(), frozenset(reads)
+        finally:
+            self._recorders.pop()
 
     def _cached(self, cache: OrderedDict, key: str, make: Callable[[], object]):
         if key in cache:
             cache.move_to_end(key)
+            if self._recorders:
+                self._recorders[-1].update(self._behind.get((id(cache), key), ()))
             return cache[key]
-        value = cache[key] = make()
+        value, reads = self._recorded(make)
+        cache[key] = value
+        self._behind[(id(cache), key)] = reads
+        if self._recorders:
+            self._recorders[-1].update(reads)
         if len(cache) > self.CACHE_SIZE:
-            cache.popitem(last=False)
+            old, _ = cache.popitem(last=False)
+            self._behind.pop((id(cache), old), None)
         return value
+
+    @contextmanager
+    def recording(self) -> Iterator[set[Read]]:
+        """Collect what the code inside reads through this view: every file asked for (found or not), every
+        listing, every memo, including those that parses and import tables cached earlier were made from."""
+        reads: set[Read] = set()
+        self._recorders.append(reads)
+        try:
+            yield reads
+        finally:
+            self._recorders.pop()
+
+    def digest(self, read: Read) -> str | None:
+        """The digest of a file's text (None when absent) or of a listing, as this view sees it now: the one taken
+        when the file was read for a rule, or a fresh read."""
+        kind, name = read
+        if kind == "dir":
+            return hashlib.blake2b(
+                "\n".join(self.files(name)).encode("utf-8", "surrogatepass"), digest_size=16
+            ).hexdigest()
+        if kind != "file":
+            raise ValueError(f"no digest for a {kind} read")
+        if read not in self._digests:
+            self.source(name)
+        return self._digests.get(read)
+
+    def memo_reads(self, key: str) -> frozenset[Read] | None:
+        """What memo `key` was built from (None when this view has not built it)."""
+        return self._memo_reads.get(key)
 
     @classmethod
     def from_mapping(cls, files: Mapping[str, str]) -> Project:
@@ -87,6 +158,7 @@ class Project:
         Rules that ask must treat "empty" as "cannot tell", not as "absent": a wheel has no `tests/`.
         """
         directory = directory.strip("/")
+        self._note(("dir", directory))
         if directory not in self._listings:
             self._listings[directory] = tuple(sorted(self._lister(directory))) if self._lister else ()
         return self._listings[directory]
@@ -94,11 +166,18 @@ class Project:
     def memo(self, key: str, make: Callable[[], object]):
         """A value derived from the whole tree (an index of the tests, say), built once per view."""
         if key not in self._memos:
-            self._memos[key] = make()
+            self._memos[key], self._memo_reads[key] = self._recorded(make)
+        self._note(("memo", key))
         return self._memos[key]
 
     def source(self, path: str) -> str | None:
-        return self._cached(self._sources, path, lambda: self._reader(path))
+        self._note(("file", path))
+        return self._cached(self._sources, path, lambda: self._read(path))
+
+    def _read(self, path: str) -> str | None:
+        text = self._reader(path)
+        self._digests[("file", path)] = text_digest(text)
+        return text
 
     def module_path(self, dotted: str) -> str | None:
         """Return the path of module `dotted` (`a/b.py` or `a/b/__init__.py`), or None if absent."""
@@ -126,7 +205,18 @@ class Project:
     def remember(self, dotted: str, module: cst.Module, is_package: bool) -> None:
         """Share a parse the engine already made, so a rule asking for this module does not parse it again."""
         self._packages[dotted] = is_package
-        self._cached(self._modules, dotted, lambda: module)
+        if dotted in self._modules:
+            self._modules.move_to_end(dotted)
+            return
+        # what `module_path` would have read to find it: a file that asks for this module later depends on them
+        # (the file being analysed does not: the cache keys its results on its own text)
+        base = dotted.replace(".", "/")
+        paths = (f"{base}.py", f"{base}/__init__.py") if is_package else (f"{base}.py",)
+        self._modules[dotted] = module
+        self._behind[(id(self._modules), dotted)] = frozenset(("file", path) for path in paths)
+        if len(self._modules) > self.CACHE_SIZE:
+            old, _ = self._modules.popitem(last=False)
+            self._behind.pop((id(self._modules), old), None)
 
     def imports(self, dotted: str) -> dict[str, str]:
         """The import table of module `dotted` (empty if it is absent)."""

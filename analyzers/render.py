@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from analyzers.core import Finding, Rule
+from analyzers.findings import actionable, by_line, most_severe, severity_counts
 from analyzers.patterns import META_ISSUE, META_ISSUE_URL, PATTERNS, pattern_title
 from analyzers.review import ReviewData
 
@@ -20,7 +21,12 @@ SUMMARY_MARKER = "<!-- drbot:summary -->"
 MAX_BODY = 65_000
 TOOL_NAME = "drbot"
 #: a finding in `--format json`: the Finding's fields, with `file` (the path in the repository) after `path`
-JSON_FIELDS = ("code", "pattern", "path", "file", "line", "end_line", "scope", "symbol", "message", "fingerprint")
+JSON_FIELDS = (
+    "code", "pattern", "severity", "path", "file", "line", "end_line", "scope", "symbol", "message", "fingerprint",
+)  # fmt: skip
+#: a severity as a GitHub workflow command (`::notice`) and as a check-run annotation level (`failure`)
+WORKFLOW_COMMANDS = {"error": "error", "warning": "warning", "note": "notice"}
+ANNOTATION_LEVELS = {"error": "failure", "warning": "warning", "note": "notice"}
 #: the rule pages as a path inside drbot's repository: what `Links(docs_base=RELATIVE_DOCS_BASE)` asks for
 RELATIVE_DOCS_BASE = "docs/rules/"
 #: drbot's [project.urls] in pyproject.toml (tests/test_sarif.py keeps them equal). Constants rather than the
@@ -71,7 +77,8 @@ def _rule_name(code: str, rules: dict[str, type[Rule]]) -> str:
 def to_text(
     findings: Sequence[Finding], errors: Sequence[tuple[str, str]] = (), *, files: int | None = None, skipped: int = 0
 ) -> str:
-    """Findings grouped by pattern, one `path:line: CODE message` line each, then errors and a count."""
+    """Findings grouped by pattern, one `path:line: severity: CODE [scope] message` line each, then errors and a
+    count."""
     lines: list[str] = []
     for pattern, group in groupby(
         sorted(findings, key=lambda f: (f.pattern, f.path, f.line)), key=lambda f: f.pattern
@@ -79,7 +86,7 @@ def to_text(
         items = list(group)
         lines.append(f"{pattern_title(pattern)} ({len(items)})")
         for f in items:
-            lines.append(f"  {f.path}:{f.line}: {f.code} [{f.scope or '<module>'}] {f.message}")
+            lines.append(f"  {f.path}:{f.line}: {f.severity}: {f.code} [{f.scope or '<module>'}] {f.message}")
         lines.append("")
     for path, message in errors:
         lines.append(f"error: {path}: {message}")
@@ -88,8 +95,10 @@ def to_text(
         lines.append(
             f"{skipped} files of deprecated pipelines skipped (diffusers accepts no changes there; --include-deprecated scans them)."
         )
+    counts = f" ({severity_counts(findings)})" if findings else ""
     lines.append(
-        f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{scanned}, {len(errors)} error{'s' if len(errors) != 1 else ''}."
+        f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{counts}{scanned}, "
+        f"{len(errors)} error{'s' if len(errors) != 1 else ''}."
     )
     return "\n".join(lines) + "\n"
 
@@ -165,6 +174,7 @@ def to_sarif(
                 "fullDescription": {"text": rule.rationale},
                 **({"helpUri": help_uri} if is_absolute_url(help_uri) else {}),
                 "help": {"text": f"{rule.title} {rule.rationale}"},
+                "defaultConfiguration": {"level": rule.severity},
                 "properties": {"pattern": rule.pattern, "tags": [f"pattern-{rule.pattern}"]},
             }
         )
@@ -180,7 +190,7 @@ def to_sarif(
             location["logicalLocations"] = [{"fullyQualifiedName": f.scope}]
         result: dict = {
             "ruleId": f.code,
-            "level": {"error": "error", "warning": "warning", "note": "note"}[f.severity],
+            "level": f.severity,  # drbot's severities are SARIF's levels
             "message": {"text": f.message},
             "locations": [location],
             "partialFingerprints": {"drbotFingerprint/v1": f.fingerprint},
@@ -248,17 +258,21 @@ def to_github(
 ) -> str:
     """GitHub Actions workflow commands: `::warning file=…,line=…::message`, each file named by its path in the
     repository (`file_paths`: package path -> file, as `ScanReport.file_paths`), as GitHub places annotations.
-    An error sits on the line it names, else on line 1 (GitHub places an annotation by file and line)."""
+    A finding's severity picks the command (`::error`, `::warning`, `::notice`); findings of several rules on one
+    line are one annotation that names them all, at the most severe of their levels. An error sits on the line it
+    names, else on line 1 (GitHub places an annotation by file and line)."""
     file_paths = file_paths or {}
     by_code = _rules_by_code(rules)
     out = []
-    for f in findings:
-        level = "error" if f.severity == "error" else ("notice" if f.severity == "note" else "warning")
-        title = _escape_property(f"{f.code} {_rule_name(f.code, by_code)}")
-        file = _escape_property(file_paths.get(f.path, f.path))
+    for group in by_line(findings):
+        first = group[0]
+        title = _escape_property(", ".join(f"{f.code} {_rule_name(f.code, by_code)}" for f in group))
+        file = _escape_property(file_paths.get(first.path, first.path))
+        message = "\n".join(f.message if len(group) == 1 else f"{f.code}: {f.message}" for f in group)
+        end_line = max(max(f.end_line, f.line) for f in group)
         out.append(
-            f"::{level} file={file},line={f.line},endLine={max(f.end_line, f.line)},"
-            f"title={title}::{_escape_data(f.message)}"
+            f"::{WORKFLOW_COMMANDS[most_severe(group)]} file={file},line={first.line},endLine={end_line},"
+            f"title={title}::{_escape_data(message)}"
         )
     for path, message in errors:
         file = _escape_property(file_paths.get(path, path))
@@ -305,7 +319,7 @@ def _finding_line(f: Finding, by_code: dict[str, type[Rule]], links: Links, *, s
     rule = f"**{f.code}** [{_rule_name(f.code, by_code)}]({links.rule(f.code)})"
     if strike:
         rule = f"~~{f.code}~~ [{_rule_name(f.code, by_code)}]({links.rule(f.code)})"
-    return f"- {rule} · {where}{scope}: {md_escape(f.message)} <sub>`{f.fingerprint}`</sub>"
+    return f"- {rule} · {f.severity} · {where}{scope}: {md_escape(f.message)} <sub>`{f.fingerprint}`</sub>"
 
 
 def _pattern_heading(pattern: int, level: str = "####") -> str:
@@ -340,13 +354,28 @@ def to_markdown(
     """Findings of a scan as Markdown, grouped by pattern, each pattern linked to #13656: every finding, however
     long the report (`drbot analyze` has no check run to point at; the App's comments are cut by `_truncate`)."""
     by_code = _rules_by_code(rules)
-    lines = [f"## drbot: {len(findings)} finding{'s' if len(findings) != 1 else ''}", ""]
-    lines += _grouped(findings, by_code, links)
+    counts = f" ({severity_counts(findings)})" if findings else ""
+    lines = [f"## drbot: {len(findings)} finding{'s' if len(findings) != 1 else ''}{counts}", ""]
+    posted = actionable(findings)
+    lines += _grouped(posted, by_code, links)
+    lines += _notes_section([f for f in findings if f.severity == "note"], "", by_code, links)
     if errors:
         lines.append(f"<details><summary>{len(errors)} file(s) could not be analysed</summary>\n")
         lines += [f"- {code_span(path)}: {md_escape(message)}" for path, message in errors]
         lines.append("\n</details>")
     return "\n".join(lines).rstrip() + "\n"
+
+
+NOTES_SUMMARY = "maintenance, documentation and feature gaps"
+
+
+def _notes_section(notes: Sequence[Finding], adjective: str, by_code, links, remarks=None) -> list[str]:
+    """Findings of severity `note`, collapsed in `<details>` under one line that counts them."""
+    if not notes:
+        return []
+    summary = f"{len(notes)} {adjective}note{'s' if len(notes) != 1 else ''}: {NOTES_SUMMARY}"
+    return [f"<details><summary>{summary}</summary>", "", *_grouped(notes, by_code, links, notes=remarks),
+            "</details>", ""]  # fmt: skip
 
 
 HELP_LINE = (
@@ -359,13 +388,18 @@ HELP_LINE = (
 def review_markdown(
     data: ReviewData, *, rules=None, links: Links = Links(), extra_sections: Sequence[str] = ()
 ) -> str:
-    """The sticky summary comment of a review: the exact body the App posts, and `drbot review` prints."""
+    """The sticky summary comment of a review: the exact body the App posts, and `drbot review` prints.
+
+    New errors and warnings are listed by pattern; new notes (maintenance, documentation, feature gaps) are
+    counted beside them and listed collapsed, as the App posts no inline comment or annotation for them."""
     by_code = _rules_by_code(rules)
-    new = data.new
+    new = actionable(data.new)
+    new_notes = tuple(f for f in data.new if f.severity == "note")
     fixed = data.comparison.fixed
     known = data.known_findings
+    noted = f" · {len(new_notes)} new note{'s' if len(new_notes) != 1 else ''}" if new_notes else ""
     counts = (
-        f"**{len(new)} new finding{'s' if len(new) != 1 else ''}** · {len(fixed)} fixed · {len(known)} known"
+        f"**{len(new)} new finding{'s' if len(new) != 1 else ''}**{noted} · {len(fixed)} fixed · {len(known)} known"
         f" — in {data.files_reviewed} changed Python file{'s' if data.files_reviewed != 1 else ''}."
     )
     lines = [SUMMARY_MARKER, "## drbot review", "", counts, ""]
@@ -376,6 +410,7 @@ def review_markdown(
         lines += _grouped(new, by_code, links, notes=data.notes)
     else:
         lines += ["No new findings.", ""]
+    lines += _notes_section(new_notes, "new ", by_code, links, data.notes)
     if fixed:
         lines += ["### Fixed by this change", ""]
         lines += _grouped(fixed, by_code, links, strike=True, known=data.known, notes=data.notes)

@@ -53,7 +53,8 @@ def docstring_sections(doc: str) -> dict[str, str]:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+    """`IPAdapterEmbedsNotExpanded` -> `ip-adapter-embeds-not-expanded`: a dash before each word, an acronym kept whole."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name).lower()
 
 
 _RULE_CODES: dict[str, str] = {}

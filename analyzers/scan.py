@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analyzers.cache import ResultCache
 from analyzers.core import Finding, Project, Rule, all_rules, analyze_file
 from analyzers.modules import root_for_relative_imports
 
@@ -38,6 +40,8 @@ class ScanReport:
     file_paths: dict[str, str] = field(default_factory=dict)
     #: the directory every `file_paths` value is relative to, when the scanned files share one (else None)
     root: Path | None = None
+    #: files whose results came from the result cache (unchanged, and so was everything their rules read)
+    cached: int = 0
 
 
 class UsageError(Exception):
@@ -91,12 +95,19 @@ def _git_work_tree(directory: Path) -> Path | None:
     return None
 
 
-def repository_root(file: Path) -> Path | None:
+def repository_root(file: Path, known: dict[Path, Path | None] | None = None) -> Path | None:
     """The root of the repository that holds `file`: the nearest directory above it with a `.git` (what
     `git rev-parse --show-toplevel` answers there), else a checkout laid out as `src/` + `tests/` (an unpacked
-    archive has no `.git`); None for a file that lies in no repository, such as an installed package."""
+    archive has no `.git`); None for a file that lies in no repository, such as an installed package.
+
+    `known` remembers the answer per directory, for a caller that asks about many files at once."""
     file = file.resolve()
-    root = _git_work_tree(file.parent) or checkout_root(file.parent)
+    if known is None or file.parent not in known:
+        root = _git_work_tree(file.parent) or checkout_root(file.parent)
+        if known is not None:
+            known[file.parent] = root
+    else:
+        root = known[file.parent]
     if root is None or INSTALLED_DIRS & set(file.relative_to(root).parts):
         return None
     return root
@@ -108,9 +119,10 @@ def repository_paths(items: Sequence[tuple[Path, Path]]) -> tuple[dict[str, str]
     relative to its package root."""
     paths: dict[str, str] = {}
     bases: set[Path] = set()
+    known: dict[Path, Path | None] = {}
     for root, file in items:
         package_path = Path(file).relative_to(root).as_posix()
-        repository = repository_root(Path(file))
+        repository = repository_root(Path(file), known)
         base = repository if repository is not None else Path(root)
         paths.setdefault(package_path, Path(file).relative_to(base).as_posix())
         bases.add(base)
@@ -162,20 +174,32 @@ def project_dirs(root: Path) -> tuple[str, ...]:
     return (str(root),)
 
 
+#: per scan, in each process: scan root -> its project view (and the directories it reads, asked once per root)
+_WORKER_DIRS: dict[str, tuple[str, ...]] = {}
 _WORKER_PROJECTS: dict[str, Project] = {}
 _WORKER_RULES: list[type[Rule]] = []
 _WORKER_OPTIONS: dict[str, object] = {}
 
 
-def _init_worker(codes: Sequence[str], include_frozen: bool = False) -> None:
+def _init_worker(codes: Sequence[str], include_frozen: bool = False, cache: ResultCache | None = None) -> None:
     by_code = {rule.code: rule for rule in all_rules()}
     _WORKER_RULES[:] = [by_code[code] for code in codes]
     _WORKER_OPTIONS["include_frozen"] = include_frozen
+    _WORKER_OPTIONS["cache"] = cache
+    # a new scan may see changed files: project views (their parses, listings, indexes) start afresh
+    _WORKER_PROJECTS.clear()
+    _WORKER_DIRS.clear()
 
 
-def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError], bool]:
+#: one file's outcome: findings, errors, skipped as frozen, answered from the result cache
+Outcome = tuple[list[Finding], list[ScanError], bool, bool]
+
+
+def _scan_one(item: tuple[str, str]) -> Outcome:
     root, file = item
-    dirs = project_dirs(Path(root))
+    dirs = _WORKER_DIRS.get(root)
+    if dirs is None:
+        dirs = _WORKER_DIRS[root] = project_dirs(Path(root))
     project = _WORKER_PROJECTS.get(dirs[0])
     if project is None:
         project = _WORKER_PROJECTS[dirs[0]] = Project.from_directory(*dirs)
@@ -183,18 +207,24 @@ def _scan_one(item: tuple[str, str]) -> tuple[list[Finding], list[ScanError], bo
     try:
         source = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        return [], [ScanError(path, f"cannot read this file: {error}")], False
-    result = analyze_file(
-        path, source, project=project, rules=_WORKER_RULES, include_frozen=bool(_WORKER_OPTIONS.get("include_frozen"))
-    )
-    return result.findings, [ScanError(path, message) for message in result.errors], result.skipped
+        return [], [ScanError(path, f"cannot read this file: {error}")], False, False
+    include_frozen = bool(_WORKER_OPTIONS.get("include_frozen"))
+    cache = _WORKER_OPTIONS.get("cache")
+    hit = False
+    if isinstance(cache, ResultCache):
+        result, hit = cache.analyze(path, source, project=project, rules=_WORKER_RULES, include_frozen=include_frozen)
+    else:
+        result = analyze_file(path, source, project=project, rules=_WORKER_RULES, include_frozen=include_frozen)
+    return result.findings, [ScanError(path, message) for message in result.errors], result.skipped, hit
 
 
-def scan_isolated(root: str, file: str, codes: tuple[str, ...], include_frozen: bool):
-    """`_scan_one` in an isolated worker (engine.isolation): the rules are set up once per worker and code list."""
-    if _WORKER_OPTIONS.get("codes") != codes:
-        _init_worker(codes, include_frozen)
-        _WORKER_OPTIONS["codes"] = codes
+def scan_isolated(
+    root: str, file: str, codes: tuple[str, ...], include_frozen: bool, cache: ResultCache | None = None, run: str = ""
+) -> Outcome:
+    """`_scan_one` in an isolated worker (engine.isolation): the rules are set up once per worker and scan (`run`)."""
+    if _WORKER_OPTIONS.get("run") != (codes, include_frozen, cache, run):
+        _init_worker(codes, include_frozen, cache)
+        _WORKER_OPTIONS["run"] = (codes, include_frozen, cache, run)
     return _scan_one((root, file))
 
 
@@ -211,9 +241,11 @@ def scan(
     progress: Callable[[int, int], None] | None = None,
     include_frozen: bool = False,
     isolate: Isolate | None = None,
+    cache: ResultCache | None = None,
 ) -> ScanReport:
     """Run `rules` over every Python file under `paths`; unparsable files become errors. With `isolate`, each file
-    is analysed there, and a file that crashes the parser or passes a limit becomes an error too."""
+    is analysed there, and a file that crashes the parser or passes a limit becomes an error too. With `cache`, a
+    file that did not change, nor did anything its rules read, is answered from it (`analyzers.cache`)."""
     rules = all_rules() if rules is None else list(rules)
     found = discover(paths)
     items = [(str(root), str(file)) for root, file in found]
@@ -222,31 +254,41 @@ def scan(
     report = ScanReport(files=len(items))
     report.file_paths, report.root = repository_paths(found)
     if isolate is not None:
-        outcomes = isolate(scan_isolated, [(root, file, tuple(codes), include_frozen) for root, file in items])
-        results = [
-            ([], [ScanError(Path(file).relative_to(root).as_posix(), f"not analysed: {outcome}")], False)
+        run = f"{os.getpid()}-{time.monotonic_ns()}"  # workers outlive a scan: the next one starts afresh
+        outcomes = isolate(
+            scan_isolated, [(root, file, tuple(codes), include_frozen, cache, run) for root, file in items]
+        )
+        results: Iterable[Outcome] = [
+            ([], [ScanError(Path(file).relative_to(root).as_posix(), f"not analysed: {outcome}")], False, False)
             if isinstance(outcome, str)
             else outcome
             for (root, file), outcome in zip(items, outcomes, strict=True)
         ]
         _collect(report, results, len(items), progress)
     elif jobs == 1 or len(items) < 8:
-        _init_worker(codes, include_frozen)
-        _collect(report, map(_scan_one, items), len(items), progress)
+        _init_worker(codes, include_frozen, cache)
+        try:
+            _collect(report, map(_scan_one, items), len(items), progress)
+        finally:
+            _init_worker(codes, include_frozen, None)  # this process keeps no view of the tree it scanned
     else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(codes, include_frozen)) as pool:
+        initargs = (codes, include_frozen, cache)
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs) as pool:
             # small chunks keep both cores busy despite a few very large files
             _collect(report, pool.map(_scan_one, items, chunksize=4), len(items), progress)
+    if cache is not None:
+        cache.prune()
     report.findings.sort(key=lambda f: (f.path, f.line, f.code))
     report.errors.sort(key=lambda e: e.path)
     return report
 
 
-def _collect(report: ScanReport, results, total: int, progress) -> None:
-    for done, (findings, errors, skipped) in enumerate(results, start=1):
+def _collect(report: ScanReport, results: Iterable[Outcome], total: int, progress) -> None:
+    for done, (findings, errors, skipped, cached) in enumerate(results, start=1):
         report.findings.extend(findings)
         report.errors.extend(errors)
         report.skipped += skipped
+        report.cached += cached
         if progress is not None:
             progress(done, total)
 

@@ -1,6 +1,8 @@
 """`drbot review` on a 10-file diff of a repository holding the whole diffusers package.
 
 Target (issue: rule engine): under 2 s. Run: `.venv/bin/python bench/review.py [--repeat N] [--record]`.
+The first two series run with `--no-cache`; then the result cache (issue 12): one cold run into an empty cache
+directory, and warm runs after it (the same diff again: every file is answered from the cache).
 """
 
 from __future__ import annotations
@@ -71,14 +73,20 @@ def main() -> int:
             path.write_text(text + "\n# touched by bench/review.py\n")
         git(repo, "commit", "-qam", "head")
         command = [sys.executable, "-m", "drbot", "review", "--base", "HEAD~1", "--repo", str(repo)]
+        cache_dir = str(Path(tmp, "cache"))
+        env = {**ENV, "PYTHONPATH": str(ROOT), "DRBOT_CACHE_DIR": cache_dir}
         measured = {}
-        for label, extra in (("all rules", []), ("patterns 1, 2, 5, 6, 7 only", ["--select", "P1,P2,P5,P6,P7"])):
+        series = (
+            ("all rules", ["--no-cache"], args.repeat),
+            ("patterns 1, 2, 5, 6, 7 only", ["--no-cache", "--select", "P1,P2,P5,P6,P7"], args.repeat),
+            ("cold", [], 1),
+            ("warm", [], args.repeat),
+        )
+        for label, extra, runs in series:
             times = []
-            for _ in range(args.repeat):
+            for _ in range(runs):
                 start = time.perf_counter()
-                result = subprocess.run(
-                    command + extra, capture_output=True, text=True, cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT)}
-                )
+                result = subprocess.run(command + extra, capture_output=True, text=True, cwd=ROOT, env=env)
                 times.append(time.perf_counter() - start)
                 if result.returncode not in (0, 1):
                     print(result.stderr, file=sys.stderr)
@@ -86,6 +94,10 @@ def main() -> int:
             measured[label] = (times, next(line for line in result.stdout.splitlines() if line.startswith("**")))
     times, summary = measured["all rules"]
     subset_times, subset_summary = measured["patterns 1, 2, 5, 6, 7 only"]
+    (cold,), cold_summary = measured["cold"]
+    warm_times, warm_summary = measured["warm"]
+    warm = statistics.median(warm_times)
+    same = "the same summary" if cold_summary == warm_summary == summary else "DIFFERENT summaries"
     subset = statistics.median(subset_times)
     median = statistics.median(times)
     body = (
@@ -98,7 +110,10 @@ def main() -> int:
         f"about 0.3 s of this since crash isolation (`engine/isolation.py`) replaced in-process forked workers.\n\n"
         f"Its summary line: {summary}\n\n"
         f"With the rules of patterns 1, 2, 5, 6 and 7 only (`--select P1,P2,P5,P6,P7`): **{subset:.2f} s** "
-        f"(min {min(subset_times):.2f} s), {'met' if subset < 2 else 'NOT met'}; summary: {subset_summary}"
+        f"(min {min(subset_times):.2f} s), {'met' if subset < 2 else 'NOT met'}; summary: {subset_summary}\n\n"
+        f"With the result cache (all rules, an empty cache directory first): cold **{cold:.2f} s**, then warm "
+        f"(the same diff again) **{warm:.2f} s** (median of {args.repeat}, min {min(warm_times):.2f} s); "
+        f"{same}. The series above ran with `--no-cache`."
     )
     print(body)
     if args.record:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from gidgethub import BadRequest, GitHubException
 
 from analyzers.core import Finding
+from analyzers.findings import most_severe
 from analyzers.patterns import PATTERNS, pattern_title
-from analyzers.render import SUMMARY_MARKER, Links, md_escape
+from analyzers.render import ANNOTATION_LEVELS, SUMMARY_MARKER, Links, md_escape
 from bot.config import PATTERN_COLOURS, RepoConfig
 from bot.store import Keys
 from common.streams import as_text
@@ -60,23 +61,38 @@ class PullState:
         await self.redis.hset(self.key, field, json.dumps(value))
 
 
-def annotation(finding: Finding, links: Links) -> dict:
+def annotation(findings: Sequence[Finding], links: Links) -> dict:
+    """One check-run annotation for the findings that start on one line (`analyzers.findings.by_line`): every rule
+    named, at the most severe of their levels."""
+    first = findings[0]
+    codes = ", ".join(f.code for f in findings)
+    patterns = " · ".join(pattern_title(p) for p in dict.fromkeys(f.pattern for f in findings))
     return {
-        "path": repo_path(finding.path),
-        "start_line": finding.line,
-        "end_line": finding.line,
-        "annotation_level": "warning",
-        "title": f"{finding.code} ({pattern_title(finding.pattern)})"[:255],
-        "message": f"{finding.message}\nDocs: {links.rule(finding.code)}",
-    }
+        "path": repo_path(first.path),
+        "start_line": first.line,
+        "end_line": first.line,
+        "annotation_level": ANNOTATION_LEVELS[most_severe(findings)],
+        "title": f"{codes} ({patterns})"[:255],
+        "message": "\n\n".join(
+            f"{f.code} ({f.severity}): {f.message}\nDocs: {links.rule(f.code)}" if len(findings) > 1
+            else f"{f.message}\nDocs: {links.rule(f.code)}"
+            for f in findings
+        ),
+    }  # fmt: skip
 
 
-def inline_body(finding: Finding, rule_name: str, links: Links, note: str = "") -> str:
-    text = f"**{finding.code}** `{rule_name}`: {md_escape(finding.message)} ([docs]({links.rule(finding.code)}))"
-    text += f"\n\n{pattern_title(finding.pattern)}, huggingface/diffusers#13656"
-    if note:
-        text += f"\n\n_{md_escape(note)}_"
-    return text
+def inline_body(findings: Sequence[Finding], names: Mapping[str, str], links: Links, notes: Mapping[str, str]) -> str:
+    """One inline comment for the findings that start on one line: each rule's code, name, severity, message and
+    docs link, then the patterns they belong to, then the remarks (`notes`, by fingerprint) the review adds."""
+    parts = [
+        f"**{f.code}** `{names.get(f.code, f.code)}` ({f.severity}): {md_escape(f.message)} "
+        f"([docs]({links.rule(f.code)}))"
+        for f in findings
+    ]
+    patterns = ", ".join(pattern_title(p) for p in dict.fromkeys(f.pattern for f in findings))
+    parts.append(f"{patterns}, huggingface/diffusers#13656")
+    parts += [f"_{md_escape(notes[f.fingerprint])}_" for f in findings if notes.get(f.fingerprint)]
+    return "\n\n".join(parts)
 
 
 @dataclass(frozen=True)

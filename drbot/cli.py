@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     select_help = "only these rules: codes (DRB201), code prefixes (DRB2) or patterns (P1), comma-separated"
     ignore_help = "skip these rules: codes, code prefixes or patterns, comma-separated"
     dtype_help = "run the pipelines in this dtype (default: the components' own, fp32)"
+    cache_help = (
+        "analyse every file again: neither read nor write the result cache "
+        "($DRBOT_CACHE_DIR, else $XDG_CACHE_HOME/drbot or ~/.cache/drbot)"
+    )
 
     analyze = _command(
         sub,
@@ -85,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--include-deprecated", action="store_true", help="also scan diffusers/pipelines/deprecated/ (frozen upstream)"
     )
+    analyze.add_argument("--no-cache", action="store_true", help=cache_help)
 
     review = _command(sub, "review", "print the review the App would post for a local git diff")
     review.add_argument("--base", required=True, help="base revision (e.g. main or a merge-base)")
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument(
         "--docs-base", help="URL or path prefix of the rule pages (default: drbot's rule documentation on GitHub)"
     )
+    review.add_argument("--no-cache", action="store_true", help=cache_help)
 
     rules = _command(sub, "rules", "list the rules, or print one rule's documentation")
     rules.add_argument(
@@ -273,7 +279,7 @@ def _analyze(args: argparse.Namespace) -> int:
             paths = args.paths or [installed_diffusers()]
             progress = tty_progress if sys.stderr.isatty() else None
             report = scan(paths, rules, jobs=args.jobs, progress=progress, include_frozen=args.include_deprecated,
-                          isolate=isolate)  # fmt: skip
+                          isolate=isolate, cache=_cache(args))  # fmt: skip
         except UsageError as error:
             return _fail(str(error))
     errors = [(e.path, e.message) for e in report.errors]
@@ -306,6 +312,13 @@ def _analyze(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if report.findings or failed else EXIT_CLEAN
 
 
+def _cache(args: argparse.Namespace):
+    """The result cache of `analyze` and `review`, or None with `--no-cache`."""
+    from analyzers.cache import ResultCache
+
+    return None if args.no_cache else ResultCache.default()
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -325,7 +338,7 @@ def _review(args: argparse.Namespace) -> int:
 
     rules = _selected_rules(args)
     try:
-        data = review(args.repo, args.base, args.head, rules=rules)
+        data = review(args.repo, args.base, args.head, rules=rules, cache=_cache(args))
     except GitError as error:
         return _fail(str(error))
     links = render.Links() if args.docs_base is None else render.Links(docs_base=args.docs_base)

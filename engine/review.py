@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from analyzers.cache import ResultCache
 from analyzers.core import Finding, Project, Rule, analyze_file, module_name_for
 from analyzers.review import ReviewData, compare
 from engine.isolation import Failure, Limits, Pool, size_reason
@@ -175,6 +176,16 @@ TREES_KEPT = 4
 _RULES: dict[tuple, list[type[Rule]]] = {}
 
 
+def workdir_cache(workdir: str | None) -> ResultCache:
+    """The App's result cache: `$DRBOT_CACHE_DIR`, else `drbot-cache/` in its workdir (default: the system temp dir),
+    where base-side files of the reviewed repository, the same across pull requests, are found again."""
+    import tempfile
+
+    return ResultCache(
+        os.environ.get("DRBOT_CACHE_DIR") or os.path.join(workdir or tempfile.gettempdir(), "drbot-cache")
+    )
+
+
 def worker_modules() -> tuple[str, ...]:
     """What the analysis workers import before their first task (the fork server preloads them once)."""
     from analyzers.core import all_rules
@@ -216,15 +227,20 @@ def analyze_version(
     codes: tuple[str, ...] | None,
     only: tuple[str, ...] | None,
     max_bytes: int | None,
+    cache: ResultCache | None = None,
 ) -> tuple[list[Finding], list[str]] | Failure:
-    """Findings and errors of one file at one revision (`path` is the path findings carry); runs in a worker."""
+    """Findings and errors of one file at one revision (`path` is the path findings carry); runs in a worker.
+    With `cache`, a file whose text and reads are unchanged since some earlier review is answered from it."""
     tree, project = _tree(repo, sha, max_bytes)
     source = tree.read(repo_path)
     if source is None:
         if repo_path in tree.too_large:
             return Failure(size_reason(tree.too_large[repo_path], max_bytes or 0))
         return [], []
-    result = analyze_file(path, source, project=project, rules=_rules(codes, only))
+    if cache is not None:
+        result, _ = cache.analyze(path, source, project=project, rules=_rules(codes, only))
+    else:
+        result = analyze_file(path, source, project=project, rules=_rules(codes, only))
     return result.findings, result.errors
 
 
@@ -318,6 +334,7 @@ def review(
     pool: Pool | None = None,
     limits: Limits | None = None,
     not_analysed: Mapping[str, str] | None = None,
+    cache: ResultCache | None = None,
 ) -> ReviewData:
     """Analyse base and head of every changed Python file and compare the findings by fingerprint.
 
@@ -327,6 +344,8 @@ def review(
             (default: one per core) under `limits` is made for this review and stopped at its end.
         not_analysed: repository paths the caller already knows it cannot analyse (the App's extraction skipped
             them for size), with the reason; they are reported with the files that fail here.
+        cache: per-file results kept across reviews (`analyzers.cache`): the workers answer a file from it when
+            neither its text nor anything its rules read changed, and store what they analyse.
     """
     repo = Path(_git(repo, "rev-parse", "--show-toplevel").strip())
     base_sha = _git(repo, "rev-parse", "--verify", f"{base}^{{commit}}").strip()
@@ -334,11 +353,15 @@ def review(
     files = changed_files(repo, base_sha, head_sha)
     if include is not None:
         files = [f for f in files if include(f.new_path or f.old_path or "")]
-    if pool is not None:
-        return _review(repo, base_sha, head_sha, files, rules, pool, not_analysed or {})
-    workers = min(jobs or os.cpu_count() or 1, max(2 * len(files), 1))
-    with Pool(limits or Limits(), workers, preload=worker_modules()) as own:
-        return _review(repo, base_sha, head_sha, files, rules, own, not_analysed or {})
+    try:
+        if pool is not None:
+            return _review(repo, base_sha, head_sha, files, rules, pool, not_analysed or {}, cache)
+        workers = min(jobs or os.cpu_count() or 1, max(2 * len(files), 1))
+        with Pool(limits or Limits(), workers, preload=worker_modules()) as own:
+            return _review(repo, base_sha, head_sha, files, rules, own, not_analysed or {}, cache)
+    finally:
+        if cache is not None:
+            cache.prune()
 
 
 def _review(
@@ -349,6 +372,7 @@ def _review(
     rules: Sequence[type[Rule]] | None,
     pool: Pool,
     known_failures: Mapping[str, str],
+    cache: ResultCache | None = None,
 ) -> ReviewData:
     limits = pool.limits
     deadline = time.monotonic() + limits.budget_s
@@ -379,7 +403,10 @@ def _review(
                 job = pool.submit(edited_objects, root, base_sha, head_sha, f.old_path, f.new_path, cap)
                 edited_jobs.append((finding_path(path), job))
     items = [item for item in items if item[2] not in failed]
-    jobs = [pool.submit(analyze_version, root, sha, path, shown, codes, only, cap) for sha, path, shown, only in items]
+    jobs = [
+        pool.submit(analyze_version, root, sha, path, shown, codes, only, cap, cache)
+        for sha, path, shown, only in items
+    ]
     edited: set[str] = set()
     for shown, job in edited_jobs:
         value = pool.outcome(job, deadline)
@@ -395,7 +422,8 @@ def _review(
         for sha in (base_sha, head_sha)
     ]
     jobs += [
-        pool.submit(analyze_version, root, sha, path, shown, codes, only, cap) for sha, path, shown, only in extra
+        pool.submit(analyze_version, root, sha, path, shown, codes, only, cap, cache)
+        for sha, path, shown, only in extra
     ]
     items += extra
     results = [pool.outcome(job, deadline) for job in jobs]

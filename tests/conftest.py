@@ -3,7 +3,10 @@ GitHub of the suite and the App harness (signed delivery -> web app -> Redis str
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -57,6 +60,18 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", f"{VIOLATIONS_OK}: the test sends requests GitHub's OpenAPI description rejects, on purpose"
     )
+    # `drbot analyze` and `drbot review` keep a result cache; the suite's commands use one of their own, removed at
+    # the end, never the user's ~/.cache/drbot (subprocesses inherit the variable)
+    _CACHE_DIR[:] = [tempfile.mkdtemp(prefix="drbot-test-cache-")]
+    os.environ["DRBOT_CACHE_DIR"] = _CACHE_DIR[0]
+
+
+_CACHE_DIR: list[str] = []
+
+
+def pytest_unconfigure(config):
+    for directory in _CACHE_DIR:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

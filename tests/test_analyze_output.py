@@ -110,7 +110,7 @@ def test_workflow_annotations_name_files_from_the_repository_root(checkout):
     result = drbot("analyze", "../src/diffusers", "../utils", "--format", "github", "-j", "1", cwd=checkout / "tests")
     lines = result.stdout.splitlines()
     assert any(
-        line.startswith("::warning file=src/diffusers/pipelines/toy/pipeline_toy.py,line=6,endLine=6,")
+        line.startswith("::error file=src/diffusers/pipelines/toy/pipeline_toy.py,line=6,endLine=6,")  # DRB201
         for line in lines
     ), result.stdout
     assert any(
@@ -124,7 +124,7 @@ def test_workflow_annotations_name_files_from_the_repository_root(checkout):
 
 def test_the_same_paths_from_outside_the_checkout(checkout, tmp_path):
     result = drbot("analyze", str(checkout), "--format", "github", "-j", "1", cwd=tmp_path)
-    assert "::warning file=src/diffusers/pipelines/toy/pipeline_toy.py,line=6," in result.stdout
+    assert "::error file=src/diffusers/pipelines/toy/pipeline_toy.py,line=6," in result.stdout  # DRB201: an error
 
 
 def test_json_keeps_the_package_path_and_adds_the_file(checkout):

@@ -100,6 +100,7 @@ class RandomExpectedOutput(Rule):
 
     code = "DRB010"
     pattern = 10
+    severity = "note"
     message = (
         "`{name}` is `{call}(...)`, so comparing the output with it checks nothing; compare with values "
         "recorded from a reference run instead."

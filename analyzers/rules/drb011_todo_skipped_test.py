@@ -63,6 +63,7 @@ class TodoSkippedTest(Rule):
 
     code = "DRB011"
     pattern = 10
+    severity = "note"
     message = (
         "`{test}` is skipped under a TODO; fix the test, or skip it with a reason that names the limitation "
         "and a tracking issue."

@@ -93,6 +93,7 @@ class AssertionlessTest(Rule):
 
     code = "DRB012"
     pattern = 10
+    severity = "note"
     message_empty = (
         "`{test}` has an empty body, so it passes without testing anything; decorate it with "
         "`@unittest.skip(reason)` saying why it does not apply, or test the behaviour."

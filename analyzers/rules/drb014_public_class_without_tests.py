@@ -44,6 +44,7 @@ class PublicClassWithoutTests(Rule):
 
     code = "DRB014"
     pattern = 10
+    severity = "note"
     message = (
         "`{name}` is exported by `diffusers` but no test under `tests/pipelines/` names it; add a fast test class "
         "for it (`PipelineTesterMixin` with `pipeline_class = {name}`)."

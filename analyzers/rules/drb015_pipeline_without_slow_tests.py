@@ -55,6 +55,7 @@ class PipelineWithoutSlowTests(Rule):
 
     code = "DRB015"
     pattern = 10
+    severity = "note"
     message = (
         "`{name}` has fast tests ({tests}) but no slow or integration test; add a `@slow` test class that runs "
         "a real checkpoint and compares against a stored reference slice."

@@ -162,6 +162,7 @@ class ConditioningExpandedByBatchSizeOnly(Rule):
 
     code = "DRB101"
     pattern = 1
+    severity = "error"
     message = (
         "`{tensor}` reaches the denoiser expanded by `batch_size` only while the latents are sized "
         "`batch_size * {per_prompt}`; expand it to `batch_size * {per_prompt}` in prompt order, e.g. with "

@@ -12,7 +12,7 @@ from analyzers.matchers import call_name, calls, keyword, parameters, pipeline_c
 
 
 PER_PROMPT_RE = re.compile(r"^num_\w+_per_prompt$")
-ENCODE_METHODS = ("encode_prompt",)
+ENCODE_METHODS = ("encode_prompt", "_encode_prompt")
 
 
 def _none_test(test: cst.BaseExpression) -> tuple[set[str], set[str]]:
@@ -140,6 +140,7 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
 
     code = "DRB102"
     pattern = 1
+    severity = "error"
     message = (
         "`prompt_embeds` passed by the caller skip the `{per_prompt}` expansion, which runs only when "
         "`encode_prompt` computes the embeddings, while `__call__` sizes the latents `batch_size * {per_prompt}`; "
@@ -188,6 +189,20 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
                     bs, seq_len, _ = prompt_embeds.shape
                     prompt_embeds = prompt_embeds.repeat(1, num_images_per_prompt, 1)
                     prompt_embeds = prompt_embeds.view(bs * num_images_per_prompt, seq_len, -1)
+                    return prompt_embeds
+            """
+            + _CALL
+        ),
+        # given embeddings are expanded in the `else` branch, through an intermediate name
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def encode_prompt(self, prompt, num_images_per_prompt=1, prompt_embeds=None):
+                    if prompt_embeds is None:
+                        prompt_embeds = self._get_t5_prompt_embeds(prompt, num_images_per_prompt=num_images_per_prompt)
+                    else:
+                        expanded = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+                        prompt_embeds = expanded.to(self.dtype)
                     return prompt_embeds
             """
             + _CALL
@@ -246,6 +261,25 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
                 "branch."
             ),
         ),
+        # two text encoders: the token embeddings expand inside the `is None` branch, only the pooled ones after it
+        Invalid(
+            """
+            class MyDualEncoderPipeline(DiffusionPipeline):
+                def encode_prompt(self, prompt, num_images_per_prompt=1, prompt_embeds=None, pooled_prompt_embeds=None):
+                    if prompt_embeds is None:
+                        hidden = []
+                        for encoder in self.encoders:
+                            output = encoder(prompt)
+                            pooled_prompt_embeds = output.pooled
+                            rows, tokens, _ = output.hidden.shape
+                            expanded = output.hidden.repeat(1, num_images_per_prompt, 1)
+                            hidden.append(expanded.view(rows * num_images_per_prompt, tokens, -1))
+                        prompt_embeds = torch.cat(hidden, dim=-1)
+                    pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+                    return prompt_embeds, pooled_prompt_embeds
+            """
+            + _CALL
+        ),
         # the repeat written inline in the `else` of `if prompt_embeds is not None`
         Invalid(
             """
@@ -292,23 +326,57 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
         for per_prompt in sorted(p for p in params if PER_PROMPT_RE.match(p)):
             visitor = _GuardedReads(per_prompt)
             encode.body.visit(visitor)
-            if not visitor.reads:
+            guarded = [node for node, guards in visitor.reads if "prompt_embeds" in guards]
+            if not guarded:
                 continue
-            # every read sits where an embeddings argument is known to be None
-            if any(not (guards & embeds_params) for _, guards in visitor.reads):
-                continue
-            if not any("prompt_embeds" in guards for _, guards in visitor.reads):
+            # a read where no embeddings argument is known to be None expands something for given embeddings too:
+            # that is enough unless it only expands other tensors (SDXL's pooled embeddings) and not `prompt_embeds`
+            unguarded = {id(node) for node, guards in visitor.reads if not (guards & embeds_params)}
+            if unguarded and self._expands_given_embeds(encode, per_prompt, unguarded):
                 continue
             if not self._call_sizes_latents(call, name, per_prompt):
                 continue
-            node = next(n for n, guards in visitor.reads if "prompt_embeds" in guards)
             self.report(
-                node,
+                guarded[0],
                 self.message.format(per_prompt=per_prompt),
                 symbol="prompt_embeds",
                 scope=f"{owner}.{name}",
             )
             return
+
+    @staticmethod
+    def _expands_given_embeds(encode: cst.FunctionDef, per_prompt: str, unguarded: set[int]) -> bool:
+        """Whether a read of the count outside the `is None` branches reaches `prompt_embeds`.
+
+        It does when it sits in an assignment to `prompt_embeds` (`prompt_embeds = prompt_embeds.repeat(1, n, 1)`),
+        or in one to a name that a later assignment to `prompt_embeds` reads, or anywhere that is not an
+        assignment (a bare call may expand in place; cannot tell). Expansions of other tensors alone
+        (`pooled_prompt_embeds = pooled_prompt_embeds.repeat(1, n)`) leave given `prompt_embeds` as they are.
+        """
+        statements: list[tuple[cst.CSTNode, list[cst.BaseExpression]]] = []
+        for assign in walk.nodes(encode.body, cst.Assign):
+            statements.append((assign, [t.target for t in assign.targets]))
+        for augmented in walk.nodes(encode.body, cst.AugAssign):
+            statements.append((augmented, [augmented.target]))
+        covered: set[int] = set()
+        feeding: set[str] = set()
+        for statement, targets in statements:
+            names = {id(n) for n in walk.nodes(statement, cst.Name)}
+            hits = names & unguarded
+            if not hits:
+                continue
+            covered |= hits
+            bound = {n for t in targets for n in _bound(t)}
+            if "prompt_embeds" in bound or not bound:
+                return True
+            feeding |= bound
+        if unguarded - covered:
+            return True  # a read in a call statement, a return, a test: cannot tell what it expands
+        for assign in walk.nodes(encode.body, cst.Assign):
+            bound_names = {n for t in assign.targets for n in _bound(t.target)}
+            if "prompt_embeds" in bound_names and _reads_any(assign.value, feeding):
+                return True
+        return False
 
     @staticmethod
     def _call_sizes_latents(call: cst.FunctionDef, encode_name: str, per_prompt: str) -> bool:
@@ -339,3 +407,18 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
 
 def _assign_statements(body: cst.CSTNode) -> list[cst.Assign]:
     return walk.nodes(body, cst.Assign)
+
+
+def _bound(target: cst.BaseExpression) -> list[str]:
+    """Names a target binds: `x`, `a, b`; `self.x` and `d[k]` bind none."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for element in target.elements for n in _bound(element.value)]
+    if isinstance(target, cst.StarredElement):
+        return _bound(target.value)
+    return []
+
+
+def _reads_any(node: cst.CSTNode, names: set[str]) -> bool:
+    return any(n.value in names for n in walk.nodes(node, cst.Name))

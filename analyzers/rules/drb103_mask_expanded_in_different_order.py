@@ -175,6 +175,7 @@ class MaskExpandedInDifferentOrder(Rule):
 
     code = "DRB103"
     pattern = 1
+    severity = "error"
     message = (
         "`{mask}` is expanded by `{per_prompt}` in {mask_order} order but `{embeds}` in {embeds_order} order, so "
         "batched prompts get each other's masks; expand both the same way, e.g. `.repeat_interleave({per_prompt}, "

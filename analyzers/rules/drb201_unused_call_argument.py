@@ -87,6 +87,7 @@ class UnusedCallArgument(Rule):
 
     code = "DRB201"
     pattern = 2
+    severity = "error"
     message = "`{arg}` is accepted by `__call__` but never read; pass it on where it takes effect, or deprecate it."
     message_validated = (
         "`{arg}` is only passed to `check_inputs` and never affects generation; pass it on where it takes "

@@ -79,6 +79,7 @@ class DiscardedCallbackOutputs(Rule):
 
     code = "DRB202"
     pattern = 2
+    severity = "error"
     message = (
         "The dict returned by `{callee}(...)` is discarded, so tensors the callback changes are never applied; "
         'bind it and pop them back, as in `latents = callback_outputs.pop("latents", latents)`.'

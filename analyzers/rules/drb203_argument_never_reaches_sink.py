@@ -277,6 +277,7 @@ class ArgumentNeverReachesSink(Rule):
 
     code = "DRB203"
     pattern = 2
+    severity = "error"
     message_attention = (
         "`{arg}` is read by `__call__` but no denoiser call receives it, so attention options and the LoRA "
         "`scale` never reach the model; pass `{arg}={value}` to each `{denoiser}(...)` call."

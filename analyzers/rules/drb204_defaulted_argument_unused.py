@@ -89,6 +89,7 @@ class DefaultedArgumentUnused(Rule):
 
     code = "DRB204"
     pattern = 2
+    severity = "error"
     message = (
         "`{arg}` is defaulted to `{sibling}` and never used afterwards, so a `{arg}` the caller passes is ignored; "
         "pass `{arg}` where `{sibling}` stands in for it."

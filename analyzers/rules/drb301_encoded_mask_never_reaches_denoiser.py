@@ -303,6 +303,7 @@ class EncodedMaskNeverReachesDenoiser(Rule):
 
     code = "DRB301"
     pattern = 3
+    severity = "error"
     message = (
         "`{mask}` comes back from `{encoder}` but never reaches `self.{denoiser}`, so padded prompt tokens are "
         "attended to; pass it to the denoiser as `{param}`."

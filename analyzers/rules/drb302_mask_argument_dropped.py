@@ -6,7 +6,8 @@ import re
 
 import libcst as cst
 
-from analyzers.core import Definition, Invalid, Rule, Valid
+from analyzers import walk
+from analyzers.core import Definition, Invalid, Rule, Valid, dotted_name
 from analyzers.matchers import names_read, parameters, stub_body
 
 
@@ -37,6 +38,21 @@ def acknowledged(module: cst.Module, cls: cst.ClassDef, name: str) -> bool:
     return any(
         pattern.search(line) and ACKNOWLEDGING_RE.search(line) for line in module.code_for_node(cls).splitlines()
     )
+
+
+#: a linear attention processor (`SanaLinearAttnProcessor2_0`): no softmax, so no attention mask it could apply
+LINEAR_ATTENTION_RE = re.compile(r"LinearAttn")
+
+
+def builds_linear_attention(cls: cst.ClassDef) -> bool:
+    """Whether the class builds an attention layer with a linear attention processor (`processor=...LinearAttn...()`):
+    its self-attention has no `attention_mask` to hand on, by design rather than by omission."""
+    for call in walk.nodes(cls, cst.Call):
+        for arg in call.args:
+            if arg.keyword is not None and arg.keyword.value == "processor" and isinstance(arg.value, cst.Call):
+                if LINEAR_ATTENTION_RE.search(dotted_name(arg.value.func) or ""):
+                    return True
+    return False
 
 
 def reads_by_name(read: set[str]) -> bool:
@@ -82,17 +98,21 @@ class MaskArgumentDropped(Rule):
     inpainting mask) is not looked at. A mask that a comment or docstring of the class names as unused,
     ignored or unsupported is taken as deliberately ignored, and so is an argument of a method whose body
     is only a stub or that reads arguments through `locals()`. A mask that is read only to be checked
-    (`if attention_mask is not None: ...`) counts as read.
+    (`if attention_mask is not None: ...`) counts as read. A block whose self-attention is linear (it builds
+    an attention layer with a `...LinearAttn...` processor, as Sana does) is not reported for its
+    `attention_mask`: linear attention has no softmax for a mask to enter, so dropping it is by design.
 
     ## References
     - huggingface/diffusers#13656, pattern 3
     - huggingface/diffusers#13584 (Flux `ip_adapter_masks` accepted but ignored by `FluxIPAdapterAttnProcessor`)
-    - huggingface/diffusers#13614 (Sana: the public `attention_mask` never reaches self-attention)
+    - huggingface/diffusers#13614 (Sana: the public `attention_mask` never reaches self-attention, which is
+      linear attention; see Known problems)
     - huggingface/diffusers#12294 (QwenImage `encoder_hidden_states_mask` unused)
     """
 
     code = "DRB302"
     pattern = 3
+    severity = "warning"
     message = (
         "`{arg}` is accepted by `{owner}` but never read, so the mask is silently dropped; pass it on to the "
         "attention that needs it, or raise when it is given."
@@ -153,6 +173,27 @@ class MaskArgumentDropped(Rule):
                 def __call__(self, attn, hidden_states, block_mask=None):
                     return attn.na3d(hidden_states)
             '''
+        ),
+        # linear self-attention (Sana) has no softmax a mask could enter: dropping `attention_mask` is by design
+        Valid(
+            """
+            class SanaTransformerBlock(nn.Module):
+                def __init__(self, dim):
+                    self.attn1 = Attention(query_dim=dim, processor=SanaLinearAttnProcessor2_0())
+                    self.attn2 = Attention(query_dim=dim, cross_attention_dim=dim, processor=SanaAttnProcessor2_0())
+
+                def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None):
+                    hidden_states = hidden_states + self.attn1(self.norm1(hidden_states))
+                    return hidden_states + self.attn2(
+                        hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=encoder_attention_mask
+                    )
+
+            class SanaTransformer2DModel(ModelMixin, ConfigMixin):
+                def forward(self, hidden_states, encoder_hidden_states, attention_mask=None, encoder_attention_mask=None):
+                    for block in self.transformer_blocks:
+                        hidden_states = block(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask)
+                    return hidden_states
+            """
         ),
         # an interface stub and a mask that is only checked
         Valid(
@@ -235,6 +276,8 @@ class MaskArgumentDropped(Rule):
                     continue
                 if not processor and name not in self._public_masks():
                     continue  # an internal layer: its callers may never pass this mask at all
+                if name == "attention_mask" and builds_linear_attention(cst.ensure_type(cls.node, cst.ClassDef)):
+                    continue  # linear self-attention (Sana) has no softmax a mask could enter
                 self._report(param, definition, cls, name)
 
     def _public_masks(self) -> set[str]:

@@ -134,6 +134,7 @@ class AttentionProcessorIgnoresMask(Rule):
 
     code = "DRB304"
     pattern = 3
+    severity = "warning"
     message = (
         "`attention_mask` is accepted by `{owner}` but never read, so a mask given to this processor is "
         "silently dropped; apply it to the attention (`attn_mask=attention_mask`), or raise when it is given."

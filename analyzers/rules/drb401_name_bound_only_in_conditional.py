@@ -186,6 +186,7 @@ class NameBoundOnlyInConditional(Rule):
 
     code = "DRB401"
     pattern = 4
+    severity = "warning"
     message = (
         "`{name}` is bound only when `{cond}` is true but read unconditionally afterwards; bind a default "
         "before the `if` or move the read under the same condition."

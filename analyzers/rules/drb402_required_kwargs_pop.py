@@ -73,6 +73,7 @@ class RequiredKwargsPop(Rule):
 
     code = "DRB402"
     pattern = 4
+    severity = "warning"
     message = (
         '`{kwargs}.pop("{key}")` raises `KeyError` when the caller of `{function}` omits `{key}`; '
         'pass a default, as in `{kwargs}.pop("{key}", None)`.'

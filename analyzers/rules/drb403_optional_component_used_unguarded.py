@@ -8,7 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Definition, Invalid, Rule, Valid
-from analyzers.matchers import call_name, pipeline_classes, self_attribute, string_value
+from analyzers.matchers import DENOISER_ATTRS, call_name, parameters, pipeline_classes, self_attribute, string_value
 
 
 #: how deep `self.<method>(…)` calls from `__call__` are followed
@@ -100,6 +100,15 @@ def _checked_components(cls: cst.ClassDef) -> set[str]:
     return checked
 
 
+def sole_denoiser(init: cst.FunctionDef | None) -> set[str]:
+    """The denoiser `__init__` takes (`transformer`, `unet`, …) when it takes only one: a pipeline that lists its only
+    denoiser as optional means "load me without it to encode or decode", not "generate without it"."""
+    if init is None:
+        return set()
+    denoisers = {param.name.value for param in parameters(init)} & DENOISER_ATTRS
+    return denoisers if len(denoisers) == 1 else set()
+
+
 class OptionalComponentUsedUnguarded(Rule):
     """
     ## What it does
@@ -138,7 +147,9 @@ class OptionalComponentUsedUnguarded(Rule):
     Only the unconditional part of `__call__` is looked at, and methods of the same class it calls there (two
     levels deep); uses under any `if` are taken as guarded. A class that checks the component for `None`
     anywhere is trusted, even if the check is on another path. Components listed only by a parent class are
-    not seen.
+    not seen. A pipeline's only denoiser (the one `transformer`, `unet`, … its `__init__` takes) is left alone:
+    no pipeline generates without it, so listing it optional lets the pipeline load without it for other work
+    (encoding prompts, decoding latents) rather than promising that `__call__` runs without it.
 
     ## References
     - huggingface/diffusers#13656, pattern 4
@@ -146,6 +157,7 @@ class OptionalComponentUsedUnguarded(Rule):
 
     code = "DRB403"
     pattern = 4
+    severity = "warning"
     message = (
         "`self.{component}` is listed in `_optional_components` but `{function}` uses it on every path; check "
         "`self.{component} is not None` first, or drop it from `_optional_components`."
@@ -154,6 +166,19 @@ class OptionalComponentUsedUnguarded(Rule):
     PATHS = ("/pipelines/",)
 
     VALID = [
+        # the only denoiser listed as optional: the pipeline loads without it to encode or decode (Helios)
+        Valid(
+            """
+            class HeliosPipeline(DiffusionPipeline):
+                _optional_components = ["transformer"]
+
+                def __init__(self, tokenizer, text_encoder, vae, scheduler, transformer):
+                    self.register_modules(vae=vae, transformer=transformer)
+
+                def __call__(self, prompt):
+                    return self.vae.decode(self.transformer(prompt))
+            """
+        ),
         Valid(
             """
             class MyPipeline(DiffusionPipeline):
@@ -202,6 +227,23 @@ class OptionalComponentUsedUnguarded(Rule):
                 "check `self.vae is not None` first, or drop it from `_optional_components`."
             ),
         ),
+        # of two denoisers, either may be missing: the other one must then do the work
+        Invalid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                _optional_components = ["transformer_2"]
+
+                def __init__(self, transformer, transformer_2=None):
+                    self.register_modules(transformer=transformer, transformer_2=transformer_2)
+
+                def __call__(self, prompt):
+                    return self.transformer_2(self.transformer(prompt))
+            """,
+            message=(
+                "`self.transformer_2` is listed in `_optional_components` but `MyPipeline.__call__` uses it on every "
+                "path; check `self.transformer_2 is not None` first, or drop it from `_optional_components`."
+            ),
+        ),
         Invalid(
             """
             class MyPipeline(DiffusionPipeline):
@@ -233,6 +275,7 @@ class OptionalComponentUsedUnguarded(Rule):
                 continue
             optional -= _checked_components(node)
             methods = self.context.methods(cls)
+            optional -= sole_denoiser(methods.get("__init__"))
             if not optional or "__call__" not in methods:
                 continue
             reported: set[str] = set()

@@ -409,6 +409,7 @@ class OptionalDependencyImportedUnguarded(Rule):
 
     code = "DRB404"
     pattern = 4
+    severity = "warning"
     message = (
         "`{name}` is imported at module level without `is_{key}_available()`, but `{via}` loads this module "
         "without that check; import it under `if is_{key}_available():`, or add the check where `{via}` exports it."

@@ -161,6 +161,7 @@ class ProvidedTensorNotCast(Rule):
 
     code = "DRB501"
     pattern = 5
+    severity = "error"
     message = (
         "user-provided `{name}` is moved with `{name}.to(device)` but never cast to the execution dtype; "
         "use `{name}.to(device=device, dtype=dtype)` instead."

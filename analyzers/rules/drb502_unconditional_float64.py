@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import libcst as cst
@@ -36,8 +37,10 @@ _FACTORIES = frozenset(
         "randn_like",
     }
 )
-#: names whose mention in an `if` test marks a device-dependent choice of dtype
-_DEVICE_WORDS = ("mps", "npu", "device.type", "is_available")
+#: words whose mention in an `if` test marks a device-dependent choice of dtype (as words of their own:
+#: `is_npu`, not the letters of `input`), or a switch that asks for float64 on purpose (`if upcast_to_double:`)
+_DEVICE_WORDS = re.compile(r"(?<![a-z])(mps|npu)(?![a-z])|device\.type|is_available")
+_SWITCH_WORDS = re.compile(r"double|float64|fp64|upcast|precision")
 
 
 def _walk_all(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
@@ -82,7 +85,7 @@ class _Finder:
         for node in _walk_all(module):
             if isinstance(node, cst.If) and id(node) not in quiet:
                 test = code_for_node(node.test)
-                if any(word in test for word in _DEVICE_WORDS):
+                if _DEVICE_WORDS.search(test) or _SWITCH_WORDS.search(test):
                     quiet.update(id(n) for n in _walk_all(node))
         self.found = [(node, spelled) for node, spelled in candidates if id(node) not in quiet]
 
@@ -194,7 +197,8 @@ class UnconditionalFloat64(Rule):
     `device="cpu"`, casts of such fresh tensors, code under `with torch.device("cpu")`. A CPU float64
     tensor that is later moved with `.to(device)` is missed, and so is a float64 dtype held in a
     variable. Any `if` whose test mentions `mps`, `npu`, `device.type` or `is_available`, and any
-    conditional expression, count as a deliberate choice.
+    conditional expression, count as a deliberate choice, and so does a switch that asks for float64
+    by name (`if upcast_to_double:`, `if self.double_precision:`), even when it is on by default.
 
     ## References
     - huggingface/diffusers#13656, pattern 5
@@ -203,12 +207,13 @@ class UnconditionalFloat64(Rule):
 
     code = "DRB502"
     pattern = 5
+    severity = "warning"
     message = (
         "`{spelled}` puts a float64 tensor on the model's device, which MPS and NPU do not support; "
         "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
     )
     REQUIRES_ANY = ("float64", "double")
-    PATHS = ("/models/", "/pipelines/")
+    PATHS = ("/models/", "/pipelines/", "/guiders/")
 
     VALID = [
         Valid(
@@ -251,6 +256,15 @@ class UnconditionalFloat64(Rule):
                 return x.to(torch.float64)
             """,
             path="diffusers/schedulers/scheduling_example.py",
+        ),
+        Valid(
+            """
+            def project(a, b, upcast_to_double=True):
+                if upcast_to_double:
+                    a, b = a.double(), b.double()
+                return (a * b).sum()
+            """,
+            path="diffusers/guiders/guider_example.py",
         ),
     ]
     INVALID = [
@@ -314,10 +328,36 @@ class UnconditionalFloat64(Rule):
                 "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
             ),
         ),
+        # a guider, and an `if` whose test merely contains the letters "npu" (`input`)
+        Invalid(
+            """
+            def orthogonal_update(diff, pred_input, norm_threshold=0.0):
+                if pred_input is not None and norm_threshold > 0:
+                    diff = diff / diff.norm()
+                    v0 = diff.double()
+                    return v0 - pred_input
+                return diff
+            """,
+            path="diffusers/guiders/guider_example.py",
+            message=(
+                "`.double()` puts a float64 tensor on the model's device, which MPS and NPU do not support; "
+                "use `maybe_adjust_dtype_for_device(torch.float64, device)` instead."
+            ),
+        ),
     ]
 
     def check(self) -> None:
         finder = _Finder(self)
         finder.run(self.context.module)
+        if not finder.found:
+            return
+        # one finding per statement and spelling: `v0, v1 = a.double(), b.double()` is one defect
+        line_of: dict[int, int] = {}
+        for index, line in enumerate(walk.nodes(self.context.module, cst.SimpleStatementLine)):
+            line_of.update((id(n), index) for n in walk.walk(line) if isinstance(n, cst.Call))
+        seen: set[tuple[int, str]] = set()
         for node, spelled in finder.found:
-            self.report(node, self.message.format(spelled=spelled), symbol=spelled)
+            key = (line_of.get(id(node), -1 - len(seen)), spelled)
+            if key not in seen:
+                seen.add(key)
+                self.report(node, self.message.format(spelled=spelled), symbol=spelled)

@@ -67,6 +67,12 @@ class HardcodedVaeConfigValue(Rule):
     not check that the component's config really has a matching field; a VAE class without one still
     gets a finding.
 
+    Severity is `note`: the number is usually right for every checkpoint published today, so the finding
+    is a risk for the next checkpoint rather than a defect users meet now. It stays in pattern 5, whose
+    description in #13656 names it: "pipelines hardcode VAE scale factors or latent channel counts" (a
+    config assumption that leaks past the pipeline boundary), not pattern 8 (copies drifting apart) nor
+    pattern 7 (validation that does not match what runs).
+
     ## References
     - huggingface/diffusers#13656, pattern 5
     - huggingface/diffusers#13618 (BriaFibo hard-codes `vae_scale_factor = 16`; follow-up huggingface/diffusers#13983)
@@ -74,6 +80,7 @@ class HardcodedVaeConfigValue(Rule):
 
     code = "DRB503"
     pattern = 5
+    severity = "note"
     message_scale = (
         "`self.{name} = {value}` hard-codes what the `vae` config holds; derive it from `self.vae.config` "
         "and keep `{value}` only as the fallback when `vae` is None."

@@ -27,8 +27,15 @@ def _called_methods(function: cst.FunctionDef) -> set[str]:
 
 
 def _declares_model_offload(cls: cst.ClassDef) -> bool:
-    """Whether the class body sets `model_cpu_offload_seq` (so `enable_model_cpu_offload()` works)."""
+    """Whether the class supports offloading: it sets `model_cpu_offload_seq` (so the inherited
+    `enable_model_cpu_offload()` works), or defines `enable_model_cpu_offload`/`enable_sequential_cpu_offload`
+    itself, as pipelines did before diffusers 0.19 moved them into `DiffusionPipeline`."""
     for statement in cls.body.body:
+        if isinstance(statement, cst.FunctionDef) and statement.name.value in (
+            "enable_model_cpu_offload",
+            "enable_sequential_cpu_offload",
+        ):
+            return True
         if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1:
             assign = statement.body[0]
             if (
@@ -144,9 +151,10 @@ class DeviceInsteadOfExecutionDevice(Rule):
     ```
 
     ## Known problems
-    Only pipelines that declare `model_cpu_offload_seq` in their class body are checked (others
-    cannot use `enable_model_cpu_offload()` at all, though sequential offload and `device_map` still
-    apply to them). Only methods of the same class that `__call__` calls directly or through other such methods are
+    Only pipelines that declare `model_cpu_offload_seq` in their class body, or define
+    `enable_model_cpu_offload`/`enable_sequential_cpu_offload` themselves (the spelling of releases before
+    0.19), are checked; others cannot use `enable_model_cpu_offload()` at all, though sequential offload
+    and `device_map` still apply to them. Only methods of the same class that `__call__` calls directly or through other such methods are
     looked at; helpers inherited from a mixin or a parent class are not. A fallback for a caller's
     device (`device = device or self.device`, `if device is None: device = self.device`) is not
     reported. One finding per method, at its first `self.device`.
@@ -158,6 +166,7 @@ class DeviceInsteadOfExecutionDevice(Rule):
 
     code = "DRB504"
     pattern = 5
+    severity = "warning"
     message = (
         "`self.device` in `{method}` is the CPU under model CPU offload or a `device_map`; use "
         "`self._execution_device` instead."
@@ -245,6 +254,22 @@ class DeviceInsteadOfExecutionDevice(Rule):
                     else:
                         image = randn_tensor(shape, generator=generator, device=self.device)
                     return image
+            """,
+            message=(
+                "`self.device` in `__call__` is the CPU under model CPU offload or a `device_map`; use "
+                "`self._execution_device` instead."
+            ),
+        ),
+        Invalid(
+            """
+            class OlderPipeline(DiffusionPipeline):
+                def enable_sequential_cpu_offload(self, gpu_id=0):
+                    for model in [self.unet, self.text_encoder]:
+                        cpu_offload(model, torch.device(f"cuda:{gpu_id}"))
+
+                def __call__(self, prompt, generator=None):
+                    noise = randn_tensor((1, 4, 64, 64), generator=generator, device=self.device)
+                    return self.unet(noise, prompt)
             """,
             message=(
                 "`self.device` in `__call__` is the CPU under model CPU offload or a `device_map`; use "

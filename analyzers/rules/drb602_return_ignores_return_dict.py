@@ -11,7 +11,7 @@ from analyzers.flow import (
     has_yield,
     returned_symbol,
 )
-from analyzers.matchers import names_read, parameters, pipeline_methods
+from analyzers.matchers import names_read, parameters, pipeline_classes
 
 
 #: what the path knows about `return_dict`: True, False, or None (unknown)
@@ -95,7 +95,9 @@ class ReturnIgnoresReturnDict(Rule):
     ## What it does
     Checks for a pipeline `__call__` that takes `return_dict` and returns an output object
     (`XPipelineOutput(...)`) on a path where `return_dict` may be `False`, typically an early
-    `output_type == "latent"` return placed before the `if not return_dict: return (image,)` check.
+    `output_type == "latent"` return placed before the `if not return_dict: return (image,)` check. Other
+    methods of the pipeline that take `return_dict` (a helper that builds the result, such as
+    `_retrieve_video_frames(latents, output_type, return_dict)`) are held to the same contract.
 
     ## Why is this bad?
     `return_dict=False` promises a plain tuple. Code written against that contract (`image, = pipe(...,
@@ -143,6 +145,7 @@ class ReturnIgnoresReturnDict(Rule):
 
     code = "DRB602"
     pattern = 6
+    severity = "error"
     message = (
         "`{returned}` is returned even when `return_dict=False` asks for a tuple; check `return_dict` on this "
         "path too and return a tuple when it is `False`."
@@ -229,12 +232,36 @@ class ReturnIgnoresReturnDict(Rule):
                 "`return_dict` on this path too and return a tuple when it is `False`."
             ),
         ),
+        Invalid(
+            # the helper that builds the result takes `return_dict` and forgets it on the latent path
+            """
+            class MyVideoPipeline(DiffusionPipeline):
+                def _finish(self, latents, output_type, return_dict):
+                    if output_type == "latent":
+                        return MyVideoOutput(frames=latents)
+                    frames = self.decode(latents)
+                    if not return_dict:
+                        return (frames,)
+                    return MyVideoOutput(frames=frames)
+
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.unet(prompt)
+                    return self._finish(latents, output_type, return_dict)
+            """,
+            message=(
+                "`return MyVideoOutput` is returned even when `return_dict=False` asks for a tuple; check "
+                "`return_dict` on this path too and return a tuple when it is `False`."
+            ),
+        ),
     ]
 
     def check(self) -> None:
-        for cls, method in pipeline_methods(self.context, "__call__"):
-            if any(param.name.value == "return_dict" for param in parameters(method)):
-                self._check_call(f"{cls.qualname}.__call__", method)
+        for cls in pipeline_classes(self.context):
+            # `__call__`, and the helpers that build its result (`_retrieve_video_frames(latents, output_type,
+            # return_dict)`): any method that takes `return_dict` owes the caller the same contract
+            for name, method in self.context.methods(cls).items():
+                if any(param.name.value == "return_dict" for param in parameters(method)):
+                    self._check_call(f"{cls.qualname}.{name}", method)
 
     def _check_call(self, scope: str, function: cst.FunctionDef) -> None:
         if not isinstance(function.body, cst.IndentedBlock) or has_yield(function):

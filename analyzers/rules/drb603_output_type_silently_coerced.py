@@ -166,6 +166,7 @@ class OutputTypeSilentlyCoerced(Rule):
 
     code = "DRB603"
     pattern = 6
+    severity = "error"
     message = (
         "`output_type={values}` is not tested for and silently falls through to the NumPy conversion; handle "
         "each supported value and raise a `ValueError` for the rest, or pass `output_type` to "

@@ -70,14 +70,17 @@ def _plainly_defined(project, dotted: str, name: str) -> bool:
 class LazyExportNotDefined(Rule):
     """
     ## What it does
-    Checks the lazy export table of a pipeline package (`_import_structure` in
-    `diffusers/pipelines/<family>/__init__.py`) for names that the named submodule does not define, or
-    that point at a submodule that does not exist. Entries are read from the `_import_structure = {...}`
+    Checks the lazy export table of a package (`_import_structure` in `diffusers/pipelines/<family>/__init__.py`,
+    `diffusers/models/__init__.py`, `diffusers/schedulers/__init__.py`, ...) for names that the named submodule
+    does not define, or that point at a submodule that does not exist. Entries are read from the `_import_structure = {...}`
     literal, `_import_structure["mod"] = [...]` (or `+= [...]`), `.extend([...])`, `.append(...)` and
     `_import_structure.update({...})`, in every branch of the optional-dependency guards
     (`if not (is_torch_available() and is_transformers_available())`). A name counts as defined by a
     class, function, assignment or import at the submodule's top level (also inside `if`/`try`), or by
-    the submodule's own `_import_structure` when it is a package.
+    the submodule's own `_import_structure` when it is a package, or by being a submodule itself. The
+    package's own relative imports (the eager branch `if TYPE_CHECKING or DIFFUSERS_SLOW_IMPORT:` that
+    mirrors the table, the dummy-object fallbacks of its optional-dependency guards) are held to the same
+    check: they must name modules that exist, and names those modules define.
 
     ## Why is this bad?
     `_LazyModule` resolves the name only on first access, so the package imports fine and
@@ -101,16 +104,19 @@ class LazyExportNotDefined(Rule):
     ## Known problems
     A submodule with a star import or a module-level `__getattr__` is trusted: its names cannot be listed.
     Names added to the package with `setattr` or through `_dummy_objects` are not export-table entries and
-    are not checked; nor are the eager imports under `if TYPE_CHECKING or DIFFUSERS_SLOW_IMPORT`.
+    are not checked. Absolute imports in the eager branch, and `from . import submodule`, are not checked.
 
     ## References
     - huggingface/diffusers#13656, pattern 6
     - huggingface/diffusers#13581 (qwenimage exports `QwenImagePriorReduxPipelineOutput` / `ReduxImageEncoder`)
     - huggingface/diffusers#14147 (fix proposal: drop the bogus exports)
+    - huggingface/diffusers#8491 (`models/__init__.py` still exported a module that had moved)
+    - huggingface/diffusers#4370, #7712 (eager imports of dummy modules that do not exist)
     """
 
     code = "DRB604"
     pattern = 6
+    severity = "error"
     message = (
         "`{name}` is exported lazily from `{module}`, which does not define it; remove it from "
         "`_import_structure` or define it in `{module}`."
@@ -119,8 +125,16 @@ class LazyExportNotDefined(Rule):
         "`{name}` is exported lazily from `{module}`, a module that does not exist; remove the entry from "
         "`_import_structure` or add the module."
     )
-    REQUIRES_ANY = ("_import_structure",)
-    PATHS = ("/pipelines/", "/modular_pipelines/")
+    message_eager = (
+        "`{name}` is imported from `{module}` by this package `__init__`, but `{module}` does not define it, so the "
+        "import fails whenever that branch runs (slow imports, type checkers); import it from the module that "
+        "defines it."
+    )
+    message_eager_missing = (
+        "`{module}` is imported by this package `__init__` but does not exist, so the import fails whenever that "
+        "branch runs (slow imports, a missing optional dependency); point the import at an existing module."
+    )
+    REQUIRES_ANY = ("_import_structure", "from .")
 
     _INIT = "diffusers/pipelines/qwenimage/__init__.py"
     _OUTPUT = "diffusers/pipelines/qwenimage/pipeline_output.py"
@@ -181,6 +195,31 @@ class LazyExportNotDefined(Rule):
                 "diffusers/pipelines/qwenimage/sub/__init__.py": '_import_structure = {"pipeline_sub": ["SubPipeline"]}\n',
             },
         ),
+        Valid(
+            # the eager branch imports what the submodules define, and dummies from a module that exists
+            """
+            from typing import TYPE_CHECKING
+            from ..utils import DIFFUSERS_SLOW_IMPORT, OptionalDependencyNotAvailable, is_torch_available
+
+            _import_structure = {"vae_tiny": ["TinyVAE"]}
+            if TYPE_CHECKING or DIFFUSERS_SLOW_IMPORT:
+                try:
+                    if not is_torch_available():
+                        raise OptionalDependencyNotAvailable()
+                except OptionalDependencyNotAvailable:
+                    from ..utils.dummy_torch_objects import *
+                else:
+                    from .vae_tiny import TinyVAE
+                    from .blocks import down
+            """,
+            path="diffusers/models/__init__.py",
+            files={
+                "diffusers/models/vae_tiny.py": "class TinyVAE:\n    pass\n",
+                "diffusers/models/blocks/__init__.py": "",
+                "diffusers/models/blocks/down.py": "X = 1\n",
+                "diffusers/utils/dummy_torch_objects.py": "class TinyVAE:\n    pass\n",
+            },
+        ),
     ]
     INVALID = [
         Invalid(
@@ -216,6 +255,53 @@ class LazyExportNotDefined(Rule):
                 "remove the entry from `_import_structure` or add the module."
             ),
         ),
+        Invalid(
+            # a module moved into a subpackage, the models table still names the old place
+            """
+            _import_structure = {"dual_blocks": ["DualBlocksModel"]}
+            """,
+            path="diffusers/models/__init__.py",
+            files={"diffusers/models/transformers/dual_blocks.py": "class DualBlocksModel:\n    pass\n"},
+            message=(
+                "`DualBlocksModel` is exported lazily from `dual_blocks`, a module that does not exist; remove the "
+                "entry from `_import_structure` or add the module."
+            ),
+        ),
+        Invalid(
+            # the dummy module of the eager branch is misspelt
+            """
+            from typing import TYPE_CHECKING
+            _import_structure = {}
+            if TYPE_CHECKING:
+                try:
+                    if not is_torch_available():
+                        raise OptionalDependencyNotAvailable()
+                except OptionalDependencyNotAvailable:
+                    from ...utils.dummy_torch_and_and_objects import *
+            """,
+            path="diffusers/pipelines/foo/__init__.py",
+            files={"diffusers/utils/__init__.py": "", "diffusers/utils/dummy_torch_objects.py": "X = 1\n"},
+            message=(
+                "`...utils.dummy_torch_and_and_objects` is imported by this package `__init__` but does not exist, so the "
+                "import fails whenever that branch runs (slow imports, a missing optional dependency); point the "
+                "import at an existing module."
+            ),
+        ),
+        Invalid(
+            """
+            from typing import TYPE_CHECKING
+            _import_structure = {"pipeline_foo": ["FooPipeline"]}
+            if TYPE_CHECKING:
+                from .pipeline_foo import FooPipeline, FooPipelineOutput
+            """,
+            path="diffusers/pipelines/foo/__init__.py",
+            files={"diffusers/pipelines/foo/pipeline_foo.py": "class FooPipeline:\n    pass\n"},
+            message=(
+                "`FooPipelineOutput` is imported from `.pipeline_foo` by this package `__init__`, but `.pipeline_foo` does "
+                "not define it, so the import fails whenever that branch runs (slow imports, type checkers); import "
+                "it from the module that defines it."
+            ),
+        ),
     ]
 
     def check(self) -> None:
@@ -239,10 +325,42 @@ class LazyExportNotDefined(Rule):
                     parsed = project.module(dotted)
                     cache[dotted] = None if parsed is None else defined_names(parsed)
             names = cache[dotted]
-            if names is None or name in names:
-                continue
+            if names is None or name in names or project.module_path(f"{dotted}.{name}") is not None:
+                continue  # trusted, defined, or a submodule (`"utils": ["logging"]`)
             if project.module_path(dotted) is None:
                 message = self.message_missing.format(name=name, module=submodule)
             else:
                 message = self.message.format(name=name, module=submodule)
             self.report(node, message, symbol=name, scope="_import_structure")
+        for statement in top_level_statements(self.context.module.body):
+            if isinstance(statement, cst.SimpleStatementLine):
+                for small in statement.body:
+                    if isinstance(small, cst.ImportFrom) and small.relative and small.module is not None:
+                        self._check_eager(small, cache)
+
+    def _check_eager(self, node: cst.ImportFrom, cache: dict[str, set[str] | None]) -> None:
+        """A relative import of the package `__init__` (its eager branch, its dummy fallbacks) that cannot succeed."""
+        project = self.context.project
+        relative = "." * len(node.relative) + (dotted_name(node.module) or "")
+        dotted = resolve_relative(self.context.module_name, True, len(node.relative), dotted_name(node.module))
+        if project.module_path(dotted) is None:
+            parent, top = dotted.rpartition(".")[0], dotted.partition(".")[0]
+            if project.module_path(parent) is None and project.module_path(top) is None:
+                return  # a partial view (neither the parent package nor the top package): cannot tell
+            message = self.message_eager_missing.format(module=relative)
+            self.report(node, message, symbol=relative, scope="imports")
+            return
+        if isinstance(node.names, cst.ImportStar):
+            return
+        for alias in node.names:
+            name = dotted_name(alias.name) or ""
+            if not name or _plainly_defined(project, dotted, name):
+                continue
+            if dotted not in cache:
+                parsed = project.module(dotted)
+                cache[dotted] = None if parsed is None else defined_names(parsed)
+            names = cache[dotted]
+            if names is None or name in names or project.module_path(f"{dotted}.{name}") is not None:
+                continue
+            message = self.message_eager.format(name=name, module=relative)
+            self.report(alias, message, symbol=name, scope="imports")

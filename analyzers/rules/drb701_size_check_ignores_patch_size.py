@@ -238,6 +238,7 @@ class SizeCheckIgnoresPatchSize(Rule):
 
     code = "DRB701"
     pattern = 7
+    severity = "warning"
     message_patch = (
         "`check_inputs` only requires `{sizes}` to be divisible by `{divisor}`, but `{model}` patchifies "
         "latents with `patch_size={p}`; require divisibility by the VAE scale factor times "

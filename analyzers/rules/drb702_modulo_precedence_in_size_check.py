@@ -83,6 +83,7 @@ class ModuloPrecedenceInSizeCheck(Rule):
 
     code = "DRB702"
     pattern = 7
+    severity = "warning"
     message = (
         "`{expr}` parses as `({dividend} % {divisor}) * {factor}` and only checks divisibility by "
         "`{divisor}`; parenthesise the divisor: `{dividend} % ({divisor} * {factor})`."

@@ -14,6 +14,8 @@ from analyzers.core import Definition, Invalid, Rule, Valid
 _COPY_RE = re.compile(r"^(\s*)#\s*Copied from\s+diffusers\.(\S+\.\S+)\s*($|\S.*$)")
 _REPLACE_RE = re.compile(r"^\s*(\S+)->(\S+)(\s+.*|$)")
 _DEF_RE = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)")
+# what a hand-written marker looks like when check_copies will not read it: `# copied from diffusers.x.y`
+_LOOSE_RE = re.compile(r"^\s*#\s*copied\s+from\s+diffusers\.(\S+)", re.IGNORECASE)
 
 
 def _lines(text: str) -> list[str]:
@@ -77,7 +79,9 @@ def _normalized(code: str) -> str:
     return code.replace("(", "").replace(")", "")
 
 
-def _marked_definitions(module: cst.Module, definitions: list[Definition]) -> dict[tuple[str, str], list[Definition]]:
+def _marked_definitions(
+    module: cst.Module, definitions: list[Definition], marker: re.Pattern = _COPY_RE
+) -> dict[tuple[str, str], list[Definition]]:
     """(comment text, defined name) -> the definitions whose leading comments carry a `# Copied from`."""
     marked: dict[tuple[str, str], list[Definition]] = {}
     first = module.body[0] if module.body else None
@@ -87,7 +91,7 @@ def _marked_definitions(module: cst.Module, definitions: list[Definition]) -> di
         if node is first:  # libcst keeps the comments above a file's first statement in the module header
             empty_lines = list(module.header) + empty_lines
         for line in empty_lines:
-            if line.comment is not None and _COPY_RE.search(line.comment.value):
+            if line.comment is not None and marker.search(line.comment.value):
                 marked.setdefault((line.comment.value.strip(), definition.name), []).append(definition)
     return marked
 
@@ -100,7 +104,8 @@ class CopiedCodeDiverged(Rule):
     the same contract as diffusers' `utils/check_copies.py`: the source is looked up by module path and
     `class`/`def` name, the comparison covers the body below the `def`/`class` line up to the end of the
     indented block (or an `# End copy` comment), trailing blank lines and the source's own nested
-    `# Copied from` comments are ignored.
+    `# Copied from` comments are ignored. Also checks for markers that `check_copies.py` does not read at
+    all, such as `# copied from diffusers.…` in lower case: the copy looks synced and never is.
 
     ## Why is this bad?
     A `# Copied from` header promises that the copy follows its source: `make fix-copies` overwrites the
@@ -139,6 +144,7 @@ class CopiedCodeDiverged(Rule):
 
     code = "DRB801"
     pattern = 8
+    severity = "warning"
     message = (
         "`{copy}` no longer matches `diffusers.{source}`, which its `# Copied from` comment names; edit the "
         "source and run `make fix-copies`, or drop the comment if the copy must differ."
@@ -147,7 +153,11 @@ class CopiedCodeDiverged(Rule):
         "`# Copied from diffusers.{source}` names no class or function, so `make fix-copies` fails on "
         "`{copy}`; point the comment at the current source or drop it."
     )
-    REQUIRES_ANY = ("Copied from diffusers.",)
+    message_unread = (
+        "`{marker}` above `{copy}` is not the `# Copied from diffusers.<module>.<object>` comment that "
+        "`make fix-copies` reads, so the copy is never checked against its source; write the marker exactly so."
+    )
+    REQUIRES_ANY = ("Copied from diffusers.", "copied from diffusers.")
 
     VALID = [
         # an exact copy, and a copy with a replacement and its `all-casing` variants
@@ -300,9 +310,25 @@ class CopiedCodeDiverged(Rule):
             path="diffusers/pipelines/foo/pipeline_foo.py",
             files={"diffusers/pipelines/flux/pipeline_flux.py": "def calculate_shift(x):\n    return x\n"},
         ),
+        Invalid(
+            # a marker in lower case: `make fix-copies` skips it, so the copy can drift unseen
+            """
+            class FooScheduler(SchedulerMixin):
+                # copied from diffusers.schedulers.scheduling_bar.BarScheduler._karras
+                def _karras(self, sigmas):
+                    return sigmas.flip(0)
+            """,
+            message=(
+                "`# copied from diffusers.schedulers.scheduling_bar.BarScheduler._karras` above `FooScheduler._karras` "
+                "is not the `# Copied from diffusers.<module>.<object>` comment that `make fix-copies` reads, so the "
+                "copy is never checked against its source; write the marker exactly so."
+            ),
+            path="diffusers/schedulers/scheduling_foo.py",
+        ),
     ]
 
     def check(self) -> None:
+        self._check_unread_markers()
         marked = _marked_definitions(self.context.module, self.context.definitions)
         if not marked:
             return
@@ -337,6 +363,20 @@ class CopiedCodeDiverged(Rule):
                     symbol=f"diffusers.{search.group(2)}",
                     scope=definition.qualname,
                 )
+
+    def _check_unread_markers(self) -> None:
+        """Markers check_copies skips: `# copied from diffusers.…` in another case, or naming no object."""
+        loose = _marked_definitions(self.context.module, self.context.definitions, _LOOSE_RE)
+        for (comment, _), definitions in loose.items():
+            found = _COPY_RE.search(comment)
+            if found is not None:
+                continue  # check_copies reads it; `check` compares it
+            marker = comment.strip()
+            loose_match = _LOOSE_RE.search(comment)
+            target = loose_match.group(1) if loose_match else ""
+            for definition in definitions:
+                message = self.message_unread.format(marker=marker, copy=definition.qualname)
+                self.report(definition.node.name, message, symbol=f"diffusers.{target}", scope=definition.qualname)
 
     @staticmethod
     def _defined_name(lines: list[str], index: int) -> str | None:

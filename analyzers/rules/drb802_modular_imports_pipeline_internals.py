@@ -35,18 +35,25 @@ class ModularImportsPipelineInternals(Rule):
     """
     ## What it does
     Checks modular pipeline blocks (`diffusers/modular_pipelines/<family>/`) for imports of
-    - names from a classic pipeline family (`diffusers.pipelines.<family>.*`) that the family does not
-      export in its `__init__.py` (helpers, constants, private functions of `pipeline_*.py` modules);
+    - names from a classic pipeline module (`diffusers/pipelines/<family>/pipeline_*.py`) that the family
+      does not export in its `__init__.py` (constants, helpers, private functions of one pipeline);
     - anything from another modular family (`modular_pipelines/<other>/…`).
 
-    Shared infrastructure is not coupling and is never reported: the modules directly under
-    `diffusers/pipelines/` (`pipeline_utils`, `pipeline_loading_utils`, `auto_pipeline`, …), the package
-    `diffusers.pipelines` itself, the modules directly under `diffusers/modular_pipelines/`
-    (`modular_pipeline`, `modular_pipeline_utils`, `components_manager`, …), and names a classic family
-    exports publicly (component classes such as `LTX2Vocoder`, output and condition dataclasses), and
-    component classes the family defines without exporting them (a `Flux2ImageProcessor(VaeImageProcessor)`,
-    a `ModelMixin` subclass): a modular pipeline needs the class to declare its `ComponentSpec`, and
-    where that class lives is a packaging question rather than coupling to the classic pipeline's code.
+    Shared code is not coupling and is never reported: the modules directly under `diffusers/pipelines/`
+    (`pipeline_utils`, `pipeline_loading_utils`, `auto_pipeline`, …), the package `diffusers.pipelines`
+    itself, the modules directly under `diffusers/modular_pipelines/` (`modular_pipeline`,
+    `modular_pipeline_utils`, `components_manager`, …), the family's helper modules (every module directly
+    under `diffusers/pipelines/<family>/` that is not a `pipeline_*.py` pipeline module: `utils.py`,
+    `mixed_precision.py`, `image_processor.py`, `prompt_enhancement.py`, `connectors.py`, …), names a classic
+    family exports publicly (component classes such as `LTX2Vocoder`, output and condition dataclasses), and
+    component classes the family defines without exporting them (a `ModelMixin` subclass): a modular
+    pipeline needs the class to declare its `ComponentSpec`, and where that class lives is a packaging
+    question rather than coupling to the classic pipeline's code.
+
+    The line between the two is how diffusers lays out a family: a `pipeline_*.py` module holds one
+    pipeline and what that pipeline alone needs, while the family's other modules exist to be shared by its
+    pipelines. Importing a helper module is the reuse the family was split for; copying it with a
+    `# Copied from` header would make the very copy that drifts (#13656, pattern 8).
 
     ## Why is this bad?
     diffusers' modular conventions (gotchas 1 and 2 of `.ai/references/modular.md`) say the modular and
@@ -57,15 +64,14 @@ class ModularImportsPipelineInternals(Rule):
 
     ## Example
     ```python
-    # modular_pipelines/flux/inputs.py
-    from ..qwenimage.inputs import calculate_dimension_from_latents
+    # modular_pipelines/qwenimage/encoders.py
+    from ...pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
     ```
 
     Use instead:
     ```python
-    # Copied from diffusers.modular_pipelines.qwenimage.inputs.calculate_dimension_from_latents
-    def calculate_dimension_from_latents(latents, vae_scale_factor):
-        ...
+    # pipelines/qwenimage/utils.py now holds `calculate_dimensions`; pipeline_qwenimage_edit.py imports it too
+    from ...pipelines.qwenimage.utils import calculate_dimensions
     ```
 
     ## Known problems
@@ -80,13 +86,15 @@ class ModularImportsPipelineInternals(Rule):
 
     code = "DRB802"
     pattern = 8
+    severity = "warning"
     message = (
         "{names} {verb} imported from the classic pipeline module `{module}`, which does not export {them}; "
-        "copy {them} here with a `# Copied from` header or move {them} to a shared module."
+        "move {them} to a helper module of the family (such as `diffusers/pipelines/{family}/utils.py`) and "
+        "import {them} from there in both pipelines."
     )
     message_cross = (
         "{names} {verb} imported from `{module}`, another modular pipeline family; move {them} to "
-        "`modular_pipeline_utils.py` or copy {them} here with a `# Copied from` header."
+        "`modular_pipeline_utils.py` and import {them} from there in both families."
     )
     PATHS = ("/modular_pipelines/",)
     REQUIRES_ANY = ("pipelines", "from ..")
@@ -144,6 +152,22 @@ class ModularImportsPipelineInternals(Rule):
                 ),
             },
         ),
+        # the family's helper modules (not `pipeline_*.py`) are shared code: reuse, not coupling
+        Valid(
+            """
+            from ...pipelines.ltx2.utils import conditioning_frame_rate
+            from ...pipelines.cosmos.mixed_precision import Cosmos3MixedPrecisionConfig, reset_cosmos3_mixed_precision
+            from ...pipelines.ltx2.prompt_enhancement import _prepare_enhance_image
+            """,
+            path="diffusers/modular_pipelines/ltx2/encoders.py",
+            files={
+                "diffusers/pipelines/ltx2/__init__.py": '_import_structure = {"pipeline_ltx2": ["LTX2Pipeline"]}\n',
+                "diffusers/pipelines/ltx2/utils.py": "def conditioning_frame_rate(): ...\n",
+                "diffusers/pipelines/ltx2/prompt_enhancement.py": "def _prepare_enhance_image(): ...\n",
+                "diffusers/pipelines/cosmos/__init__.py": '_import_structure = {"pipeline_cosmos3_omni": []}\n',
+                "diffusers/pipelines/cosmos/mixed_precision.py": "class Cosmos3MixedPrecisionConfig: ...\n",
+            },
+        ),
         # the classic family is not in view: stay silent
         Valid(
             """
@@ -164,8 +188,9 @@ class ModularImportsPipelineInternals(Rule):
             """,
             message=(
                 "`PREFERRED_KONTEXT_RESOLUTIONS` is imported from the classic pipeline module "
-                "`diffusers.pipelines.flux.pipeline_flux_kontext`, which does not export it; copy it here with a "
-                "`# Copied from` header or move it to a shared module."
+                "`diffusers.pipelines.flux.pipeline_flux_kontext`, which does not export it; move it to a helper "
+                "module of the family (such as `diffusers/pipelines/flux/utils.py`) and import it from there in "
+                "both pipelines."
             ),
             path="diffusers/modular_pipelines/flux/encoders.py",
             files={
@@ -182,7 +207,7 @@ class ModularImportsPipelineInternals(Rule):
             message=(
                 "`calculate_dimension_from_latents`, `repeat_tensor_to_batch_size` are imported from "
                 "`diffusers.modular_pipelines.qwenimage.inputs`, another modular pipeline family; move them to "
-                "`modular_pipeline_utils.py` or copy them here with a `# Copied from` header."
+                "`modular_pipeline_utils.py` and import them from there in both families."
             ),
             path="diffusers/modular_pipelines/flux/inputs.py",
             files={
@@ -193,17 +218,19 @@ class ModularImportsPipelineInternals(Rule):
         # only the names the family does not export are reported
         Invalid(
             """
-            from ...pipelines.ltx2.connectors import LTX2TextConnectors
-            from ...pipelines.ltx2.utils import conditioning_frame_rate, LTX2TextConnectors as Alias
+            from ...pipelines.ltx2.pipeline_ltx2_ic_lora import LTX2ReferenceCondition, _normalize_frames
             """,
             message=(
-                "`conditioning_frame_rate` is imported from the classic pipeline module "
-                "`diffusers.pipelines.ltx2.utils`, which does not export it; copy it here with a `# Copied from` "
-                "header or move it to a shared module."
+                "`_normalize_frames` is imported from the classic pipeline module "
+                "`diffusers.pipelines.ltx2.pipeline_ltx2_ic_lora`, which does not export it; move it to a helper "
+                "module of the family (such as `diffusers/pipelines/ltx2/utils.py`) and import it from there in "
+                "both pipelines."
             ),
             path="diffusers/modular_pipelines/ltx2/encoders.py",
             files={
-                "diffusers/pipelines/ltx2/__init__.py": '_import_structure = {"connectors": ["LTX2TextConnectors"]}\n'
+                "diffusers/pipelines/ltx2/__init__.py": (
+                    '_import_structure = {"pipeline_ltx2_ic_lora": ["LTX2ReferenceCondition"]}\n'
+                )
             },
         ),
     ]
@@ -226,6 +253,8 @@ class ModularImportsPipelineInternals(Rule):
             if target[1] == "pipelines":
                 if project.source(f"diffusers/pipelines/{target[2]}.py") is not None:
                     continue  # a shared module directly under pipelines/ (pipeline_utils, auto_pipeline, ...)
+                if len(target) > 3 and not target[3].startswith("pipeline_"):
+                    continue  # a helper module of the family (utils, mixed_precision, image_processor, ...)
                 init = project.source(f"diffusers/pipelines/{target[2]}/__init__.py")
                 if init is None:
                     continue  # not in view
@@ -235,19 +264,23 @@ class ModularImportsPipelineInternals(Rule):
                     if f'"{n}"' not in init and f"'{n}'" not in init and not _is_component(project, base, n)
                 ]
                 if internal:
-                    self._report(node, self.message, internal, base)
+                    self._report(node, self.message, internal, base, target[2])
             elif target[1] == "modular_pipelines" and target[2] != family:
                 if project.source(f"diffusers/modular_pipelines/{target[2]}.py") is not None:
                     continue  # shared framework module (modular_pipeline, modular_pipeline_utils, ...)
                 path = project.module_path(base)
                 if path is None or not path.startswith(f"diffusers/modular_pipelines/{target[2]}/"):
                     continue  # not a family package in view: stay silent
-                self._report(node, self.message_cross, names, base)
+                self._report(node, self.message_cross, names, base, target[2])
 
-    def _report(self, node: cst.ImportFrom, template: str, names: list[str], module: str) -> None:
+    def _report(self, node: cst.ImportFrom, template: str, names: list[str], module: str, family: str) -> None:
         plural = len(names) > 1
         message = template.format(
-            names=_quoted(names), verb="are" if plural else "is", them="them" if plural else "it", module=module
+            names=_quoted(names),
+            verb="are" if plural else "is",
+            them="them" if plural else "it",
+            module=module,
+            family=family,
         )
         self.report(node, message, symbol=module, scope=self._scope(node))
 

@@ -11,6 +11,8 @@ from analyzers.core import Definition, Invalid, Rule, Valid
 
 #: what the modular docstring generator writes for an input or output declared without a description
 GENERATED = "TODO: Add description."
+#: the block and parameter names a collapsed finding lists before it says "and N more"
+SHOWN_BLOCKS, SHOWN_PARAMS = 3, 8
 _GENERATED_PARAM_RE = re.compile(r"^\s*\**(\w+) \([^\n]*\):\s*\n\s*TODO: Add description\.", re.MULTILINE)
 #: placeholders a reader should never see; `XXX` is left out: docstrings quote warnings such as
 #: "Weights from XXX not initialized", where it stands for a layer name
@@ -28,6 +30,12 @@ def _public(definition: Definition) -> bool:
             return False  # nested in a function: not documented API
         current = current.parent
     return True
+
+
+def _listed(names: list[str], limit: int) -> str:
+    """`a`, `b`, `c` and 4 more (for a limit of 3)."""
+    shown = ", ".join(f"`{name}`" for name in names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
 class PlaceholderInPublicDocstring(Rule):
@@ -67,9 +75,12 @@ class PlaceholderInPublicDocstring(Rule):
 
     ## Known problems
     `XXX` is not looked for (docstrings quote transformers' "Weights from XXX not initialized" warning).
-    A docstring built at run time (`__doc__ = ...`, string formatting) is not seen. For generated modular
-    docstrings one finding per block lists the undocumented inputs; the fix belongs on the leaf block's
-    `InputParam`, so composed blocks that repeat an input report it again.
+    A docstring built at run time (`__doc__ = ...`, string formatting) is not seen. The generated
+    `TODO: Add description.` is one finding per module, on the first block that carries it: the generator
+    writes it into every composed block that repeats an undocumented input, so one missing `description`
+    shows up in many blocks, and the fix is one `description` where the input is declared.
+
+    Severity is `note`: a placeholder is documentation debt, not a defect a user runs into.
 
     ## References
     - huggingface/diffusers#13656, pattern 8 (TODO placeholders in user-facing artifacts)
@@ -78,13 +89,15 @@ class PlaceholderInPublicDocstring(Rule):
 
     code = "DRB803"
     pattern = 8
+    severity = "note"
     message = (
         "The public docstring of `{name}` still contains the placeholder `{text}`; write the missing "
         "documentation or move the note to a code comment."
     )
     message_generated = (
-        "The generated docstring of `{name}` says `TODO: Add description.` for {params}; give those "
-        "inputs and outputs a `description` and regenerate it with `python utils/modular_auto_docstring.py "
+        "The generated docstring{s} of {count} block{s} in this module ({blocks}) say{verb} `TODO: Add description.` "
+        "for {params}, which the modular docstring generator writes for each input and output declared without a "
+        "`description`; give those a `description` and regenerate with `python utils/modular_auto_docstring.py "
         "--fix_and_overwrite`."
     )
     PATHS = ("/pipelines/", "/models/", "/modular_pipelines/")
@@ -160,11 +173,57 @@ class PlaceholderInPublicDocstring(Rule):
                 """
             ''',
             message=(
-                "The generated docstring of `FluxBeforeDenoiseStep` says `TODO: Add description.` for `height`, "
-                "`denoiser_input_fields`; give those inputs and outputs a `description` and regenerate it with "
-                "`python utils/modular_auto_docstring.py --fix_and_overwrite`."
+                "The generated docstring of 1 block in this module (`FluxBeforeDenoiseStep`) says `TODO: Add "
+                "description.` for `height`, `denoiser_input_fields`, which the modular docstring generator writes "
+                "for each input and output declared without a `description`; give those a `description` and "
+                "regenerate with `python utils/modular_auto_docstring.py --fix_and_overwrite`."
             ),
             path="diffusers/modular_pipelines/flux/modular_blocks_flux.py",
+        ),
+        # the generator's placeholder repeated in every block of a module: one finding for the module
+        Invalid(
+            '''
+            class WanCoreDenoiseStep(SequentialPipelineBlocks):
+                """
+                  Inputs:
+                      num_videos_per_prompt (`None`, *optional*, defaults to 1):
+                          TODO: Add description.
+                """
+
+
+            class WanBlocks(SequentialPipelineBlocks):
+                """
+                  Inputs:
+                      prompt (`str`):
+                          TODO: Add description.
+                      num_videos_per_prompt (`None`, *optional*, defaults to 1):
+                          TODO: Add description.
+                """
+
+
+            class WanAutoBlocks(SequentialPipelineBlocks):
+                """
+                  Inputs:
+                      prompt (`str`):
+                          TODO: Add description.
+                """
+
+
+            class WanImage2VideoBlocks(SequentialPipelineBlocks):
+                """
+                  Outputs:
+                      videos (`list`):
+                          TODO: Add description.
+                """
+            ''',
+            message=(
+                "The generated docstrings of 4 blocks in this module (`WanCoreDenoiseStep`, `WanBlocks`, "
+                "`WanAutoBlocks` and 1 more) say `TODO: Add description.` for `num_videos_per_prompt`, `prompt`, "
+                "`videos`, which the modular docstring generator writes for each input and output declared without "
+                "a `description`; give those a `description` and regenerate with `python "
+                "utils/modular_auto_docstring.py --fix_and_overwrite`."
+            ),
+            path="diffusers/modular_pipelines/wan/modular_blocks_wan.py",
         ),
         Invalid(
             '''
@@ -180,6 +239,8 @@ class PlaceholderInPublicDocstring(Rule):
 
     def check(self) -> None:
         module = self.context.module
+        #: (block node, block name, undocumented parameters) of each docstring the generator left placeholders in
+        self.generated: list[tuple[cst.CSTNode, str, list[str]]] = []
         doc = module.get_docstring(clean=False)
         if doc and module.body:
             self._check_docstring(module.body[0], doc, self.context.module_name, "")
@@ -189,15 +250,33 @@ class PlaceholderInPublicDocstring(Rule):
                 self._check_docstring(
                     node.name, node.get_docstring(clean=False), definition.qualname, definition.qualname
                 )
+        self._report_generated()
 
     def _check_docstring(self, node: cst.CSTNode, doc: str | None, name: str, scope: str) -> None:
         if not doc:
             return
         generated = _GENERATED_PARAM_RE.findall(doc)
         if generated:
-            params = ", ".join(f"`{p}`" for p in dict.fromkeys(generated))
-            self.report(node, self.message_generated.format(name=name, params=params), symbol=name, scope=scope)
+            self.generated.append((node, name, list(dict.fromkeys(generated))))
             doc = doc.replace(GENERATED, "")
         found = _PLACEHOLDER_RE.search(doc)
         if found:
             self.report(node, self.message.format(name=name, text=found.group()), symbol=name, scope=scope)
+
+    def _report_generated(self) -> None:
+        """One finding for every generated placeholder of the module, on the first block that has one: the
+        generator repeats an undocumented input in each block that composes it, so per-block findings would
+        say one missing `description` many times."""
+        if not self.generated:
+            return
+        blocks = [name for _, name, _ in self.generated]
+        params = list(dict.fromkeys(p for _, _, found in self.generated for p in found))
+        plural = len(blocks) > 1
+        message = self.message_generated.format(
+            s="s" if plural else "",
+            verb="" if plural else "s",
+            count=len(blocks),
+            blocks=_listed(blocks, SHOWN_BLOCKS),
+            params=_listed(params, SHOWN_PARAMS),
+        )
+        self.report(self.generated[0][0], message, symbol=GENERATED, scope="")

@@ -74,6 +74,7 @@ class ModelAttentionMixinMissing(Rule):
 
     code = "DRB901"
     pattern = 9
+    severity = "warning"
     message = (
         "`{model}` contains `{layer}` attention layers but does not inherit `AttentionMixin`, so "
         "`attn_processors`, `set_attn_processor` and `fuse_qkv_projections` are missing; add `AttentionMixin` "

@@ -65,6 +65,9 @@ class NoSplitModulesMissing(Rule):
     Only blocks defined in the model's own file and named `*Block`/`*Layer` are looked at; a model that
     stacks imported blocks is not reported. Bases named `*Mixin` are not followed.
 
+    Severity is `note`: a missing `_no_split_modules` is a feature gap, not a silent defect. `device_map`
+    already refuses such a model with an error that says what is missing, and everything else works.
+
     ## References
     - huggingface/diffusers#13656, pattern 9
     - huggingface/diffusers#13618 (Bria Fibo review; follow-up huggingface/diffusers#13983 adds `_no_split_modules`)
@@ -72,6 +75,7 @@ class NoSplitModulesMissing(Rule):
 
     code = "DRB902"
     pattern = 9
+    severity = "note"
     message = (
         "`{model}` stacks `{block}` in an `nn.ModuleList` but declares no `_no_split_modules`, so loading it "
         'with a `device_map` raises; set `_no_split_modules = ["{block}"]` (and its other block classes).'

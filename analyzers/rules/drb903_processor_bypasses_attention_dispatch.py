@@ -180,6 +180,7 @@ class ProcessorBypassesAttentionDispatch(Rule):
 
     code = "DRB903"
     pattern = 9
+    severity = "warning"
     message = (
         "`{cls}` calls `{kernel}` directly while {why}, so `set_attention_backend(...)` and context parallelism "
         "silently skip it; {remedy}."

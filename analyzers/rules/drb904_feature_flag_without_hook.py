@@ -290,6 +290,7 @@ class FeatureFlagWithoutHook(Rule):
 
     code = "DRB904"
     pattern = 9
+    severity = "warning"
     message_unset = (
         "`{model}` reads `self.gradient_checkpointing` but never sets it, so a forward pass with gradients "
         "enabled raises `AttributeError`; set `self.gradient_checkpointing = False` in `__init__`."

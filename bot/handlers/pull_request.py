@@ -14,6 +14,7 @@ from pathlib import Path
 from gidgethub import BadRequest, routing
 
 from analyzers.core import Finding, Rule, all_rules
+from analyzers.findings import actionable, by_line
 from analyzers.patterns import PATTERNS
 from analyzers.render import SUMMARY_MARKER, Links, review_markdown
 from analyzers.review import ReviewData
@@ -194,7 +195,7 @@ class ReviewPlan:
     check: publish.CheckRun
     summary: str  # the sticky summary comment's body
     comments: tuple[dict, ...] | None  # the review's inline comments; None where the repository turned them off
-    posted_codes: tuple[str, ...]  # the rule code of each inline comment (metrics, per-rule feedback)
+    posted_codes: tuple[str, ...]  # the rule code of each finding the inline comments carry (metrics, feedback)
     labels: publish.LabelChanges
     fixed: tuple[Finding, ...]  # recorded with the head tree, for duplicate-fix detection
     tree_sha: str | None
@@ -226,26 +227,31 @@ def plan_scope(
 
 
 def plan_review(found: Found, links: Links) -> ReviewPlan:
-    """What the review posts, labels and records: the check run with one annotation per new finding on a changed
-    line, the summary, at most 30 inline comments, drbot's labels, and the PR's state (DESIGN §8)."""
+    """What the review posts, labels and records: the check run with one annotation per changed line that new errors
+    or warnings start on, the summary (new notes collapsed in it), at most 30 inline comments (one per line, naming
+    every rule that reports it), drbot's labels (for the patterns of new errors and warnings), and the PR's state
+    (DESIGN §8). Notes are never posted inline nor annotated: they are maintenance, documentation or feature gaps."""
     data, config = found.data, found.config
-    new = data.new
-    on_lines = [f for f in new if data.on_changed_line(f)]
+    new = actionable(data.new)
+    notes = len(data.new) - len(new)
+    lines = by_line(f for f in new if data.on_changed_line(f))
     body = triage.with_crossrefs(review_markdown(data, rules=found.rules, links=links), found.crossref)
     title = f"{len(new)} new finding{'s' if len(new) != 1 else ''}" if new else "No new findings"
+    if notes:
+        title += f" · {notes} new note{'s' if notes != 1 else ''}"
     if data.not_analysed:
         count = len(data.not_analysed)
         title += f" · {count} file{'s' if count != 1 else ''} not analysed"
     check = publish.CheckRun(
         "neutral" if new or data.not_analysed else "success", title, body.replace(SUMMARY_MARKER, "").strip(),
-        tuple(publish.annotation(f, links) for f in on_lines),
+        tuple(publish.annotation(group, links) for group in lines),
     )  # fmt: skip
-    inline = on_lines[: publish.MAX_INLINE_COMMENTS]
+    inline = lines[: publish.MAX_INLINE_COMMENTS]
     names = {r.code: r.name for r in found.rules}
     comments = tuple(
-        {"path": publish.repo_path(f.path), "line": f.line, "side": "RIGHT",
-         "body": publish.inline_body(f, names.get(f.code, f.code), links, data.notes.get(f.fingerprint, ""))}
-        for f in inline
+        {"path": publish.repo_path(group[0].path), "line": group[0].line, "side": "RIGHT",
+         "body": publish.inline_body(group, names, links, data.notes)}
+        for group in inline
     )  # fmt: skip
     wanted = {config.pattern_label(f.pattern) for f in new if f.pattern in PATTERNS}
     wanted |= {config.fixes_known_label} if found.fixes_known else set()
@@ -258,7 +264,8 @@ def plan_review(found: Found, links: Links) -> ReviewPlan:
                                 "symbol": f.symbol} for f in data.comparison.new}  # fmt: skip
     return ReviewPlan(
         repo=found.repo, number=found.number, head_sha=found.head_sha, check=check, summary=body,
-        comments=comments if config.inline_comments else None, posted_codes=tuple(f.code for f in inline),
+        comments=comments if config.inline_comments else None,
+        posted_codes=tuple(f.code for group in inline for f in group),
         labels=labels, fixed=data.comparison.fixed, tree_sha=found.tree_sha,
         record={"pipelines": list(found.pipelines), "findings": findings}, refresh=tuple(sorted(found.related)),
         new=len(new),

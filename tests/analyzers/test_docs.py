@@ -35,3 +35,17 @@ def test_readme_lists_every_rule():
     assert readme_with_table(text, all_rules()) == text
     for rule in all_rules():
         assert f"[{rule.code}](docs/rules/{rule.code}.md)" in text
+
+
+def test_every_rule_sets_its_severity_and_its_page_and_the_tables_show_it():
+    # a rule decides its severity from what it reports: the `Rule` default is never inherited silently
+    inherited = [rule.code for rule in all_rules() if "severity" not in vars(rule)]
+    assert inherited == [], 'set `severity = "error" | "warning" | "note"` on these rules'
+    pages = expected_pages()
+    for rule in all_rules():
+        assert f"\nSeverity: {rule.severity} (" in rule_page(rule)
+        assert f"| {rule.pattern} | {rule.severity} | " in pages["README.md"]
+    assert "Severity: note (maintenance, documentation or a feature gap;" in rule_page(
+        next(rule for rule in all_rules() if rule.code == "DRB902")
+    )
+    assert "| code | name | pattern | severity | what it does |" in README.read_text()

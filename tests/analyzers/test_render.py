@@ -40,7 +40,10 @@ SARIF_SCHEMA = (
 
 def _finding(code="DRB201", pattern=2, path="diffusers/pipelines/x/pipeline_x.py", line=10, symbol="eta", **kw):
     defaults = dict(
-        end_line=line, scope="XPipeline.__call__", message="`eta` is accepted by `__call__` but never read; use it."
+        end_line=line,
+        scope="XPipeline.__call__",
+        message="`eta` is accepted by `__call__` but never read; use it.",
+        severity="warning",
     )
     defaults.update(kw)
     return Finding(
@@ -52,6 +55,7 @@ def _finding(code="DRB201", pattern=2, path="diffusers/pipelines/x/pipeline_x.py
         defaults["scope"],
         symbol,
         defaults["message"],
+        severity=defaults["severity"],
         fingerprint=f"{abs(hash((code, path, symbol, line))):016x}"[:16],
     )
 
@@ -79,6 +83,7 @@ def test_json_has_exactly_the_documented_fields():
     assert list(payload["findings"][0]) == [
         "code",
         "pattern",
+        "severity",
         "path",
         "file",
         "line",
@@ -172,8 +177,8 @@ def test_text_groups_by_pattern():
     assert text.index("Pattern 2: Public Arguments Accepted but Ignored (1)") < text.index(
         "Pattern 6: Output and Cleanup Contracts Diverge (1)"
     )
-    assert "diffusers/pipelines/x/pipeline_x.py:10: DRB201" in text
-    assert text.rstrip().endswith("2 findings in 3 files, 1 error.")
+    assert "diffusers/pipelines/x/pipeline_x.py:10: warning: DRB201" in text
+    assert text.rstrip().endswith("2 findings (2 warnings) in 3 files, 1 error.")
 
 
 def test_markdown_links_patterns_and_rules():
@@ -234,3 +239,67 @@ def test_long_bodies_are_truncated_under_the_github_limit():
     many = [_finding(line=i, symbol=f"arg{i}", message="x" * 300 + "; fix.") for i in range(1, 400)]
     body = review_markdown(ReviewData(comparison=compare([], many)))
     assert len(body) <= MAX_BODY and "truncated" in body
+
+
+# -- severity: every format says it; notes are collapsed; rules on one line are one annotation
+
+#: one finding of each severity, on three lines of one file
+ERROR = _finding(code="DRB602", pattern=6, line=5, symbol="return XOutput", severity="error", message="Ignores it.")
+WARNING = _finding(code="DRB601", pattern=6, line=7, symbol="return YOutput", message="Skips the hooks.")
+NOTE = _finding(code="DRB803", pattern=8, line=9, symbol="XPipeline", severity="note", message="Says `TODO`.")
+BY_SEVERITY = [ERROR, WARNING, NOTE]
+
+
+def test_text_and_json_carry_each_findings_severity():
+    text = to_text(BY_SEVERITY)
+    assert "pipeline_x.py:5: error: DRB602" in text
+    assert "pipeline_x.py:7: warning: DRB601" in text
+    assert "pipeline_x.py:9: note: DRB803" in text
+    assert text.rstrip().endswith("3 findings (1 error, 1 warning, 1 note), 0 errors.")
+    payload = json.loads(to_json(BY_SEVERITY))
+    assert [f["severity"] for f in payload["findings"]] == ["error", "warning", "note"]
+
+
+def test_sarif_levels_are_the_severities_of_results_and_of_rules():
+    log = json.loads(to_sarif(BY_SEVERITY))
+    validate_sarif(log)
+    run = log["runs"][0]
+    assert [r["level"] for r in run["results"]] == ["error", "warning", "note"]
+    levels = {rule["id"]: rule["defaultConfiguration"]["level"] for rule in run["tool"]["driver"]["rules"]}
+    assert levels == {rule.code: rule.severity for rule in all_rules()}
+    assert {levels["DRB803"], levels["DRB902"], levels["DRB503"]} == {"note"}
+
+
+def test_github_workflow_commands_follow_the_severity():
+    lines = to_github(BY_SEVERITY).splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["::error", "::warning", "::notice"]
+
+
+def test_github_annotations_of_several_rules_on_one_line_are_one():
+    # DRB601 and DRB602 both report the same early `return`: one annotation, at the most severe level, names both
+    same_line = [ERROR, _finding(code="DRB601", pattern=6, line=5, symbol="return XOutput", message="Skips hooks.")]
+    (line,) = to_github(same_line).splitlines()
+    assert line.startswith("::error file=diffusers/pipelines/x/pipeline_x.py,line=5,endLine=5,")
+    assert "title=DRB602 return-ignores-return-dict%2C DRB601 early-return-skips-hook-cleanup::" in line
+    assert line.endswith("::DRB602: Ignores it.%0ADRB601: Skips hooks.")
+    assert len(json.loads(to_json(same_line))["findings"]) == 2  # the JSON keeps each finding
+
+
+def test_markdown_shows_severity_and_collapses_notes():
+    body = to_markdown(BY_SEVERITY)
+    assert body.startswith("## drbot: 3 findings (1 error, 1 warning, 1 note)\n")
+    assert "**DRB602** [return-ignores-return-dict](" in body and " · error · " in body
+    details = body.index("<details><summary>1 note: maintenance, documentation and feature gaps</summary>")
+    assert body.index("**DRB602**") < body.index("**DRB601**") < details < body.index("**DRB803**")
+    assert " · note · " in body[details:]
+
+
+def test_review_markdown_collapses_new_notes_and_counts_them_apart():
+    data = ReviewData(comparison=Comparison(new=(WARNING, NOTE)), files_reviewed=1)
+    body = review_markdown(data)
+    assert "**1 new finding** · 1 new note · 0 fixed · 0 known — in 1 changed Python file." in body
+    details = body.index("<details><summary>1 new note: maintenance, documentation and feature gaps</summary>")
+    assert body.index("### New findings") < body.index("**DRB601**") < details < body.index("**DRB803**")
+    only_notes = review_markdown(ReviewData(comparison=Comparison(new=(NOTE,)), files_reviewed=1))
+    assert "**0 new findings** · 1 new note" in only_notes and "No new findings." in only_notes
+    assert "### New findings" not in only_notes

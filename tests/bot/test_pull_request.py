@@ -46,6 +46,29 @@ async def test_an_opened_pr_gets_a_check_run_a_summary_one_review_and_a_label(ha
     assert 'drbot_event_processing_seconds_count{event="pull_request",outcome="done"} 1.0' in text
 
 
+async def test_a_note_goes_to_the_summary_collapsed_with_no_inline_comment_annotation_or_label(
+    harness, github, sources
+):
+    # the change adds an ignored argument (DRB201, an error) and a placeholder in a public docstring (DRB803, a note)
+    head = with_eta(sources).replace("Pipeline for image generation.", "Pipeline for image generation. TODO", 1)
+    open_pr(github, sources, {DDPM: head})
+    await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+
+    (summary,) = github.comments(REPO, 1)
+    body = summary["body"]
+    assert "**1 new finding** · 1 new note" in body
+    collapsed = body.index("<details><summary>1 new note: maintenance, documentation and feature gaps</summary>")
+    assert body.index("**DRB201**") < collapsed < body.index("**DRB803**")
+    (inline,) = github.review_comments(REPO, 1)
+    assert inline["body"].startswith("**DRB201** `unused-call-argument` (error): ")
+    (check,) = github.check_runs(REPO)
+    assert check["output"]["title"] == "1 new finding · 1 new note"
+    (annotation,) = github.annotations(REPO, check["id"])
+    assert annotation["title"].startswith("DRB201 ") and annotation["annotation_level"] == "failure"
+    assert github.labels(REPO, 1) == ["drbot: pattern 2"]
+
+
 async def test_replayed_and_redelivered_events_post_nothing_twice(harness, github, sources):
     open_pr(github, sources, {DDPM: with_eta(sources)})
     payload = github.pull_request_payload(REPO, 1, "opened")

@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 DDPM = "diffusers/pipelines/ddpm/pipeline_ddpm.py"
 
 
-def finding(symbol: str, line: int, *, code: str = "DRB201", pattern: int = 2, path: str = DDPM) -> Finding:
+def finding(
+    symbol: str, line: int, *, code: str = "DRB201", pattern: int = 2, path: str = DDPM, severity: str = "warning"
+) -> Finding:
     message = f"`{symbol}` is accepted by `__call__` but never read; use it or remove it."
-    return Finding(code, pattern, path, line, line, "DDPMPipeline.__call__", symbol, message,
+    return Finding(code, pattern, path, line, line, "DDPMPipeline.__call__", symbol, message, severity=severity,
                    fingerprint=f"{symbol:0>16}"[:16])  # fmt: skip
 
 
@@ -112,6 +114,47 @@ def test_no_new_findings_succeeds_unless_files_were_not_analysed_and_drops_drbot
     broken = dataclasses.replace(data, not_analysed=((DDPM, "the parser crashed (SIGSEGV)"),))
     plan = plan_review(found(broken), Links())
     assert (plan.check.conclusion, plan.check.title) == ("neutral", "No new findings · 1 file not analysed")
+
+
+def test_notes_are_neither_posted_inline_nor_annotated_nor_labelled_and_are_collapsed_in_the_summary():
+    note = finding("TODO", 12, code="DRB803", pattern=8, severity="note")
+    data = ReviewData(Comparison(new=(ETA, note)), changed_lines={DDPM: frozenset({10, 12})}, files_reviewed=1)
+    plan = plan_review(found(data), Links())
+    (comment,) = plan.comments
+    (annotation,) = plan.check.annotations
+    assert comment["line"] == annotation["start_line"] == 10 and plan.posted_codes == ("DRB201",)
+    assert (plan.check.conclusion, plan.check.title) == ("neutral", "1 new finding · 1 new note")
+    assert [label.name for label in plan.labels.add] == ["drbot: pattern 2"]  # no label for pattern 8
+    summary = plan.summary
+    assert "**1 new finding** · 1 new note" in summary
+    collapsed = summary.index("<details><summary>1 new note: maintenance, documentation and feature gaps</summary>")
+    assert summary.index("**DRB201**") < collapsed < summary.index("**DRB803**") < summary.index("</details>")
+    assert note.fingerprint in plan.record["findings"]  # `/drbot ignore` may still name it
+
+    # a change whose only new findings are notes succeeds, quietly
+    quiet = plan_review(found(ReviewData(Comparison(new=(note,)), changed_lines={DDPM: frozenset({12})})), Links())
+    assert (quiet.check.conclusion, quiet.check.title) == ("success", "No new findings · 1 new note")
+    assert quiet.comments == () and quiet.check.annotations == () and quiet.labels.add == ()
+
+
+def test_rules_that_report_one_line_share_one_inline_comment_and_one_annotation():
+    # DRB601 and DRB602 on the same early `return`: the review says it once, naming both rules
+    early = finding("return ImagePipelineOutput", 20, code="DRB601", pattern=6)
+    ignores = dataclasses.replace(early, code="DRB602", severity="error", fingerprint="f" * 16)
+    data = ReviewData(Comparison(new=(ETA, early, ignores)), changed_lines={DDPM: frozenset({10, 20})},
+                      files_reviewed=1)  # fmt: skip
+    plan = plan_review(found(data), Links())
+    assert [c["line"] for c in plan.comments] == [10, 20]
+    body = plan.comments[1]["body"]
+    assert body.startswith("**DRB601** `early-return-skips-hook-cleanup` (warning): ")
+    assert "\n\n**DRB602** `return-ignores-return-dict` (error): " in body
+    assert body.count("huggingface/diffusers#13656") == 1
+    annotations = plan.check.annotations
+    assert [(a["start_line"], a["annotation_level"]) for a in annotations] == [(10, "warning"), (20, "failure")]
+    assert annotations[1]["title"].startswith("DRB601, DRB602 (Pattern 6: ")
+    assert "DRB601 (warning): " in annotations[1]["message"] and "DRB602 (error): " in annotations[1]["message"]
+    assert plan.posted_codes == ("DRB201", "DRB601", "DRB602")  # per-rule feedback counts each finding
+    assert "**3 new findings**" in plan.summary  # the summary keeps each finding
 
 
 def test_configured_label_names_keep_drbots_colours_and_descriptions():

@@ -132,6 +132,21 @@ async def upsert_check_run(gh, repo: str, state: PullState, head_sha: str, check
     return int(check_id)
 
 
+async def check_run_in_progress(gh, repo: str, state: PullState, head_sha: str) -> bool:
+    """Whether drbot's check run of `head_sha` exists and is not completed (a review of that head started and never
+    finished: it crashed, or is being retried)."""
+    check_id = await state.get(f"check:{head_sha}")
+    if check_id is None:
+        return False
+    try:
+        run = await gh.getitem(f"/repos/{repo}/check-runs/{check_id}")
+    except BadRequest as error:
+        if error.status_code.value == 404:
+            return False
+        raise
+    return run.get("status") != "completed"
+
+
 async def _find_summary_comment(gh, repo: str, number: int) -> dict | None:
     async for comment in gh.getiter(f"/repos/{repo}/issues/{number}/comments?per_page=100"):
         if (comment.get("body") or "").startswith(SUMMARY_MARKER) and comment.get("user", {}).get("type") == "Bot":

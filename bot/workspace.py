@@ -19,6 +19,7 @@ from pathlib import Path
 from common import archive
 from common.archive import ArchiveLimit as LimitExceeded  # final: the review ends with a check run saying so
 from common.archive import Caps
+from common.process import describe_failure, describe_start_failure
 from engine.isolation import Failure, Pool
 
 
@@ -76,11 +77,16 @@ def extract(
 
 
 def _git(repo: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **GIT_IDENTITY}
-    )
+    """Run git in `repo`; WorkspaceError naming the command, its exit status and what git said when it fails."""
+    command = ["git", *args]
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **GIT_IDENTITY}
+        )
+    except OSError as error:  # git is not installed, or the workspace vanished
+        raise WorkspaceError(describe_start_failure(command, error)) from None
     if result.returncode != 0:
-        raise WorkspaceError(f"git {' '.join(args)}: {result.stderr.strip()}")
+        raise WorkspaceError(describe_failure(command, result.returncode, result.stderr, result.stdout))
     return result.stdout
 
 

@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--docs-base", help="URL or path prefix of the rule pages (default: drbot's rule documentation on GitHub)"
     )
     review.add_argument("--no-cache", action="store_true", help=cache_help)
+    review.add_argument(
+        "--format",
+        choices=("markdown", "json", "sarif", "github"),
+        default="markdown",
+        help="the App's summary comment (markdown, the default), or the new findings and the files not analysed as "
+        "json, sarif (code scanning) or github (workflow annotations)",
+    )
+    review.add_argument("--output", "-o", type=Path, help="write the review to this file instead of stdout")
 
     rules = _command(sub, "rules", "list the rules, or print one rule's documentation")
     rules.add_argument(
@@ -157,13 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the contract tests on tiny offline pipelines. Exit status: 0 every contract passed or was "
         "skipped, 1 a contract failed, 2 usage error or a contract the harness could not run.",
     )
-    contracts.add_argument("pipelines", nargs="*", help="pipeline classes (default: every one with a tiny factory)")
+    contracts.add_argument(
+        "pipelines", nargs="*", help="pipeline classes (default: every one with a tiny factory, or a fast test class)"
+    )
     contracts.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     contracts.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help=dtype_help)
     contracts.add_argument("--contract", action="append", metavar="CODES", help="only these contracts (DRC001,...)")
     contracts.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     contracts.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: 1)")
     contracts.add_argument("--offload", action="store_true", help="enable_model_cpu_offload onto --device")
+    contracts.add_argument(
+        "--source",
+        metavar="CHECKOUT",
+        help="a diffusers checkout: build each pipeline the way its fast test class in tests/pipelines does, with "
+        "the checkout's src/ (default: drbot's tiny factories and the installed diffusers)",
+    )
 
     worker = _command(
         sub, "worker", "a contract runner: consume contract jobs from Redis (group `runners`) and report their results"
@@ -196,6 +212,37 @@ def build_parser() -> argparse.ArgumentParser:
     acl.add_argument("--runner", action="append", default=[], metavar="NAME", help="a runner's user name (repeat)")
     acl.add_argument("--acl-file", type=Path, required=True, help="where to write the ACL file")
     acl.add_argument("--secrets", type=Path, required=True, help="directory for the password files (mode 600)")
+
+    dead = _command(
+        sub,
+        "dead-letters",
+        "inspect the dead-letter stream and replay or drop its entries (list, show, replay, drop)",
+        description="Inspect the dead-letter stream (events and result notices that failed too often or are "
+        "malformed) and replay or drop its entries. A replayed event is checked as the webhook intake checks a "
+        "delivery (its signature with $GITHUB_WEBHOOK_SECRET first) and verified again by the worker that takes it.",
+    )
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for name, text in (
+        ("list", "one line per dead letter, oldest first"),
+        ("show", "every field of dead letters and their error"),
+        ("replay", "send dead letters back to their stream, through its checks"),
+        ("drop", "delete dead letters"),
+    ):
+        command = _command(dead_sub, name, text)
+        command.add_argument("--redis-url", default=redis_url, help=redis_help)
+        command.add_argument("--key-prefix", default=key_prefix, help=prefix_help)
+        if name == "list":
+            command.add_argument("--count", type=_positive_int, help="only the newest COUNT (default: all)")
+        if name in ("list", "show"):
+            command.add_argument(
+                "--format", choices=("text", "json"), default="text", help="output format (default: text)"
+            )
+        if name == "show":
+            command.add_argument("ids", nargs="+", metavar="ID", help="dead-letter entry ids (from `list`)")
+        if name in ("replay", "drop"):
+            which = command.add_mutually_exclusive_group(required=True)
+            which.add_argument("ids", nargs="*", default=[], metavar="ID", help="dead-letter entry ids (from `list`)")
+            which.add_argument("--all", action="store_true", help="every dead letter")
     return parser
 
 
@@ -216,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {
             "analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known,
-            "contracts": _contracts, "worker": _worker, "redis-acl": _redis_acl,
+            "contracts": _contracts, "worker": _worker, "redis-acl": _redis_acl, "dead-letters": _dead_letters,
         }  # fmt: skip
         return commands[args.command](args)
     except BrokenPipeError:
@@ -337,12 +384,35 @@ def _review(args: argparse.Namespace) -> int:
     from engine.review import GitError, review
 
     rules = _selected_rules(args)
+    if args.output is not None and (args.output.is_dir() or not args.output.parent.is_dir()):
+        why = "it is a directory" if args.output.is_dir() else f"no directory {args.output.parent}"
+        return _fail(f"cannot write --output {args.output}: {why}")
     try:
         data = review(args.repo, args.base, args.head, rules=rules, cache=_cache(args))
+        root = _toplevel(args.repo)
     except GitError as error:
         return _fail(str(error))
     links = render.Links() if args.docs_base is None else render.Links(docs_base=args.docs_base)
-    sys.stdout.write(render.review_markdown(data, rules=rules, links=links))
+    if args.format == "markdown":
+        out = render.review_markdown(data, rules=rules, links=links)
+    else:
+        # the new findings (what the App posts inline), and every changed file drbot could not analyse
+        errors = [*data.errors, *data.not_analysed]
+        files = {path: _repo_file(root, path) for path in {f.path for f in data.new} | {p for p, _ in errors}}
+        if args.format == "json":
+            out = render.to_json(data.new, errors, file_paths=files)
+        elif args.format == "sarif":
+            out = render.to_sarif(data.new, errors, rules=rules, version=_version(), links=links, file_paths=files,
+                                  root=root)  # fmt: skip
+        else:
+            out = render.to_github(data.new, errors, rules=rules, file_paths=files)
+    if args.output:
+        try:
+            args.output.write_text(out, encoding="utf-8")
+        except OSError as error:
+            return _fail(f"cannot write --output {args.output}: {error.strerror or error}")
+    else:
+        sys.stdout.write(out)
     # a changed file drbot could not read, parse or analyse is not a clean review (the Markdown lists it)
     failed = len({path for path, _ in (*data.errors, *data.not_analysed)})
     if failed:
@@ -350,6 +420,21 @@ def _review(args: argparse.Namespace) -> int:
             f"drbot: {_plural(failed, 'file')} could not be analysed (see the review); exit status 1", file=sys.stderr
         )
     return EXIT_FINDINGS if data.new or failed else EXIT_CLEAN
+
+
+def _toplevel(repo: Path) -> Path:
+    from engine.review import _git
+
+    return Path(_git(repo, "rev-parse", "--show-toplevel").strip())
+
+
+def _repo_file(root: Path, path: str) -> str:
+    """A finding's package path (`diffusers/…`) as the file's path in the repository (`src/diffusers/…`), which
+    GitHub places annotations and code-scanning results by."""
+    for candidate in (f"src/{path}", path):
+        if (root / candidate).exists():
+            return candidate
+    return path if path.startswith("tests/") else f"src/{path}"
 
 
 def _rules(args: argparse.Namespace) -> int:
@@ -428,6 +513,25 @@ def _contracts(args: argparse.Namespace) -> int:
         print(f"drbot contracts needs torch and diffusers: pip install 'drbot[runner]' ({error})", file=sys.stderr)
         return EXIT_ERROR
     return contracts_main(args)
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    try:
+        from bot.dead_letters import main as dead_letters_main
+    except ImportError as error:  # the [bot] extra is not installed
+        print(f"drbot dead-letters needs the App's dependencies: pip install 'drbot[bot]' ({error})", file=sys.stderr)
+        return EXIT_ERROR
+    from redis.exceptions import RedisError
+
+    try:
+        return dead_letters_main(args)
+    except BrokenPipeError:
+        raise  # stdout closed (`| head`): main() ends quietly
+    except (OSError, RedisError) as error:  # Redis unreachable, or the user may not read the stream
+        from bot.settings import redact_url
+
+        print(f"drbot dead-letters: Redis at {redact_url(args.redis_url)}: {error}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _redis_acl(args: argparse.Namespace) -> int:

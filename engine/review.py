@@ -19,6 +19,7 @@ from pathlib import Path
 from analyzers.cache import ResultCache
 from analyzers.core import Finding, Project, Rule, analyze_file, module_name_for
 from analyzers.review import ReviewData, compare
+from common.process import describe_failure, describe_start_failure
 from engine.isolation import Failure, Limits, Pool, size_reason
 
 
@@ -91,9 +92,14 @@ class GitTree:
 
 
 def _git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    """Run git in `repo`; GitError naming the command, its exit status and what git said when it fails."""
+    command = ["git", *args]
+    try:
+        result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    except OSError as error:  # git is not installed, or `repo` is no directory
+        raise GitError(describe_start_failure(command, error)) from None
     if result.returncode != 0:
-        raise GitError(f"git {' '.join(args)}: {result.stderr.strip() or 'failed'}")
+        raise GitError(describe_failure(command, result.returncode, result.stderr, result.stdout))
     return result.stdout
 
 

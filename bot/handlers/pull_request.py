@@ -144,6 +144,33 @@ def _live_head_matches(pull: dict, head_sha: str) -> str | None:
     return None
 
 
+def stale_stop(live: dict, head_sha: str) -> Stop | None:
+    """The stop of a review whose PR moved on (`live` is the PR as GitHub has it now), or None while `head_sha` is
+    still its open head. The stop completes this head's check run as cancelled, saying why, where one is in progress:
+    a review that stops never leaves a check run spinning."""
+    status = _live_head_matches(live, head_sha)
+    if status is None:
+        return None
+    if status == "closed":
+        check = publish.CheckRun(
+            "cancelled", "Not reviewed: the pull request is closed",
+            f"drbot stopped reviewing `{head_sha[:7]}`: the pull request was closed.",
+        )  # fmt: skip
+    else:
+        newer = str((live.get("head") or {}).get("sha", ""))[:7]
+        check = publish.CheckRun(
+            "cancelled", "Superseded by a newer push",
+            f"drbot stopped reviewing `{head_sha[:7]}`: the pull request's head is now `{newer}`, which gets its "
+            "own review.",
+        )  # fmt: skip
+    return Stop(status, check, if_in_progress=True)
+
+
+async def live_stop(gh, repo: str, number: int, head_sha: str) -> Stop | None:
+    """`stale_stop` against the PR as GitHub has it now (one request)."""
+    return stale_stop(await gh.getitem(f"/repos/{repo}/pulls/{number}"), head_sha)
+
+
 # -- the shapes of one review: gather -> Scope, Found (or Stop) -> plan_review -> ReviewPlan -> publish_review
 
 
@@ -153,6 +180,9 @@ class Stop:
 
     status: str
     check: publish.CheckRun | None = None
+    #: write `check` only over a check run of this head that is still in progress (one this review or an earlier
+    #: attempt of it started): a head drbot never started reviewing gets no check run for stopping
+    if_in_progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -281,9 +311,9 @@ async def gather_scope(gh, payload: dict, state: publish.PullState, settings) ->
     if pull.get("draft"):
         return Stop("skipped-draft")  # drafts are reviewed on ready_for_review
     live = await gh.getitem(f"/repos/{repo}/pulls/{pull['number']}")
-    stale = _live_head_matches(live, pull["head"]["sha"])
+    stale = stale_stop(live, pull["head"]["sha"])
     if stale:
-        return Stop(stale)  # a newer push has its own event in the queue
+        return stale  # a newer push has its own event in the queue
     if await state.get("paused") == "1":
         return Stop("paused")  # `/drbot pause`; `/drbot resume` lifts it
     config, config_note = await load_config(gh, repo, payload["repository"].get("default_branch", "main"))
@@ -292,15 +322,19 @@ async def gather_scope(gh, payload: dict, state: publish.PullState, settings) ->
     return plan_scope(files, config, settings.max_review_files, has_summary, (cap_note, config_note))
 
 
-async def analyse(gh, repo: str, merge_base: str, head_sha: str, scope: Scope, rules, settings):
+async def analyse(gh, repo: str, merge_base: str, head_sha: str, scope: Scope, rules, settings, number: int = 0):
     """Both sides in a scratch workspace, the rules on the selected files, and the pipelines the change touches:
-    (ReviewData, pipeline classes). LimitExceeded when a tarball is past a cap."""
+    (ReviewData, pipeline classes). LimitExceeded when a tarball is past a cap. A Stop, with nothing downloaded, when
+    PR `number` (0: not checked) moved on while the review waited for the process's analysis."""
     # the process's analysis workers, started once and kept warm across reviews
     pool = await asyncio.to_thread(
         isolation.shared, analysis_limits(settings), settings.analysis_workers, worker_modules()
     )
     selected = scope.selected
     async with _ANALYSIS:
+        # reviews of one process queue here, and a push may have landed meanwhile: stop before downloading anything
+        if number and (stop := await live_stop(gh, repo, number, head_sha)):
+            return stop
         scratch = Path(tempfile.mkdtemp(prefix="drbot-review-", dir=settings.workdir))
         try:
             tree = await _workspace(gh, repo, merge_base, head_sha, scratch, settings)
@@ -331,18 +365,22 @@ async def gather_review(gh, payload: dict, scope: Scope, state: publish.PullStat
     compare = await gh.getitem(f"/repos/{repo}/compare/{{base}}...{head_sha}", url_vars={"base": pull["base"]["ref"]})
     rules = tuple(r for r in all_rules() if config.rule_enabled(r.code, r.pattern))
     try:
-        data, pipelines = await analyse(
-            gh, repo, compare["merge_base_commit"]["sha"], head_sha, scope, rules, settings
+        analysed = await analyse(
+            gh, repo, compare["merge_base_commit"]["sha"], head_sha, scope, rules, settings, number
         )
     except workspace.LimitExceeded as error:
         summary = f"drbot did not review this pull request: {error}. {LIMITS_NOTE}"
         return Stop("too-large", publish.CheckRun("neutral", "Not reviewed: too large", summary))
+    if isinstance(analysed, Stop):
+        return replace(analysed, if_in_progress=False)  # this review's own check run is in progress
+    data, pipelines = analysed
     if scope.notes:
         data = replace(data, note=" ".join(scope.notes))
-    # a push that landed while we analysed makes this review stale: publish nothing, the newer event will
-    stale = _live_head_matches(await gh.getitem(f"/repos/{repo}/pulls/{number}"), head_sha)
+    # a push that landed while we analysed makes this review stale: publish nothing but the end of this head's
+    # check run (the newer event reviews the new head)
+    stale = await live_stop(gh, repo, number, head_sha)
     if stale:
-        return Stop(stale)
+        return replace(stale, if_in_progress=False)
     found = await triage.apply_registry(store, repo, data)
     triage.describe_fix_notes(found)
     commits = compare.get("commits") or []
@@ -363,7 +401,8 @@ async def gather_review(gh, payload: dict, scope: Scope, state: publish.PullStat
 
 async def publish_stop(gh, repo: str, state: publish.PullState, head_sha: str, stop: Stop) -> Outcome:
     if stop.check is not None:
-        await publish.upsert_check_run(gh, repo, state, head_sha, stop.check)
+        if not stop.if_in_progress or await publish.check_run_in_progress(gh, repo, state, head_sha):
+            await publish.upsert_check_run(gh, repo, state, head_sha, stop.check)
     return Outcome(stop.status)
 
 

@@ -60,6 +60,31 @@ def skip_reason(call: cst.Call) -> str | None:
     return None
 
 
+#: `pytest.mark.xfail` as decorators spell it
+XFAIL_DECORATORS = ("pytest.mark.xfail", "mark.xfail", "xfail")
+
+
+def unconditional_xfail_reason(decorator: cst.Decorator) -> str | None:
+    """The reason of an `@pytest.mark.xfail` that applies everywhere (no condition, or the literal `True`: `xfail(True,
+    reason=…)`, `xfail(condition=True, …)`), "" when it gives none; None for any other decorator, or an xfail whose
+    condition is an expression (a device, a library version: an environment check)."""
+    if decorator_name(decorator) not in XFAIL_DECORATORS:
+        return None
+    expression = decorator.decorator
+    if not isinstance(expression, cst.Call):
+        return ""
+    reason = ""
+    for position, arg in enumerate(expression.args):
+        keyword = arg.keyword.value if arg.keyword is not None else None
+        if keyword == "reason":
+            value = string_value(arg.value)
+            reason = value if value is not None else reason
+        elif keyword == "condition" or (keyword is None and position == 0):
+            if not (isinstance(arg.value, cst.Name) and arg.value.value == "True"):
+                return None
+    return reason
+
+
 def trivial_body(function: cst.FunctionDef) -> bool:
     """Whether the body is only `pass`, `...`, a docstring or a bare `return`."""
     body = function.body
@@ -128,6 +153,12 @@ def _index_file(path: str, source: str, referenced: dict[str, set[str]], slow: s
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError):
         return
+    # `from diffusers... import FooPipeline as StableDiffusionPipeline`: the tests name the class by its alias
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            aliases.update((alias.asname, alias.name) for alias in node.names if alias.asname)
+    names: set[str] = set()
     for top in tree.body:
         if not isinstance(top, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
@@ -138,9 +169,12 @@ def _index_file(path: str, source: str, referenced: dict[str, set[str]], slow: s
             slow.add(path)
         for node in ast.walk(top):
             if isinstance(node, ast.Name):
-                referenced.setdefault(node.id, set()).add(path)
+                names.add(node.id)
             elif isinstance(node, ast.Attribute):
-                referenced.setdefault(node.attr, set()).add(path)
+                names.add(node.attr)
+    names.update(aliases[name] for name in names & aliases.keys())
+    for name in names:
+        referenced.setdefault(name, set()).add(path)
 
 
 def coverage_index(project: Project) -> CoverageIndex | None:
@@ -177,7 +211,8 @@ MODEL_BASES = frozenset({"ModelMixin"})
 
 
 def exported_names(project: Project) -> frozenset[str]:
-    """Names `diffusers/__init__.py` exports: its lazy import structure lists them as strings."""
+    """Names `diffusers/__init__.py` exports: its lazy import structure lists them as strings, and releases before
+    0.21 imported them eagerly (`from .pipelines import (FooPipeline, …)`)."""
 
     def build() -> frozenset[str]:
         source = project.source("diffusers/__init__.py")
@@ -187,9 +222,14 @@ def exported_names(project: Project) -> frozenset[str]:
             module = cst.parse_module(source)
         except cst.ParserSyntaxError:
             return frozenset()
-        return frozenset(
-            node.value[1:-1] for node in walk.nodes(module, cst.SimpleString) if node.value[1:-1].isidentifier()
-        )
+        names = {node.value[1:-1] for node in walk.nodes(module, cst.SimpleString) if node.value[1:-1].isidentifier()}
+        for imported in walk.nodes(module, cst.ImportFrom):
+            if imported.relative and not isinstance(imported.names, cst.ImportStar):
+                for alias in imported.names:
+                    bound = alias.asname.name if alias.asname is not None else alias.name
+                    if isinstance(bound, cst.Name):
+                        names.add(bound.value)
+        return frozenset(names)
 
     return project.memo("testfiles.exported_names", build)
 

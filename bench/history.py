@@ -14,10 +14,22 @@ The corpus is `bench/history/pNN.json`, one file per #13656 pattern, each a list
      "summary": "one sentence: what was wrong and how it was fixed",
      "verified": "what was read to confirm it (lines in both releases)"}
 
+A pair may also say where its releases come from:
+
+     "source": "git",                              # default "pypi"; "git": before/after are tags of the
+     "before": "v0.30.0", "after": "v0.31.0",      #   diffusers git mirror, and file may be a test module
+     "file": "tests/pipelines/shap_e/test_shap_e.py",
+
+A "git" pair reads the tag's `src/` and `tests/` (`git archive <tag> src tests`, unpacked once under
+.cache/releases/git-<tag>/ by bench/releases.py) and analyses with the project view `drbot analyze` of a checkout
+uses (`analyzers.scan.project_dirs`: `src/` then the checkout root), so rules that read `tests/` (pattern 10) can
+see them; its `file` is `diffusers/…` for a module of the package (read from `src/`) or `tests/…`, as findings
+carry them. PyPI wheels hold the package only, so a pair about tests, or about a class and its tests, is a git pair.
+
 A pair is caught when some finding of the expected rules (or of its pattern) at that scope (and symbol) is in the
 `before` release and none is in the `after` release; a pair still flagged after its fix is a false positive.
-Releases come from PyPI (bench/releases.py); each file is analysed with every rule and a project view of its own
-release, as `drbot analyze` would.
+Releases come from PyPI or the git mirror (bench/releases.py); each file is analysed with every rule and a project
+view of its own release, as `drbot analyze` would.
 
     python bench/history.py [--pattern N …] [--id ID …] [--verbose] [--record]
 """
@@ -36,13 +48,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analyzers.core import Finding, Project, all_rules, analyze_file  # noqa: E402
+from analyzers.scan import project_dirs  # noqa: E402
 from bench._record import record  # noqa: E402
-from bench.releases import release  # noqa: E402
+from bench.releases import git_release, release  # noqa: E402
 
 
 CORPUS = ROOT / "bench" / "history"
 TARGET = 0.80
 REQUIRED = ("id", "pattern", "file", "scope", "rules", "before", "after", "fix", "summary", "verified")
+#: where a pair's releases come from: PyPI wheels (versions) or tags of the diffusers git mirror (src/ + tests/)
+SOURCES = ("pypi", "git")
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class Pair:
     verified: str
     symbol: str | None = None
     after_file: str | None = None
+    source: str = "pypi"
 
     @classmethod
     def from_json(cls, data: dict, source: str) -> Pair:
@@ -69,6 +85,8 @@ class Pair:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{source}: pair {data['id']} has unknown keys {sorted(unknown)}")
+        if data.get("source", "pypi") not in SOURCES:
+            raise ValueError(f"{source}: pair {data['id']} has source {data['source']!r}, not one of {SOURCES}")
         return cls(**{**data, "rules": tuple(data["rules"])})
 
 
@@ -87,27 +105,34 @@ def load(patterns: set[int] | None = None, ids: set[str] | None = None) -> list[
 
 
 class Releases:
-    """Analyses of files in releases, each file once per release, with the release's own project view."""
+    """Analyses of files in releases, each file once per release, with the release's own project view: a PyPI
+    wheel's package, or a git tag's checkout (`src/` + `tests/`)."""
 
     def __init__(self) -> None:
-        self._projects: dict[str, Project] = {}
-        self._findings: dict[tuple[str, str], list[Finding] | None] = {}
+        self._projects: dict[tuple[str, str], Project] = {}
+        self._findings: dict[tuple[str, str, str], list[Finding] | None] = {}
         self.rules = all_rules()
 
-    def findings(self, version: str, path: str) -> list[Finding] | None:
-        """The findings of `path` in release `version`; None when the release has no such file."""
-        key = (version, path)
+    def findings(self, version: str, path: str, source: str = "pypi") -> list[Finding] | None:
+        """The findings of `path` in release `version` (a git tag when `source` is "git"); None when the release
+        has no such file."""
+        key = (source, version, path)
         if key not in self._findings:
-            package = release(version)
-            root = package.parent
-            if version not in self._projects:
-                self._projects[version] = Project.from_directory(str(root))
-            file = root / path
+            if source == "git":
+                checkout = git_release(version)
+                dirs = project_dirs(checkout)
+                file = (checkout if path.startswith("tests/") else checkout / "src") / path
+            else:
+                package = release(version)
+                dirs = (str(package.parent),)
+                file = package.parent / path
+            if (source, version) not in self._projects:
+                self._projects[(source, version)] = Project.from_directory(*dirs)
             if not file.is_file():
                 self._findings[key] = None
             else:
-                source = file.read_text(encoding="utf-8")
-                result = analyze_file(path, source, project=self._projects[version], rules=self.rules)
+                text = file.read_text(encoding="utf-8")
+                result = analyze_file(path, text, project=self._projects[(source, version)], rules=self.rules)
                 self._findings[key] = result.findings
         return self._findings[key]
 
@@ -163,8 +188,8 @@ def score(pairs: list[Pair], releases: Releases | None = None) -> list[Score]:
     rules_by_code = {rule.code: rule for rule in releases.rules}
     out = []
     for pair in pairs:
-        before = releases.findings(pair.before, pair.file)
-        after = releases.findings(pair.after, pair.after_file or pair.file)
+        before = releases.findings(pair.before, pair.file, pair.source)
+        after = releases.findings(pair.after, pair.after_file or pair.file, pair.source)
         out.append(Score(pair, None if before is None else matching(pair, before, rules_by_code),
                          None if after is None else matching(pair, after, rules_by_code)))  # fmt: skip
     return out

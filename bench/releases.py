@@ -1,5 +1,6 @@
-"""diffusers releases from PyPI, unpacked once under .cache/releases/: what the history corpus and the
-before/after tests read (the wheel holds the package only; tests/ are not in it)."""
+"""diffusers releases, unpacked once under .cache/releases/: what the history corpus and the before/after tests
+read. `release(version)` is a PyPI wheel (the package only; tests/ are not in it); `git_release(tag)` is a tag of
+the diffusers git mirror, `src/` and `tests/` laid out as a checkout (what pattern 10's rules need)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "releases"
+#: the bare git mirror of huggingface/diffusers (tags v0.18.0 … v0.40.0); DIFFUSERS_MIRROR overrides it
+MIRROR = Path(os.environ.get("DIFFUSERS_MIRROR", "/work/.mirror/huggingface+diffusers/repo"))
 
 
 def release(version: str) -> Path:
@@ -31,3 +34,22 @@ def release(version: str) -> Path:
     with zipfile.ZipFile(wheels[0]) as wheel:
         wheel.extractall(target, [name for name in wheel.namelist() if name.startswith("diffusers/")])
     return package
+
+
+def git_release(tag: str) -> Path:
+    """The checkout root of git tag `tag` of the mirror (`src/diffusers/` and `tests/`), from `git archive` the
+    first time: .cache/releases/git-<tag>/."""
+    target = CACHE / f"git-{tag}"
+    if (target / "src").is_dir() and (target / "tests").is_dir():
+        return target
+    partial = CACHE / f"git-{tag}.partial-{os.getpid()}"
+    partial.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(MIRROR), "archive", "--format=tar", tag, "src", "tests"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(partial)], input=archive, check=True)
+    try:
+        partial.rename(target)  # whole or not at all: a concurrent run may have won, and that one is as good
+    except OSError:
+        subprocess.run(["rm", "-rf", str(partial)], check=True)
+    return target

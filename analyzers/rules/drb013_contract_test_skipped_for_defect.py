@@ -16,6 +16,7 @@ from analyzers.testfiles import (
     leading_comments,
     placeholder_reason,
     skip_reason,
+    unconditional_xfail_reason,
 )
 
 
@@ -29,6 +30,10 @@ ADMITS_DEFECT = re.compile(
 ADMITS_IN_COMMENT = re.compile(r"\b(TODO|FIXME|XXX|fix(ed)? (it )?later|needs? to (be )?fix(ed)?)\b")
 #: reasons that blame the tiny fast-test components, or a kernel torch lacks, not the code under test
 TEST_HARNESS = re.compile(r"\b(vocab|dummy|tiny|small (model|config)|fast tests?)\b|not implemented for '", re.I)
+#: an expected failure whose reason says the contract does not apply, rather than that the code under test fails it
+NOT_APPLICABLE = re.compile(
+    r"\b(not (yet )?(supported|applicable)|unsupported|does ?n[o']t (apply|support)|n/a)\b", re.I
+)
 #: a reason that names a tracking issue or pull request is tracked, and that is all this rule asks for
 TRACKED = re.compile(r"(#\d{3,}|github\.com/[^ ]+/(issues|pull)/\d+)")
 
@@ -40,7 +45,8 @@ class ContractTestSkippedForDefect(Rule):
     inherit from a shared tester mixin (`PipelineTesterMixin.test_sequential_cpu_offload_forward_pass`,
     `test_inference_batch_single_identical`, `test_save_load_local`, …) when the skip reason or the comments
     in the overriding body admit a defect: "TODO … need to fix later", "not yet implemented", "Key error is
-    raised with accelerate", "failing", "broken".
+    raised with accelerate", "failing", "broken". An override marked `@pytest.mark.xfail` everywhere (no
+    condition, or `True`) admits the defect by itself: the test is expected to fail.
 
     ## Why is this bad?
     The shared tester mixins are diffusers' contract for every pipeline: batching, offload, saving and
@@ -71,7 +77,8 @@ class ContractTestSkippedForDefect(Rule):
     components ("A very small vocab size is used for fast tests") or a kernel torch lacks ("not implemented for
     'Float8_e4m3fn'"). Comments in the body count only with a to-do ("TODO … need to fix later"): explanations
     there often describe the shared test's helper, not the code under test. A reason that is a bare TODO is
-    DRB011's.
+    DRB011's. An `xfail` with a condition (a device, a library version) is an environment check and is not
+    looked at; one whose reason says the contract does not apply ("not supported") is not reported either.
 
     ## References
     - huggingface/diffusers#13656, pattern 10
@@ -86,7 +93,11 @@ class ContractTestSkippedForDefect(Rule):
         "`{test}` skips the shared `{base}.{test}` contract with a reason that admits a defect ({why}); fix the "
         "code under test and drop the skip, or name the tracking issue in the reason."
     )
-    REQUIRES_ANY = ("skip",)
+    message_xfail = (
+        "`{test}` marks the shared `{base}.{test}` contract as an expected failure everywhere ({why}); fix the code "
+        "under test and drop the marker, or name the tracking issue in the reason."
+    )
+    REQUIRES_ANY = ("skip", "xfail")
     PATHS = ("/tests/",)
 
     _MIXIN = """
@@ -198,6 +209,26 @@ class ContractTestSkippedForDefect(Rule):
             path="tests/models/autoencoders/test_models_autoencoder_wan.py",
             files=FILES,
         ),
+        # an expected failure on one device or library version is an environment check
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+            class FooPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @pytest.mark.xfail(condition=is_torch_version(">=", "9.9"), reason="Fails on torch 9.9.", strict=False)
+                def test_save_load_local(self):
+                    super().test_save_load_local()
+
+                @pytest.mark.xfail(True, reason="Offload is not supported by this pipeline.")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    super().test_sequential_cpu_offload_forward_pass()
+
+                @pytest.mark.xfail(condition=True, reason="Tracked in #40404.", strict=True)
+                def test_inference_batch_single_identical(self):
+                    super().test_inference_batch_single_identical()
+            """,
+            path="tests/pipelines/foo/test_foo.py",
+            files=FILES,
+        ),
         # a bare TODO reason is DRB011's finding, not this one's
         Valid(
             """
@@ -245,6 +276,35 @@ class ContractTestSkippedForDefect(Rule):
             path="tests/pipelines/hunyuandit/test_hunyuan_dit.py",
             files=FILES,
         ),
+        # an expected failure everywhere admits that the code under test fails the contract
+        Invalid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+            class BazPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @pytest.mark.xfail(True, reason="Batched prompts need to be revisited.", strict=True)
+                def test_inference_batch_single_identical(self):
+                    super().test_inference_batch_single_identical()
+            """,
+            path="tests/pipelines/baz/test_baz.py",
+            files=FILES,
+            message=(
+                "`test_inference_batch_single_identical` marks the shared "
+                "`PipelineTesterMixin.test_inference_batch_single_identical` contract as an expected failure "
+                'everywhere ("Batched prompts need to be revisited."); fix the code under test and drop the marker, '
+                "or name the tracking issue in the reason."
+            ),
+        ),
+        Invalid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+            class BazPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @pytest.mark.xfail(condition=True, reason="Device mismatch after offload.")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    super().test_sequential_cpu_offload_forward_pass()
+            """,
+            path="tests/pipelines/baz/test_baz.py",
+            files=FILES,
+        ),
         # inherited through an intermediate base, with pytest's marker
         Invalid(
             """
@@ -271,15 +331,22 @@ class ContractTestSkippedForDefect(Rule):
                 continue
             function = cst.ensure_type(definition.node, cst.FunctionDef)
             for decorator in function.decorators:
-                if decorator_name(decorator) not in SKIP_DECORATORS or not isinstance(decorator.decorator, cst.Call):
+                xfail = unconditional_xfail_reason(decorator)
+                if xfail is not None:
+                    # an expected failure admits that the code under test fails the contract, unless it is tracked,
+                    # blames the test harness, or says the contract does not apply
+                    reason = xfail
+                    if TRACKED.search(reason) or TEST_HARNESS.search(reason) or NOT_APPLICABLE.search(reason):
+                        continue
+                elif decorator_name(decorator) not in SKIP_DECORATORS or not isinstance(decorator.decorator, cst.Call):
                     continue
-                reason = skip_reason(decorator.decorator) or ""
-                if placeholder_reason(reason) or TRACKED.search(reason) or TEST_HARNESS.search(reason):
-                    continue
-                comments = body_comments(self.context, function) + "\n" + leading_comments(function)
-                admission = ADMITS_DEFECT.search(reason) or ADMITS_IN_COMMENT.search(comments)
-                if admission is None:
-                    continue
+                else:
+                    reason = skip_reason(decorator.decorator) or ""
+                    if placeholder_reason(reason) or TRACKED.search(reason) or TEST_HARNESS.search(reason):
+                        continue
+                    comments = body_comments(self.context, function) + "\n" + leading_comments(function)
+                    if not (ADMITS_DEFECT.search(reason) or ADMITS_IN_COMMENT.search(comments)):
+                        continue
                 if parent.qualname not in inherited_by_class:
                     inherited_by_class[parent.qualname] = inherited_tests(
                         self.context, cst.ensure_type(parent.node, cst.ClassDef)
@@ -287,14 +354,17 @@ class ContractTestSkippedForDefect(Rule):
                 base = inherited_by_class[parent.qualname].get(definition.name)
                 if base is None:
                     continue
-                why = (
-                    f'"{_clip(reason)}"'
-                    if ADMITS_DEFECT.search(reason)
-                    else f'"{_clip(reason)}", body: {_first_admitting(comments)}'
-                )
+                if xfail is not None:
+                    why = f'"{_clip(reason)}"' if reason else "no reason given"
+                elif ADMITS_DEFECT.search(reason):
+                    why = f'"{_clip(reason)}"'
+                else:
+                    why = f'"{_clip(reason)}", body: {_first_admitting(comments)}'
                 self.report(
                     decorator,
-                    self.message.format(test=definition.name, base=base, why=why),
+                    (self.message if xfail is None else self.message_xfail).format(
+                        test=definition.name, base=base, why=why
+                    ),
                     symbol=definition.name,
                     scope=definition.qualname,
                 )

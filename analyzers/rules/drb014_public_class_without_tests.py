@@ -24,8 +24,9 @@ class PublicClassWithoutTests(Rule):
     ## Example
     ```python
     # src/diffusers/pipelines/z_image/pipeline_z_image_omni.py, exported as diffusers.ZImageOmniPipeline
-    class ZImageOmniPipeline(DiffusionPipeline):
-        ...
+    class ZImageOmniPipeline(DiffusionPipeline): ...
+
+
     # and nothing under tests/pipelines/ mentions ZImageOmniPipeline
     ```
 
@@ -80,6 +81,21 @@ class PublicClassWithoutTests(Rule):
             path="diffusers/pipelines/bar/pipeline_bar.py",
             files={"diffusers/__init__.py": _INIT},
         ),
+        # the test imports it under another name
+        Valid(
+            """
+            class BarPipeline(DiffusionPipeline):
+                pass
+            """,
+            path="diffusers/pipelines/bar/pipeline_bar.py",
+            files={
+                "diffusers/__init__.py": _INIT,
+                "tests/pipelines/bar/test_bar.py": (
+                    "from diffusers.pipelines.bar import BarPipeline as StableDiffusionPipeline\n\n"
+                    "class BarPipelineFastTests:\n    pipeline_class = StableDiffusionPipeline\n"
+                ),
+            },
+        ),
         # not exported: internal
         Valid(
             """
@@ -126,6 +142,18 @@ class PublicClassWithoutTests(Rule):
                 "`BarPipeline` is exported by `diffusers` but no test under `tests/pipelines/` names it; add a fast "
                 "test class for it (`PipelineTesterMixin` with `pipeline_class = BarPipeline`)."
             ),
+        ),
+        # a release before 0.21 exported its classes with eager imports, not a lazy import structure
+        Invalid(
+            """
+            class BarPipeline(DiffusionPipeline):
+                pass
+            """,
+            path="diffusers/pipelines/bar/pipeline_bar.py",
+            files={
+                "diffusers/__init__.py": "from .pipelines import BarPipeline, FooPipeline\n",
+                "tests/pipelines/foo/test_foo.py": _TEST,
+            },
         ),
         # named only by a LoRA test: not a pipeline test module
         Invalid(

@@ -27,8 +27,7 @@ class PipelineWithoutSlowTests(Rule):
     ## Example
     ```python
     # tests/pipelines/wan/test_wan.py: fast tests only
-    class TestWanPipeline(WanPipelineTesterConfig, PipelineTesterMixin):
-        ...
+    class TestWanPipeline(WanPipelineTesterConfig, PipelineTesterMixin): ...
     ```
 
     Use instead: add an integration class next to the fast tests:
@@ -39,8 +38,7 @@ class PipelineWithoutSlowTests(Rule):
         pipeline_class = WanPipeline
         repo_id = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 
-        def test_wan_t2v(self):
-            ...  # compare a slice against a stored reference
+        def test_wan_t2v(self): ...  # compare a slice against a stored reference
     ```
 
     ## Known problems
@@ -137,6 +135,15 @@ class PipelineWithoutSlowTests(Rule):
                 "`FooPipeline` has fast tests (`tests/pipelines/foo/test_foo.py`) but no slow or integration test; "
                 "add a `@slow` test class that runs a real checkpoint and compares against a stored reference slice."
             ),
+        ),
+        # a release before 0.21 exported its classes with eager imports, not a lazy import structure
+        Invalid(
+            _CODE,
+            path=_PATH,
+            files={
+                "diffusers/__init__.py": "from .pipelines import (\n    BarPipeline,\n    FooPipeline,\n)\n",
+                "tests/pipelines/foo/test_foo.py": _FAST,
+            },
         ),
         # a slow test elsewhere that does not name this pipeline does not count
         Invalid(

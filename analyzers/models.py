@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import libcst as cst
@@ -138,3 +139,81 @@ def is_attention_layer(ctx: FileContext, cls: cst.ClassDef) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def built_attention_layer(ctx: FileContext, cls: cst.ClassDef) -> str | None:
+    """The name of an attention layer that `cls` (or a class of its file it instantiates) builds, else None.
+
+    A layer counts when its class is built on `AttentionModuleMixin` (defined in the file, or imported from another
+    module of the package, such as `WanAttention` into the VACE variant), or else when it is the processor-based
+    `Attention` of `models/attention_processor.py`, which takes `set_processor` as well. Blocks imported from another
+    module of the package (`BasicTransformerBlock`, a name ending in `Block`) are looked into, one level deep, for
+    the same layers. Imported names are resolved only when they look like attention layers (`...Attention`,
+    `...Attn...`) or blocks: loading every imported module costs too much per scan.
+    """
+    local = {d.name for d in ctx.classes if d.parent is None}
+    legacy: str | None = None
+    for node in reachable_classes(ctx, cls):
+        if node is not cls and is_attention_layer(ctx, node):
+            return node.name.value
+        found, old = _imported_attention(ctx, ctx.module_name, node, local, follow_blocks=True)
+        if found is not None:
+            return found
+        legacy = legacy or old
+    return legacy
+
+
+def _imported_attention(
+    ctx: FileContext, module: str, node: cst.ClassDef, local: set[str], follow_blocks: bool
+) -> tuple[str | None, str | None]:
+    """(a mixin-based attention layer, a processor-based `Attention`) that `node` of `module` instantiates from
+    other modules of the package; with `follow_blocks`, also inside the imported blocks it instantiates."""
+    top = _top(ctx)
+    legacy: str | None = None
+    imports = ctx.project.imports(module)
+    for call in walk.nodes(node.body, cst.Call):
+        if not isinstance(call.func, cst.Name) or call.func.value in local:
+            continue
+        name = call.func.value
+        is_block = follow_blocks and name.endswith("Block")
+        if "Attention" not in name and "Attn" not in name and not is_block:
+            continue
+        qualified = imports.get(name, "")
+        if not qualified.startswith(f"{top}.models."):
+            continue
+        if qualified == f"{top}.models.attention_processor.Attention":
+            legacy = legacy or name
+            continue
+        located = resolve_class(ctx, module, name)
+        if located is None:
+            continue
+        if ATTENTION_MODULE_MIXIN in ancestor_names(ctx, located[0], located[1]):
+            return name, legacy
+        if is_block:
+            block_module, block = located
+            block_local = {s.name.value for s in _top_classes(ctx, block_module)}
+            inner, old = _imported_attention(ctx, block_module, block, block_local, follow_blocks=False)
+            if inner is not None:
+                return inner, legacy
+            legacy = legacy or old
+    return None, legacy
+
+
+def _top_classes(ctx: FileContext, module: str) -> list[cst.ClassDef]:
+    tree = ctx.project.module(module)
+    return [s for s in tree.body if isinstance(s, cst.ClassDef)] if tree is not None else []
+
+
+def built_by_other_models(ctx: FileContext, name: str) -> bool:
+    """Whether another module of `diffusers/models/` instantiates class `name` (`TransformerTemporalModel(` in
+    `unet_3d_blocks.py`): the model is then a component of bigger models, which carry the shared APIs for it. False
+    when the view cannot list the package (a single file analysed alone)."""
+    top = _top(ctx)
+    pattern = re.compile(rf"(?<![\w.]){re.escape(name)}\(")
+    for path in ctx.project.files(f"{top}/models"):
+        if path == ctx.path or not path.endswith(".py"):
+            continue
+        source = ctx.project.source(path) or ""
+        if name in source and pattern.search(source):
+            return True
+    return False

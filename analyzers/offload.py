@@ -89,21 +89,33 @@ def runs_subpipeline(call: cst.Call) -> bool:
 
 
 def supports_model_offload(ctx: FileContext, cls: cst.ClassDef) -> bool:
-    """Whether `enable_model_cpu_offload()` works on the pipeline: its nearest `model_cpu_offload_seq` is a string
-    (0.21 and later), or the class or a pipeline base of it defines an `enable_model_cpu_offload` that installs hooks
-    with `cpu_offload_with_hook` (before 0.21); one that hands the job to inner pipelines installs none here."""
+    """Whether `enable_model_cpu_offload()` installs hooks on this pipeline's models: the nearest class of its
+    ancestry that overrides `enable_model_cpu_offload` installs them itself with `cpu_offload_with_hook` (before
+    0.21) or hands over to `super()`, or, where no class overrides it, the nearest `model_cpu_offload_seq` is a
+    string (0.21 and later). An override that hands the job to inner pipelines (`self.prior_pipe.
+    enable_model_cpu_offload()`) installs none here: the inner pipelines free their own hooks."""
     for _, node in ancestry(ctx, ctx.module_name, cls):
         if node.name.value == "DiffusionPipeline":
             return False
-        value = class_assignment(node, "model_cpu_offload_seq")
-        if value is not None:
-            return isinstance(value, (cst.SimpleString, cst.ConcatenatedString))
         body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
         for statement in body:
             if isinstance(statement, cst.FunctionDef) and statement.name.value == "enable_model_cpu_offload":
-                # installs hooks on this pipeline's models, or hands the job to inner pipelines (combined ones)
-                return any(
-                    (dotted_name(c.func) or "").endswith("cpu_offload_with_hook")
-                    for c in walk.nodes(statement, cst.Call)
-                )
+                return any(_installs_hooks(c) for c in walk.nodes(statement, cst.Call))
+        value = class_assignment(node, "model_cpu_offload_seq")
+        if value is not None:
+            return isinstance(value, (cst.SimpleString, cst.ConcatenatedString))
     return False
+
+
+def _installs_hooks(call: cst.Call) -> bool:
+    """`cpu_offload_with_hook(...)` or `super().enable_model_cpu_offload(...)`."""
+    name = dotted_name(call.func) or ""
+    if name.endswith("cpu_offload_with_hook"):
+        return True
+    func = call.func
+    return (
+        isinstance(func, cst.Attribute)
+        and func.attr.value == "enable_model_cpu_offload"
+        and isinstance(func.value, cst.Call)
+        and dotted_name(func.value.func) == "super"
+    )

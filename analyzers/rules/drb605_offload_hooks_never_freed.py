@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Definition, Invalid, Rule, Valid
+from analyzers.core import Definition, FileContext, Invalid, Rule, Valid
 from analyzers.flow import has_yield
 from analyzers.matchers import calls, denoiser_calls, pipeline_methods, self_attribute
 from analyzers.offload import (
@@ -24,6 +24,15 @@ def _bare_free(function: cst.FunctionDef) -> cst.Attribute | None:
         if self_attribute(expr.value, "maybe_free_model_hooks"):
             return expr.value
     return None
+
+
+def _has_free_method(ctx: FileContext) -> bool:
+    """Whether the project's `DiffusionPipeline` defines `maybe_free_model_hooks` (true when it cannot be read)."""
+    top = ctx.module_name.partition(".")[0]
+    found = ctx.project.locate_class(f"{top}.pipelines.pipeline_utils", "DiffusionPipeline")
+    if found is None:
+        return True
+    return any(f.name.value == "maybe_free_model_hooks" for f in walk.nodes(found[1], cst.FunctionDef))
 
 
 class OffloadHooksNeverFreed(Rule):
@@ -74,7 +83,9 @@ class OffloadHooksNeverFreed(Rule):
     are recognised by the pipeline attribute they are called through (`self.unet(...)`,
     `self.vae.decode(...)`, `self.text_encoder(...)`, `self.encode_prompt(...)`) and inner pipelines of a
     combined pipeline by name (`self.prior_pipe(...)`); a model reached only through a local alias or another
-    helper is not seen. Pipelines under `deprecated/` are frozen and skipped by default.
+    helper is not seen. A pipeline whose own `enable_model_cpu_offload` hands the job to its inner pipelines
+    (neither `cpu_offload_with_hook` nor `super().enable_model_cpu_offload()`) installs no hooks of its own and is
+    left alone. Pipelines under `deprecated/` are frozen and skipped by default.
 
     ## References
     - huggingface/diffusers#13656, pattern 6
@@ -89,6 +100,11 @@ class OffloadHooksNeverFreed(Rule):
         "`{cls}.__call__` runs models but never calls `self.maybe_free_model_hooks()`, so under "
         "`enable_model_cpu_offload()` the last model stays on the accelerator; call `self.maybe_free_model_hooks()` "
         "after the last model call."
+    )
+    message_old = (
+        "`{cls}.__call__` runs models but never calls `self.final_offload_hook.offload()`, so under "
+        "`enable_model_cpu_offload()` the last model stays on the accelerator; offload the final hook after the last "
+        "model call."
     )
     message_bare = (
         "`{cls}.__call__` names `self.maybe_free_model_hooks` without calling it, so the offload hooks are never "
@@ -141,6 +157,21 @@ class OffloadHooksNeverFreed(Rule):
                     if hasattr(self, "final_offload_hook") and self.final_offload_hook is not None:
                         self.final_offload_hook.offload()
                     return FooOutput(images=sample)
+            """
+        ),
+        Valid(
+            # the combined pipeline hands offload to its inner pipelines, which free their own hooks
+            """
+            class FooCombinedPipeline(DiffusionPipeline):
+                model_cpu_offload_seq = "prior_text_encoder->prior_prior->unet->movq"
+
+                def enable_model_cpu_offload(self, gpu_id=0):
+                    self.prior_pipe.enable_model_cpu_offload()
+                    self.decoder_pipe.enable_model_cpu_offload()
+
+                def __call__(self, prompt):
+                    embeds = self.prior_pipe(prompt)
+                    return self.decoder_pipe(image_embeds=embeds)
             """
         ),
     ]
@@ -211,6 +242,32 @@ class OffloadHooksNeverFreed(Rule):
                 "`self.maybe_free_model_hooks()` after the last model call."
             ),
         ),
+        Invalid(
+            # a release before `maybe_free_model_hooks`: the pipeline installs its own hooks and must offload the last
+            """
+            class FooPipeline(DiffusionPipeline):
+                def enable_model_cpu_offload(self, gpu_id=0):
+                    hook = None
+                    for model in (self.text_encoder, self.unet):
+                        _, hook = cpu_offload_with_hook(model, f"cuda:{gpu_id}", prev_module_hook=hook)
+                    self.final_offload_hook = hook
+
+                def __call__(self, prompt):
+                    sample = self.unet(self.text_encoder(prompt))
+                    return FooOutput(images=sample)
+            """,
+            path="diffusers/pipelines/foo/pipeline_foo.py",
+            files={
+                "diffusers/pipelines/pipeline_utils.py": (
+                    "class DiffusionPipeline(ConfigMixin):\n    def to(self, device):\n        return self\n"
+                )
+            },
+            message=(
+                "`FooPipeline.__call__` runs models but never calls `self.final_offload_hook.offload()`, so under "
+                "`enable_model_cpu_offload()` the last model stays on the accelerator; offload the final hook after "
+                "the last model call."
+            ),
+        ),
     ]
 
     def check(self) -> None:
@@ -245,4 +302,6 @@ class OffloadHooksNeverFreed(Rule):
             message = self.message_legacy.format(cls=name, hook=legacy)
             self.report(function.name, message, symbol="maybe_free_model_hooks", scope=scope)
         else:
-            self.report(function.name, self.message.format(cls=name), symbol="maybe_free_model_hooks", scope=scope)
+            # before diffusers 0.21 `DiffusionPipeline` had no `maybe_free_model_hooks`: the cleanup was the final hook
+            template = self.message if _has_free_method(self.context) else self.message_old
+            self.report(function.name, template.format(cls=name), symbol="maybe_free_model_hooks", scope=scope)

@@ -14,8 +14,10 @@ from analyzers.core import Definition, Invalid, Rule, Valid
 _COPY_RE = re.compile(r"^(\s*)#\s*Copied from\s+diffusers\.(\S+\.\S+)\s*($|\S.*$)")
 _REPLACE_RE = re.compile(r"^\s*(\S+)->(\S+)(\s+.*|$)")
 _DEF_RE = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)")
-# what a hand-written marker looks like when check_copies will not read it: `# copied from diffusers.x.y`
-_LOOSE_RE = re.compile(r"^\s*#\s*copied\s+from\s+diffusers\.(\S+)", re.IGNORECASE)
+# what a hand-written marker looks like when check_copies will not read it: `# copied from diffusers.x.y`, or a
+# marker garbled by a merge or an editor (`# Copied fromCopied from diffusers.x.y`, `# Copied fromdiffusers.x.y`);
+# only repeats of the marker's own words may precede `diffusers.`, so `# Adapted from ...` prose stays out
+_LOOSE_RE = re.compile(r"^\s*#\s*(?:copied\s*from\s*)+diffusers\.(\S+)", re.IGNORECASE)
 
 
 def _lines(text: str) -> list[str]:
@@ -324,6 +326,21 @@ class CopiedCodeDiverged(Rule):
                 "copy is never checked against its source; write the marker exactly so."
             ),
             path="diffusers/schedulers/scheduling_foo.py",
+        ),
+        Invalid(
+            # a marker doubled by a bad merge: check_copies' pattern does not match it either
+            """
+            class FooEditPipeline(DiffusionPipeline):
+                # Copied fromCopied from diffusers.pipelines.bar.pipeline_bar.BarPipeline.encode_prompt
+                def encode_prompt(self, prompt):
+                    return self.text_encoder(prompt)
+            """,
+            message=(
+                "`# Copied fromCopied from diffusers.pipelines.bar.pipeline_bar.BarPipeline.encode_prompt` above "
+                "`FooEditPipeline.encode_prompt` is not the `# Copied from diffusers.<module>.<object>` comment that "
+                "`make fix-copies` reads, so the copy is never checked against its source; write the marker exactly so."
+            ),
+            path="diffusers/pipelines/foo/pipeline_foo_edit.py",
         ),
     ]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid, dotted_name
-from analyzers.models import inherited_assignment, model_classes
+from analyzers.core import FileContext, Invalid, Rule, Valid, dotted_name
+from analyzers.models import built_by_other_models, inherited_assignment, model_classes
 
 
 _MODEL_MIXIN = """
@@ -32,11 +32,28 @@ def repeated_blocks(cls: cst.ClassDef, local: set[str]) -> list[str]:
     return found
 
 
+def imported_transformer_blocks(ctx: FileContext, cls: cst.ClassDef) -> list[str]:
+    """Transformer blocks of another module of the package (`JointTransformerBlock` of `models/attention.py`,
+    `WanTransformerBlock` reused by a variant) that the class instantiates inside an `nn.ModuleList(...)`."""
+    found: list[str] = []
+    prefix = ctx.module_name.partition(".")[0] + ".models."
+    for call in walk.nodes(cls.body, cst.Call):
+        name = dotted_name(call.func) or ""
+        if name.rpartition(".")[2] != "ModuleList":
+            continue
+        for inner in walk.nodes(call, cst.Call):
+            if isinstance(inner.func, cst.Name) and inner.func.value.endswith("TransformerBlock"):
+                qualified = ctx.qualified_name(inner.func) or ""
+                if qualified.startswith(prefix) and inner.func.value not in found:
+                    found.append(inner.func.value)
+    return found
+
+
 class NoSplitModulesMissing(Rule):
     """
     ## What it does
     Checks for transformer models under `diffusers/models/transformers/` that stack transformer blocks
-    of their own file in an `nn.ModuleList` but declare no `_no_split_modules` (neither the class nor
+    (of their own file, or `*TransformerBlock` classes of another `diffusers.models` module) in an `nn.ModuleList` but declare no `_no_split_modules` (neither the class nor
     a base model of the package).
 
     ## Why is this bad?
@@ -62,8 +79,10 @@ class NoSplitModulesMissing(Rule):
     ```
 
     ## Known problems
-    Only blocks defined in the model's own file and named `*Block`/`*Layer` are looked at; a model that
-    stacks imported blocks is not reported. Bases named `*Mixin` are not followed.
+    Only blocks defined in the model's own file and named `*Block`/`*Layer`, and blocks named
+    `*TransformerBlock` imported from another module of `diffusers.models`, are looked at; a model that stacks
+    other imported blocks is not reported, nor is a model that another module of `diffusers/models/` builds (a
+    component such as `TransformerTemporalModel`: `device_map` places the model that contains it). Bases named `*Mixin` are not followed.
 
     Severity is `note`: a missing `_no_split_modules` is a feature gap, not a silent defect. `device_map`
     already refuses such a model with an error that says what is missing, and everything else works.
@@ -131,6 +150,25 @@ class NoSplitModulesMissing(Rule):
             path="diffusers/models/transformers/transformer_foo.py",
             files=_FILES,
         ),
+        Valid(
+            # a component that the UNet blocks build: `device_map` places the UNet, not this model
+            """
+            from ..attention import BasicTransformerBlock
+            from ..modeling_utils import ModelMixin
+
+            class FooTemporalModel(ModelMixin):
+                def __init__(self):
+                    self.transformer_blocks = nn.ModuleList([FooTransformerBlock(), FooTransformerBlock()])
+
+            class FooTransformerBlock(nn.Module):
+                pass
+            """,
+            path="diffusers/models/transformers/transformer_foo_temporal.py",
+            files={
+                **_FILES,
+                "diffusers/models/unets/unet_foo_blocks.py": "class FooDownBlock:\n    def __init__(self):\n        self.temporal = FooTemporalModel(8)\n",
+            },
+        ),
     ]
     INVALID = [
         Invalid(
@@ -176,6 +214,24 @@ class NoSplitModulesMissing(Rule):
                 "other block classes)."
             ),
         ),
+        Invalid(
+            # the block class is shared: it lives in `models/attention.py`
+            """
+            from ..attention import JointTransformerBlock
+            from ..modeling_utils import ModelMixin
+
+            class FooTransformer(ModelMixin):
+                def __init__(self, num_layers=2):
+                    self.transformer_blocks = nn.ModuleList([JointTransformerBlock(dim=64) for _ in range(num_layers)])
+            """,
+            path="diffusers/models/transformers/transformer_foo.py",
+            files=_FILES,
+            message=(
+                "`FooTransformer` stacks `JointTransformerBlock` in an `nn.ModuleList` but declares no "
+                "`_no_split_modules`, so loading it with a `device_map` raises; set "
+                '`_no_split_modules = ["JointTransformerBlock"]` (and its other block classes).'
+            ),
+        ),
     ]
 
     def check(self) -> None:
@@ -183,11 +239,13 @@ class NoSplitModulesMissing(Rule):
         local = {d.name for d in ctx.classes if d.parent is None}
         for definition in model_classes(ctx):
             cls = cst.ensure_type(definition.node, cst.ClassDef)
-            blocks = repeated_blocks(cls, local)
+            blocks = repeated_blocks(cls, local) or imported_transformer_blocks(ctx, cls)
             if not blocks:
                 continue
             declared = inherited_assignment(ctx, ctx.module_name, cls, "_no_split_modules")
             if declared is not None and not (isinstance(declared, cst.Name) and declared.value == "None"):
                 continue
+            if built_by_other_models(ctx, cls.name.value):
+                continue  # a component of bigger models (`TransformerTemporalModel`): `device_map` splits those
             message = self.message.format(model=cls.name.value, block=blocks[0])
             self.report(cls.name, message, symbol="_no_split_modules", scope=definition.qualname)

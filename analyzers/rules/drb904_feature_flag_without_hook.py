@@ -226,12 +226,70 @@ class _Closure:
         return None, full
 
 
+def _set_elsewhere(module: cst.Module) -> bool:
+    """Whether the file assigns `<something other than self>.gradient_checkpointing` outside the old
+    `_set_gradient_checkpointing(self, module, value)` hook (which only runs when checkpointing is toggled)."""
+    hooks = [f for f in walk.nodes(module, cst.FunctionDef) if f.name.value == "_set_gradient_checkpointing"]
+    inside = {id(a) for hook in hooks for a in walk.nodes(hook, cst.Assign)}
+    for assign in walk.nodes(module, cst.Assign):
+        if id(assign) in inside:
+            continue
+        for target in assign.targets:
+            node = target.target
+            if isinstance(node, cst.Attribute) and node.attr.value == ATTR and not _self_attr(node):
+                return True
+    return False
+
+
+def _model_names(ctx: FileContext) -> set[str]:
+    return {d.name for d in model_classes(ctx)}
+
+
+def _hook_convention(ctx: FileContext) -> tuple[str, tuple[str, ...], int] | None:
+    """How the project's `ModelMixin.enable_gradient_checkpointing` calls `_set_gradient_checkpointing`:
+    (the call as written, its keyword names, how many positional arguments it passes), or None when unknown.
+    `self.apply(partial(self._set_gradient_checkpointing, value=True))` passes each module positionally."""
+    located = ctx.project.locate_class(f"{ctx.module_name.partition('.')[0]}.models.modeling_utils", "ModelMixin")
+    if located is None:
+        return None
+    for function in walk.nodes(located[1], cst.FunctionDef):
+        if function.name.value != "enable_gradient_checkpointing":
+            continue
+        for call in walk.nodes(function, cst.Call):
+            if (
+                dotted_name(call.func) == "partial"
+                and call.args
+                and dotted_name(call.args[0].value) == ("self._set_gradient_checkpointing")
+            ):
+                keywords = tuple(a.keyword.value for a in call.args[1:] if a.keyword is not None)
+                return "self.apply(partial(self._set_gradient_checkpointing, value=...))", keywords, 1
+            if dotted_name(call.func) == "self._set_gradient_checkpointing":
+                keywords = tuple(a.keyword.value for a in call.args if a.keyword is not None)
+                positional = sum(1 for a in call.args if a.keyword is None)
+                shown = ", ".join(f"{k}=..." for k in keywords)
+                return f"self._set_gradient_checkpointing({shown})", keywords, positional
+    return None
+
+
+_OLD_MODEL_MIXIN = """
+class ModelMixin(torch.nn.Module):
+    _supports_gradient_checkpointing = False
+
+    def enable_gradient_checkpointing(self):
+        if not self._supports_gradient_checkpointing:
+            raise ValueError(f"{self.__class__.__name__} does not support gradient checkpointing.")
+        self.apply(partial(self._set_gradient_checkpointing, value=True))
+"""
+
+
 class FeatureFlagWithoutHook(Rule):
     """
     ## What it does
     Checks for `ModelMixin` subclasses that set `_supports_gradient_checkpointing = True` while the
-    checkpointing hook is missing: the model reads `self.gradient_checkpointing` but nothing ever sets it;
-    or modules carry the attribute but no module the model builds (in its file or in the
+    checkpointing hook is missing: the model, or a block of its file that it builds, reads
+    `self.gradient_checkpointing` but nothing ever sets it; its override of `_set_gradient_checkpointing` cannot take
+    the arguments `ModelMixin` passes to it (the module then `value=`, before diffusers 0.33; `enable=` and
+    `gradient_checkpointing_func=` since); or modules carry the attribute but no module the model builds (in its file or in the
     `diffusers.models` modules it imports) ever reads `self.gradient_checkpointing`; or no module has the
     attribute at all.
 
@@ -295,6 +353,14 @@ class FeatureFlagWithoutHook(Rule):
         "`{model}` reads `self.gradient_checkpointing` but never sets it, so a forward pass with gradients "
         "enabled raises `AttributeError`; set `self.gradient_checkpointing = False` in `__init__`."
     )
+    message_block_unset = (
+        "`{block}` reads `self.gradient_checkpointing` but never sets it, so a forward pass of `{model}` with "
+        "gradients enabled raises `AttributeError`; set `self.gradient_checkpointing = False` in `{block}.__init__`."
+    )
+    message_signature = (
+        "`{model}._set_gradient_checkpointing` takes `({params})` but `ModelMixin` calls it as `{call}`, so "
+        "`enable_gradient_checkpointing()` raises `TypeError`; give the override the base's parameters."
+    )
     message_unread = (
         "`{model}` sets `_supports_gradient_checkpointing = True` but neither it nor any module it builds reads "
         "`self.gradient_checkpointing`, so `enable_gradient_checkpointing()` silently does nothing; wrap its "
@@ -309,6 +375,29 @@ class FeatureFlagWithoutHook(Rule):
     REQUIRES_ANY = (FLAG,)
 
     VALID = [
+        Valid(
+            # the old hook, written as `ModelMixin` calls it
+            """
+            from ..modeling_utils import ModelMixin
+
+            class FooUNet(ModelMixin):
+                _supports_gradient_checkpointing = True
+
+                def __init__(self):
+                    self.gradient_checkpointing = False
+
+                def _set_gradient_checkpointing(self, module, value=False):
+                    if hasattr(module, "gradient_checkpointing"):
+                        module.gradient_checkpointing = value
+
+                def forward(self, x):
+                    if self.training and self.gradient_checkpointing:
+                        return self._gradient_checkpointing_func(self.block, x)
+                    return self.block(x)
+            """,
+            path="diffusers/models/unets/unet_foo.py",
+            files={"diffusers/models/modeling_utils.py": _OLD_MODEL_MIXIN},
+        ),
         Valid(
             # the usual shape: set in `__init__`, read in `forward`
             """
@@ -464,6 +553,73 @@ class FeatureFlagWithoutHook(Rule):
     ]
     INVALID = [
         Invalid(
+            # the encoder block reads the attribute that nothing gives it
+            """
+            from ..modeling_utils import ModelMixin
+
+            class FooEncoder(nn.Module):
+                def __init__(self):
+                    self.layers = nn.ModuleList([nn.Linear(4, 4)])
+
+                def forward(self, x):
+                    for layer in self.layers:
+                        if torch.is_grad_enabled() and self.gradient_checkpointing:
+                            x = self._gradient_checkpointing_func(layer, x)
+                        else:
+                            x = layer(x)
+                    return x
+
+            class FooDecoder(nn.Module):
+                def __init__(self):
+                    self.gradient_checkpointing = False
+
+                def forward(self, x):
+                    if torch.is_grad_enabled() and self.gradient_checkpointing:
+                        return self._gradient_checkpointing_func(self.proj, x)
+                    return self.proj(x)
+
+            class AutoencoderFoo(ModelMixin):
+                _supports_gradient_checkpointing = True
+
+                def __init__(self):
+                    self.encoder = FooEncoder()
+                    self.decoder = FooDecoder()
+            """,
+            path="diffusers/models/autoencoders/autoencoder_foo.py",
+            message=(
+                "`FooEncoder` reads `self.gradient_checkpointing` but never sets it, so a forward pass of "
+                "`AutoencoderFoo` with gradients enabled raises `AttributeError`; set "
+                "`self.gradient_checkpointing = False` in `FooEncoder.__init__`."
+            ),
+        ),
+        Invalid(
+            # before 0.33 `ModelMixin` applied the hook to every submodule: it must take the module first
+            """
+            from ..modeling_utils import ModelMixin
+
+            class FooUNet(ModelMixin):
+                _supports_gradient_checkpointing = True
+
+                def __init__(self):
+                    self.gradient_checkpointing = False
+
+                def _set_gradient_checkpointing(self, value=False):
+                    self.gradient_checkpointing = value
+
+                def forward(self, x):
+                    if self.training and self.gradient_checkpointing:
+                        return self._gradient_checkpointing_func(self.block, x)
+                    return self.block(x)
+            """,
+            path="diffusers/models/unets/unet_foo.py",
+            files={"diffusers/models/modeling_utils.py": _OLD_MODEL_MIXIN},
+            message=(
+                "`FooUNet._set_gradient_checkpointing` takes `(self, value)` but `ModelMixin` calls it as "
+                "`self.apply(partial(self._set_gradient_checkpointing, value=...))`, so "
+                "`enable_gradient_checkpointing()` raises `TypeError`; give the override the base's parameters."
+            ),
+        ),
+        Invalid(
             # ZImageControlNetModel: read in forward, never set
             """
             from ..modeling_utils import ModelMixin
@@ -565,10 +721,13 @@ class FeatureFlagWithoutHook(Rule):
 
     def check(self) -> None:
         ctx = self.context
+        reported: set[str] = set()
         for definition in model_classes(ctx):
             cls = cst.ensure_type(definition.node, cst.ClassDef)
             if not _is_true(inherited_assignment(ctx, ctx.module_name, cls, FLAG)):
                 continue
+            self._check_signature(definition, cls)
+            self._check_blocks(definition, cls, reported)
             own_reads: list[cst.CSTNode] = []
             own_set = False
             for _, node in ancestry(ctx, ctx.module_name, cls):
@@ -591,6 +750,60 @@ class FeatureFlagWithoutHook(Rule):
             anchor = class_assignment(cls, FLAG) or cls.name
             message = self.message_unread if closure.stored else self.message_absent
             self.report(anchor, message.format(model=name), symbol=FLAG, scope=definition.qualname)
+
+    def _check_blocks(self, definition: Definition, cls: cst.ClassDef, reported: set[str]) -> None:
+        """Blocks of this file the model builds that read `self.gradient_checkpointing` nobody sets."""
+        ctx = self.context
+        if _set_elsewhere(ctx.module):
+            return  # `self.encoder.gradient_checkpointing = False` and the like: the model sets it from outside
+        for block in reachable_classes(ctx, cls):
+            name = block.name.value
+            if block is cls or name in reported or name in _model_names(ctx):
+                continue
+            reads: list[cst.CSTNode] = []
+            stored = False
+            for _, node in ancestry(ctx, ctx.module_name, block):
+                found, set_here = _uses(node)
+                reads += [r for r in found if _self_attr(r)]
+                stored = stored or set_here
+            if not reads or stored:
+                continue
+            inner = next((d for d in ctx.classes if d.node is block), None)
+            if inner is None or self._guarded_or_set_below(inner):
+                continue
+            reported.add(name)
+            message = self.message_block_unset.format(block=name, model=cls.name.value)
+            self.report(reads[0], message, symbol=ATTR, scope=inner.qualname)
+
+    def _check_signature(self, definition: Definition, cls: cst.ClassDef) -> None:
+        """An override of `_set_gradient_checkpointing` that cannot take what `ModelMixin` passes it."""
+        ctx = self.context
+        override = next(
+            (
+                s
+                for s in (cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ())
+                if isinstance(s, cst.FunctionDef) and s.name.value == "_set_gradient_checkpointing"
+            ),
+            None,
+        )
+        if override is None:
+            return
+        convention = _hook_convention(ctx)
+        if convention is None:
+            return
+        call, keywords, positional = convention
+        params = override.params
+        if params.star_kwarg is not None or not isinstance(params.star_arg, cst.MaybeSentinel):
+            return  # `*args` / `**kwargs` take anything
+        names = [p.name.value for p in (*params.posonly_params, *params.params)]
+        kwonly = [p.name.value for p in params.kwonly_params]
+        accepted_positional = len(names) - 1  # after `self`
+        keyword_names = set(names[1 + positional :]) | set(kwonly)
+        if accepted_positional >= positional and set(keywords) <= keyword_names:
+            return
+        shown = ", ".join(names + kwonly)
+        message = self.message_signature.format(model=cls.name.value, params=shown, call=call)
+        self.report(override.name, message, symbol="_set_gradient_checkpointing", scope=definition.qualname)
 
     def _guarded_or_set_below(self, definition: Definition) -> bool:
         """Whether the model tests `hasattr(self, "gradient_checkpointing")`, or a subclass of this file sets it."""

@@ -53,6 +53,22 @@ def _size_modulo(comparison: cst.Comparison) -> tuple[str, cst.BaseExpression] |
     return left.left.value, left.right
 
 
+def _truth_operands(test: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """The operands whose truth the test takes: the test itself, or each side of its `or`/`and` chain."""
+    if isinstance(test, cst.BooleanOperation):
+        return _truth_operands(test.left) + _truth_operands(test.right)
+    return [test]
+
+
+def _bare_size_modulo(operand: cst.BaseExpression) -> tuple[str, cst.BaseExpression] | None:
+    """`height % D` used for its truth (`if height % 8 or width % 8:`) -> ("height", D)."""
+    if not (isinstance(operand, cst.BinaryOperation) and isinstance(operand.operator, cst.Modulo)):
+        return None
+    if not (isinstance(operand.left, cst.Name) and operand.left.value in SIZE_NAMES):
+        return None
+    return operand.left.value, operand.right
+
+
 def _assigned_names(target: cst.BaseExpression) -> set[str]:
     if isinstance(target, cst.Name):
         return {target.value}
@@ -61,12 +77,28 @@ def _assigned_names(target: cst.BaseExpression) -> set[str]:
     return set()
 
 
+def _expression_text(node: cst.BaseExpression) -> str:
+    text = "".join(cst.Module([]).code_for_node(node).split())
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    return text
+
+
+def _same_expression(a: cst.BaseExpression, b: cst.BaseExpression) -> bool:
+    """Whether two expressions are the same code, parentheses and spacing aside."""
+    return _expression_text(a) == _expression_text(b)
+
+
 def _snaps(value: cst.BaseExpression) -> bool:
     """Whether an expression rounds a size onto a grid: `(h // k) * k`, `h - h % k`, a binning helper."""
     for op in walk.nodes(value, cst.BinaryOperation):
+        # `(h // k) * k` puts h back on its grid; `2 * (h // k)` computes a latent size (Flux's packed latents)
+        # and says nothing about the pixel size the caller gets
         if isinstance(op.operator, cst.Multiply) and any(
-            isinstance(side, cst.BinaryOperation) and isinstance(side.operator, cst.FloorDivide)
-            for side in (op.left, op.right)
+            isinstance(side, cst.BinaryOperation)
+            and isinstance(side.operator, cst.FloorDivide)
+            and _same_expression(side.right, other)
+            for side, other in ((op.left, op.right), (op.right, op.left))
         ):
             return True
         if (
@@ -377,7 +409,8 @@ class SizeCheckIgnoresPatchSize(Rule):
                     super().__init__()
 
                 def check_inputs(self, prompt, height, width):
-                    if height % 8 != 0 or width % 8 != 0:
+                    # the truthiness spelling of `height % 8 != 0`
+                    if height % 8 or width % 8:
                         raise ValueError("bad size")
 
                 def __call__(self, prompt, height=None, width=None):
@@ -401,6 +434,12 @@ class SizeCheckIgnoresPatchSize(Rule):
                 @staticmethod
                 def _pack_latents(latents, batch_size, num_channels_latents, height, width):
                     return latents.view(batch_size, num_channels_latents, height // 2, 2, width // 2, 2)
+
+                def prepare_latents(self, batch_size, height, width):
+                    # a latent size, not a pixel size put back on a grid
+                    height = 2 * (int(height) // self.vae_scale_factor)
+                    width = 2 * (int(width) // self.vae_scale_factor)
+                    return self._pack_latents(torch.randn(batch_size, 16, height, width), batch_size, 16, height, width)
             """,
             message=(
                 "`check_inputs` only requires `height`/`width` to be divisible by `self.vae_scale_factor`, "
@@ -465,8 +504,9 @@ class SizeCheckIgnoresPatchSize(Rule):
             sizes: list[str] = []
             divisor: str | None = None
             strong = False
-            for comparison in _comparisons(statement.test):
-                parsed = _size_modulo(comparison)
+            checks = [_size_modulo(comparison) for comparison in _comparisons(statement.test)]
+            checks += [_bare_size_modulo(operand) for operand in _truth_operands(statement.test)]
+            for parsed in checks:
                 if parsed is None:
                     continue
                 name, right = parsed

@@ -25,7 +25,7 @@ def _method_chain(value: cst.BaseExpression) -> tuple[cst.BaseExpression, list[c
     """(base, calls) of `base.a(...).b(...)`, calls innermost first."""
     chain: list[cst.Call] = []
     node = value
-    while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+    while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and call_name(node) not in CONCATENATE:
         chain.append(node)
         node = node.func.value
     return node, list(reversed(chain))
@@ -51,10 +51,11 @@ def _concatenated(value: cst.BaseExpression) -> list[cst.BaseExpression] | None:
     return [e.value for e in elements]
 
 
-def _tiling_repeat(value: cst.BaseExpression, tensor: str) -> str | None:
-    """The per-prompt count of `tensor[...].repeat(<count>, ...)`, when the count multiplies the batch dimension."""
+def _tiling_repeat(value: cst.BaseExpression, tensor: str | None) -> str | None:
+    """The per-prompt count of `tensor[...].repeat(<count>, ...)`, when the count multiplies the batch dimension
+    (`tensor` None: of any base, as in `torch.cat([a, b]).repeat(<count>, 1)`)."""
     base, chain = _method_chain(value)
-    if not (isinstance(base, cst.Name) and base.value == tensor):
+    if tensor is not None and not (isinstance(base, cst.Name) and base.value == tensor):
         return None
     for call in chain:
         method = _method(call)
@@ -127,8 +128,9 @@ class GuidanceBatchTiledByRepeat(Rule):
     ```
 
     ## Known problems
-    The concatenation and the repeat are matched by name within one function, in source order; a repeat in
-    another function, or through another name, is not seen. Concatenations of a tensor with copies of
+    The concatenation and the repeat are matched within one function, in source order, through the name the
+    concatenation is bound to or in one chained expression; a repeat in another function, or after the tensor
+    went through another call, is not seen. Concatenations of a tensor with copies of
     itself (`torch.cat([ids, ids])`, `torch.cat([ids, ids.repeat(k, 1)])`) are left alone: tiling identical
     rows changes nothing.
 
@@ -226,6 +228,23 @@ class GuidanceBatchTiledByRepeat(Rule):
                     return self.unet(latents, added_cond_kwargs={"time_ids": time_ids})
             """
         ),
+        # the concatenation repeated in one expression
+        Invalid(
+            """
+            def condition(self, style, negative_style, num_images_per_prompt):
+                style_batch = torch.cat([negative_style, style], dim=0).repeat(num_images_per_prompt, 1)
+                return style_batch
+            """
+        ),
+        # repeated under another name
+        Invalid(
+            """
+            def condition(self, style, negative_style, num_images_per_prompt):
+                both = torch.concat((negative_style, style))
+                style_batch = both.repeat(num_images_per_prompt, 1)
+                return style_batch
+            """
+        ),
     ]
 
     def check(self) -> None:
@@ -247,10 +266,19 @@ class GuidanceBatchTiledByRepeat(Rule):
         latest: dict[str, cst.Assign] = {}
         for assign in assigns:
             target = cst.ensure_type(assign.targets[0].target, cst.Name).value
-            previous = latest.get(target)
+            base, _ = _method_chain(assign.value)
+            # the repeated tensor: a name bound to the concatenation (under this or another name), or the
+            # concatenation itself (`torch.cat([negative, ids]).repeat(n, 1)`)
+            repeated = base.value if isinstance(base, cst.Name) else None
+            previous = latest.get(repeated) if repeated is not None else None
             if previous is not None:
                 parts = _concatenated(previous.value)
-                per_prompt = _tiling_repeat(assign.value, target)
+                per_prompt = _tiling_repeat(assign.value, repeated)
+            elif base is not assign.value:
+                parts, per_prompt, previous = _concatenated(base), _tiling_repeat(assign.value, None), assign
+            else:
+                parts = per_prompt = None
+            if previous is not None:
                 if (
                     parts is not None
                     and per_prompt is not None
@@ -260,7 +288,11 @@ class GuidanceBatchTiledByRepeat(Rule):
                     first, second = (self._label(p) for p in parts[:2])
                     names = " and ".join(self._label(p) for p in parts)
                     message = self.message.format(
-                        tensor=target, per_prompt=per_prompt, parts=names, first=first, second=second
+                        tensor=repeated or target,
+                        per_prompt=per_prompt,
+                        parts=names,
+                        first=first,
+                        second=second,
                     )
                     self.report(assign, message, symbol=target, scope=scope)
             latest[target] = assign

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import libcst as cst
 
 from analyzers import walk
@@ -43,7 +45,9 @@ class Float32TensorReachesVae(Rule):
 
     ## Known problems
     Only a literal `torch.float32` passed as `dtype` (by keyword or position) is followed, and only direct
-    `self.vae.encode(...)`/`self.vae.decode(...)` calls. Any `.to(...)` of the function whose arguments mention
+    `self.vae.encode(...)`/`self.vae.decode(...)` calls. A `__call__` that feeds the latents to another network
+    outside its loops (`upsampled = self.latent_upsampler(latents)`) is left alone: what it decodes then comes in
+    that network's dtype, which is the VAE's unless the user loaded the two in different dtypes. Any `.to(...)` of the function whose arguments mention
     the VAE (`self.vae.dtype`, `vae_dtype`, `next(self.vae.parameters()).dtype`) counts as the cast, wherever
     it is.
 
@@ -69,6 +73,21 @@ class Float32TensorReachesVae(Rule):
     PATHS = ("/pipelines/",)
 
     VALID = [
+        # the latents go through another network before the VAE and come out in its dtype
+        Valid(
+            """
+            import torch
+
+            class LatentUpsamplePipeline(DiffusionPipeline):
+                def __call__(self, video, generator=None):
+                    device = self._execution_device
+                    latents = self.prepare_latents(video=video, dtype=torch.float32, device=device, generator=generator)
+                    latents = latents.to(self.latent_upsampler.dtype)
+                    upsampled = self.latent_upsampler(latents)
+                    latents = self.tone_map(upsampled)
+                    return self.vae.decode(latents, return_dict=False)[0]
+            """
+        ),
         Valid(
             """
             import torch
@@ -159,7 +178,7 @@ class Float32TensorReachesVae(Rule):
             call = methods.get("__call__")
             if call is None:
                 continue
-            if self._prepares_float32(call) and not self._casts_to_vae(call):
+            if self._prepares_float32(call) and not self._casts_to_vae(call) and not self._refined(call, methods):
                 for decode in walk.own_nodes(call, cst.Call):
                     if call_name(decode) == "self.vae.decode" and decode.args and self._reads_latents(decode):
                         self.report(decode, self.message_decode, symbol="latents", scope=f"{cls.qualname}.__call__")
@@ -167,6 +186,25 @@ class Float32TensorReachesVae(Rule):
             for name, method in methods.items():
                 if name != "__call__" and self._called_with_float32(call, name, method):
                     self._check_encode(f"{cls.qualname}.{name}", method)
+
+    @staticmethod
+    def _refined(call: cst.FunctionDef, methods: Mapping[str, cst.FunctionDef]) -> bool:
+        """Whether `__call__` feeds the latents to another network outside its loops
+        (`upsampled = self.latent_upsampler(latents)`): what reaches the VAE then has that network's dtype."""
+        loops = [*walk.own_nodes(call, cst.For), *walk.own_nodes(call, cst.While)]
+        looped = {id(n) for loop in loops for n in walk.walk(loop)}
+        for assign in walk.own_nodes(call, cst.Assign):
+            value = assign.value
+            name = call_name(value) if isinstance(value, cst.Call) else None
+            if id(assign) in looped or not name or not name.startswith("self.") or name.count(".") != 1:
+                continue
+            component = name.split(".", 1)[1]
+            if component in methods or component in ("vae", "scheduler"):
+                continue
+            value = cst.ensure_type(value, cst.Call)
+            if any(isinstance(arg.value, cst.Name) and arg.value.value == "latents" for arg in value.args):
+                return True
+        return False
 
     def _prepares_float32(self, call: cst.FunctionDef) -> bool:
         """`latents = self.prepare_latents(..., torch.float32, ...)` (positional or `dtype=`)."""

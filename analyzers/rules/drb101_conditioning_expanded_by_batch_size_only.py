@@ -139,8 +139,7 @@ class ConditioningExpandedByBatchSizeOnly(Rule):
     image_embeds = self.encode_image(image, device)
     image_embeds = image_embeds.repeat(batch_size, 1, 1)
     latents = self.prepare_latents(batch_size * num_videos_per_prompt, ...)
-    noise_pred = self.transformer(latents, encoder_hidden_states=prompt_embeds,
-                                  encoder_hidden_states_image=image_embeds)
+    noise_pred = self.transformer(latents, encoder_hidden_states=prompt_embeds, encoder_hidden_states_image=image_embeds)
     ```
 
     Use instead:

@@ -57,6 +57,7 @@ class ParallelArgumentsZippedUnchecked(Rule):
         if len(boxes) != len(phrases):
             raise ValueError("`boxes` and `phrases` must have the same length")
 
+
     def encode_grounding(self, phrases, images):
         return [self.encode(p, i) for p, i in zip(phrases, images)]
     ```

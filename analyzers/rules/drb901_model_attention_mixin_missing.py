@@ -76,8 +76,7 @@ class ModelAttentionMixinMissing(Rule):
 
     Use instead:
     ```python
-    class BriaTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin):
-        ...
+    class BriaTransformer2DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin, AttentionMixin): ...
     ```
 
     ## Known problems

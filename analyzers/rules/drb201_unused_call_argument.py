@@ -45,11 +45,26 @@ def _only_callback_locals(function: cst.FunctionDef) -> bool:
     return all(id(c) in subscripted for c in locals_calls)
 
 
+def _reads_by_name(function: cst.FunctionDef) -> bool:
+    """Whether `function` may read its arguments by name at run time (`locals()`, `vars()`)."""
+    return bool({"locals", "vars"} & {n.value for n in names_read(function.body)})
+
+
+def _acknowledged(function: cst.FunctionDef) -> set[str]:
+    """Names that a `deprecate(...)` or warning call in `function` reads: arguments ignored on purpose."""
+    found: set[str] = set()
+    for call in calls(function.body):
+        if (call_name(call) or "") in ACKNOWLEDGING_CALLS:
+            found |= {n.value for n in names_read(call)}
+    return found
+
+
 class UnusedCallArgument(Rule):
     """
     ## What it does
     Checks for pipeline `__call__` arguments that the body never reads, or reads only to pass them
-    to `check_inputs`.
+    to `check_inputs`, or only hands on to a helper of the class (`self.encode_prompt(...,
+    max_sequence_length=max_sequence_length)`) whose matching parameter is never read.
 
     ## Why is this bad?
     The argument is accepted, documented and perhaps validated, and then silently ignored: the user
@@ -78,17 +93,23 @@ class UnusedCallArgument(Rule):
     An argument read only through `locals()` is not seen: the rule takes the step-callback idiom
     `locals()[k]` to read the names of `_callback_tensor_inputs`, and stays silent on any other use of
     `locals()` or `vars()`. An argument that a `deprecate(...)` call or a warning names is taken as
-    deliberately ignored.
+    deliberately ignored. A helper is followed only when `__call__` passes the argument as `name=name`
+    to a method of the same class, and only when `__call__` uses the argument nowhere else.
 
     ## References
     - huggingface/diffusers#13656, pattern 2
     - huggingface/diffusers#13598 (LLaDA2 `block_length` not passed to the scheduler)
+    - huggingface/diffusers#13379 (QwenImage ControlNet `encode_prompt` ignored `max_sequence_length`)
     """
 
     code = "DRB201"
     pattern = 2
     severity = "error"
     message = "`{arg}` is accepted by `__call__` but never read; pass it on where it takes effect, or deprecate it."
+    message_forwarded = (
+        "`{arg}` is passed to `{method}` by `__call__` but `{method}` never reads it, so the caller's value has no "
+        "effect; use it in `{method}`, or stop passing it."
+    )
     message_validated = (
         "`{arg}` is only passed to `check_inputs` and never affects generation; pass it on where it takes "
         "effect, or deprecate it."
@@ -142,6 +163,19 @@ class UnusedCallArgument(Rule):
                     return latents
             """
         ),
+        Valid(
+            # the helper ignores `generator`, but `__call__` uses it itself
+            """
+            class MyPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, generator=None):
+                    return torch.zeros(shape)
+
+                def __call__(self, prompt, generator=None):
+                    latents = self.prepare_latents((1, 4), generator=generator)
+                    noise = randn_tensor(latents.shape, generator=generator)
+                    return self.run(prompt, latents + noise)
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -191,6 +225,25 @@ class UnusedCallArgument(Rule):
                     return self.run(prompt)
             """
         ),
+        Invalid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def encode_prompt(self, prompt, num_images_per_prompt=1, max_sequence_length=256):
+                    embeds = self.text_encoder(self.tokenizer(prompt))
+                    return embeds.repeat(num_images_per_prompt, 1, 1)
+
+                def __call__(self, prompt, num_images_per_prompt=1, max_sequence_length=256):
+                    self.check_inputs(prompt, max_sequence_length=max_sequence_length)
+                    embeds = self.encode_prompt(
+                        prompt, num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length
+                    )
+                    return self.run(embeds)
+            """,
+            message=(
+                "`max_sequence_length` is passed to `encode_prompt` by `__call__` but `encode_prompt` never reads "
+                "it, so the caller's value has no effect; use it in `encode_prompt`, or stop passing it."
+            ),
+        ),
     ]
 
     def check(self) -> None:
@@ -198,6 +251,53 @@ class UnusedCallArgument(Rule):
             self._check_call(
                 f"{cls.qualname}.__call__", method, callback_tensor_inputs(cst.ensure_type(cls.node, cst.ClassDef))
             )
+            self._check_helpers(cls.qualname, method, self.context.methods(cls))
+
+    def _check_helpers(self, owner: str, call_method: cst.FunctionDef, methods: dict[str, cst.FunctionDef]) -> None:
+        """Report a helper parameter that `__call__` fills with one of its own arguments and the helper never reads:
+        `self.encode_prompt(..., max_sequence_length=max_sequence_length)` into an `encode_prompt` that drops it."""
+        own = {p.name.value for p in parameters(call_method)}
+        forwarded: dict[str, set[str]] = {}
+        for call in calls(call_method.body):
+            func = call.func
+            if not (
+                isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and func.value.value == "self"
+            ):
+                continue
+            name = func.attr.value
+            if name == "__call__" or name.endswith("check_inputs") or name not in methods:
+                continue
+            for given in call.args:
+                # only `name=name`: the caller's own argument handed on under its own name
+                if (
+                    given.keyword is not None
+                    and isinstance(given.value, cst.Name)
+                    and given.value.value == given.keyword.value
+                    and given.keyword.value in own
+                ):
+                    forwarded.setdefault(name, set()).add(given.keyword.value)
+        dropped: dict[str, list[tuple[str, cst.Param]]] = {}  # argument -> the helpers that ignore it
+        for name, args in sorted(forwarded.items()):
+            helper = methods[name]
+            if isinstance(helper.params.star_kwarg, cst.Param) or _reads_by_name(helper):
+                continue
+            read = {n.value for n in names_read(helper.body)} | _acknowledged(helper)
+            for param in parameters(helper):
+                if param.name.value in args and param.name.value not in read:
+                    dropped.setdefault(param.name.value, []).append((name, param))
+        for arg, helpers in sorted(dropped.items()):
+            ignoring = {name for name, _ in helpers}
+
+            def skip(call: cst.Call, ignoring: set[str] = ignoring) -> bool:
+                name = call_name(call) or ""
+                return name.endswith("check_inputs") or name.removeprefix("self.") in ignoring
+
+            # silent when `__call__` also uses the argument elsewhere: the caller's value takes effect there
+            if any(n.value == arg for n in names_read_outside(call_method.body, skip)):
+                continue
+            for name, param in helpers:
+                message = self.message_forwarded.format(arg=arg, method=name)
+                self.report(param, message, symbol=arg, scope=f"{owner}.{name}")
 
     def _check_call(self, scope: str, function: cst.FunctionDef, by_name: set[str]) -> None:
         read_names = {name.value for name in names_read(function.body)}

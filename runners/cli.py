@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Mapping
+from pathlib import Path
 
 
 def quiet() -> None:
@@ -27,18 +29,33 @@ def usage_error(message: str) -> int:
 
 def main(args) -> int:
     from runners.contracts import all_contracts
-    from runners.tiny import factories
 
+    source = getattr(args, "source", None)
     # names are checked before torch loads: a typo must not become a table of skipped or error rows
-    known = factories()
-    unknown = [name for name in args.pipelines if name not in known]
-    if unknown:
-        return usage_error(f"no tiny pipeline {', '.join(unknown)}; drbot has {', '.join(known)}")
+    if source is not None:
+        from runners.checkout import index as test_index
+        from runners.checkout import is_checkout
+
+        if not is_checkout(Path(source)):
+            return usage_error(f"--source {source} is not a diffusers checkout (no src/diffusers or tests/pipelines)")
+        known: Mapping[str, object] = test_index(Path(source))
+        unknown = [name for name in args.pipelines if name not in known]
+        if unknown:
+            return usage_error(f"no fast test class for {', '.join(unknown)} in {source}/tests/pipelines")
+    else:
+        from runners.tiny import factories
+
+        known = factories()
+        unknown = [name for name in args.pipelines if name not in known]
+        if unknown:
+            return usage_error(f"no tiny pipeline {', '.join(unknown)}; drbot has {', '.join(known)}")
     contracts = [c.code for c in all_contracts()]
     codes = [c.strip().upper() for part in (args.contract or []) for c in part.split(",") if c.strip()]
     unknown = [code for code in codes if code not in contracts]
     if unknown:
         return usage_error(f"no contract {', '.join(unknown)}; the contracts are {', '.join(contracts)}")
+    if source is not None:
+        return report(checkout_results(args, Path(source), args.pipelines or list(known), codes), args)
     import torch
 
     quiet()
@@ -52,14 +69,51 @@ def main(args) -> int:
     from runners.suite import run_suite
 
     pipelines = args.pipelines or list(known)
+    results = run_suite(pipelines, codes or None, args.device, args.dtype, progress(args), offload=args.offload)
+    return report(results, args)
 
-    def progress(result) -> None:
+
+def progress(args):
+    def show(result) -> None:
         if args.format == "text":
             message = f"  {result.message}" if result.message else ""
             print(f"{result.pipeline:40} {result.contract}  P{result.pattern:<2} {result.outcome:7} "
                   f"{result.duration_s:6.2f}s{message}", flush=True)  # fmt: skip
 
-    results = run_suite(pipelines, codes or None, args.device, args.dtype, progress, offload=args.offload)
+    return show
+
+
+def checkout_results(args, source: Path, pipelines: list[str], codes: list[str]):
+    """The contracts on pipelines built from the checkout's fast tests, in a worker subprocess; a pipeline that could
+    not be built gets an `error` row per contract, one without a stand-in for a checkpoint it loads `skipped` rows."""
+    from runners.checkout import stream
+    from runners.contracts import all_contracts
+    from runners.suite import ContractResult
+
+    contracts = [c for c in all_contracts() if not codes or c.code in set(codes)]
+    show, results, seen = progress(args), [], set()
+    events = stream(source, pipelines, codes or None, args.device, args.dtype, args.offload, args.threads)
+    for event in events:
+        if event["event"] == "result":
+            result = ContractResult(**{k: v for k, v in event.items() if k != "event"})
+            seen.add((result.pipeline, result.contract))
+        elif event["event"] == "pipeline" and event["status"] != "built":
+            outcome = "skipped" if event["status"] in ("no-standin", "no-test", "test-skipped") else "error"
+            for contract in contracts:
+                if (event["pipeline"], contract.code) not in seen:
+                    message = f"{event['status']}: {event['message']}"
+                    result = ContractResult(event["pipeline"], contract.code, contract.pattern, outcome, message, 0.0)
+                    results.append(result)
+                    show(result)
+            continue
+        else:
+            continue
+        results.append(result)
+        show(result)
+    return results
+
+
+def report(results, args) -> int:
     if args.format == "json":
         json.dump({"results": [r.to_dict() for r in results]}, sys.stdout, indent=2)
         print()

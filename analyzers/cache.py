@@ -10,7 +10,7 @@ entry or group) is a miss, and the file is analysed again.
 
 Key: the rule set's version (a digest over every file of the `analyzers` package, so any change to a rule, a matcher
 or the engine changes it, plus drbot's, libcst's and Python's versions), the selected rule codes, the file's path
-(findings and fingerprints carry it) and a digest of its text.
+(findings and fingerprints carry it), a digest of its text, and whether deprecated code is included.
 
 Entries are JSON (never pickle: nothing read back runs), written to a temporary file and renamed into place, so the
 worker processes of a scan or a review read and write the cache at once without locks: a reader sees a whole entry
@@ -170,7 +170,7 @@ class ResultCache:
         rules = all_rules() if rules is None else list(rules)
         if (is_frozen(path) and not include_frozen) or not self.usable():
             return analyze_file(path, source, project=project, rules=rules, include_frozen=include_frozen), False
-        key = self.key(path, source, rules)
+        key = self.key(path, source, rules, include_frozen)
         cached = self._lookup(key, path, project)
         if cached is not None:
             STATS.hits += 1
@@ -183,8 +183,11 @@ class ResultCache:
             self._store(key, path, result.findings, project, reads)
         return result, False
 
-    def key(self, path: str, source: str, rules: Iterable[type[Rule]]) -> str:
-        return _hash([FORMAT, self.version, sorted(rule.code for rule in rules), path, text_digest(source)])
+    def key(self, path: str, source: str, rules: Iterable[type[Rule]], include_frozen: bool = False) -> str:
+        """The entry of this text at this path under these rules; `include_frozen` keeps the findings of classes
+        deprecated in place, so it is part of the key."""
+        codes = sorted(rule.code for rule in rules)
+        return _hash([FORMAT, self.version, codes, path, text_digest(source), include_frozen])
 
     def _entry_path(self, key: str) -> Path:
         return Path(self.directory, "entries", key[:2], f"{key}.json")

@@ -33,6 +33,29 @@ def text_digest(text: str | None) -> str | None:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+#: parses shared by every view of a process, by the digest of the text parsed: a module unchanged between two
+#: revisions (the base and head of a review, one head and the next) is parsed once. libcst trees are immutable, so
+#: sharing one between views is safe; few are kept, since a parse of a large module takes tens of megabytes
+_SHARED_PARSES: OrderedDict[str, cst.Module | None] = OrderedDict()
+SHARED_PARSES_KEPT = 24
+
+
+def parse_shared(text: str) -> cst.Module | None:
+    """`cst.parse_module(text)` (None when it does not parse), answered from the process's recent parses."""
+    key = text_digest(text) or ""
+    if key in _SHARED_PARSES:
+        _SHARED_PARSES.move_to_end(key)
+        return _SHARED_PARSES[key]
+    try:
+        module: cst.Module | None = cst.parse_module(text)
+    except (cst.ParserSyntaxError, RecursionError):
+        module = None
+    _SHARED_PARSES[key] = module
+    while len(_SHARED_PARSES) > SHARED_PARSES_KEPT:
+        _SHARED_PARSES.popitem(last=False)
+    return module
+
+
 class Project:
     """A read-only view of the scanned tree that loads sibling modules by dotted name, lazily and cached.
 
@@ -195,10 +218,7 @@ class Project:
             if path is None:
                 return None
             self._packages[dotted] = path.endswith("__init__.py")
-            try:
-                return cst.parse_module(self.source(path) or "")
-            except (cst.ParserSyntaxError, RecursionError):
-                return None
+            return parse_shared(self.source(path) or "")
 
         return self._cached(self._modules, dotted, load)
 

@@ -61,18 +61,88 @@ def walk(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
     Field order is source order except in a few nodes (a `def`'s return annotation comes after its body,
     `a if b else c` yields `b` first); rules that need exact order compare positions.
     """
+    span = _SPAN.get(id(root))
+    if span is not None and _ORDER[span[0]] is root:
+        yield from _ORDER[span[0] : span[1]]
+        return
+    yield from _walk(root)
+
+
+def _walk(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
     stack = [root]
+    is_node = _IS_NODE
     while stack:
         node = stack.pop()
         yield node
         children = []
         for name in _fields(type(node)):
             value = getattr(node, name)
-            if isinstance(value, cst.CSTNode):
+            kind = type(value)
+            if kind is tuple or kind is list:
+                for item in value:
+                    item_kind = type(item)
+                    node_kind = is_node.get(item_kind)
+                    if node_kind is None:
+                        node_kind = is_node[item_kind] = issubclass(item_kind, cst.CSTNode)
+                    if node_kind:
+                        children.append(item)
+                continue
+            node_kind = is_node.get(kind)
+            if node_kind is None:
+                node_kind = is_node[kind] = issubclass(kind, cst.CSTNode)
+            if node_kind:
                 children.append(value)
-            elif isinstance(value, (list, tuple)):
-                children.extend(item for item in value if isinstance(item, cst.CSTNode))
         stack.extend(reversed(children))
+
+
+#: type -> whether it is a libcst node: `isinstance` against libcst's abstract base classes goes through
+#: `ABCMeta.__instancecheck__` on every call, the most expensive step of a walk; an exact-type lookup is not
+_IS_NODE: dict[type, bool] = {}
+#: the file being analysed in `walk` order, and each of its nodes' [start, end) in it (`prepare`)
+_ORDER: list[cst.CSTNode] = []
+_SPAN: dict[int, tuple[int, int]] = {}
+
+
+def prepare(module: cst.Module) -> None:
+    """Walk the file being analysed once, in `walk`'s order, and remember where each node's subtree starts and
+    ends in that order: a later `walk` or `index` of any node of the file is then a slice of one list, not a walk
+    over dataclass fields. Forgotten by `clear()`."""
+    clear()
+    order: list[cst.CSTNode] = []
+    span: dict[int, tuple[int, int]] = {}
+    starts: list[int] = []
+    stack: list[cst.CSTNode | None] = [module]
+    is_node = _IS_NODE
+    while stack:
+        node = stack.pop()
+        if node is None:  # the end of the subtree opened last
+            opened = order[starts[-1]]
+            span[id(opened)] = (starts.pop(), len(order))
+            continue
+        starts.append(len(order))
+        order.append(node)
+        stack.append(None)
+        children: list[cst.CSTNode] = []
+        for name in _fields(type(node)):
+            value = getattr(node, name)
+            kind = type(value)
+            if kind is tuple or kind is list:
+                for item in value:
+                    item_kind = type(item)
+                    node_kind = is_node.get(item_kind)
+                    if node_kind is None:
+                        node_kind = is_node[item_kind] = issubclass(item_kind, cst.CSTNode)
+                    if node_kind:
+                        children.append(item)
+                continue
+            node_kind = is_node.get(kind)
+            if node_kind is None:
+                node_kind = is_node[kind] = issubclass(kind, cst.CSTNode)
+            if node_kind:
+                children.append(value)
+        stack.extend(reversed(children))
+    _ORDER[:] = order
+    _SPAN.update(span)
 
 
 def index(root: cst.CSTNode) -> dict[type, list[cst.CSTNode]]:
@@ -108,6 +178,8 @@ def clear() -> None:
     """Forget cached walks; the engine calls this after each file."""
     _CACHE.clear()
     _OWN.clear()
+    _ORDER.clear()
+    _SPAN.clear()
 
 
 _SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)

@@ -45,6 +45,7 @@ class PullState:
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, repo: str, number: int) -> None:
         self.redis, self.key = redis, keys.pr(repo, number)
+        self.labels_key = keys.labels(repo)  # the repository's labels drbot knows exist (`apply_labels`)
 
     async def get(self, field: str) -> str | None:
         value = await self.redis.hget(self.key, field)
@@ -277,11 +278,38 @@ async def current_labels(gh, repo: str, number: int, state: PullState) -> tuple[
     return present, ours
 
 
-async def apply_labels(gh, repo: str, number: int, state: PullState, changes: LabelChanges) -> None:
-    for label in changes.add:
+#: how long drbot trusts that a label it made sure of still exists (a deleted one is recreated on a failed add)
+LABELS_TTL_S = 7 * 24 * 3600
+
+
+async def _ensure_labels(gh, repo: str, state: PullState, labels: Iterable[Label], known: set[str]) -> None:
+    """Make sure each label exists in the repository, asking GitHub only about those not already known to; remember
+    the ones made sure of, per repository."""
+    for label in labels:
+        if label.name in known:
+            continue
         await ensure_label(gh, repo, label.name, label.colour, label.description)
+        await state.redis.sadd(state.labels_key, label.name)
+        known.add(label.name)
+    await state.redis.expire(state.labels_key, LABELS_TTL_S)
+
+
+async def apply_labels(gh, repo: str, number: int, state: PullState, changes: LabelChanges) -> None:
+    """Add and remove a PR's labels. drbot's labels are created once per repository: a label it made sure of before
+    is added without asking, and only an add GitHub refuses (404 or 422: the label was deleted meanwhile) makes it
+    create them again."""
     if changes.add:
-        await gh.post(f"/repos/{repo}/issues/{number}/labels", data={"labels": [label.name for label in changes.add]})
+        known = {as_text(name) for name in await state.redis.smembers(state.labels_key)}
+        await _ensure_labels(gh, repo, state, changes.add, known)
+        names = [label.name for label in changes.add]
+        try:
+            await gh.post(f"/repos/{repo}/issues/{number}/labels", data={"labels": names})
+        except BadRequest as error:
+            if error.status_code.value not in (404, 422):
+                raise
+            await state.redis.srem(state.labels_key, *names)
+            await _ensure_labels(gh, repo, state, changes.add, set())
+            await gh.post(f"/repos/{repo}/issues/{number}/labels", data={"labels": names})
     for name in changes.remove:
         try:
             await gh.delete(f"/repos/{repo}/issues/{number}/labels/{{name}}", url_vars={"name": name})

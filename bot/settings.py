@@ -99,6 +99,10 @@ class Settings:
     max_tarball_bytes: int = 256 << 20
     max_extract_bytes: int = 1 << 30
     max_extract_files: int = 100_000
+    #: keep each merge base unpacked between reviews and build heads on it from the blobs they change (off: two
+    #: tarballs per review, the old way), and the bytes those bases may take on disk (least recently used go first)
+    review_state: bool = True
+    max_bases_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +159,8 @@ class Settings:
             max_tarball_bytes=number("DRBOT_MAX_TARBALL_BYTES", cls.max_tarball_bytes),
             max_extract_bytes=number("DRBOT_MAX_EXTRACT_BYTES", cls.max_extract_bytes),
             max_extract_files=number("DRBOT_MAX_EXTRACT_FILES", cls.max_extract_files),
+            review_state=(env.get("DRBOT_REVIEW_STATE") or "1").lower() not in ("0", "false", "no", "off"),
+            max_bases_bytes=number("DRBOT_MAX_BASES_BYTES", cls.max_bases_bytes),
         )
 
     def __repr__(self) -> str:

@@ -3,17 +3,22 @@ group, claims and a dead-letter stream), the contract-job queue, the slash-comma
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
+import uuid
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from common.streams import Entry, Poison, StreamConsumer, as_text, connect  # noqa: F401 - connect is bot.store's API too
 
+
+log = logging.getLogger("drbot.store")
 
 EVENTS_GROUP = "bot"
 #: how long a handled command's guard and a queued job's record live (DESIGN §5: as long as a delivery id is
@@ -53,6 +58,10 @@ class Keys:
     def pr(self, repo: str, number: int) -> str:
         return f"{self.prefix}pr:{repo}:{number}"
 
+    def pr_lock(self, repo: str, number: int) -> str:
+        """Held while an event of the pull request is handled, by whichever worker process handles it."""
+        return f"{self.prefix}prlock:{repo}:{number}"
+
     def known(self, repo: str) -> str:
         return f"{self.prefix}known:{repo}"
 
@@ -85,6 +94,10 @@ class Keys:
         """Where runner `runner` writes its result of a job; its Redis ACL user may write under
         `runner:{runner}:` only, so a result read from here comes from that runner (runners.worker.RunnerKeys)."""
         return f"{self.prefix}runner:{runner}:result:{job_id}"
+
+    def labels(self, repo: str) -> str:
+        """The labels drbot made sure exist in a repository (created once per repository, not per pull request)."""
+        return f"{self.prefix}labels:{repo}"
 
     def trees(self, repo: str, tree_sha: str) -> str:
         """Open PRs whose head has this tree (identical-tree duplicates)."""
@@ -295,3 +308,44 @@ class RateCounter:
         if count == 1:
             await self.redis.expire(key, self.window_s)
         return count
+
+
+# Release or extend the lock only while it is still this holder's (its lease may have run out and passed on).
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+
+
+class PullLock:
+    """`prlock:{repo}:{n}`: the events of one pull request are handled one at a time, across every worker process
+    and consumer. Two reviews of one head at once would each find no check run, summary or review yet and each post
+    one; handled in turn, the second finds what the first posted and edits it.
+
+    The lock is a lease, renewed while its holder works: a holder that dies frees it after `lease_ms`.
+    """
+
+    def __init__(self, redis: aioredis.Redis, key: str, *, lease_ms: int = 60_000, poll_s: float = 0.1) -> None:
+        self.redis, self.key, self.lease_ms, self.poll_s = redis, key, lease_ms, poll_s
+        self.token = uuid.uuid4().hex
+        self._renewal: asyncio.Task | None = None
+
+    async def __aenter__(self) -> PullLock:
+        while not await self.redis.set(self.key, self.token, nx=True, px=self.lease_ms):
+            await asyncio.sleep(self.poll_s)
+        self._renewal = asyncio.create_task(self._renew())
+        return self
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
+            try:
+                await self.redis.eval(_EXTEND, 1, self.key, self.token, self.lease_ms)
+            except (RedisError, OSError) as error:
+                log.warning("renewing %s failed: %s", self.key, type(error).__name__)
+
+    async def __aexit__(self, *exc) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+        try:
+            await self.redis.eval(_RELEASE, 1, self.key, self.token)
+        except (RedisError, OSError) as error:  # the lease runs out by itself
+            log.warning("releasing %s failed: %s", self.key, type(error).__name__)

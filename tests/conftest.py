@@ -64,6 +64,10 @@ def pytest_configure(config):
     # the end, never the user's ~/.cache/drbot (subprocesses inherit the variable)
     _CACHE_DIR[:] = [tempfile.mkdtemp(prefix="drbot-test-cache-")]
     os.environ["DRBOT_CACHE_DIR"] = _CACHE_DIR[0]
+    # the App keeps merge bases and scratch files under its workdir: the suite's servers use one of their own (each
+    # in-process harness a fresh directory under it), never the system temp dir's `drbot-bases/`
+    _CACHE_DIR.append(tempfile.mkdtemp(prefix="drbot-test-work-"))
+    os.environ["DRBOT_WORKDIR"] = _CACHE_DIR[1]
 
 
 _CACHE_DIR: list[str] = []

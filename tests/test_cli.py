@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -34,7 +35,12 @@ def drbot(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> su
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **(env or {})},
+        env={
+            "PYTHONPATH": str(ROOT),
+            "PATH": "/usr/bin:/bin",
+            "DRBOT_CACHE_DIR": os.environ["DRBOT_CACHE_DIR"],
+            **(env or {}),
+        },
     )
 
 
@@ -136,7 +142,7 @@ def test_analyzers_and_drbot_analyze_import_nothing_forbidden(package):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "DRBOT_CACHE_DIR": os.environ["DRBOT_CACHE_DIR"]},
     )
     assert "LOADED []" in result.stderr, result.stderr
 
@@ -184,6 +190,23 @@ def test_deprecated_pipelines_are_skipped_unless_asked(package):
     assert [f["path"] for f in included["findings"]] == ["diffusers/pipelines/deprecated/toy/pipeline_toy.py"]
 
 
+def test_a_pipeline_class_deprecated_in_place_is_skipped_unless_asked(package):
+    """A class with `DeprecatedPipelineMixin` is frozen upstream like pipelines/deprecated/: its findings are
+    dropped, its live neighbours in the same file keep theirs."""
+    deprecated = BUGGY.replace(
+        "class ToyPipeline(DiffusionPipeline)", "class OldToyPipeline(DeprecatedPipelineMixin, DiffusionPipeline)"
+    )
+    deprecated = deprecated.replace("import DiffusionPipeline", "import DeprecatedPipelineMixin, DiffusionPipeline")
+    (package / "pipelines" / "pipeline_utils.py").write_text(
+        "class DiffusionPipeline:\n    pass\n\n\nclass DeprecatedPipelineMixin:\n    pass\n"
+    )
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(deprecated + BUGGY.split("\n\n\n", 1)[1])
+    payload = json.loads(drbot("analyze", str(package), "--format", "json").stdout)
+    assert [f["scope"] for f in payload["findings"]] == ["ToyPipeline.__call__"]
+    included = json.loads(drbot("analyze", str(package), "--include-deprecated", "--format", "json").stdout)
+    assert sorted(f["scope"] for f in included["findings"]) == ["OldToyPipeline.__call__", "ToyPipeline.__call__"]
+
+
 def test_a_checkout_is_scanned_with_its_tests(tmp_path):
     checkout = tmp_path / "checkout"
     pipelines = checkout / "src" / "diffusers" / "pipelines" / "toy"
@@ -206,7 +229,12 @@ def test_serve_refuses_to_start_without_its_secret_or_credentials():
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GITHUB_WEBHOOK_SECRET": "s"},
+        env={
+            "PYTHONPATH": str(ROOT),
+            "PATH": "/usr/bin:/bin",
+            "DRBOT_CACHE_DIR": os.environ["DRBOT_CACHE_DIR"],
+            "GITHUB_WEBHOOK_SECRET": "s",
+        },
     )
     assert result.returncode == 2 and "GITHUB_APP_ID and GITHUB_PRIVATE_KEY" in result.stderr
 
@@ -338,6 +366,6 @@ def test_python_m_drbot_cli_runs_every_command():
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "DRBOT_CACHE_DIR": os.environ["DRBOT_CACHE_DIR"]},
     )
     assert result.returncode == 0 and "unused-call-argument" in result.stdout, result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -64,7 +65,7 @@ def sarif(checkout) -> dict:
         cwd=checkout / "src" / "diffusers",  # a path inside the checkout, from a directory below its root
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "DRBOT_CACHE_DIR": os.environ["DRBOT_CACHE_DIR"]},
     )
     assert result.returncode == 1, result.stderr
     return json.loads(result.stdout)
@@ -111,7 +112,7 @@ def test_docs_base_overrides_the_help_uris(checkout):
         + ["--docs-base", "https://example.org/drbot/rules/"],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "DRBOT_CACHE_DIR": os.environ["DRBOT_CACHE_DIR"]},
     )
     rules = json.loads(result.stdout)["runs"][0]["tool"]["driver"]["rules"]
     assert {rule["helpUri"] for rule in rules} == {f"https://example.org/drbot/rules/{r.code}.md" for r in all_rules()}

@@ -88,7 +88,7 @@ class ContractTestSkippedForDefect(Rule):
 
     code = "DRB013"
     pattern = 10
-    severity = "warning"
+    severity = "note"
     message = (
         "`{test}` skips the shared `{base}.{test}` contract with a reason that admits a defect ({why}); fix the "
         "code under test and drop the skip, or name the tracking issue in the reason."

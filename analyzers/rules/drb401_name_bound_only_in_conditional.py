@@ -298,6 +298,8 @@ class NameBoundOnlyInConditional(Rule):
             self._function = function
             self._scope = definition.qualname
             self._others: dict[int, dict[str, int]] = {}  # `_binding_counts` by id of the root
+            self._bases: dict[int, set[str]] = {}  # `_dereferenced` by id of the statement
+            self._reads: dict[int, list[cst.Name]] = {}  # `_unconditional_reads` by id of the statement
             self._block(function.body.body, in_loop=False)
 
     def _block(self, statements: Sequence[cst.CSTNode], in_loop: bool) -> None:
@@ -344,11 +346,21 @@ class NameBoundOnlyInConditional(Rule):
             return False
         dereferenced: set[str] = set()
         for earlier in before:
-            bases = [a.value for a in walk.nodes(earlier, cst.Attribute)] + [
-                s.value for s in walk.nodes(earlier, cst.Subscript)
+            dereferenced |= self._dereferenced(earlier)
+            if tested <= dereferenced:
+                return True
+        return False
+
+    def _dereferenced(self, statement: cst.CSTNode) -> set[str]:
+        """Names used as `x.attr` or `x[...]` in `statement` (computed once per statement: every later `if` of the
+        block asks about the statements before it)."""
+        cached = self._bases.get(id(statement))
+        if cached is None:
+            bases = [a.value for a in walk.nodes(statement, cst.Attribute)] + [
+                s.value for s in walk.nodes(statement, cst.Subscript)
             ]
-            dereferenced.update(base.value for base in bases if isinstance(base, cst.Name))
-        return tested <= dereferenced
+            cached = self._bases[id(statement)] = {base.value for base in bases if isinstance(base, cst.Name)}
+        return cached
 
     def _check_if(self, statement: cst.If, after: Sequence[cst.CSTNode]) -> None:
         if not isinstance(statement.body, cst.IndentedBlock) or _ends_function_path(statement.body):
@@ -364,14 +376,19 @@ class NameBoundOnlyInConditional(Rule):
             return
         total = self._binding_counts(self._function.body)
         reported: set[str] = set()
-        for k, later in enumerate(after):
-            # bindings from the read onward (the read's own statement included: `x = f(x)` reads first) come
-            # after the read; any other binding outside the `if` may come before it, and then we stay silent
-            rest: dict[str, int] = {}
-            for following in after[k:]:
-                for name, count in self._binding_counts(following).items():
-                    rest[name] = rest.get(name, 0) + count
-            for read in _unconditional_reads(later):
+        # bindings from the read onward (the read's own statement included: `x = f(x)` reads first) come after the
+        # read; any other binding outside the `if` may come before it, and then we stay silent. `rest` holds the
+        # candidates' bindings in after[k:], kept by subtracting each statement once it is passed
+        rest: dict[str, int] = dict.fromkeys(candidates, 0)
+        for following in after:
+            for name, count in self._binding_counts(following).items():
+                if name in rest:
+                    rest[name] += count
+        for later in after:
+            reads = self._reads.get(id(later))
+            if reads is None:
+                reads = self._reads[id(later)] = _unconditional_reads(later)
+            for read in reads:
                 value = read.value
                 if value not in candidates or value in reported:
                     continue
@@ -382,26 +399,38 @@ class NameBoundOnlyInConditional(Rule):
                 self.report(read, self.message.format(name=value, cond=cond), symbol=value, scope=self._scope)
             if _leaves(later):
                 break
+            for name, count in self._binding_counts(later).items():
+                if name in rest:
+                    rest[name] -= count
 
     def _binding_counts(self, root: cst.CSTNode) -> dict[str, int]:
         cached = self._others.get(id(root))
         if cached is not None:
             return cached
         counts: dict[str, int] = {}
-        for node in walk.walk(root):
-            if isinstance(node, (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For, cst.WithItem, cst.NamedExpr)):
+        groups = walk.index(root)  # by exact type: every binding kind below is a concrete libcst class
+        for kind in _BINDERS:
+            for node in groups.get(kind, ()):
                 for name in _bindings_of(node):
                     counts[name] = counts.get(name, 0) + 1
-            elif isinstance(node, (cst.Import, cst.ImportFrom, cst.Global, cst.Nonlocal, cst.Del)):
+        for small in _SMALL_BINDERS:
+            for node in groups.get(small, ()):
                 for name in _small_bindings(node):
                     counts[name] = counts.get(name, 0) + 1
-            elif isinstance(node, cst.ExceptHandler) and node.name is not None:
+        for node in groups.get(cst.ExceptHandler, ()):
+            if isinstance(node, cst.ExceptHandler) and node.name is not None:
                 for name in target_names(node.name.name):
                     counts[name] = counts.get(name, 0) + 1
-            elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not self._function:
-                counts[node.name.value] = counts.get(node.name.value, 0) + 1
+        for scope in (cst.FunctionDef, cst.ClassDef):
+            for node in groups.get(scope, ()):
+                if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not self._function:
+                    counts[node.name.value] = counts.get(node.name.value, 0) + 1
         self._others[id(root)] = counts
         return counts
+
+
+_BINDERS = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For, cst.WithItem, cst.NamedExpr)
+_SMALL_BINDERS = (cst.Import, cst.ImportFrom, cst.Global, cst.Nonlocal, cst.Del)
 
 
 def _bindings_of(node: cst.CSTNode) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from bot.github import DownloadTooLarge
 from bot.known import KnownRegistry
 from engine import isolation
 from engine.review import review as review_repository
-from engine.review import worker_modules
+from engine.review import workdir_cache, worker_modules
 
 
 log = logging.getLogger("drbot.pull_request")
@@ -134,6 +135,128 @@ async def _workspace(gh, repo: str, merge_base: str, head_sha: str, scratch: Pat
     finally:
         base_tar.unlink(missing_ok=True)
         head_tar.unlink(missing_ok=True)
+
+
+#: blobs of a head fetched at once
+BLOB_FETCHES = 8
+#: a head (or a new merge base) differing from the kept base in more reviewed files than this comes as a tarball
+MAX_HEAD_BLOBS = 200
+
+
+def base_store(settings) -> workspace.BaseStore:
+    """The merge bases kept between reviews, under the App's workdir."""
+    root = Path(settings.workdir or tempfile.gettempdir()) / "drbot-bases"
+    return workspace.BaseStore(root, settings.max_bases_bytes)
+
+
+async def _base(gh, repo: str, sha: str, scratch: Path, settings, stack: contextlib.ExitStack) -> workspace.Base:
+    """The merge base `repo@sha`, leased for the review (held in `stack`): built once, from the repository's most
+    recently used kept base and the blobs that differ, or from its tarball when there is none; then kept (the store
+    prunes the least recently used bases past its size bound)."""
+    store = base_store(settings)
+    for _ in range(3):
+        base = stack.enter_context(store.lease(repo, sha))
+        if base is not None:
+            return base
+        if not await _derive_base(gh, repo, sha, scratch, settings, store):
+            tarball = await fetch_tarball(gh, repo, sha, scratch / "base.tar.gz", settings.max_tarball_bytes)
+            try:
+                await asyncio.to_thread(store.install, repo, sha, tarball, extraction_caps(settings))
+            finally:
+                tarball.unlink(missing_ok=True)
+        await asyncio.to_thread(store.prune, (store.directory(repo, sha),))
+    raise workspace.WorkspaceError(f"the base {sha[:7]} of {repo} was removed as soon as it was unpacked")
+
+
+async def _derive_base(gh, repo: str, sha: str, scratch: Path, settings, store: workspace.BaseStore) -> bool:
+    """Keep `repo@sha` as a base built from the repository's most recently used base and the blobs that differ (the
+    base branch moved on); False when there is none to start from, or too much changed (then its tarball it is)."""
+    latest = await asyncio.to_thread(store.latest, repo)
+    if latest is None:
+        return False
+    with store.lease(repo, latest) as source:
+        if source is None:
+            return False
+        blobs = scratch / f"base-{sha[:12]}"
+        changes = await fetch_head(gh, repo, sha, source, blobs, settings)
+        if changes is None:
+            return False
+        await asyncio.to_thread(store.derive, repo, sha, source, changes, blobs)
+    shutil.rmtree(blobs, ignore_errors=True)
+    return True
+
+
+async def fetch_head(
+    gh, repo: str, head_sha: str, base: workspace.Base, blobs: Path, settings
+) -> workspace.HeadChanges | None:
+    """How the head differs from `base`, from GitHub's tree of the head commit (pinned: the tree is the commit's, and
+    each blob is checked against its id), with the changed files' blobs streamed under caps into `blobs`. None when
+    GitHub cut the tree short or the head changes too many files: the caller falls back to the head's tarball."""
+    tree = await gh.getitem(f"/repos/{repo}/git/trees/{head_sha}?recursive=1")
+    if tree.get("truncated") or not isinstance(tree.get("tree"), list):
+        return None
+    changes = await asyncio.to_thread(workspace.head_changes, base, tree["tree"], extraction_caps(settings))
+    if len(changes.changed) > MAX_HEAD_BLOBS:
+        return None
+    gate = asyncio.Semaphore(BLOB_FETCHES)
+    too_large: dict[str, int] = {}
+
+    async def one(path: str, sha: str) -> None:
+        target = blobs / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        async with gate:
+            try:
+                status = await gh.download(
+                    f"/repos/{repo}/git/blobs/{sha}", target, settings.max_file_bytes,
+                    accept="application/vnd.github.raw+json",
+                )  # fmt: skip
+            except DownloadTooLarge as error:
+                too_large[path] = error.size or settings.max_file_bytes + 1
+                return
+        if status != 200:
+            raise workspace.WorkspaceError(f"blob {sha[:12]} of {repo} ({path}): HTTP {status}")
+
+    held = set((await asyncio.to_thread(base.listing)).values())  # no need to download what the base holds
+    await asyncio.gather(*(one(path, sha) for path, sha in changes.changed.items() if sha not in held))
+    if not too_large:
+        return changes
+    # left out for size, as the tarball's extraction leaves them out: absent from the head, and not reviewed
+    return workspace.HeadChanges(
+        {p: s for p, s in changes.changed.items() if p not in too_large},
+        changes.deleted | frozenset(too_large),
+        {**changes.skipped, **too_large},
+    )
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A repository to review: its base and head revisions, the files left out of it for size, and a directory
+    holding the head's changed files (what `workspace.pipeline_classes` reads)."""
+
+    repo: Path
+    base: str
+    head: str
+    skipped: Mapping[str, int]
+    files: Path
+
+
+async def _tree_on_base(
+    gh, repo: str, merge_base: str, head_sha: str, scratch: Path, settings, stack: contextlib.ExitStack
+) -> Tree | None:
+    """The head built over the kept merge base from the blobs it changes; None to fall back to the tarballs."""
+    base = await _base(gh, repo, merge_base, scratch, settings, stack)
+    blobs = scratch / "blobs"
+    changes = await fetch_head(gh, repo, head_sha, base, blobs, settings)
+    if changes is None:
+        return None
+    repository = await asyncio.to_thread(workspace.scratch_repository, base, scratch / "repository")
+    head = await asyncio.to_thread(workspace.head_commit, repository, base.commit, changes, blobs)
+    return Tree(repository, base.commit, head, {**base.skipped, **changes.skipped}, blobs)
+
+
+async def _tree_from_tarballs(gh, repo: str, merge_base: str, head_sha: str, scratch: Path, settings) -> Tree:
+    built = await _workspace(gh, repo, merge_base, head_sha, scratch, settings)
+    return Tree(built.path, "base", "head", built.skipped, built.path)
 
 
 def _live_head_matches(pull: dict, head_sha: str) -> str | None:
@@ -323,37 +446,52 @@ async def gather_scope(gh, payload: dict, state: publish.PullState, settings) ->
 
 
 async def analyse(gh, repo: str, merge_base: str, head_sha: str, scope: Scope, rules, settings, number: int = 0):
-    """Both sides in a scratch workspace, the rules on the selected files, and the pipelines the change touches:
+    """The head built over the kept merge base (or both sides from tarballs: `Settings.review_state`, a head GitHub
+    cuts short or one changing too many files), the rules on the selected files, and the pipelines the change touches:
     (ReviewData, pipeline classes). LimitExceeded when a tarball is past a cap. A Stop, with nothing downloaded, when
     PR `number` (0: not checked) moved on while the review waited for the process's analysis."""
     # the process's analysis workers, started once and kept warm across reviews
     pool = await asyncio.to_thread(
         isolation.shared, analysis_limits(settings), settings.analysis_workers, worker_modules()
     )
-    selected = scope.selected
     async with _ANALYSIS:
         # reviews of one process queue here, and a push may have landed meanwhile: stop before downloading anything
         if number and (stop := await live_stop(gh, repo, number, head_sha)):
             return stop
         scratch = Path(tempfile.mkdtemp(prefix="drbot-review-", dir=settings.workdir))
         try:
-            tree = await _workspace(gh, repo, merge_base, head_sha, scratch, settings)
-            # files left out of the workspace for size: reported when the PR changed them, never diffed as deleted
-            left_out = {
-                path: isolation.size_reason(size, settings.max_file_bytes)
-                for path, size in tree.skipped.items()
-                if path in selected
-            }
-            data = await asyncio.to_thread(
-                review_repository, tree.path, "base", "head", list(rules), 1,
-                lambda path: path in selected and path not in tree.skipped, pool=pool, not_analysed=left_out,
-            )  # fmt: skip
-            deadline = time.monotonic() + settings.analysis_budget_s
-            pipelines = await asyncio.to_thread(
-                workspace.pipeline_classes, tree.path, list(scope.changed), pool, deadline
-            )
+            with contextlib.ExitStack() as stack:
+                started = time.monotonic()
+                tree = None
+                if settings.review_state:
+                    tree = await _tree_on_base(gh, repo, merge_base, head_sha, scratch, settings, stack)
+                if tree is None:
+                    tree = await _tree_from_tarballs(gh, repo, merge_base, head_sha, scratch, settings)
+                built = time.monotonic()
+                data, pipelines = await _analyse_tree(tree, scope, rules, settings, pool)
+                log.info("%s@%s: workspace %.2f s, analysis %.2f s", repo, head_sha[:7], built - started,
+                         time.monotonic() - built)  # fmt: skip
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    return data, pipelines
+
+
+async def _analyse_tree(tree: Tree, scope: Scope, rules, settings, pool):
+    """The rules on the selected files of `tree` (with the App's result cache), and the pipelines it changes."""
+    selected = scope.selected
+    # files left out of the workspace for size: reported when the PR changed them, never diffed as deleted
+    left_out = {
+        path: isolation.size_reason(size, settings.max_file_bytes)
+        for path, size in tree.skipped.items()
+        if path in selected
+    }
+    data = await asyncio.to_thread(
+        review_repository, tree.repo, tree.base, tree.head, list(rules), 1,
+        lambda path: path in selected and path not in tree.skipped, pool=pool, not_analysed=left_out,
+        cache=workdir_cache(settings.workdir),
+    )  # fmt: skip
+    deadline = time.monotonic() + settings.analysis_budget_s
+    pipelines = await asyncio.to_thread(workspace.pipeline_classes, tree.files, list(scope.changed), pool, deadline)
     return data, pipelines
 
 

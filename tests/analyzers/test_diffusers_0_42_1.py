@@ -61,8 +61,6 @@ MP = "diffusers/modular_pipelines/"
 STILL_PRESENT += [
     # pattern 3 — #13584: FluxIPAdapterAttnProcessor.__call__ accepts `ip_adapter_masks` and never reads it
     ("DRB302", M + "transformers/transformer_flux.py", "FluxIPAdapterAttnProcessor.__call__", "ip_adapter_masks"),
-    # pattern 4 — Helios lists its only denoiser in `_optional_components` and uses it unguarded
-    ("DRB403", P + "helios/pipeline_helios.py", "HeliosPipeline.__call__", "transformer"),
     # pattern 8 — #13584: modular Flux imports the qwenimage modular inputs and the classic Kontext pipeline
     ("DRB802", MP + "flux/inputs.py", "", "diffusers.modular_pipelines.qwenimage.inputs"),
     (
@@ -78,6 +76,21 @@ STILL_PRESENT += [
     ("DRB901", M + "transformers/transformer_longcat_audio_dit.py", "LongCatAudioDiTTransformer", "AudioDiTAttention"),
     # pattern 9 — #13618 follow-up (#13983 open): BriaFibo declares no `_no_split_modules`
     ("DRB902", M + "transformers/transformer_bria_fibo.py", "BriaFiboTransformer2DModel", "_no_split_modules"),
+]
+
+# Findings an audit of 90 sampled ones (issue 12) called false or debatable, now silent on purpose
+NOW_SILENT = [
+    # pattern 4 — Helios lists its only denoiser in `_optional_components`: it loads without it for other work
+    ("DRB403", P + "helios/pipeline_helios.py", "HeliosPipeline.__call__", "transformer"),
+    ("DRB403", P + "helios/pipeline_helios_pyramid.py", "HeliosPyramidPipeline.__call__", "transformer"),
+    # pattern 3 — Sana's self-attention is linear (SanaLinearAttnProcessor*): no softmax for `attention_mask`
+    ("DRB302", M + "transformers/sana_transformer.py", "SanaTransformerBlock.forward", "attention_mask"),
+    ("DRB302", M + "transformers/transformer_sana_video.py", "SanaVideoTransformerBlock.forward", "attention_mask"),
+    # pattern 8 — modular blocks importing a helper module of their classic family: reuse, not coupling
+    ("DRB802", MP + "cosmos/denoise.py", "", "diffusers.pipelines.cosmos.mixed_precision"),
+    ("DRB802", MP + "ltx2/denoise.py", "", "diffusers.pipelines.ltx2.utils"),
+    ("DRB802", MP + "ltx2/encoders.py", "", "diffusers.pipelines.ltx2.prompt_enhancement"),
+    ("DRB802", MP + "ideogram4/encoders.py", "", "diffusers.pipelines.ideogram4.prompt_enhancer"),
 ]
 
 # pattern 6 — #13610 and the SDXL-family code finding: `return StableDiffusionXLPipelineOutput(images=latents)`
@@ -115,6 +128,39 @@ def test_review_item_still_present_is_found(full_scan, code, path, scope, symbol
     assert (code, path, scope, symbol) in _keys(full_scan.findings)
 
 
+@pytest.mark.parametrize(
+    "code, path, scope, symbol", NOW_SILENT, ids=[f"{c}-{p.rsplit('/', 1)[1]}" for c, p, _, _ in NOW_SILENT]
+)
+def test_debatable_finding_stays_silent(full_scan, code, path, scope, symbol):
+    assert (code, path, scope, symbol) not in _keys(full_scan.findings)
+
+
+def test_no_finding_asks_to_copy_a_family_helper_module(full_scan):
+    for f in full_scan.findings:
+        if f.code == "DRB802" and f.symbol.startswith("diffusers.pipelines."):
+            assert f.symbol.rsplit(".", 1)[1].startswith("pipeline_"), f
+        assert "Copied from" not in f.message or f.code == "DRB801", f
+
+
+def test_generated_placeholders_are_one_finding_per_module(full_scan):
+    """The modular docstring generator's `TODO: Add description.` (64 block docstrings in 13 modules of 0.42.1)."""
+    generated = [f for f in full_scan.findings if f.code == "DRB803" and f.symbol == "TODO: Add description."]
+    assert len(generated) == len({f.path for f in generated}) == 13
+    (wan,) = [f for f in generated if f.path == MP + "wan/modular_blocks_wan_i2v.py"]
+    assert wan.message.startswith(
+        "The generated docstrings of 8 blocks in this module (`WanImage2VideoImageEncoderStep`"
+    )
+    assert "modular docstring generator" in wan.message and wan.scope == ""
+
+
+def test_each_finding_has_its_rules_severity(full_scan):
+    from analyzers.core import all_rules
+
+    severity = {rule.code: rule.severity for rule in all_rules()}
+    assert all(f.severity == severity.get(f.code, "warning") for f in full_scan.findings)  # DRB000: a warning
+    assert {f.severity for f in full_scan.findings} == {"error", "warning", "note"}
+
+
 @pytest.mark.parametrize("rel, cls", SDXL_EARLY_RETURNS, ids=[c for _, c in SDXL_EARLY_RETURNS])
 def test_sdxl_family_latent_early_returns(full_scan, rel, cls):
     found = {(f.code, f.scope) for f in full_scan.findings if f.path == P + rel}
@@ -139,25 +185,28 @@ def _precision():
 
 
 def test_precision_sample_is_judged_and_precise(full_scan):
-    """docs/precision.md: each group's seeded sample of this very scan is judged and precise enough.
+    """docs/precision.md: the seeded sample of this very scan covers every rule, is judged, current and precise.
 
     When a rule change alters the findings, the sample changes: judge the new ones (bench/precision.py).
     """
     import json
+    from collections import Counter
 
     precision = _precision()
     judgments = json.loads(precision.JUDGMENTS.read_text())
     page = precision.PAGE.read_text()
-    for key, title, patterns, size, source in precision.GROUPS:
-        if source != "wheel":
-            continue
-        picked = precision.sample(full_scan.findings, patterns, size)
-        unjudged = [f"{f.code} {f.path}:{f.line} {f.fingerprint}" for f in picked if f.fingerprint not in judgments]
-        assert unjudged == [], f"{title}: judge these findings, then run bench/precision.py"
-        verdicts = [judgments[f.fingerprint]["verdict"] for f in picked]
-        assert set(verdicts) <= {"TP", "FP"}
-        if key == "engine":
-            assert len(picked) == 40 and verdicts.count("TP") >= 34
-        elif verdicts:
-            assert verdicts.count("TP") >= 0.85 * len(verdicts), title
-        assert all(f"`{f.path}:{f.line}`" in page for f in picked), f"{title}: docs/precision.md is stale"
+    findings = full_scan.findings
+    picked = precision.sample(findings)
+    assert precision.SEED != 13656, "the issue 12 sample is a fresh one, not the rule engine issue's"
+    assert len(picked) == min(len(findings), precision.SIZE) >= 100
+    in_scan, sampled = Counter(f.code for f in findings), Counter(f.code for f in picked)
+    assert all(sampled[code] >= min(precision.PER_RULE, n) for code, n in in_scan.items()), "a rule is not covered"
+    unjudged = [f"{f.code} {f.path}:{f.line} {f.fingerprint}" for f in picked if f.fingerprint not in judgments]
+    assert unjudged == [], "judge these findings, then run bench/precision.py"
+    assert {judgments[f.fingerprint]["verdict"] for f in picked} <= set(precision.VERDICTS)
+    section, _ = precision._section(
+        "wheel", precision.WHEEL_TITLE, precision.WHEEL_WHERE, full_scan, judgments, precision.SIZE
+    )
+    assert section in page, "docs/precision.md is stale: run bench/precision.py"
+    counts = precision.tally(picked, judgments)["errors+warnings"]
+    assert counts["TP"] >= precision.TARGET * sum(counts.values()), f"errors and warnings below target: {counts}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -64,6 +66,8 @@ def make_settings(github, prefix: str, **overrides) -> Settings:
         write_spacing_s=0.0,
         visibility_timeout_s=0.05,
         max_attempts=3,
+        # kept merge bases start empty for each harness (tests/conftest.py removes the parent at the end)
+        workdir=tempfile.mkdtemp(prefix="work-", dir=os.environ.get("DRBOT_WORKDIR")),
     )
     values.update(overrides)
     return Settings(**values)

@@ -11,6 +11,10 @@ import asyncio
 from harness import DDPM, REPO, UNCLIP, open_pr, with_eta
 
 
+#: the review's read of the head commit: its tree (a head built on the kept merge base) or its tarball
+HEAD_READ = "/(?:tarball|git/trees)/{}$"
+
+
 async def _push_once_requested(github, method: str, path_regex: str, files: dict) -> str:
     """Push `files` onto PR 1 as soon as the bot has sent a request matching `method` and `path_regex`."""
     for _ in range(600):
@@ -32,11 +36,12 @@ def _assert_cancelled_as_superseded(github, old_head: str, new_head: str) -> Non
 async def test_a_push_during_the_analysis_cancels_the_check_run_and_publishes_nothing(harness, github, sources):
     open_pr(github, sources, {DDPM: with_eta(sources)})
     old_head = github.pull(REPO, 1)["head"]["sha"]
-    # the head tarball is the review's last download before the analysis: hold it back while the author pushes
-    github.fail("GET", rf"/tarball/{old_head}$", status=None, delay=0.5)
+    # the head's tree (or its tarball, when the review builds no head on a kept base) is the review's last read of
+    # the head before the analysis: hold it back while the author pushes
+    github.fail("GET", HEAD_READ.format(old_head), status=None, delay=0.5)
     await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
     run = asyncio.ensure_future(harness.run())
-    new_head = await _push_once_requested(github, "GET", rf"/tarball/{old_head}$", {UNCLIP: sources(UNCLIP) + "\n"})
+    new_head = await _push_once_requested(github, "GET", HEAD_READ.format(old_head), {UNCLIP: sources(UNCLIP) + "\n"})
     assert await run == 1
     assert [o.status for o in harness.outcomes] == ["superseded"]
     _assert_cancelled_as_superseded(github, old_head, new_head)
@@ -53,7 +58,7 @@ async def test_a_review_superseded_before_its_analysis_starts_downloads_nothing(
     new_head = await _push_once_requested(github, "POST", r"/check-runs$", {UNCLIP: sources(UNCLIP) + "\n"})
     assert await run == 1
     assert [o.status for o in harness.outcomes] == ["superseded"]
-    assert github.requests("GET", r"/tarball/") == []  # it stopped before the workspace
+    assert github.requests("GET", r"/tarball/|/git/") == []  # it stopped before the workspace
     _assert_cancelled_as_superseded(github, old_head, new_head)
 
 
@@ -76,11 +81,11 @@ async def test_a_retry_of_a_review_that_died_completes_its_check_run_once_supers
 async def test_a_pr_closed_during_the_review_gets_a_completed_check_run(harness, github, sources):
     open_pr(github, sources, {DDPM: with_eta(sources)})
     old_head = github.pull(REPO, 1)["head"]["sha"]
-    github.fail("GET", rf"/tarball/{old_head}$", status=None, delay=0.5)
+    github.fail("GET", HEAD_READ.format(old_head), status=None, delay=0.5)
     await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
     run = asyncio.ensure_future(harness.run())
     for _ in range(600):
-        if github.requests("GET", rf"/tarball/{old_head}$"):
+        if github.requests("GET", HEAD_READ.format(old_head)):
             break
         await asyncio.sleep(0.01)
     github.update_pull(REPO, 1, state="closed")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,7 +20,7 @@ from bot.metrics import Metrics
 from bot.results import ResultConsumer
 from bot.routing import router
 from bot.settings import Settings
-from bot.store import EventQueue, Keys, Message, connect
+from bot.store import EventQueue, Keys, Message, PullLock, connect
 from bot.worker import EventWorker
 from common.streams import wait_for_redis
 
@@ -42,6 +43,13 @@ def permissions_for(event: str, payload: dict) -> dict[str, str] | None:
     if event == "issue_comment":
         return issue_comment.permissions_for(payload)
     return None
+
+
+def pull_number(event: str, payload: dict) -> int | None:
+    """The pull request (or issue) an event is about, if any."""
+    item = payload.get("pull_request") if event == "pull_request" else payload.get("issue")
+    number = item.get("number") if isinstance(item, dict) else None
+    return number if isinstance(number, int) else None
 
 
 class Dispatcher:
@@ -85,7 +93,12 @@ class Dispatcher:
             return  # nothing for drbot in this event (a comment that is no command): no token is even asked for
         gh = await self.client_for(installation, repository, permissions)
         event = sansio.Event(payload, event=message.event, delivery_id=message.delivery)
-        await router.dispatch(event, gh, store=self.store, settings=self.settings, metrics=self.metrics, **self.extra)
+        number = pull_number(message.event, payload)
+        lock = PullLock(self.store.redis, self.store.keys.pr_lock(repository, number)) if number else nullcontext()
+        async with lock:
+            await router.dispatch(
+                event, gh, store=self.store, settings=self.settings, metrics=self.metrics, **self.extra
+            )
 
 
 def warm_analysis_pool(settings: Settings) -> None:

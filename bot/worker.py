@@ -8,8 +8,10 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
+from redis.exceptions import RedisError
+
 from bot.metrics import Metrics
-from bot.store import EventQueue, Message
+from bot.store import EVENTS_GROUP, EventQueue, Message
 from common.streams import Entry
 
 
@@ -59,11 +61,19 @@ class EventWorker:
         one-shot jobs). Messages left pending for a retry are claimed again once their visibility timeout passes."""
         return await self.queue.consumer.run_burst(self._handle, f"{self.name}-burst", self._count)
 
+    async def register(self, consumer: str) -> None:
+        """Name the consumer in the group now. Redis (7.0) creates a consumer only when a read hands it an entry, so
+        without this an idle worker is missing from `XINFO CONSUMERS`, and nothing shows that it is up."""
+        try:
+            await self.queue.consumer.ensure_group()
+            await self.queue.redis.xgroup_createconsumer(self.queue.keys.events, EVENTS_GROUP, consumer)
+        except (RedisError, OSError) as error:  # the consumer's own loop waits for Redis
+            log.warning("consumer %s not registered yet: %s", consumer, type(error).__name__)
+
+    async def _consume(self, consumer: str, stop: asyncio.Event) -> None:
+        await self.register(consumer)
+        await self.queue.consumer.run(self._handle, consumer, stop, self._count)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run the consumers until `stop` is set; a Redis outage pauses them, it does not end them."""
-        await asyncio.gather(
-            *(
-                self.queue.consumer.run(self._handle, f"{self.name}-{i}", stop, self._count)
-                for i in range(self.consumers)
-            )
-        )
+        await asyncio.gather(*(self._consume(f"{self.name}-{i}", stop) for i in range(self.consumers)))

@@ -39,7 +39,9 @@ def http_status(url: str, timeout: float = 2) -> int:
 
 class Served:
     """One `drbot serve` of the code at `code`, on its own port and key prefix; with `log`, its output goes there,
-    and `health` collects /healthz answers polled every 50 ms once started (`watch=True`)."""
+    and `health` collects /healthz answers polled every 50 ms once started (`watch=True`). `args` picks a role
+    (`--web-only`, `--worker-only`); several servers of one role share a queue when given the same
+    `DRBOT_KEY_PREFIX`."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class Served:
         code: Path = ROOT,
         log: Path | None = None,
         redis_url: str = "redis://127.0.0.1:6379/0",
+        args: tuple[str, ...] = (),
         **env: str,
     ) -> None:
         self.port = free_port()
@@ -71,7 +74,7 @@ class Served:
         }
         self.log = open(log, "w+") if log is not None else None
         out = self.log if self.log is not None else subprocess.DEVNULL
-        self.process = subprocess.Popen([sys.executable, "-m", "drbot", "serve"], cwd=code, env=environment,
+        self.process = subprocess.Popen([sys.executable, "-m", "drbot", "serve", *args], cwd=code, env=environment,
                                         stdout=out, stderr=out, start_new_session=True)  # fmt: skip
         self.health: list[int] = []
         self._stop = threading.Event()
@@ -93,6 +96,18 @@ class Served:
         request = urllib.request.Request(f"{self.url}/webhook", data=body, headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample of the server's /metrics (0 when it has not been set)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return sample.value
+        return 0.0
 
     def wait_for(self, condition, timeout: float) -> None:
         deadline = time.monotonic() + timeout

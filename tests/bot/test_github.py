@@ -128,3 +128,41 @@ async def test_writes_of_two_processes_to_one_installation_are_serial_through_re
     posts = sorted(c.time for c in github.requests("POST", r"/comments$"))
     assert len(posts) == 4
     assert min(b - a for a, b in zip(posts, posts[1:], strict=False)) >= 0.28
+
+
+async def test_a_write_waiting_for_another_replicas_write_starts_when_that_write_ends():
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    from bot.github import RedisWritePacer
+
+    redis = aioredis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
+    events: list[tuple[str, float]] = []
+
+    async def write(pacer: RedisWritePacer, name: str, seconds: float) -> None:
+        async with pacer.slot(1):
+            events.append((f"{name} start", time.monotonic()))
+            await asyncio.sleep(seconds)
+            events.append((f"{name} end", time.monotonic()))
+
+    async def later(pacer: RedisWritePacer, name: str) -> None:
+        await asyncio.sleep(0.02)
+        await write(pacer, name, 0.01)
+
+    try:
+        for spacing in (0.0, 0.3):
+            events.clear()
+            # two replicas; the first holds the installation for a 100 ms write, the second asks 20 ms into it
+            one, two = RedisWritePacer(redis, prefix, spacing), RedisWritePacer(redis, prefix, spacing)
+            await asyncio.gather(write(one, "a", 0.1), later(two, "b"))
+            times = dict(events)
+            gap = times["b start"] - times["a end"]
+            # the second write waits out the first and the spacing, and no more (the key outlives a write in flight
+            # by RedisWritePacer.HOLD_MS, and sleeping on it stalled each waiting write by up to a second)
+            assert spacing - 0.02 <= gap < spacing + 0.25, (spacing, gap)
+            await redis.delete(f"{prefix}pace:1")
+    finally:
+        await redis.delete(f"{prefix}pace:1")
+        await redis.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import shutil
@@ -13,6 +14,7 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from bot.store import EVENTS_GROUP, EventQueue, Keys, connect
 from bot.worker import EventWorker
@@ -102,19 +104,40 @@ async def test_concurrent_consumers_share_the_stream_and_stop_cleanly(queue, red
     for n in range(20):
         await accept(queue, f"d{n}", "issue_comment", b'{"n": %d}' % n)
     handled = []
+    by = set()  # each consumer runs in a task of its own
     stop = asyncio.Event()
 
     async def handler(message):
         await asyncio.sleep(0.01)
         handled.append(message.payload()["n"])
+        by.add(id(asyncio.current_task()))
         if len(handled) == 20:
             stop.set()
 
     worker = EventWorker(queue, handler, consumers=4)
     await asyncio.wait_for(worker.run(stop), timeout=10)
     assert sorted(handled) == list(range(20))
-    consumers = await redis_client.xinfo_consumers(queue.keys.events, EVENTS_GROUP)
-    assert len(consumers) >= 2  # the work was spread, not done by one consumer
+    assert len(by) >= 2  # the work was spread, not done by one consumer
+
+
+async def test_an_idle_worker_names_its_consumers_in_the_group(queue, redis_client):
+    # Redis names a consumer only when a read hands it an entry: without this, an idle worker is invisible in the group
+    stop = asyncio.Event()
+    worker = EventWorker(queue, lambda message: None, consumers=3)
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        consumers = []
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            with contextlib.suppress(ResponseError):  # no group yet
+                consumers = await redis_client.xinfo_consumers(queue.keys.events, EVENTS_GROUP)
+            if len(consumers) == 3:
+                break
+        assert sorted(c["name"].decode() for c in consumers) == [f"{worker.name}-{i}" for i in range(3)]
+        assert all(c["pending"] == 0 for c in consumers)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=5)
 
 
 def _free_port() -> int:
@@ -163,3 +186,35 @@ async def test_an_accepted_delivery_survives_a_redis_restart_with_aof(tmp_path):
         await client.aclose()
         proc.kill()
         proc.wait()
+
+
+async def test_events_of_one_pull_request_take_turns_and_a_dead_holder_frees_its_lock(queue, redis_client):
+    from bot.store import PullLock
+
+    key = queue.keys.pr_lock("o/r", 1)
+    log = []
+
+    async def hold(name: str, seconds: float) -> None:
+        async with PullLock(redis_client, key, poll_s=0.01):
+            log.append(f"{name} in")
+            await asyncio.sleep(seconds)
+            log.append(f"{name} out")
+
+    await asyncio.gather(hold("a", 0.1), hold("b", 0.01), hold("c", 0.01))
+    assert [entry[1:] for entry in log] == [" in", " out"] * 3  # never two holders at once
+
+    # a holder that died keeps the lock only until its lease runs out (a live one renews it)
+    dead = PullLock(redis_client, key, lease_ms=300)
+    await dead.__aenter__()
+    dead._renewal.cancel()
+    start = time.monotonic()
+    async with PullLock(redis_client, key, poll_s=0.01) as second:
+        assert 0.2 < time.monotonic() - start < 2
+        await dead.__aexit__(None, None, None)  # the late release of the dead holder removes nothing of the next
+        assert await redis_client.get(key) == second.token.encode()
+    assert await redis_client.get(key) is None
+
+    # a live holder renews its lease for as long as it works
+    async with PullLock(redis_client, key, lease_ms=300) as live:
+        await asyncio.sleep(0.6)
+        assert await redis_client.get(key) == live.token.encode()

@@ -70,29 +70,34 @@ def walk(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
 
 def _walk(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
     stack = [root]
-    is_node = _IS_NODE
     while stack:
         node = stack.pop()
         yield node
-        children = []
-        for name in _fields(type(node)):
-            value = getattr(node, name)
-            kind = type(value)
-            if kind is tuple or kind is list:
-                for item in value:
-                    item_kind = type(item)
-                    node_kind = is_node.get(item_kind)
-                    if node_kind is None:
-                        node_kind = is_node[item_kind] = issubclass(item_kind, cst.CSTNode)
-                    if node_kind:
-                        children.append(item)
-                continue
-            node_kind = is_node.get(kind)
-            if node_kind is None:
-                node_kind = is_node[kind] = issubclass(kind, cst.CSTNode)
-            if node_kind:
-                children.append(value)
-        stack.extend(reversed(children))
+        stack.extend(reversed(_children(node)))
+
+
+def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """The nodes directly under `node`, in field order (whitespace and punctuation left out)."""
+    is_node = _IS_NODE
+    children: list[cst.CSTNode] = []
+    for name in _fields(type(node)):
+        value = getattr(node, name)
+        kind = type(value)
+        if kind is tuple or kind is list:
+            for item in value:
+                item_kind = type(item)
+                node_kind = is_node.get(item_kind)
+                if node_kind is None:
+                    node_kind = is_node[item_kind] = issubclass(item_kind, cst.CSTNode)
+                if node_kind:
+                    children.append(item)
+            continue
+        node_kind = is_node.get(kind)
+        if node_kind is None:
+            node_kind = is_node[kind] = issubclass(kind, cst.CSTNode)
+        if node_kind:
+            children.append(value)
+    return children
 
 
 #: type -> whether it is a libcst node: `isinstance` against libcst's abstract base classes goes through
@@ -112,7 +117,6 @@ def prepare(module: cst.Module) -> None:
     span: dict[int, tuple[int, int]] = {}
     starts: list[int] = []
     stack: list[cst.CSTNode | None] = [module]
-    is_node = _IS_NODE
     while stack:
         node = stack.pop()
         if node is None:  # the end of the subtree opened last
@@ -122,25 +126,7 @@ def prepare(module: cst.Module) -> None:
         starts.append(len(order))
         order.append(node)
         stack.append(None)
-        children: list[cst.CSTNode] = []
-        for name in _fields(type(node)):
-            value = getattr(node, name)
-            kind = type(value)
-            if kind is tuple or kind is list:
-                for item in value:
-                    item_kind = type(item)
-                    node_kind = is_node.get(item_kind)
-                    if node_kind is None:
-                        node_kind = is_node[item_kind] = issubclass(item_kind, cst.CSTNode)
-                    if node_kind:
-                        children.append(item)
-                continue
-            node_kind = is_node.get(kind)
-            if node_kind is None:
-                node_kind = is_node[kind] = issubclass(kind, cst.CSTNode)
-            if node_kind:
-                children.append(value)
-        stack.extend(reversed(children))
+        stack.extend(reversed(_children(node)))
     _ORDER[:] = order
     _SPAN.update(span)
 

@@ -340,8 +340,9 @@ async def test_a_tarball_over_the_download_cap_ends_with_a_check_run_not_a_retry
     assert await harness.redis.xlen(harness.keys.dead) == 0
 
 
-@pytest.mark.settings(max_extract_bytes=8 << 20)
+@pytest.mark.settings(max_extract_bytes=8 << 20, review_state=False)
 async def test_a_tarball_that_expands_past_the_cap_ends_with_a_check_run(harness, github, sources):
+    """The two-tarball path (DRBOT_REVIEW_STATE=0, and the fallback for huge or truncated trees) keeps its cap."""
     open_pr(github, sources, {DDPM: with_eta(sources), "docs/bomb.bin": bytes(32 << 20)})
     await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
     await harness.run()
@@ -350,6 +351,21 @@ async def test_a_tarball_that_expands_past_the_cap_ends_with_a_check_run(harness
     assert check["conclusion"] == "neutral"
     assert "the head commit's tarball expands to more than 8 MiB" in check["output"]["summary"]
     assert len(github.requests("GET", r"/tarball/")) == 2
+    assert await harness.redis.xlen(harness.keys.dead) == 0
+
+
+@pytest.mark.settings(max_extract_bytes=8 << 20)
+async def test_a_head_built_from_its_tree_never_downloads_a_blob_it_does_not_analyse(harness, github, sources):
+    """With merge bases kept, the head is the base plus the changed blobs drbot reviews: a 32 MiB changed file
+    outside the reviewed Python sources is never fetched, so it can neither fill the disk nor stop the review."""
+    open_pr(github, sources, {DDPM: with_eta(sources), "docs/bomb.bin": bytes(32 << 20)})
+    await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+    assert [o.status for o in harness.outcomes] == ["reviewed"]
+    (summary,) = github.comments(REPO, 1)
+    assert "**1 new finding**" in summary["body"]
+    assert len(github.requests("GET", r"/git/blobs/")) == 1  # the changed pipeline file, and nothing else
+    assert len(github.requests("GET", r"/tarball/")) == 1  # the base, once
     assert await harness.redis.xlen(harness.keys.dead) == 0
 
 
@@ -405,6 +421,9 @@ def test_drbot_serve_reports_hostile_files_and_goes_on_reviewing(served, github,
         assert client.xlen(f"{server.prefix}dead") == 0
     finally:
         client.close()
+    # each head was fetched once (as its tree and changed blobs, the base being kept): no retry fetched it again
     heads = [github.pull(REPO, n)["head"]["sha"] for n in (1, 2)]
-    assert len(github.requests("GET", rf"/tarball/{heads[0]}$")) == 1
-    assert len(github.requests("GET", rf"/tarball/{heads[1]}$")) == 1
+    for head in heads:
+        assert (
+            len(github.requests("GET", rf"/tarball/{head}$")) + len(github.requests("GET", rf"/git/trees/{head}")) == 1
+        )

@@ -489,21 +489,35 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
-def _known(args: argparse.Namespace) -> int:
+def _app_command(command: str, module: str, args: argparse.Namespace) -> int:
+    """Run `main(args)` of a `bot` module that talks to Redis: a missing [bot] extra or an unreachable Redis is a
+    one-line error, a closed stdout (`| head`) ends quietly in main()."""
+    import importlib
+
     try:
-        from bot.known_cli import main as known_main
+        command_main = importlib.import_module(module).main
     except ImportError as error:  # the [bot] extra is not installed
-        print(f"drbot known needs the App's dependencies: pip install 'drbot[bot]' ({error})", file=sys.stderr)
+        print(f"drbot {command} needs the App's dependencies: pip install 'drbot[bot]' ({error})", file=sys.stderr)
         return EXIT_ERROR
     from redis.exceptions import RedisError
 
     try:
-        return known_main(args)
-    except (OSError, RedisError) as error:  # Redis unreachable
+        return command_main(args)
+    except BrokenPipeError:
+        raise
+    except (OSError, RedisError) as error:  # Redis unreachable, or the user may not read what it asked for
         from bot.settings import redact_url
 
-        print(f"drbot known: Redis at {redact_url(args.redis_url)}: {error}", file=sys.stderr)
+        print(f"drbot {command}: Redis at {redact_url(args.redis_url)}: {error}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _known(args: argparse.Namespace) -> int:
+    return _app_command("known", "bot.known_cli", args)
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    return _app_command("dead-letters", "bot.dead_letters", args)
 
 
 def _contracts(args: argparse.Namespace) -> int:
@@ -513,25 +527,6 @@ def _contracts(args: argparse.Namespace) -> int:
         print(f"drbot contracts needs torch and diffusers: pip install 'drbot[runner]' ({error})", file=sys.stderr)
         return EXIT_ERROR
     return contracts_main(args)
-
-
-def _dead_letters(args: argparse.Namespace) -> int:
-    try:
-        from bot.dead_letters import main as dead_letters_main
-    except ImportError as error:  # the [bot] extra is not installed
-        print(f"drbot dead-letters needs the App's dependencies: pip install 'drbot[bot]' ({error})", file=sys.stderr)
-        return EXIT_ERROR
-    from redis.exceptions import RedisError
-
-    try:
-        return dead_letters_main(args)
-    except BrokenPipeError:
-        raise  # stdout closed (`| head`): main() ends quietly
-    except (OSError, RedisError) as error:  # Redis unreachable, or the user may not read the stream
-        from bot.settings import redact_url
-
-        print(f"drbot dead-letters: Redis at {redact_url(args.redis_url)}: {error}", file=sys.stderr)
-        return EXIT_ERROR
 
 
 def _redis_acl(args: argparse.Namespace) -> int:

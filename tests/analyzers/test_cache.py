@@ -274,10 +274,13 @@ def _write_many(directory: str, n: int) -> None:
         assert cache._write(target, {"key": "abcd", "writer": os.getpid(), "i": i, "padding": "x" * 200_000})
 
 
-def _read_many(directory: str, n: int) -> tuple[int, int]:
+def _read_many(directory: str, stop: str) -> tuple[int, int]:
+    """Read the entry until the writers are done, then once more (so at least one read finds it whole)."""
     whole = damaged = 0
     target = Path(directory, "entries", "ab", "abcd.json")
-    for _ in range(n):
+    finished = False
+    while not finished:
+        finished = Path(stop).exists()
         try:
             text = target.read_text()
         except FileNotFoundError:
@@ -290,15 +293,19 @@ def _read_many(directory: str, n: int) -> tuple[int, int]:
     return whole, damaged
 
 
-def test_a_reader_never_sees_a_partly_written_entry(cache):
+def test_a_reader_never_sees_a_partly_written_entry(cache, tmp_path):
     """Several writers of one key and a reader at once (what two workers analysing one file do)."""
+    stop = tmp_path / "writers-done"
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(4, mp_context=context) as pool:
+        reader = pool.submit(_read_many, cache.directory, str(stop))
         writers = [pool.submit(_write_many, cache.directory, 150) for _ in range(3)]
-        reader = pool.submit(_read_many, cache.directory, 600)
-        for writer in writers:
-            writer.result()
-        whole, damaged = reader.result()
+        try:
+            for writer in writers:
+                writer.result()
+        finally:
+            stop.touch()
+        whole, damaged = reader.result(timeout=120)
     assert damaged == 0 and whole > 0
 
 

@@ -15,7 +15,7 @@ import libcst as cst
 from analyzers import walk
 from analyzers.context import FileContext
 from analyzers.findings import Finding, with_fingerprints
-from analyzers.project import Project
+from analyzers.project import Project, parsed_already
 from analyzers.rule import Invalid, Rule, Valid
 from analyzers.ruleset import all_rules
 from analyzers.suppressions import apply_suppressions
@@ -26,7 +26,11 @@ class AnalysisError(Exception):
 
 
 def parse(path: str, source: str) -> cst.Module:
-    """Parse `source`, raising AnalysisError with the position when libcst cannot."""
+    """Parse `source`, raising AnalysisError with the position when libcst cannot. A file a rule already read as
+    a neighbour (through the project view) is not parsed again."""
+    known = parsed_already(source)
+    if known is not None:
+        return known
     try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as error:

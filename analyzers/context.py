@@ -3,6 +3,7 @@ its import table, ancestry through the project view, and positions."""
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,6 +12,7 @@ from pathlib import PurePosixPath
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from analyzers.lines import StatementLines
 from analyzers.modules import module_imports, module_name_for
 from analyzers.project import Project
 from analyzers.syntax import dotted_name, nested_blocks
@@ -153,10 +155,14 @@ class FileContext:
     def position(self, node: cst.CSTNode, scope: str | None = None) -> tuple[int, int]:
         """Return (first line, last line) of `node`.
 
-        Positions cost more than the parse (libcst generates the code again to count lines). When `scope`
-        names a function or class of this file, only its code is generated, and `ast` (several times faster
-        than libcst) tells where it starts; otherwise the whole file's positions are resolved, once.
+        Positions cost more than the parse (libcst generates the code again to count lines). Statements take
+        their lines from Python's own parser, and a node inside one from generating that statement alone
+        (`analyzers.lines`). Failing that, when `scope` names a function or class of this file, only its code is
+        generated; otherwise the whole file's positions are resolved, once.
         """
+        fast = self._statement_lines.lines(node)
+        if fast is not None:
+            return fast
         if scope is not None:
             local = self._local_position(node, scope)
             if local is not None:
@@ -164,6 +170,18 @@ class FileContext:
         positions = self.wrapper.resolve(PositionProvider)
         code_range = positions[node]
         return code_range.start.line, code_range.end.line
+
+    @cached_property
+    def _ast_tree(self):
+        """Python's own parse of the file (None when it does not parse: libcst accepts a little more)."""
+        try:
+            return ast.parse(self.source)
+        except (SyntaxError, ValueError, RecursionError):
+            return None
+
+    @cached_property
+    def _statement_lines(self) -> StatementLines:
+        return StatementLines(self.module, self.source, self._ast_tree)
 
     def _local_position(self, node: cst.CSTNode, scope: str) -> tuple[int, int] | None:
         cache = self.__dict__.setdefault("_local_positions", {})
@@ -194,13 +212,8 @@ class FileContext:
         """qualname -> line of each `def`/`class` with that name (after decorators), from Python's own parser."""
         cached = self.__dict__.get("_def_lines")
         if cached is None:
-            import ast
-
             cached = {}
-            try:
-                tree = ast.parse(self.source)
-            except (SyntaxError, ValueError, RecursionError):
-                tree = None
+            tree = self._ast_tree
 
             def visit(body: list, prefix: str) -> None:
                 for statement in body:

@@ -56,6 +56,16 @@ def parse_shared(text: str) -> cst.Module | None:
     return module
 
 
+def parsed_already(text: str) -> cst.Module | None:
+    """The process's recent parse of `text` when it has one (a neighbour a rule read before the scan came to it),
+    else None; parses nothing."""
+    key = text_digest(text) or ""
+    module = _SHARED_PARSES.get(key)
+    if module is not None:
+        _SHARED_PARSES.move_to_end(key)
+    return module
+
+
 class Project:
     """A read-only view of the scanned tree that loads sibling modules by dotted name, lazily and cached.
 

@@ -19,6 +19,8 @@ import libcst as cst
 N = TypeVar("N", bound=cst.CSTNode)
 _SKIP_PREFIXES = (
     "whitespace",
+    "leading_whitespace",
+    "trailing_whitespace",
     "lpar",
     "rpar",
     "comma",
@@ -76,11 +78,14 @@ def _walk(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(reversed(_children(node)))
 
 
-def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
-    """The nodes directly under `node`, in field order (whitespace and punctuation left out)."""
+def _children(node: cst.CSTNode, fields: tuple[str, ...] | None = None) -> list[cst.CSTNode]:
+    """The nodes directly under `node`, in field order (whitespace and punctuation left out), or in the order of
+    `fields`."""
     is_node = _IS_NODE
     children: list[cst.CSTNode] = []
-    for name in _fields(type(node)):
+    if fields is None:
+        fields = _FIELDS.get(type(node)) or _fields(type(node))
+    for name in fields:
         value = getattr(node, name)
         kind = type(value)
         if kind is tuple or kind is list:
@@ -98,6 +103,37 @@ def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
         if node_kind:
             children.append(value)
     return children
+
+
+#: the node types whose fields are not in source order, with their fields in source order
+_SOURCE_FIELDS: dict[type, tuple[str, ...]] = {
+    cst.Arg: ("star", "keyword", "value"),
+    cst.ImportFrom: ("relative", "module", "names"),
+    cst.FunctionDef: ("decorators", "asynchronous", "name", "type_parameters", "params", "returns", "body"),
+    cst.ClassDef: ("decorators", "name", "type_parameters", "bases", "keywords", "body"),
+    cst.IfExp: ("body", "test", "orelse"),
+    cst.With: ("asynchronous", "items", "body"),
+    cst.For: ("asynchronous", "target", "iter", "body", "orelse"),
+    cst.CompFor: ("asynchronous", "target", "iter", "ifs", "inner_for_in"),
+    cst.ExceptHandler: ("type", "name", "body"),
+    cst.ExceptStarHandler: ("type", "name", "body"),
+    cst.MatchCase: ("pattern", "guard", "body"),
+    cst.Param: ("star", "name", "annotation", "default"),
+    cst.Parameters: ("posonly_params", "posonly_ind", "params", "star_arg", "kwonly_params", "star_kwarg"),
+    cst.Index: ("star", "value"),
+    cst.Slice: ("lower", "upper", "step"),
+}
+
+
+def visit(root: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
+    """Drive a libcst `CSTVisitor` over `root` in source order, as `root.visit(visitor)` does, without libcst
+    rebuilding every node it passes (the costly part of its visits): `on_visit`/`visit_<Type>` before a node's
+    children (skipped when it returns False), `on_leave`/`leave_<Type>` after. Whitespace, comments and
+    punctuation are not visited, and neither are attribute hooks (`visit_<Type>_<field>`)."""
+    if visitor.on_visit(root):
+        for child in _children(root, _SOURCE_FIELDS.get(type(root))):
+            visit(child, visitor)
+    visitor.on_leave(root)
 
 
 #: type -> whether it is a libcst node: `isinstance` against libcst's abstract base classes goes through
@@ -123,12 +159,31 @@ def prepare(module: cst.Module) -> None:
             opened = order[starts[-1]]
             span[id(opened)] = (starts.pop(), len(order))
             continue
-        starts.append(len(order))
+        start = len(order)
         order.append(node)
+        children = _children(node)
+        if not children:  # most nodes are leaves: no end marker needed
+            span[id(node)] = (start, start + 1)
+            continue
+        starts.append(start)
         stack.append(None)
-        stack.extend(reversed(_children(node)))
+        children.reverse()
+        stack.extend(children)
     _ORDER[:] = order
     _SPAN.update(span)
+
+
+def order_of(module: cst.Module) -> list[cst.CSTNode] | None:
+    """The prepared file's nodes in `walk` order, when `module` is the file `prepare` walked (else None)."""
+    return _ORDER if _ORDER and _ORDER[0] is module else None
+
+
+def span(node: cst.CSTNode) -> tuple[int, int] | None:
+    """[start, end) of `node`'s subtree in the prepared file's `walk` order, or None for a node not in it."""
+    found = _SPAN.get(id(node))
+    if found is None or _ORDER[found[0]] is not node:
+        return None
+    return found
 
 
 def index(root: cst.CSTNode) -> dict[type, list[cst.CSTNode]]:
@@ -145,6 +200,14 @@ def index(root: cst.CSTNode) -> dict[type, list[cst.CSTNode]]:
 
 def nodes(root: cst.CSTNode, kind: type[N]) -> list[N]:
     """Every node of type `kind` (exact type, or a subclass) under `root`, in source order."""
+    cached = _CACHE.get(id(root))
+    if cached is None or cached[0] is not root:
+        found = _SPAN.get(id(root))
+        if found is not None and found[1] - found[0] <= _SMALL_SUBTREE and _ORDER[found[0]] is root:
+            # a small subtree asked once or twice: filtering its slice costs less than indexing it
+            if not _has_subclasses(kind):
+                return [n for n in _ORDER[found[0] : found[1]] if type(n) is kind]  # type: ignore[misc]
+            return [n for n in _ORDER[found[0] : found[1]] if isinstance(n, kind)]  # type: ignore[misc]
     groups = index(root)
     if kind in groups or not _has_subclasses(kind):
         # the index groups nodes by their exact type, so every member of `kind`'s group is a `kind`
@@ -157,7 +220,15 @@ def nodes(root: cst.CSTNode, kind: type[N]) -> list[N]:
 
 
 def _has_subclasses(kind: type) -> bool:
-    return bool(kind.__subclasses__())
+    known = _SUBCLASSED.get(kind)
+    if known is None:
+        known = _SUBCLASSED[kind] = bool(kind.__subclasses__())
+    return known
+
+
+#: subtrees of at most this many nodes are filtered, not indexed, by `nodes`
+_SMALL_SUBTREE = 64
+_SUBCLASSED: dict[type, bool] = {}
 
 
 def clear() -> None:

@@ -50,16 +50,16 @@ class _GuardedReads(cst.CSTVisitor):
         self.reads: list[tuple[cst.Name, frozenset[str]]] = []
 
     def visit_If(self, node: cst.If) -> bool:
-        node.test.visit(self)
+        walk.visit(node.test, self)
         is_none, is_not_none = _none_test(node.test)
         self.guards.append(self.guards[-1] | is_none)
-        node.body.visit(self)
+        walk.visit(node.body, self)
         self.guards.pop()
         if node.orelse is not None:
             # `else` of `if x is not None` (only when the test is that single comparison)
             only = isinstance(node.test, cst.Comparison) and is_not_none
             self.guards.append(self.guards[-1] | (is_not_none if only else set()))
-            node.orelse.visit(self)
+            walk.visit(node.orelse, self)
             self.guards.pop()
         return False
 
@@ -68,17 +68,17 @@ class _GuardedReads(cst.CSTVisitor):
             self.reads.append((node, frozenset(self.guards[-1])))
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
-        node.value.visit(self)
+        walk.visit(node.value, self)
         return False
 
     def visit_Arg(self, node: cst.Arg) -> bool:
-        node.value.visit(self)
+        walk.visit(node.value, self)
         return False
 
 
 def _reads(node: cst.CSTNode, name: str) -> bool:
     visitor = _GuardedReads(name)
-    node.visit(visitor)
+    walk.visit(node, visitor)
     return bool(visitor.reads)
 
 
@@ -325,7 +325,7 @@ class PrecomputedPromptEmbedsNotExpanded(Rule):
         embeds_params = {p for p in params if p.endswith("_embeds")}
         for per_prompt in sorted(p for p in params if PER_PROMPT_RE.match(p)):
             visitor = _GuardedReads(per_prompt)
-            encode.body.visit(visitor)
+            walk.visit(encode.body, visitor)
             guarded = [node for node, guards in visitor.reads if "prompt_embeds" in guards]
             if not guarded:
                 continue

@@ -105,16 +105,15 @@ class GuidanceDoublingWithoutGuidance(Rule):
     ]
 
     def check(self) -> None:
-        code = self.context.module.code_for_node
         for function in walk.nodes(self.context.module, cst.FunctionDef):
-            if "guidance" not in code(function.body):
+            if not _mentions_guidance(function.body):
                 continue
             guarded: set[int] = set()
             for branch in walk.own_nodes(function, cst.If):
-                if "guidance" in code(branch.test):
+                if _mentions_guidance(branch.test):
                     guarded.update(id(n) for n in walk.walk(branch.body))
             for choice in walk.own_nodes(function, cst.IfExp):
-                if "guidance" in code(choice.test):
+                if _mentions_guidance(choice.test):
                     guarded.update(id(n) for n in walk.walk(choice.body))
             for call in walk.own_nodes(function, cst.Call):
                 func = call.func
@@ -130,3 +129,10 @@ class GuidanceDoublingWithoutGuidance(Rule):
                 tensor = _base_name(func.value)
                 if doubled and per_prompt and tensor:
                     self.report(call, self.message.format(tensor=tensor), symbol=tensor)
+
+
+def _mentions_guidance(node: cst.CSTNode) -> bool:
+    """Whether a name, attribute or string under `node` mentions guidance (comments aside)."""
+    return any("guidance" in name.value for name in walk.nodes(node, cst.Name)) or any(
+        "guidance" in string.value for string in walk.nodes(node, cst.SimpleString)
+    )

@@ -151,11 +151,11 @@ class _ValueFlow(cst.CSTVisitor):
 
     # -- reads ------------------------------------------------------------------------------
     def visit_Attribute(self, node: cst.Attribute) -> bool:
-        node.value.visit(self)  # `a.b`: only `a` can be a read
+        walk.visit(node.value, self)  # `a.b`: only `a` can be a read
         return False
 
     def visit_Arg(self, node: cst.Arg) -> bool:
-        node.value.visit(self)  # `f(x=y)`: the keyword is not a read
+        walk.visit(node.value, self)  # `f(x=y)`: the keyword is not a read
         return False
 
     def visit_Param(self, node: cst.Param) -> bool:
@@ -530,7 +530,7 @@ class ArgumentNeverReachesSink(Rule):
     def _check_value(self, method: cst.FunctionDef, param: cst.Param, scope: str) -> None:
         arg = param.name.value
         flow = _ValueFlow(arg)
-        method.body.visit(flow)
+        walk.visit(method.body, flow)
         if flow.consumed:
             return
         template = self.message_overwritten if flow.killed else self.message_inspected

@@ -58,15 +58,15 @@ class _DeviceReads(cst.CSTVisitor):
     def visit_BooleanOperation(self, node: cst.BooleanOperation) -> bool:
         # `device = device or self.device`: the caller's device wins; the fallback is another matter
         if isinstance(node.operator, cst.Or) and self_attribute(node.right, "device"):
-            node.left.visit(self)
+            walk.visit(node.left, self)
             return False
         return True
 
     def visit_IfExp(self, node: cst.IfExp) -> bool:
         # `self.text_encoder.device if ... else self.device`: a fallback too
         if self_attribute(node.orelse, "device"):
-            node.test.visit(self)
-            node.body.visit(self)
+            walk.visit(node.test, self)
+            walk.visit(node.body, self)
             return False
         return True
 
@@ -85,7 +85,7 @@ class _DeviceReads(cst.CSTVisitor):
             body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
             if len(body) == 1 and _assigns_self_device(body[0], name):
                 if node.orelse is not None:
-                    node.orelse.visit(self)
+                    walk.visit(node.orelse, self)
                 return False
         return True
 
@@ -315,7 +315,7 @@ class DeviceInsteadOfExecutionDevice(Rule):
                 if not any(self_attribute(node, "device") for node in walk.nodes(method.body, cst.Attribute)):
                     continue  # no `self.device` at all: the exact (slower) walk below has nothing to find
                 visitor = _DeviceReads()
-                method.body.visit(visitor)
+                walk.visit(method.body, visitor)
                 if visitor.found:
                     self.report(
                         visitor.found[0],

@@ -1,0 +1,180 @@
+"""First and last lines of libcst nodes, without generating the whole file's code.
+
+libcst's `PositionProvider` generates the code of the whole tree again to count lines: for a large pipeline file
+that costs as much as parsing it. Python's own parser (`ast`, several times faster than libcst) already knows the
+first and last line of every statement, and those are the lines libcst reports for the same statement. So:
+
+- a statement's lines come from its `ast` twin (the statements of both trees, taken in source order, pair up
+  one to one; when they do not, the file keeps the slow path);
+- a node inside a simple statement is placed by generating that one statement's code;
+- a node in a compound statement's header (`if`/`for`/`while`/`with` tests and targets, a `def`'s decorators and
+  parameters, a class's bases) is placed by generating the header alone, the body stubbed out.
+
+Anything else (an `except` clause's type, a return annotation, a `match` subject) answers None, and the caller
+falls back to libcst's positions.
+"""
+
+from __future__ import annotations
+
+import ast
+from bisect import bisect_right
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from analyzers import walk
+
+
+#: compound statements whose header is everything before `body` and survives the body being stubbed out
+_HEADER_FIELDS_DROPPED = {cst.If: ("orelse",), cst.For: ("orelse",), cst.While: ("orelse",)}
+_HEADERED = (cst.If, cst.For, cst.While, cst.With, cst.FunctionDef, cst.ClassDef)
+_STUB = cst.IndentedBlock(body=[cst.SimpleStatementLine(body=[cst.Pass()])])
+_CONTAINERS = (cst.SimpleStatementLine, cst.SimpleStatementSuite)
+
+
+def _ast_statements(body: list[ast.stmt], out: list[ast.stmt]) -> None:
+    for statement in body:
+        out.append(statement)
+        for field in ("body", "handlers", "orelse", "finalbody", "cases"):
+            inner = getattr(statement, field, None)
+            if not isinstance(inner, list):
+                continue
+            for item in inner:
+                if isinstance(item, ast.stmt):
+                    _ast_statements([item], out)
+                else:  # an except handler or a match case: its body holds statements
+                    _ast_statements(item.body, out)
+
+
+def _is_statement(node: cst.CSTNode) -> bool:
+    kind = type(node)
+    known = _STATEMENT_TYPES.get(kind)
+    if known is None:  # `isinstance` against libcst's abstract bases is slow: once per type
+        known = _STATEMENT_TYPES[kind] = issubclass(kind, (cst.BaseSmallStatement, cst.BaseCompoundStatement))
+    return known
+
+
+_STATEMENT_TYPES: dict[type, bool] = {}
+
+
+class StatementLines:
+    """Lines of the nodes of one prepared file (`walk.prepare` ran on `module`); `lines(node)` or None."""
+
+    def __init__(self, module: cst.Module, source: str, tree: ast.Module | None) -> None:
+        self._module = module
+        self._lines: dict[int, tuple[int, int]] = {}
+        self._starts: list[int] = []  # walk-order index of each statement, ascending
+        self._statements: list[cst.CSTNode] = []
+        self._parents: list[int] = []  # index into _statements of the enclosing statement, -1 at the top
+        self._snippets: dict[int, tuple[dict, int] | None] = {}
+        self.usable = tree is not None and self._pair(tree)
+
+    def _pair(self, tree: ast.Module) -> bool:
+        order = walk.order_of(self._module)
+        if order is None:
+            return False
+        twins: list[ast.stmt] = []
+        _ast_statements(tree.body, twins)
+        open_ends: list[tuple[int, int]] = []  # (end in walk order, statement index) of the enclosing statements
+        count = 0
+        for position, node in enumerate(order):
+            if not _is_statement(node):
+                continue
+            if count >= len(twins):
+                return False
+            twin = twins[count]
+            if isinstance(node, cst.BaseCompoundStatement) != (type(twin).__name__ not in _SMALL_AST):
+                return False
+            start, end = walk.span(node)
+            while open_ends and open_ends[-1][0] <= position:
+                open_ends.pop()
+            self._parents.append(open_ends[-1][1] if open_ends else -1)
+            open_ends.append((end, count))
+            self._starts.append(start)
+            self._statements.append(node)
+            self._lines[id(node)] = (twin.lineno, twin.end_lineno or twin.lineno)
+            count += 1
+        return count == len(twins)
+
+    def lines(self, node: cst.CSTNode) -> tuple[int, int] | None:
+        if not self.usable:
+            return None
+        known = self._lines.get(id(node))
+        if known is not None:
+            return known
+        if isinstance(node, _CONTAINERS):
+            inner = [self._lines.get(id(s)) for s in node.body]
+            if inner and all(inner):
+                return inner[0][0], inner[-1][1]  # type: ignore[index]
+            return None
+        span = walk.span(node)
+        if span is None:
+            return None
+        owner = self._owner(span[0])
+        if owner is None:
+            return None
+        statement = self._statements[owner]
+        if isinstance(statement, cst.BaseCompoundStatement):
+            body = walk.span(statement.body)
+            if not isinstance(statement, _HEADERED) or body is None or span[0] >= body[0]:
+                return None  # not in the header: an `else`/`except` clause, a return annotation, …
+        placed = self._snippet(owner)
+        if placed is None:
+            return None
+        positions, offset = placed
+        code_range = positions.get(node)
+        if code_range is None:
+            return None
+        return code_range.start.line + offset, code_range.end.line + offset
+
+    def _owner(self, index: int) -> int | None:
+        """The innermost statement whose subtree holds the node at walk-order `index`."""
+        candidate = bisect_right(self._starts, index) - 1
+        while candidate >= 0:
+            if walk.span(self._statements[candidate])[1] > index:
+                return candidate
+            candidate = self._parents[candidate]
+        return None
+
+    def _snippet(self, owner: int) -> tuple[dict, int] | None:
+        if owner in self._snippets:
+            return self._snippets[owner]
+        statement = self._statements[owner]
+        if isinstance(statement, cst.BaseSmallStatement):
+            generated = statement
+            snippet = cst.Module(body=[cst.SimpleStatementLine(body=[statement])])
+        else:
+            changes = {"body": _STUB, **{name: None for name in _HEADER_FIELDS_DROPPED.get(type(statement), ())}}
+            generated = statement.with_changes(**changes)
+            snippet = cst.Module(body=[generated])
+        snippet = snippet.with_changes(
+            default_indent=self._module.default_indent, default_newline=self._module.default_newline
+        )
+        positions = MetadataWrapper(snippet, unsafe_skip_copy=True).resolve(PositionProvider)
+        first = self._lines[id(statement)][0]
+        result = (positions, first - positions[generated].start.line)
+        self._snippets[owner] = result
+        return result
+
+
+#: `ast` statement types that are simple statements in libcst
+_SMALL_AST = frozenset(
+    {
+        "Expr",
+        "Assign",
+        "AugAssign",
+        "AnnAssign",
+        "Return",
+        "Pass",
+        "Break",
+        "Continue",
+        "Raise",
+        "Assert",
+        "Delete",
+        "Import",
+        "ImportFrom",
+        "Global",
+        "Nonlocal",
+        "TypeAlias",
+    }
+)

@@ -465,6 +465,7 @@ def stream(checkout: Path, pipelines: Sequence[str], codes: Sequence[str] | None
     """Run the worker over `pipelines` and yield its events; a pipeline whose process died or hung gets a
     `pipeline` event with status `crashed` or `timeout`, and the worker restarts on the rest."""
     env = worker_env(cache)
+    checkout = Path(os.path.abspath(checkout))  # the worker runs in the checkout: a relative path would not resolve
     remaining = list(pipelines)
     while remaining:
         args = [sys.executable, "-m", "runners.checkout", "worker", "--source", str(checkout), "--device", device,

@@ -21,7 +21,7 @@ HELP = """\
 | `/drbot help` | this list | anyone |
 | `/drbot review` | review the pull request again now | anyone |
 | `/drbot explain DRBnnn` | what a rule checks and why | anyone |
-| `/drbot contracts [@sha] [Pipeline …]` | run the contract tests on GPU runners, on the head you reviewed (or the commit `@sha` names; default pipelines: those this PR touches) | write access |
+| `/drbot contracts [@sha] [Pipeline …]` | run the contract tests on GPU runners, on the head you reviewed (or the commit `@sha` names; default pipelines: those this PR changes, then up to 16 that use a model, scheduler or shared module it changes) | write access |
 | `/drbot ignore <fingerprint or DRBnnn> <reason>` | suppress a finding (or a rule's findings on this PR) everywhere it recurs | write access |
 | `/drbot pause` · `/drbot resume` | stop or restart reviews of this pull request | write access |
 

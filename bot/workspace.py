@@ -165,6 +165,74 @@ def pipeline_classes(repo: Path, paths, pool: Pool, deadline: float | None = Non
     return sorted(found)
 
 
+#: at most this many pipelines join a `/drbot contracts` that names none because they use a module the PR changes
+MAX_DEPENDENTS = 16
+
+
+def shared_names(path: str, max_bytes: int) -> list[str]:
+    """Public classes and functions at the top level of one file, `*Pipeline` classes aside; parsed in an analysis
+    worker (engine.isolation)."""
+    try:
+        if os.path.getsize(path) > max_bytes:
+            return []
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+        return []
+    return [
+        n.name
+        for n in tree.body
+        if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and not n.name.startswith("_")
+        and not n.name.endswith("Pipeline")
+    ]
+
+
+def dependent_pipelines(repo: Path, head: str, files: Path, paths, pool: Pool, deadline: float | None = None,
+                        limit: int = MAX_DEPENDENTS) -> tuple[list[str], int]:  # fmt: skip
+    """Pipelines the PR does not change that use a model, scheduler or shared module it changes: the `*Pipeline`
+    classes of the head's pipeline modules that name a public class or function a changed module of
+    `src/diffusers/` defines. At most `limit` of them (modules in path order); also how many more modules name one.
+    `files` holds the head's changed files (parsed in `pool`); the head commit `head` of `repo` is searched."""
+    root = files.resolve()
+    changed = sorted({p for p in paths if p.startswith("src/diffusers/") and p.endswith(".py")})
+    modules = []
+    for path in changed:
+        full = (root / path).resolve()
+        if not path.endswith("__init__.py") and full.is_relative_to(root) and full.is_file():
+            modules.append(str(full))
+    names: set[str] = set()
+    for job in [pool.submit(shared_names, full, pool.limits.max_file_bytes) for full in modules]:
+        value = pool.outcome(job, deadline)
+        if not isinstance(value, Failure):
+            names.update(value)
+    if not names:
+        return [], 0
+    patterns = [arg for name in sorted(names) for arg in ("-e", name)]
+    try:
+        listed = _git(repo, "grep", "-l", "-w", "-F", *patterns, head, "--", "src/diffusers/pipelines/")
+    except WorkspaceError:  # git grep exits 1 when nothing matches; any other failure adds no pipeline either
+        return [], 0
+    users = sorted({line.partition(":")[2] for line in listed.splitlines()} - set(changed))
+    users = [path for path in users if path.endswith(".py") and not path.endswith("__init__.py")]
+    found: list[str] = []
+    scratch = Path(tempfile.mkdtemp(prefix="drbot-dependents-", dir=root))
+    try:
+        for index, path in enumerate(users):
+            if len(found) >= limit:
+                return sorted(found[:limit]), len(users) - index
+            target = scratch / f"{index}.py"
+            try:
+                target.write_text(_git(repo, "show", f"{head}:{path}"), encoding="utf-8")
+            except (WorkspaceError, UnicodeError):
+                continue
+            value = pool.outcome(pool.submit(top_level_pipelines, str(target), pool.limits.max_file_bytes), deadline)
+            if not isinstance(value, Failure):
+                found.extend(name for name in value if name not in found)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return sorted(found[:limit]), 0
+
+
 # -- per-repository state kept between reviews: each merge base unpacked once, heads built on it ---------------
 
 #: the merge bases kept on disk (under the App's workdir) are pruned back under this many bytes, least recently used

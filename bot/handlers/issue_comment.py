@@ -351,7 +351,18 @@ async def cmd_contracts(call: Invocation) -> str:
     if await JobQueue(call.store.redis, call.store.keys).enqueue(job, installation) is None:
         return f"Contract tests for `{head[:7]}` were already requested (job `{job['job_id']}`)."
     which = ", ".join(code_span(p) for p in pipelines)
-    return f"Queued contract tests of {which} at `{head[:7]}` (job `{job['job_id']}`); results will appear in this PR."
+    reply = (
+        f"Queued contract tests of {which} at `{head[:7]}` (job `{job['job_id']}`); results will appear in this PR."
+    )
+    if not names:
+        dependents = [p for p in await state.get_json("dependents", []) if p in pipelines]
+        more = int(await state.get_json("dependents_more", 0) or 0)
+        if dependents:
+            reply += f" {len(dependents)} of them use a model, scheduler or shared module this pull request changes."
+        if more:
+            reply += (f" {more} more pipeline module{'s' if more != 1 else ''} use{'' if more != 1 else 's'} one too: "
+                      "name their pipelines to test them.")  # fmt: skip
+    return reply
 
 
 #: every verb of `bot.commands.VERBS`, by name; unknown verbs, usage errors and permissions are checked before

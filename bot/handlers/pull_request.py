@@ -229,6 +229,17 @@ async def fetch_head(
 
 
 @dataclass(frozen=True)
+class Touched:
+    """The pipelines `/drbot contracts` runs when it names none: those the change defines, then (at most
+    `workspace.MAX_DEPENDENTS`) those using a model, scheduler or shared module it changes; `more` counts the pipeline
+    modules left past that cap."""
+
+    pipelines: tuple[str, ...]
+    dependents: tuple[str, ...]
+    more: int
+
+
+@dataclass(frozen=True)
 class Tree:
     """A repository to review: its base and head revisions, the files left out of it for size, and a directory
     holding the head's changed files (what `workspace.pipeline_classes` reads)."""
@@ -332,10 +343,12 @@ class Found:
     crossref: str  # the "Possible duplicates" section, "" when there is none
     duplicates_earlier: bool  # an earlier open PR fixes the same finding, or has the same head tree
     related: frozenset[int]  # every other open PR sharing a fix or the head tree with this one
-    pipelines: tuple[str, ...]  # the pipeline classes the change touches
+    pipelines: tuple[str, ...]  # the pipeline classes the change touches, then those using a module it changes
     tree_sha: str | None
     labels_present: frozenset[str]
     labels_ours: frozenset[str]  # the labels drbot added to this PR before
+    dependents: tuple[str, ...] = ()  # those of `pipelines` that only use a module the change touches
+    dependents_more: int = 0  # pipeline modules past the cap that use one too (`workspace.MAX_DEPENDENTS`)
 
 
 @dataclass(frozen=True)
@@ -420,7 +433,9 @@ def plan_review(found: Found, links: Links) -> ReviewPlan:
         comments=comments if config.inline_comments else None,
         posted_codes=tuple(f.code for group in inline for f in group),
         labels=labels, fixed=data.comparison.fixed, tree_sha=found.tree_sha,
-        record={"pipelines": list(found.pipelines), "findings": findings}, refresh=tuple(sorted(found.related)),
+        record={"pipelines": list(found.pipelines), "dependents": list(found.dependents),
+                "dependents_more": found.dependents_more, "findings": findings},
+        refresh=tuple(sorted(found.related)),
         new=len(new),
     )  # fmt: skip
 
@@ -492,7 +507,11 @@ async def _analyse_tree(tree: Tree, scope: Scope, rules, settings, pool):
     )  # fmt: skip
     deadline = time.monotonic() + settings.analysis_budget_s
     pipelines = await asyncio.to_thread(workspace.pipeline_classes, tree.files, list(scope.changed), pool, deadline)
-    return data, pipelines
+    dependents, more = await asyncio.to_thread(
+        workspace.dependent_pipelines, tree.repo, tree.head, tree.files, list(scope.changed), pool, deadline
+    )
+    dependents = [name for name in dependents if name not in pipelines]
+    return data, Touched(tuple(pipelines) + tuple(dependents), tuple(dependents), more)
 
 
 async def gather_review(gh, payload: dict, scope: Scope, state: publish.PullState, *, store, settings) -> Found | Stop:
@@ -529,7 +548,8 @@ async def gather_review(gh, payload: dict, scope: Scope, state: publish.PullStat
     return Found(
         repo=repo, number=number, head_sha=head_sha, config=config, rules=rules, data=found.data,
         fixes_known=bool(found.fixes_known), crossref=crossref, duplicates_earlier=bool(earlier),
-        related=frozenset(related), pipelines=tuple(pipelines), tree_sha=tree_sha, labels_present=frozenset(present),
+        related=frozenset(related), pipelines=pipelines.pipelines, dependents=pipelines.dependents,
+        dependents_more=pipelines.more, tree_sha=tree_sha, labels_present=frozenset(present),
         labels_ours=frozenset(ours),
     )  # fmt: skip
 

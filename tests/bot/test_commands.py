@@ -195,6 +195,22 @@ async def test_contracts_without_names_runs_the_pipelines_the_pr_changes(harness
     assert job["pipelines"] == ["DDPMPipeline"]
 
 
+async def test_contracts_without_names_adds_the_pipelines_using_a_changed_scheduler(harness, github, sources):
+    scheduler = "src/diffusers/schedulers/scheduling_ddpm.py"
+    changed = sources(scheduler).replace("class DDPMScheduler(", "# a comment\nclass DDPMScheduler(", 1)
+    open_pr(github, sources, {scheduler: changed}, base_extra={scheduler: sources(scheduler)})
+    github.set_permission(REPO, "maintainer", "write")
+    await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+    payload, _ = await comment(harness, github, "/drbot contracts")
+    body = replies(github, payload)[0]["body"]
+    # the PR changes no pipeline: DDPMPipeline runs because it imports DDPMScheduler; the unCLIP pipeline does not
+    assert "Queued contract tests of `DDPMPipeline` at" in body
+    assert "1 of them use a model, scheduler or shared module this pull request changes" in body
+    (job,) = [json.loads(f[b"payload"]) for _, f in await harness.redis.xrange(harness.keys.jobs)]
+    assert job["pipelines"] == ["DDPMPipeline"]
+
+
 # -- the shape of the handler: a table of verbs, Redis only through bot.store
 
 

@@ -69,3 +69,59 @@ def test_the_command_line_shows_the_git_failure(tmp_path):
     )
     assert result.returncode == 2
     assert "failed (exit status 128)" in result.stderr and "no-such-rev" in result.stderr
+
+
+# -- the pipelines `/drbot contracts` runs when it names none --------------------------------------------------------
+
+
+def _commit(repo, files: dict[str, str]) -> str:
+    import subprocess
+
+    for path, text in files.items():
+        target = repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    run = lambda *args: subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)  # noqa: E731
+    run("add", "-A")
+    run("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "x")
+    return run("rev-parse", "HEAD").stdout.strip()
+
+
+def test_pipelines_using_a_changed_model_join_and_the_rest_are_counted(tmp_path):
+    import subprocess
+
+    from bot.workspace import dependent_pipelines, pipeline_classes
+    from engine.isolation import Limits, Pool
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    model = "src/diffusers/models/transformers/transformer_flux.py"
+    flux = "from ...models import FluxTransformer2DModel\n\nclass FluxPipeline:\n    pass\n"
+    files = {
+        model: "class FluxTransformer2DModel:\n    pass\n\ndef _private():\n    pass\n",
+        "src/diffusers/pipelines/flux/pipeline_flux.py": flux,
+        "src/diffusers/pipelines/flux/pipeline_flux_img2img.py": flux.replace("FluxPipeline", "FluxImg2ImgPipeline"),
+        "src/diffusers/pipelines/flux/pipeline_flux_fill.py": flux.replace("FluxPipeline", "FluxFillPipeline"),
+        # names the model only in a private helper's name: a word match, not a substring match
+        "src/diffusers/pipelines/sana/pipeline_sana.py": "from x import FluxTransformer2DModelish\n\n"
+        "class SanaPipeline:\n    pass\n",
+        # uses a private name of the changed module only: not a user of its public interface
+        "src/diffusers/pipelines/other/pipeline_other.py": "from y import _private\n\nclass OtherPipeline:\n    pass\n",
+        "src/diffusers/pipelines/flux/__init__.py": "from .pipeline_flux import FluxPipeline\n",
+    }
+    head = _commit(repo, files)
+    changed_dir = tmp_path / "changed"  # what the review holds: the head's changed files
+    for path in (model, "src/diffusers/pipelines/flux/pipeline_flux.py"):
+        (changed_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (changed_dir / path).write_text(files[path])
+    changed = [model, "src/diffusers/pipelines/flux/pipeline_flux.py"]
+    with Pool(Limits(timeout_s=30)) as pool:
+        assert pipeline_classes(changed_dir, changed, pool) == ["FluxPipeline"]
+        found, more = dependent_pipelines(repo, head, changed_dir, changed, pool)
+        assert (found, more) == (["FluxFillPipeline", "FluxImg2ImgPipeline"], 0)
+        capped, more = dependent_pipelines(repo, head, changed_dir, changed, pool, limit=1)
+        assert (capped, more) == (["FluxFillPipeline"], 1)
+        # a change to pipeline modules alone adds no dependents
+        assert dependent_pipelines(repo, head, changed_dir, changed[1:], pool) == ([], 0)
+    assert not list(changed_dir.glob("drbot-dependents-*"))  # the scratch copies are gone

@@ -96,9 +96,15 @@ class Dispatcher:
         number = pull_number(message.event, payload)
         lock = PullLock(self.store.redis, self.store.keys.pr_lock(repository, number)) if number else nullcontext()
         async with lock:
-            await router.dispatch(
-                event, gh, store=self.store, settings=self.settings, metrics=self.metrics, **self.extra
-            )
+            try:
+                await router.dispatch(
+                    event, gh, store=self.store, settings=self.settings, metrics=self.metrics, **self.extra
+                )
+            except Exception as error:
+                if message.event == "pull_request" and message.attempts >= self.settings.max_attempts:
+                    # the last attempt: the event goes to the dead letters; its check run must not spin forever
+                    await pull_request.give_up_review(gh, payload, error, store=self.store, attempts=message.attempts)
+                raise
 
 
 def warm_analysis_pool(settings: Settings) -> None:

@@ -46,27 +46,38 @@ class GitTree:
         self._proc: subprocess.Popen | None = None
 
     def read(self, path: str) -> str | None:
+        """The file's text at this revision; None when it is absent, not a file, too large or not UTF-8. GitError
+        when git itself fails (a file read as absent would show every finding in it as fixed)."""
         if self._proc is None:
-            self._proc = subprocess.Popen(
-                ["git", "-C", str(self.repo), "cat-file", "--batch"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
+            command = ["git", "-C", str(self.repo), "cat-file", "--batch"]
+            try:
+                self._proc = subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+            except OSError as error:
+                raise GitError(describe_start_failure(command, error)) from None
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(f"{self.rev}:{path}\n".encode())
-        self._proc.stdin.flush()
-        header = self._proc.stdout.readline().decode()
-        if header.endswith(" missing\n") or not header.strip():
+        try:
+            self._proc.stdin.write(f"{self.rev}:{path}\n".encode())
+            self._proc.stdin.flush()
+            header = self._proc.stdout.readline().decode()
+        except OSError:  # the process is gone: a broken pipe
+            header = ""
+        if not header:
+            self._failed()
+        fields = header.split()
+        if header.endswith((" missing\n", " ambiguous\n")) or len(fields) != 3 or not fields[2].isdigit():
             return None
-        size = int(header.split()[2])
-        if self.max_bytes is not None and size > self.max_bytes:
+        size = int(fields[2])
+        if fields[1] != "blob" or (self.max_bytes is not None and size > self.max_bytes):
             left = size + 1  # the object, then its newline: drained in chunks, never held
             while left > 0:
                 chunk = self._proc.stdout.read(min(left, 1 << 20))
                 if not chunk:
                     break
                 left -= len(chunk)
-            self.too_large[path] = size
+            if fields[1] == "blob":
+                self.too_large[path] = size
             return None
         data = self._proc.stdout.read(size)
         self._proc.stdout.read(1)  # the newline after the object
@@ -75,14 +86,27 @@ class GitTree:
         except UnicodeDecodeError:
             return None
 
+    def _failed(self) -> None:
+        """git cat-file ended early: raise GitError with its exit status and what it said."""
+        assert self._proc is not None
+        process, self._proc = self._proc, None
+        try:
+            _, stderr = process.communicate(timeout=10)
+        except (subprocess.TimeoutExpired, OSError, ValueError):
+            process.kill()
+            stderr = b""
+        command = ["git", "-C", str(self.repo), "cat-file", "--batch"]
+        raise GitError(describe_failure(command, process.returncode or -1, stderr.decode("utf-8", "replace"), ""))
+
     def files(self, directory: str) -> list[str]:
-        """Every file path under `directory` at this revision (recursively)."""
-        result = subprocess.run(
-            ["git", "-C", str(self.repo), "ls-tree", "-r", "--name-only", "-z", self.rev, "--", directory + "/"],
-            capture_output=True,
-        )
+        """Every file path under `directory` at this revision (recursively); GitError when git fails."""
+        command = ["git", "-C", str(self.repo), "ls-tree", "-r", "--name-only", "-z", self.rev, "--", directory + "/"]
+        try:
+            result = subprocess.run(command, capture_output=True)
+        except OSError as error:
+            raise GitError(describe_start_failure(command, error)) from None
         if result.returncode != 0:
-            return []
+            raise GitError(describe_failure(command, result.returncode, result.stderr, result.stdout))
         return [p for p in result.stdout.decode("utf-8", "replace").split("\0") if p]
 
     def close(self) -> None:
@@ -302,11 +326,13 @@ def copies_of(repo: Path, sha: str, names: set[str]) -> list[str]:
         return []
     # the marker names exactly this object (`… with A->B` may follow), not one inside a changed class
     args = [arg for name in sorted(names) for arg in ("-e", f"Copied from {re.escape(name)}( |$)")]
-    result = subprocess.run(
-        ["git", "-C", str(repo), "grep", "-l", "-E", *args, sha, "--", "src/", "diffusers/"],
-        capture_output=True,
-        text=True,
-    )
+    command = ["git", "-C", str(repo), "grep", "-l", "-E", *args, sha, "--", "src/", "diffusers/"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    except OSError as error:
+        raise GitError(describe_start_failure(command, error)) from None
+    if result.returncode not in (0, 1):  # 1: nothing matched
+        raise GitError(describe_failure(command, result.returncode, result.stderr, result.stdout))
     return sorted({line.split(":", 1)[1] for line in result.stdout.splitlines() if ":" in line})
 
 
@@ -315,14 +341,19 @@ def blob_sizes(repo: Path, refs: Sequence[tuple[str, str]]) -> dict[tuple[str, s
     are left out."""
     if not refs:
         return {}
-    result = subprocess.run(
-        ["git", "-C", str(repo), "cat-file", "--batch-check=%(objecttype) %(objectsize)"],
-        input="".join(f"{sha}:{path}\n" for sha, path in refs).encode(),
-        capture_output=True,
-    )
+    command = ["git", "-C", str(repo), "cat-file", "--batch-check=%(objecttype) %(objectsize)"]
+    try:
+        result = subprocess.run(
+            command, input="".join(f"{sha}:{path}\n" for sha, path in refs).encode(), capture_output=True
+        )
+    except OSError as error:
+        raise GitError(describe_start_failure(command, error)) from None
+    lines = result.stdout.decode("utf-8", "replace").splitlines()
+    if result.returncode != 0 or len(lines) != len(refs):  # one line per request, in order, or git failed
+        stderr = result.stderr.decode("utf-8", "replace")
+        raise GitError(describe_failure(command, result.returncode, stderr, f"{len(lines)} of {len(refs)} answered"))
     sizes: dict[tuple[str, str], int] = {}
-    # one line per request, in order; a git that failed answers fewer, and the rest count as absent
-    for ref, line in zip(refs, result.stdout.decode("utf-8", "replace").splitlines(), strict=False):
+    for ref, line in zip(refs, lines, strict=True):
         kind, _, size = line.partition(" ")
         if kind == "blob" and size.isdigit():
             sizes[ref] = int(size)

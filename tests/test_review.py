@@ -230,3 +230,45 @@ def test_a_new_public_pipeline_without_tests_is_reported_and_its_tests_silence_i
     git(tmp_path, "commit", "-qm", "and its fast tests")
     data = review(tmp_path, "HEAD~2", "HEAD")
     assert [(f.code, f.symbol) for f in data.new if f.pattern == 10] == [("DRB015", "OmniPipeline")]
+
+
+# -- git failing under a review is an error that says why, never an empty answer ------------------------------------
+
+
+def _corrupt_objects(repo: Path) -> None:
+    """Make every loose object unreadable: git then fails on any read, as on a damaged disk."""
+    for obj in (repo / ".git" / "objects").glob("??/*"):
+        obj.write_bytes(b"not a zlib stream")
+
+
+def test_git_failures_under_the_tree_readers_are_loud(repo):
+    from engine.review import GitTree, blob_sizes, copies_of
+
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    tree = GitTree(repo, head)
+    assert tree.files("src")  # the healthy repository answers
+    path = tree.files("src")[0]
+    assert tree.read(path) is not None
+    assert tree.read("src/no/such/file.py") is None  # absent is not an error
+    tree.close()
+    _corrupt_objects(repo)
+    broken = GitTree(repo, head)
+    with pytest.raises(GitError, match=r"git .* failed \(exit status \d+\): .*\S"):
+        broken.files("src")
+    with pytest.raises(GitError, match=r"cat-file"):
+        broken.read(path)
+    with pytest.raises(GitError, match=r"cat-file"):
+        blob_sizes(repo, [(head, path)])
+    with pytest.raises(GitError, match=r"git .*grep.* failed"):
+        copies_of(repo, head, {"diffusers.models.Thing"})
+
+
+def test_a_directory_reads_as_no_file(repo):
+    from engine.review import GitTree
+
+    tree = GitTree(repo, "HEAD")
+    try:
+        assert tree.read("src") is None and tree.too_large == {}
+        assert tree.read(tree.files("src")[0]) is not None  # the stream stays in step after a non-blob
+    finally:
+        tree.close()

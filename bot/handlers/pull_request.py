@@ -673,6 +673,27 @@ async def record_head(store, payload: dict) -> None:
         await state.set_json("heads", (heads + [[sha, since]])[-MAX_HEADS:])
 
 
+async def give_up_review(gh, payload: dict, error: BaseException, *, store, attempts: int) -> None:
+    """The review of this head failed on its last attempt: complete its check run, if one is in progress, as neutral,
+    saying so (the reason's details stay in the logs and the dead letter, for the operators). Best effort: a failure
+    here is logged and the event still goes to the dead letters."""
+    try:
+        repo, pull = payload["repository"]["full_name"], payload["pull_request"]
+        state = publish.PullState(store.redis, store.keys, repo, pull["number"])
+        head_sha = pull["head"]["sha"]
+        if not await publish.check_run_in_progress(gh, repo, state, head_sha):
+            return
+        summary = (
+            f"drbot could not review this head: the review failed {attempts} times ({type(error).__name__}). "
+            "A maintainer can try again with `/drbot review`; the operators find the error under "
+            "`drbot dead-letters list`."
+        )
+        await publish.upsert_check_run(gh, repo, state, head_sha, publish.CheckRun("neutral", "Not reviewed: failed",
+                                                                                   summary))  # fmt: skip
+    except Exception as failure:  # noqa: BLE001 - reported; the dead letter is what matters now
+        log.warning("could not complete the check run of a failed review: %s: %s", type(failure).__name__, failure)
+
+
 @router.register("pull_request", action="opened")
 @router.register("pull_request", action="reopened")
 @router.register("pull_request", action="synchronize")

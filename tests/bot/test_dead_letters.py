@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from harness import DDPM, REPO, SECRET, open_pr, with_eta
@@ -28,14 +29,23 @@ async def drbot(harness, *args: str, secret: str | None = SECRET) -> subprocess.
     return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, cwd=ROOT, env=env)
 
 
+async def until_dead(harness, timeout_s: float = 60.0) -> None:
+    """Run the worker until the one event failing on every attempt is dead-lettered (each retry waits out the
+    visibility timeout; a loaded machine takes longer than an idle one)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await harness.run()
+        if await harness.redis.xlen(harness.keys.dead):
+            return
+        await asyncio.sleep(0.06)
+
+
 async def kill_one_review(harness, github, sources) -> tuple[str, object]:
     """A pull_request event that fails on every attempt until it is dead-lettered; (dead letter id, the fault)."""
     open_pr(github, sources, {DDPM: with_eta(sources)})
     broken = github.fail("GET", r"/pulls/1$", status=500, times=None, headers={"retry-after": "0"})
     assert await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened")) == 202
-    for _ in range(4):
-        await harness.run()
-        await asyncio.sleep(0.06)
+    await until_dead(harness)
     ((dead_id, _),) = await harness.redis.xrange(harness.keys.dead)
     return dead_id.decode(), broken
 
@@ -113,3 +123,19 @@ async def test_show_escapes_control_characters_and_drop_deletes(harness):
     assert await harness.redis.xlen(harness.keys.dead) == 0
     missing = await drbot(harness, "show", dead_id)
     assert missing.returncode == 1 and "no entry" in missing.stderr
+
+
+async def test_a_review_failing_on_every_attempt_completes_its_check_run(harness, github, sources):
+    open_pr(github, sources, {DDPM: with_eta(sources)})
+    # GitHub answers everything but the comparison the review needs after starting its check run
+    github.fail("GET", r"/compare/", status=500, times=None, headers={"retry-after": "0"})
+    assert await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened")) == 202
+    await harness.run()
+    (run,) = github.check_runs(REPO)
+    assert run["status"] == "in_progress"  # a retry is still to come: the check run says it is being reviewed
+    await until_dead(harness)
+    assert await harness.redis.xlen(harness.keys.dead) == 1
+    (run,) = github.check_runs(REPO)
+    assert run["status"] == "completed" and run["conclusion"] == "neutral"
+    assert run["output"]["title"] == "Not reviewed: failed"
+    assert "failed 3 times" in run["output"]["summary"] and "/drbot review" in run["output"]["summary"]

@@ -17,10 +17,8 @@ import argparse
 import json
 import os
 import platform
-import queue
 import re
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -52,30 +50,11 @@ def covered_pipelines(report: Path = COVERAGE) -> list[str]:
 
 
 def _events(checkout: Path, config: str, parts: list[list[str]], timeout_s: float) -> Iterator[dict]:
-    """Every event of one configuration, from one worker stream per part (each pumped by a thread)."""
-    from runners.checkout import stream
+    """Every event of one configuration, from one worker stream per part."""
+    from runners.coverage import parallel
 
     device, dtype, offload = CONFIGS[config]
-    events: queue.Queue = queue.Queue()
-    done = object()
-
-    def pump(part: list[str]) -> None:
-        try:
-            for event in stream(checkout, part, device=device, dtype=dtype, offload=offload, timeout_s=timeout_s):
-                events.put(event)
-        finally:
-            events.put(done)
-
-    threads = [threading.Thread(target=pump, args=(part,), daemon=True) for part in parts if part]
-    for thread in threads:
-        thread.start()
-    finished = 0
-    while finished < len(threads):
-        event = events.get()
-        if event is done:
-            finished += 1
-        else:
-            yield event
+    yield from parallel(parts, checkout, timeout_s, device=device, dtype=dtype, offload=offload)
 
 
 def load_costs(path: Path) -> dict[str, float]:

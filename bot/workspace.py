@@ -134,15 +134,19 @@ def _extract_side(side: str, tarball, repo: Path, caps: Caps, skipped: dict[str,
         raise LimitExceeded(f"the {side} commit's tarball {error}") from None
 
 
-def top_level_pipelines(path: str, max_bytes: int) -> list[str]:
-    """Classes named `*Pipeline` at the top level of one file; parsed in an analysis worker (engine.isolation)."""
+def _top_level(path: str, max_bytes: int) -> list[ast.stmt]:
+    """The top-level statements of one file (none when it is too large or does not parse)."""
     try:
         if os.path.getsize(path) > max_bytes:
             return []
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+        return ast.parse(Path(path).read_text(encoding="utf-8")).body
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
         return []
-    return [n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("Pipeline")]
+
+
+def top_level_pipelines(path: str, max_bytes: int) -> list[str]:
+    """Classes named `*Pipeline` at the top level of one file; parsed in an analysis worker (engine.isolation)."""
+    return [n.name for n in _top_level(path, max_bytes) if isinstance(n, ast.ClassDef) and n.name.endswith("Pipeline")]
 
 
 def pipeline_classes(repo: Path, paths, pool: Pool, deadline: float | None = None) -> list[str]:
@@ -172,15 +176,9 @@ MAX_DEPENDENTS = 16
 def shared_names(path: str, max_bytes: int) -> list[str]:
     """Public classes and functions at the top level of one file, `*Pipeline` classes aside; parsed in an analysis
     worker (engine.isolation)."""
-    try:
-        if os.path.getsize(path) > max_bytes:
-            return []
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
-        return []
     return [
         n.name
-        for n in tree.body
+        for n in _top_level(path, max_bytes)
         if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
         and not n.name.startswith("_")
         and not n.name.endswith("Pipeline")

@@ -126,7 +126,7 @@ def collect(checkout: Path, names: Sequence[str] | None = None, timeout_s: float
         elif row.name not in done:
             runnable.append(row.name)
     try:
-        for event in _parallel([runnable[i::jobs] for i in range(jobs)], checkout, timeout_s):
+        for event in parallel([runnable[i::jobs] for i in range(jobs)], checkout, timeout_s):
             record(event)
             apply(event)
     finally:
@@ -135,20 +135,21 @@ def collect(checkout: Path, names: Sequence[str] | None = None, timeout_s: float
     return sorted(rows.values(), key=lambda r: r.name)
 
 
-def _parallel(parts: list[list[str]], checkout: Path, timeout_s: float) -> Iterator[dict]:
-    """The events of one worker stream per part, as they come (each stream in a thread; its worker is a process)."""
+def parallel(parts: list[list[str]], checkout: Path, timeout_s: float, **options) -> Iterator[dict]:
+    """The events of one worker stream per part, as they come (each stream in a thread; its worker is a process);
+    `options` go to `runners.checkout.stream` (device, dtype, offload)."""
     from runners.checkout import stream
 
     parts = [part for part in parts if part]
     if len(parts) <= 1:
-        yield from stream(checkout, parts[0] if parts else [], timeout_s=timeout_s)
+        yield from stream(checkout, parts[0] if parts else [], timeout_s=timeout_s, **options)
         return
     events: queue.Queue = queue.Queue()
     done = object()
 
     def pump(part: list[str]) -> None:
         try:
-            for event in stream(checkout, part, timeout_s=timeout_s):
+            for event in stream(checkout, part, timeout_s=timeout_s, **options):
                 events.put(event)
         finally:
             events.put(done)

@@ -16,6 +16,10 @@ class AttentionEquivalenceContract:
         import pytest
         import torch
 
+        if self.dtype is not None and self.dtype != torch.float32:
+            # fusing or another backend reorders reductions: in bf16 that moves a tiny model's output by 1e-2..1e-1
+            # over its steps (measured on an H100), as much as a real mismatch would, so the comparison cannot tell
+            pytest.skip("attention equivalence is checked in float32 only")
         pipe = self.get_pipeline()
         model = getattr(pipe, self.factory.denoiser)
         fuse = getattr(model, "fuse_qkv_projections", None)

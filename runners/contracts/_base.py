@@ -34,6 +34,24 @@ class TinyConfig:
             return pipe
         return self.factory.build(self.torch_device, self.dtype)
 
+    def build_from(self, components: dict):
+        """The pipeline of these components (some left out, say), built, placed and cast as `get_pipeline` does."""
+        import torch
+
+        for value in components.values():
+            if isinstance(value, torch.nn.Module):
+                value.eval()
+        pipe = self.pipeline_class(**components)
+        pipe.set_progress_bar_config(disable=True)
+        if self.offload:
+            if self.dtype is not None:
+                pipe = pipe.to(dtype=self.dtype)
+            pipe.enable_model_cpu_offload(device=self.torch_device)
+            return pipe
+        if self.dtype is not None:
+            pipe = pipe.to(dtype=self.dtype)
+        return pipe.to(self.torch_device)
+
     def get_dummy_inputs(self, seed: int = 0) -> dict:
         return self.factory.inputs(self.torch_device, seed)
 

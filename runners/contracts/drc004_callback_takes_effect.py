@@ -11,6 +11,7 @@ class CallbackTakesEffectContract:
     title = "callback_on_step_end outputs are used"
 
     def test_drc004_callback_takes_effect(self):
+        import pytest
         import torch
 
         self.require("callback_on_step_end", "callback_on_step_end_tensor_inputs")
@@ -29,6 +30,11 @@ class CallbackTakesEffectContract:
         if not seen:
             raise ContractFailure("callback_on_step_end was accepted but never called")
         if torch.equal(torch.as_tensor(plain).float(), torch.as_tensor(edited).float()):
+            # a test model whose output ignores its noise too (Allegro's fast test: the same frames for any seed)
+            # cannot show whether the callback's latents are used
+            reseeded = first_output(pipe(**self.get_dummy_inputs(seed=1)))
+            if torch.equal(torch.as_tensor(plain).float(), torch.as_tensor(reseeded).float()):
+                pytest.skip("the output is the same for another seed too: it does not depend on the latents at all")
             raise ContractFailure(
                 "a callback that zeroes `latents` left the output unchanged: its return value is ignored"
             )

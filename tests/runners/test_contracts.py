@@ -63,7 +63,11 @@ def test_sdxl_inpaint_latent_output_ignores_return_dict():
 @pytest.mark.parametrize(
     "pipeline, code",
     [("WanPipeline", "DRC001"), ("StableDiffusionXLPipeline", "DRC001"), ("StableDiffusionPipeline", "DRC007"),
-     ("WanPipeline", "DRC007"), ("StableDiffusionXLPipeline", "DRC006"), ("FluxPipeline", "DRC006")],
+     ("WanPipeline", "DRC007"), ("StableDiffusionXLPipeline", "DRC006"), ("FluxPipeline", "DRC006"),
+     ("FluxPipeline", "DRC014"), ("StableDiffusionXLPipeline", "DRC014"), ("QwenImagePipeline", "DRC015"),
+     ("HunyuanVideoPipeline", "DRC015"), ("StableDiffusionXLPipeline", "DRC016"), ("FluxPipeline", "DRC017"),
+     ("SanaPipeline", "DRC017"), ("StableDiffusion3Pipeline", "DRC018"), ("LTXPipeline", "DRC018"),
+     ("SanaPipeline", "DRC019")],
 )  # fmt: skip
 def test_pipelines_without_the_defect_pass(pipeline, code):
     assert outcome(pipeline, code) == ("passed", "")
@@ -72,14 +76,14 @@ def test_pipelines_without_the_defect_pass(pipeline, code):
 # -- every contract fails on a planted defect -----------------------------------------------------------------
 
 
-def planted(method: str, replacement):
-    """The tiny StableDiffusionPipeline factory, building a subclass with one method replaced (and a feature
-    extractor, an optional component DRC005 can then leave out)."""
+def planted(method: str, replacement, **attributes):
+    """The tiny StableDiffusionPipeline factory, building a subclass with one method replaced, and any other class
+    `attributes` (and a feature extractor, an optional component DRC005 can then leave out)."""
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPImageProcessor
 
     base = get_factory("StableDiffusionPipeline")
-    cls = type("PlantedStableDiffusionPipeline", (StableDiffusionPipeline,), {method: replacement})
+    cls = type("PlantedStableDiffusionPipeline", (StableDiffusionPipeline,), {method: replacement, **attributes})
 
     def components(seed: int) -> dict:
         return {
@@ -153,6 +157,54 @@ def _swap_prompts(kwargs):
     return list(reversed(prompt)) if isinstance(prompt, list) else prompt
 
 
+def _encode_with(transform):
+    """SD's encode_prompt with `transform(embeddings, num_images_per_prompt, negative=...)` applied to what it returns."""
+    from diffusers import StableDiffusionPipeline
+
+    original = StableDiffusionPipeline.encode_prompt
+
+    @functools.wraps(original)  # keeps the signature and the source the contracts read
+    def encode_prompt(self, prompt, device, num_images_per_prompt, *args, **kwargs):
+        positive, negative = original(self, prompt, device, num_images_per_prompt, *args, **kwargs)
+        return (transform(positive, num_images_per_prompt, negative=False),
+                transform(negative, num_images_per_prompt, negative=True))  # fmt: skip
+
+    return encode_prompt
+
+
+def _tiled(embeddings, per_prompt, negative):
+    """Rows p0, p0, p1, p1 reordered p0, p1, p0, p1: what `repeat(n, 1, 1)` gives where `repeat_interleave` belongs."""
+    if embeddings is None or per_prompt == 1:
+        return embeddings
+    prompts = embeddings.shape[0] // per_prompt
+    return embeddings.view(prompts, per_prompt, *embeddings.shape[1:]).transpose(0, 1).reshape(embeddings.shape)
+
+
+def _negatives_reversed(embeddings, per_prompt, negative):
+    """The negative embeddings in reverse prompt order: each prompt guided away from another prompt's negative."""
+    return embeddings.flip(0) if negative and embeddings is not None else embeddings
+
+
+def _latents_unscaled(self, *args, **kwargs):
+    """`output_type="latent"` returns the latents already divided by the VAE scaling factor."""
+    from diffusers import StableDiffusionPipeline
+
+    result = StableDiffusionPipeline.__call__(self, *args, **kwargs)
+    if kwargs.get("output_type") == "latent" and not isinstance(result, tuple):
+        result.images = result.images / self.vae.config.scaling_factor
+    return result
+
+
+def _np_not_denormalized(self, *args, **kwargs):
+    """`output_type="np"` returns the images in [-1, 1], as the VAE decodes them."""
+    from diffusers import StableDiffusionPipeline
+
+    result = StableDiffusionPipeline.__call__(self, *args, **kwargs)
+    if kwargs.get("output_type") == "np" and not isinstance(result, tuple):
+        result.images = result.images * 2 - 1
+    return result
+
+
 PLANTS = {
     "DRC002": ("__call__", _call_with(prompt=_swap_prompts), "differs from its single-prompt result"),
     "DRC001": ("__call__", _call_with(num_images_per_prompt=1), "gave 2 outputs, expected 4"),
@@ -166,6 +218,22 @@ PLANTS = {
     ),
     "DRC007": ("check_inputs", _no_size_check, "check_inputs accepted it"),
     "DRC008": ("prepare_latents", _float64_latents, "float64 reached the denoiser"),
+    "DRC014": (
+        "encode_prompt",
+        _encode_with(_tiled),
+        "the rows hold prompts p0, p1, p0, p1 instead of p0, p0, p1, p1",
+    ),
+    "DRC015": ("__call__", _call_with(negative_prompt_embeds=None), "instead of the prompts, changed the output by"),
+    "DRC017": (
+        "encode_prompt",
+        _encode_with(_negatives_reversed),
+        "changed the first row by",
+    ),
+    "DRC018": (
+        "__call__",
+        functools.wraps(_sd_call())(_latents_unscaled),
+        "output_type='latent' returned latents that are not what the pt call decodes",
+    ),
 }
 
 
@@ -180,6 +248,113 @@ def test_each_contract_fails_on_a_planted_defect_and_passes_without_it(code):
     result, message = outcome(planted(method, replacement), code)
     assert result == "failed", message
     assert expected in message
+
+
+def _text_encoders_optional(encode_prompt):
+    """The planted SD factory with its text encoder and tokenizer listed as optional, and `encode_prompt`."""
+    from diffusers import StableDiffusionPipeline
+
+    optional = [*StableDiffusionPipeline._optional_components, "text_encoder", "tokenizer"]
+    return planted("encode_prompt", encode_prompt, _optional_components=optional)
+
+
+def _reads_the_tokenizer_first(self, *args, **kwargs):
+    from diffusers import StableDiffusionPipeline
+
+    self.tokenizer.model_max_length  # noqa: B018 - `None.model_max_length` when the tokenizer is left out
+    return StableDiffusionPipeline.encode_prompt(self, *args, **kwargs)
+
+
+def test_drc016_fails_when_the_pipeline_needs_its_optional_text_encoders():
+    from diffusers import StableDiffusionPipeline
+
+    # SD lists no text encoder as optional: skipped, with the reason
+    result, message = outcome("StableDiffusionPipeline", "DRC016")
+    assert result == "skipped" and "lists no text encoder or tokenizer in _optional_components" in message
+    # listed as optional, and SD's encode_prompt does without them when the embeddings are given: passes
+    assert outcome(_text_encoders_optional(StableDiffusionPipeline.encode_prompt), "DRC016") == ("passed", "")
+    result, message = outcome(
+        _text_encoders_optional(functools.wraps(StableDiffusionPipeline.encode_prompt)(_reads_the_tokenizer_first)),
+        "DRC016",
+    )
+    assert result == "failed" and "`text_encoder`, `tokenizer` = None" in message and "the call raised" in message
+
+    # without its encoders the pipeline puts zeros where the negative embeddings were given
+    original = StableDiffusionPipeline.encode_prompt
+
+    @functools.wraps(original)
+    def zeros_without_encoder(self, *args, **kwargs):
+        positive, negative = original(self, *args, **kwargs)
+        return positive, (torch.zeros_like(negative) if self.text_encoder is None and negative is not None
+                          else negative)  # fmt: skip
+
+    result, message = outcome(_text_encoders_optional(zeros_without_encoder), "DRC016")
+    assert result == "failed" and "does not use the embeddings as given" in message
+
+
+def test_drc019_fails_when_an_init_option_is_not_saved():
+    from diffusers import StableDiffusionPipeline
+
+    def with_boost(register: bool):
+        """SD with an `__init__` option that scales the guidance; registered to the config, or only kept."""
+
+        def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker, feature_extractor,
+                     image_encoder=None, requires_safety_checker: bool = True, boost: float = 1.0):  # fmt: skip
+            StableDiffusionPipeline.__init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker,
+                                             feature_extractor, image_encoder, requires_safety_checker)  # fmt: skip
+            self.boost = boost
+            if register:
+                self.register_to_config(boost=boost)
+
+        @functools.wraps(StableDiffusionPipeline.__call__)
+        def __call__(self, *args, **kwargs):
+            kwargs["guidance_scale"] = kwargs.get("guidance_scale", 7.5) * self.boost
+            return StableDiffusionPipeline.__call__(self, *args, **kwargs)
+
+        factory = planted("__call__", __call__, __init__=__init__)
+        return dataclasses.replace(
+            factory, make_components=lambda seed: {**factory.make_components(seed), "boost": 2.0}
+        )
+
+    assert outcome("StableDiffusionPipeline", "DRC019") == ("passed", "")
+    assert outcome(with_boost(register=True), "DRC019") == ("passed", "")
+    result, message = outcome(with_boost(register=False), "DRC019")
+    assert result == "failed" and "the round trip changed `boost` 2.0 -> 1.0" in message
+
+
+@pytest.mark.parametrize(
+    "code, method, replacement, expected",
+    [
+        ("DRC017", "__call__", _call_with(guidance_scale=1.0), "classifier-free guidance never ran"),
+        ("DRC018", "__call__", functools.wraps(_sd_call())(_np_not_denormalized),
+         "output_type='np' differs from the pt output (channels last)"),
+    ],
+)  # fmt: skip
+def test_more_planted_defects(code, method, replacement, expected):
+    result, message = outcome(planted(method, replacement), code)
+    assert result == "failed" and expected in message, message
+
+
+def _constant_output(self, *args, **kwargs):
+    from diffusers import StableDiffusionPipeline
+
+    result = StableDiffusionPipeline.__call__(self, *args, **kwargs)
+    if not isinstance(result, tuple):
+        result.images = torch.zeros_like(result.images)
+    return result
+
+
+def _blind_to_text(embeddings, per_prompt, negative):
+    return None if embeddings is None else torch.zeros_like(embeddings)
+
+
+def test_contracts_skip_where_the_test_model_cannot_show_the_effect():
+    # AllegroPipeline's fast test gives the same frames for any seed (DRC004 reported its callback as ignored);
+    # ZImage's and Wan I2V's fast-test transformers ignore the text, so guidance cannot change their output
+    result, message = outcome(planted("__call__", functools.wraps(_sd_call())(_constant_output)), "DRC004")
+    assert result == "skipped" and "does not depend on the latents at all" in message
+    result, message = outcome(planted("encode_prompt", _encode_with(_blind_to_text)), "DRC017")
+    assert result == "skipped" and "guidance, which acts through the text, cannot show" in message
 
 
 def test_drc009_fails_when_fused_projections_change_the_output(monkeypatch):
@@ -241,6 +416,15 @@ def test_more_0_42_1_defects_the_contracts_find():
     # list: every row's image latents are drawn from generator[0]; diffusers' own batch test compares row 0 only
     result, message = outcome("StableDiffusionXLInpaintPipeline", "DRC002")
     assert result == "failed" and message.startswith("row 1 differs from its single-prompt result")
+
+
+@pytest.mark.parametrize("pipeline", ["LTXPipeline", "SanaPipeline", "QwenImagePipeline"])
+def test_text_masks_expanded_in_another_order_than_the_embeddings(pipeline):
+    # pipeline_ltx.py:277-278 and pipeline_sana.py:373-374 (and 397-398 for the negative) expand the embeddings
+    # `repeat(1, n, 1).view(b * n, ...)` (p0, p0, p1, p1) but the text mask `.repeat(n, 1)` (p0, p1, p0, p1);
+    # pipeline_qwenimage.py:262-263 gives the 2-D mask `.repeat(1, n, 1)`, which tiles the batch the same way
+    result, message = outcome(pipeline, "DRC014")
+    assert result == "failed" and "only rows 1 and 2 are off" in message, message
 
 
 def test_drc012_fails_when_max_sequence_length_is_dropped():

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import ast
 from bisect import bisect_right
+from collections.abc import Mapping
+from typing import cast
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from analyzers import walk
 
@@ -66,7 +68,7 @@ class StatementLines:
         self._starts: list[int] = []  # walk-order index of each statement, ascending
         self._statements: list[cst.CSTNode] = []
         self._parents: list[int] = []  # index into _statements of the enclosing statement, -1 at the top
-        self._snippets: dict[int, tuple[dict, int] | None] = {}
+        self._snippets: dict[int, tuple[Mapping[cst.CSTNode, CodeRange], int]] = {}
         self.usable = tree is not None and self._pair(tree)
 
     def _pair(self, tree: ast.Module) -> bool:
@@ -85,7 +87,10 @@ class StatementLines:
             twin = twins[count]
             if isinstance(node, cst.BaseCompoundStatement) != (type(twin).__name__ not in _SMALL_AST):
                 return False
-            start, end = walk.span(node)
+            bounds = walk.span(node)
+            if bounds is None:
+                return False
+            start, end = bounds
             while open_ends and open_ends[-1][0] <= position:
                 open_ends.pop()
             self._parents.append(open_ends[-1][1] if open_ends else -1)
@@ -131,22 +136,25 @@ class StatementLines:
         """The innermost statement whose subtree holds the node at walk-order `index`."""
         candidate = bisect_right(self._starts, index) - 1
         while candidate >= 0:
-            if walk.span(self._statements[candidate])[1] > index:
+            bounds = walk.span(self._statements[candidate])
+            if bounds is not None and bounds[1] > index:
                 return candidate
             candidate = self._parents[candidate]
         return None
 
-    def _snippet(self, owner: int) -> tuple[dict, int] | None:
+    def _snippet(self, owner: int) -> tuple[Mapping[cst.CSTNode, CodeRange], int] | None:
         if owner in self._snippets:
             return self._snippets[owner]
         statement = self._statements[owner]
+        generated: cst.CSTNode
         if isinstance(statement, cst.BaseSmallStatement):
             generated = statement
             snippet = cst.Module(body=[cst.SimpleStatementLine(body=[statement])])
         else:
             changes = {"body": _STUB, **{name: None for name in _HEADER_FIELDS_DROPPED.get(type(statement), ())}}
-            generated = statement.with_changes(**changes)
-            snippet = cst.Module(body=[generated])
+            compound = cast("cst.BaseCompoundStatement", statement).with_changes(**changes)
+            generated = compound
+            snippet = cst.Module(body=[compound])
         snippet = snippet.with_changes(
             default_indent=self._module.default_indent, default_newline=self._module.default_newline
         )

@@ -202,12 +202,13 @@ def nodes(root: cst.CSTNode, kind: type[N]) -> list[N]:
     """Every node of type `kind` (exact type, or a subclass) under `root`, in source order."""
     cached = _CACHE.get(id(root))
     if cached is None or cached[0] is not root:
-        found = _SPAN.get(id(root))
-        if found is not None and found[1] - found[0] <= _SMALL_SUBTREE and _ORDER[found[0]] is root:
+        bounds = _SPAN.get(id(root))
+        if bounds is not None and bounds[1] - bounds[0] <= _SMALL_SUBTREE and _ORDER[bounds[0]] is root:
             # a small subtree asked once or twice: filtering its slice costs less than indexing it
+            members = _ORDER[bounds[0] : bounds[1]]
             if not _has_subclasses(kind):
-                return [n for n in _ORDER[found[0] : found[1]] if type(n) is kind]  # type: ignore[misc]
-            return [n for n in _ORDER[found[0] : found[1]] if isinstance(n, kind)]  # type: ignore[misc]
+                return cast("list[N]", [n for n in members if type(n) is kind])
+            return [n for n in members if isinstance(n, kind)]
     groups = index(root)
     if kind in groups or not _has_subclasses(kind):
         # the index groups nodes by their exact type, so every member of `kind`'s group is a `kind`

@@ -46,7 +46,7 @@ def return_names(pipeline_class) -> tuple[str, ...]:
         items = value.elts if isinstance(value, ast.Tuple) else [value]
         if not all(isinstance(item, ast.Name) for item in items):
             raise Unmappable(f"encode_prompt returns `{ast.unparse(value)[:60]}`, not a tuple of named embeddings")
-        found.add(tuple(item.id for item in items))
+        found.add(tuple(item.id for item in items if isinstance(item, ast.Name)))
     if len(found) != 1:
         shown = " or ".join(f"({', '.join(names)})" for names in sorted(found)) or "nothing"
         raise Unmappable(f"encode_prompt returns {shown}: no single layout to map onto __call__ arguments")

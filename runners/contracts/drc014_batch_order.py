@@ -47,7 +47,7 @@ class BatchOrderContract:
             pytest.skip(f"2 prompts x {per_prompt}=2 gave {batch_size(rows)} outputs (DRC001 reports the count)")
         references = {}  # (prompt index, seed) -> the output row of a single-prompt call
 
-        def single_runs(index: int, seeds: tuple[int, int]) -> None:
+        def single_runs(index, seeds):  # (prompt index, the two seeds of its rows)
             single = {**self.get_dummy_inputs(), "prompt": PROMPTS[index], per_prompt: 2,
                       "generator": _generators(*seeds)}  # fmt: skip
             try:

@@ -54,7 +54,7 @@ class NegativePerPromptContract:
         second, replaced, same_length = second_negatives(pipe)
         per_prompt = self.factory.per_prompt_arg
 
-        def run(scale: float, prompts, negatives):
+        def run(scale, prompts, negatives):
             inputs = {**self.get_dummy_inputs(), "prompt": prompts, "negative_prompt": negatives, knob: scale}
             if per_prompt in inputs:
                 inputs[per_prompt] = 1

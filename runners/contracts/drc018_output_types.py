@@ -77,7 +77,7 @@ class OutputTypesContract:
         pipe = self.get_pipeline()
         atol = half_precision_tolerance(self, 1e-4)
 
-        def run(output_type: str):
+        def run(output_type):
             return first_output(pipe(**{**self.get_dummy_inputs(), "output_type": output_type, "return_dict": True}))
 
         vae = getattr(pipe, "vae", None)

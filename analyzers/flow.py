@@ -131,6 +131,25 @@ class FlowWalker(Generic[S]):
         return self.effect(cst.Expr(expr), state)
 
 
+def maybe_skipped(root: cst.CSTNode, *, nested_defs: bool = False) -> set[int]:
+    """Ids of the nodes under `root` that may not run when it runs: lambdas, comprehensions, both branches of
+    `a if c else b`, the right of `and`/`or` (and, with `nested_defs`, the bodies of nested defs and classes)."""
+    skipped: set[int] = set()
+    kinds: tuple[type[cst.CSTNode], ...] = (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+    if nested_defs:
+        kinds += (cst.FunctionDef, cst.ClassDef)
+    for kind in kinds:
+        for node in walk.nodes(root, kind):
+            if id(node) not in skipped:
+                skipped.update(id(n) for n in walk.walk(node))
+    for ifexp in walk.nodes(root, cst.IfExp):
+        for branch in (ifexp.body, ifexp.orelse):
+            skipped.update(id(n) for n in walk.walk(branch))
+    for boolop in walk.nodes(root, cst.BooleanOperation):
+        skipped.update(id(n) for n in walk.walk(boolop.right))
+    return skipped
+
+
 def function_returns(function: cst.FunctionDef) -> list[cst.Return]:
     """The `return` statements of `function` itself (not of nested functions, classes or lambdas)."""
     return walk.own_nodes(function, cst.Return)

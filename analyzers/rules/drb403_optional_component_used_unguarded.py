@@ -8,12 +8,12 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Definition, Invalid, Rule, Valid
+from analyzers.flow import maybe_skipped
 from analyzers.matchers import DENOISER_ATTRS, call_name, parameters, pipeline_classes, self_attribute, string_value
 
 
 #: how deep `self.<method>(…)` calls from `__call__` are followed
 MAX_DEPTH = 2
-_NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 
 
 def optional_components(cls: cst.ClassDef) -> list[str]:
@@ -56,25 +56,6 @@ def _unconditional_statements(body: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNo
             yield from _unconditional_statements(statement.body.body)
         elif isinstance(statement, cst.Try):
             yield from _unconditional_statements(statement.body.body)
-
-
-def _conditional_ids(root: cst.CSTNode) -> set[int]:
-    """Nodes under `root` that do not always run: `a if c else b` branches, the right of `and`/`or`, lambdas,
-    nested defs, comprehension bodies."""
-    groups = walk.index(root)
-    out: set[int] = set()
-    for kind in _NESTED:
-        for scope in groups.get(kind, ()):
-            out.update(id(n) for n in walk.walk(scope))
-    for ifexp in walk.nodes(root, cst.IfExp):
-        for branch in (ifexp.body, ifexp.orelse):
-            out.update(id(n) for n in walk.walk(branch))
-    for boolop in walk.nodes(root, cst.BooleanOperation):
-        out.update(id(n) for n in walk.walk(boolop.right))
-    for comp_kind in (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp):
-        for comp in groups.get(comp_kind, ()):
-            out.update(id(n) for n in walk.walk(comp))
-    return out
 
 
 def _checked_components(cls: cst.ClassDef) -> set[str]:
@@ -295,7 +276,7 @@ class OptionalComponentUsedUnguarded(Rule):
         function = methods[name]
         scope = f"{cls.qualname}.{name}"
         for statement in _unconditional_statements(function.body.body):
-            conditional = _conditional_ids(statement)
+            conditional = maybe_skipped(statement, nested_defs=True)
             for attribute in walk.nodes(statement, cst.Attribute):
                 if id(attribute) in conditional:
                     continue

@@ -8,6 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
+from analyzers.flow import maybe_skipped
 from analyzers.matchers import call_name, names_read, parameters, target_names
 
 
@@ -106,15 +107,7 @@ def _dereference(statements: Sequence[cst.CSTNode], name: str) -> cst.CSTNode | 
 def _reads_in_order(root: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Nodes under `root` that always run: not in lambdas, comprehensions, `a if c else b` branches or the right
     of `and`/`or`."""
-    skipped: set[int] = set()
-    for kind in (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp):
-        for node in walk.nodes(root, kind):
-            skipped.update(id(n) for n in walk.walk(node))
-    for ifexp in walk.nodes(root, cst.IfExp):
-        for branch in (ifexp.body, ifexp.orelse):
-            skipped.update(id(n) for n in walk.walk(branch))
-    for boolop in walk.nodes(root, cst.BooleanOperation):
-        skipped.update(id(n) for n in walk.walk(boolop.right))
+    skipped = maybe_skipped(root)
     for found in walk.walk(root):
         if id(found) not in skipped:
             yield found

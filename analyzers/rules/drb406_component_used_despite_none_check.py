@@ -8,6 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
+from analyzers.flow import maybe_skipped
 from analyzers.matchers import call_name, parameters, pipeline_classes, self_attribute
 
 
@@ -48,25 +49,10 @@ def _tests_argument_for_none(test: cst.BaseExpression, arguments: set[str]) -> b
     return False
 
 
-def _always_running(statement: cst.CSTNode) -> set[int]:
-    """Ids of the nodes under `statement` that may not run: lambdas, comprehensions, `a if c else b` branches,
-    the right of `and`/`or`."""
-    skipped: set[int] = set()
-    for kind in (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp):
-        for node in walk.nodes(statement, kind):
-            skipped.update(id(n) for n in walk.walk(node))
-    for ifexp in walk.nodes(statement, cst.IfExp):
-        for branch in (ifexp.body, ifexp.orelse):
-            skipped.update(id(n) for n in walk.walk(branch))
-    for boolop in walk.nodes(statement, cst.BooleanOperation):
-        skipped.update(id(n) for n in walk.walk(boolop.right))
-    return skipped
-
-
 def _requires(statement: cst.CSTNode, component: str, helpers: dict[str, cst.FunctionDef]) -> bool:
     """Whether running `statement` surely needs the component: it calls `self.<component>(...)`, or a method of the
     class that mentions `self.<component>` (an encoding helper such as `self._get_t5_prompt_embeds(...)`)."""
-    skipped = _always_running(statement)
+    skipped = maybe_skipped(statement)
     for call in walk.nodes(statement, cst.Call):
         if id(call) in skipped or not isinstance(call.func, cst.Attribute) or not self_attribute(call.func):
             continue
@@ -79,15 +65,7 @@ def _requires(statement: cst.CSTNode, component: str, helpers: dict[str, cst.Fun
 def _uses(statement: cst.CSTNode, component: str) -> list[cst.CSTNode]:
     """Uses of `self.<component>` in `statement` that fail on None: `self.c.attr`, `walker(self.c)`; not in
     lambdas, comprehensions, `a if c else b` branches or the right of `and`/`or`."""
-    skipped: set[int] = set()
-    for kind in (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp):
-        for node in walk.nodes(statement, kind):
-            skipped.update(id(n) for n in walk.walk(node))
-    for ifexp in walk.nodes(statement, cst.IfExp):
-        for branch in (ifexp.body, ifexp.orelse):
-            skipped.update(id(n) for n in walk.walk(branch))
-    for boolop in walk.nodes(statement, cst.BooleanOperation):
-        skipped.update(id(n) for n in walk.walk(boolop.right))
+    skipped = maybe_skipped(statement)
     found: list[cst.CSTNode] = []
     for attribute in walk.nodes(statement, cst.Attribute):
         if id(attribute) not in skipped and self_attribute(attribute.value, component):

@@ -8,6 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
+from analyzers.flow import maybe_skipped
 from analyzers.matchers import parameters, pipeline_classes, self_attribute
 
 
@@ -27,21 +28,6 @@ def _tests_argument_for_none(test: cst.BaseExpression, arguments: set[str]) -> b
         ):
             return True
     return False
-
-
-def _conditional(root: cst.CSTNode) -> set[int]:
-    """Ids of nodes under `root` that may not run: lambdas, comprehensions, `a if c else b` branches, the right of
-    `and`/`or`."""
-    skipped: set[int] = set()
-    for kind in (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp):
-        for node in walk.nodes(root, kind):
-            skipped.update(id(n) for n in walk.walk(node))
-    for ifexp in walk.nodes(root, cst.IfExp):
-        for branch in (ifexp.body, ifexp.orelse):
-            skipped.update(id(n) for n in walk.walk(branch))
-    for boolop in walk.nodes(root, cst.BooleanOperation):
-        skipped.update(id(n) for n in walk.walk(boolop.right))
-    return skipped
 
 
 def _pieces(
@@ -175,7 +161,7 @@ class SkippableComponentDereferenced(Rule):
                 ungated_calls: set[str] = set()
                 reads: dict[str, cst.Attribute] = {}
                 for piece, gated, guards in pieces:
-                    conditional = _conditional(piece)
+                    conditional = maybe_skipped(piece)
                     for call in walk.nodes(piece, cst.Call):
                         if isinstance(call.func, cst.Attribute) and self_attribute(call.func):
                             component = call.func.attr.value

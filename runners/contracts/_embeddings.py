@@ -170,6 +170,26 @@ def embedding_arguments(pipeline_class, inputs: dict, calls: list[tuple[dict, ob
     return arguments
 
 
+def prompt_call_and_embeddings(case, pipe) -> tuple:
+    """(the output of the prompt call, the `__call__` arguments that pass what its `encode_prompt` calls returned);
+    skips the contract, saying why, when the embeddings cannot be mapped or the prompt call itself fails."""
+    import pytest
+    import torch
+
+    from runners.contracts._base import describe, first_output
+
+    inputs = prompt_inputs(case)
+    try:
+        return_names(case.pipeline_class)
+        with recording(pipe) as calls:
+            reference = torch.as_tensor(first_output(pipe(**inputs))).float()
+        return reference, embedding_arguments(case.pipeline_class, inputs, calls)
+    except Unmappable as why:
+        pytest.skip(str(why))
+    except Exception as error:  # noqa: BLE001 - the prompt call itself is other contracts' business
+        pytest.skip(f"the prompt call with a negative prompt raised {describe(error, 160)}")
+
+
 def with_embeddings(inputs: dict, arguments: dict) -> dict:
     """`inputs` with the embeddings instead of the texts they encode (a negative text stays where no negative
     embeddings replace it)."""

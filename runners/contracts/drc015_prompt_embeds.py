@@ -5,9 +5,8 @@ from __future__ import annotations
 from runners.contracts._base import ContractFailure, describe, first_output
 from runners.contracts._embeddings import (
     Unmappable,
-    embedding_arguments,
+    prompt_call_and_embeddings,
     prompt_inputs,
-    recording,
     return_names,
     tolerance,
     with_embeddings,
@@ -25,19 +24,11 @@ class PromptEmbedsContract:
 
         self.require("prompt", "prompt_embeds")
         try:
-            return_names(self.pipeline_class)
+            return_names(self.pipeline_class)  # before building anything
         except Unmappable as why:
             pytest.skip(str(why))
         pipe = self.get_pipeline()
-        inputs = prompt_inputs(self)
-        try:
-            with recording(pipe) as calls:
-                reference = torch.as_tensor(first_output(pipe(**inputs))).float()
-            arguments = embedding_arguments(self.pipeline_class, inputs, calls)
-        except Unmappable as why:
-            pytest.skip(str(why))
-        except Exception as error:  # noqa: BLE001 - the prompt call itself is other contracts' business
-            pytest.skip(f"the prompt call with a negative prompt raised {describe(error, 160)}")
+        reference, arguments = prompt_call_and_embeddings(self, pipe)
         passed = ", ".join(f"`{name}`" for name, value in arguments.items() if value is not None)
         try:
             # fresh inputs: the same seed, a generator not yet drawn from

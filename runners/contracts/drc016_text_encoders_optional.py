@@ -6,9 +6,8 @@ from __future__ import annotations
 from runners.contracts._base import ContractFailure, describe, first_output
 from runners.contracts._embeddings import (
     Unmappable,
-    embedding_arguments,
+    prompt_call_and_embeddings,
     prompt_inputs,
-    recording,
     return_names,
     tolerance,
     with_embeddings,
@@ -45,15 +44,7 @@ class TextEncodersOptionalContract:
         # `UNetMotionModel.from_unet2d`), and two unseeded builds then differ whatever the encoders do
         torch.manual_seed(0)
         pipe = self.build_from(self.factory.make_components(0))
-        inputs = prompt_inputs(self)
-        try:
-            with recording(pipe) as calls:
-                reference = torch.as_tensor(first_output(pipe(**inputs))).float()
-            arguments = embedding_arguments(self.pipeline_class, inputs, calls)
-        except Unmappable as why:
-            pytest.skip(str(why))
-        except Exception as error:  # noqa: BLE001 - the prompt call itself is other contracts' business
-            pytest.skip(f"the prompt call with a negative prompt raised {describe(error, 160)}")
+        reference, arguments = prompt_call_and_embeddings(self, pipe)
         left_out = ", ".join(f"`{n}`" for n in present)
         for component in present:
             components[component] = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -46,6 +48,17 @@ class Harness:
 
     async def run(self) -> int:
         return await self.worker.run_burst()
+
+    async def until_dead(self, timeout_s: float = 60.0) -> None:
+        """Run the worker until an event failing on every attempt is dead-lettered: each retry waits out the
+        visibility timeout, and a loaded machine takes longer than an idle one, so this waits by time, not by a
+        fixed number of bursts."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            await self.run()
+            if await self.redis.xlen(self.keys.dead):
+                return
+            await asyncio.sleep(0.06)
 
     def writes(self) -> list:
         """Requests that change something on the repository (token requests to /app/ are not content)."""

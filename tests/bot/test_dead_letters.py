@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from harness import DDPM, REPO, SECRET, open_pr, with_eta
@@ -29,23 +28,12 @@ async def drbot(harness, *args: str, secret: str | None = SECRET) -> subprocess.
     return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, cwd=ROOT, env=env)
 
 
-async def until_dead(harness, timeout_s: float = 60.0) -> None:
-    """Run the worker until the one event failing on every attempt is dead-lettered (each retry waits out the
-    visibility timeout; a loaded machine takes longer than an idle one)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        await harness.run()
-        if await harness.redis.xlen(harness.keys.dead):
-            return
-        await asyncio.sleep(0.06)
-
-
 async def kill_one_review(harness, github, sources) -> tuple[str, object]:
     """A pull_request event that fails on every attempt until it is dead-lettered; (dead letter id, the fault)."""
     open_pr(github, sources, {DDPM: with_eta(sources)})
     broken = github.fail("GET", r"/pulls/1$", status=500, times=None, headers={"retry-after": "0"})
     assert await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened")) == 202
-    await until_dead(harness)
+    await harness.until_dead()
     ((dead_id, _),) = await harness.redis.xrange(harness.keys.dead)
     return dead_id.decode(), broken
 
@@ -133,7 +121,7 @@ async def test_a_review_failing_on_every_attempt_completes_its_check_run(harness
     await harness.run()
     (run,) = github.check_runs(REPO)
     assert run["status"] == "in_progress"  # a retry is still to come: the check run says it is being reviewed
-    await until_dead(harness)
+    await harness.until_dead()
     assert await harness.redis.xlen(harness.keys.dead) == 1
     (run,) = github.check_runs(REPO)
     assert run["status"] == "completed" and run["conclusion"] == "neutral"

@@ -6,7 +6,6 @@ fails a test on any violation).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -157,9 +156,7 @@ async def test_a_failure_past_the_retries_is_retried_from_the_queue_then_dead_le
     open_pr(github, sources, {DDPM: with_eta(sources)})
     github.fail("GET", r"/pulls/1$", status=500, times=None, headers={"retry-after": "0"})
     await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
-    for _ in range(4):
-        await harness.run()
-        await asyncio.sleep(0.06)
+    await harness.until_dead()
     dead = await harness.redis.xrange(harness.keys.dead)
     assert len(dead) == 1 and b"GitHubBroken" in dead[0][1][b"error"]
     assert dead[0][1][b"attempts"] == b"3"

@@ -13,16 +13,18 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 from gidgethub import sansio
+from redis.exceptions import RedisError
 
 from bot.github import AppAuth, GitHub, RedisWritePacer
 from bot.handlers import issue_comment, pull_request
 from bot.metrics import Metrics
-from bot.results import ResultConsumer
+from bot.results import GROUP as RESULTS_GROUP
+from bot.results import JOBS_GROUP, ResultConsumer
 from bot.routing import router
 from bot.settings import Settings
-from bot.store import EventQueue, Keys, Message, PullLock, connect
+from bot.store import EVENTS_GROUP, EventQueue, Keys, Message, PullLock, connect
 from bot.worker import EventWorker
-from common.streams import wait_for_redis
+from common.streams import prune_consumers, wait_for_redis, wait_or_stop
 
 
 log = logging.getLogger("drbot.service")
@@ -107,6 +109,26 @@ class Dispatcher:
                 raise
 
 
+async def prune_stale_consumers(redis, keys: Keys, idle_s: float) -> list[str]:
+    """Remove the consumers of drbot's three groups (events, results, and the runners' jobs) idle for `idle_s`
+    with nothing pending; returns them as `stream/consumer`."""
+    removed = []
+    for stream, group in ((keys.events, EVENTS_GROUP), (keys.results, RESULTS_GROUP), (keys.jobs, JOBS_GROUP)):
+        removed += [f"{stream}/{name}" for name in await prune_consumers(redis, stream, group, idle_s)]
+    return removed
+
+
+async def janitor(redis, keys: Keys, idle_s: float, stop: asyncio.Event) -> None:
+    """Every sixth of `idle_s` (at most every 10 minutes), prune stale consumers until `stop` is set."""
+    while not stop.is_set():
+        try:
+            for name in await prune_stale_consumers(redis, keys, idle_s):
+                log.info("removed stale consumer %s (idle over %.0f s, nothing pending)", name, idle_s)
+        except (RedisError, OSError) as error:  # the consumers' own loops wait for Redis
+            log.warning("stale consumers not pruned: %s", type(error).__name__)
+        await wait_or_stop(stop, min(600.0, max(1.0, idle_s / 6)))
+
+
 def warm_analysis_pool(settings: Settings) -> None:
     from bot.handlers.pull_request import analysis_limits, worker_modules
     from engine import isolation
@@ -150,6 +172,7 @@ async def serve(settings: Settings, *, web_enabled: bool = True, worker_enabled:
                 await asyncio.gather(
                     EventWorker(queue, dispatcher, metrics=metrics, consumers=settings.consumers).run(stop),
                     results.run(stop),
+                    janitor(redis, queue.keys, settings.stale_consumer_s, stop),
                 )
         else:
             await stop.wait()

@@ -64,6 +64,8 @@ class Settings:
     consumers: int = 4
     #: a message pending longer than this (its consumer died) is claimed by another consumer
     visibility_timeout_s: float = 300.0
+    #: a consumer idle this long holding no entry is removed from its group (a restarted process names new ones)
+    stale_consumer_s: float = 3600.0
     #: deliveries of one message before it moves to the dead-letter stream
     max_attempts: int = 5
     delivery_ttl_s: int = 7 * 24 * 3600
@@ -143,6 +145,7 @@ class Settings:
             key_prefix=env.get("DRBOT_KEY_PREFIX") or cls.key_prefix,
             consumers=number("DRBOT_CONSUMERS", cls.consumers),
             visibility_timeout_s=number("DRBOT_VISIBILITY_TIMEOUT", cls.visibility_timeout_s, float),
+            stale_consumer_s=number("DRBOT_STALE_CONSUMER", cls.stale_consumer_s, float),
             write_spacing_s=number("DRBOT_WRITE_SPACING", cls.write_spacing_s, float),
             max_review_files=number("DRBOT_MAX_REVIEW_FILES", cls.max_review_files),
             read_timeout_s=number("DRBOT_READ_TIMEOUT", cls.read_timeout_s, float),

@@ -227,6 +227,36 @@ class StreamConsumer:
                 await wait_or_stop(stop, delay)
 
 
+#: delete the consumers of a group idle past ARGV[2] ms that hold no entry, in one atomic step: between reading
+#: XINFO and deleting, no read can hand one of them an entry (deleting a consumer drops its pending entries)
+_PRUNE_SCRIPT = """
+local removed = {}
+for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  if fields['pending'] == 0 and fields['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], fields['name'])
+    table.insert(removed, fields['name'])
+  end
+end
+return removed
+"""
+
+
+async def prune_consumers(redis, stream: str, group: str, idle_s: float) -> list[str]:
+    """Remove the consumers of `group` that have been idle for `idle_s` and hold no entry: each process names its
+    consumers afresh (`host-uuid-i`), so every restart would otherwise leave its names in `XINFO CONSUMERS` for
+    good. A live consumer polls at least once a second (and its heartbeat refreshes it while a handler runs), and
+    one that died holding entries stays until another consumer has claimed them. Returns the names removed."""
+    try:
+        removed = await redis.eval(_PRUNE_SCRIPT, 1, stream, group, int(idle_s * 1000))
+    except ResponseError as error:
+        if "NOGROUP" in str(error) or "no such key" in str(error):
+            return []  # nothing ever consumed this stream
+        raise
+    return [_text(name) for name in removed or ()]
+
+
 class Backoff:
     """Exponential backoff with a cap: 0.1, 0.2, 0.4 … up to `cap` seconds."""
 

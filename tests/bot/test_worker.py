@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from bot.service import prune_stale_consumers
 from bot.store import EVENTS_GROUP, EventQueue, Keys, connect
 from bot.worker import EventWorker
 
@@ -138,6 +139,50 @@ async def test_an_idle_worker_names_its_consumers_in_the_group(queue, redis_clie
     finally:
         stop.set()
         await asyncio.wait_for(running, timeout=5)
+
+
+async def test_a_restarted_worker_s_old_consumers_are_pruned_but_not_one_holding_an_event(queue, redis_client):
+    # a long visibility timeout: the dead consumer's event stays its own until someone claims it explicitly
+    queue = EventQueue(redis_client, queue.keys, visibility_timeout_s=30, max_attempts=3, secret=SECRET)
+
+    async def ignore(message) -> None:
+        pass
+
+    def names(consumers) -> set[str]:
+        return {c["name"].decode() for c in consumers}
+
+    # a process that stopped leaves its consumer names in the group; a restart names new ones
+    gone = EventWorker(queue, ignore, consumers=2, name="gone")
+    for i in range(2):
+        await gone.register(f"gone-{i}")
+    # a consumer that died holding an event: pruning it would drop the event from the group's pending list
+    await accept(queue, "d-1", "ping", b"{}")
+    (held,) = await queue.read("dead-holder", count=1)
+    await asyncio.sleep(0.3)
+    stop = asyncio.Event()
+    running = asyncio.create_task(EventWorker(queue, ignore, consumers=1, name="live").run(stop))
+    try:
+        await asyncio.sleep(0.05)
+        removed = await prune_stale_consumers(redis_client, queue.keys, idle_s=0.25)
+        assert sorted(removed) == [f"{queue.keys.events}/gone-0", f"{queue.keys.events}/gone-1"]
+        consumers = await redis_client.xinfo_consumers(queue.keys.events, EVENTS_GROUP)
+        assert names(consumers) == {"dead-holder", "live-0"}  # the live one polls every second
+        stop.set()
+        await asyncio.wait_for(running, timeout=5)
+        # once another consumer has taken the event over, the dead one holds nothing and goes too
+        await redis_client.xclaim(queue.keys.events, EVENTS_GROUP, "taker", 0, [held.id])
+        await asyncio.sleep(0.3)
+        removed = await prune_stale_consumers(redis_client, queue.keys, idle_s=0.25)
+        assert f"{queue.keys.events}/dead-holder" in removed and f"{queue.keys.events}/taker" not in removed
+        pending = await redis_client.xpending(queue.keys.events, EVENTS_GROUP)
+        assert pending["pending"] == 1 and pending["consumers"] == [{"name": b"taker", "pending": 1}]
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=5)
+
+
+async def test_pruning_a_stream_no_one_consumed_yet_is_a_no_op(queue, redis_client):
+    assert await prune_stale_consumers(redis_client, queue.keys, idle_s=0.0) == []
 
 
 def _free_port() -> int:

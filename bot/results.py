@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from analyzers.patterns import META_ISSUE_URL
 from bot import publish
-from bot.store import RECORD_TTL_S
+from bot.store import RECORD_TTL_S, PullLock
 from common.streams import Entry, Poison, StreamConsumer
 
 
@@ -189,14 +189,17 @@ async def publish_result(gh, store, job: dict, result: dict) -> None:
             "output": {"title": title[:255], "summary": section.replace(START, "").replace(END, "")[:65535]},
         },
     )
-    state = publish.PullState(store.redis, store.keys, repo, number)
-    comment_id = await state.get("summary_comment")
-    if comment_id is None:
-        return
-    comment = await gh.getitem(f"/repos/{repo}/issues/comments/{comment_id}")
-    body = with_section(comment["body"], section)
-    if body != comment["body"]:
-        await gh.patch(f"/repos/{repo}/issues/comments/{comment_id}", data={"body": body})
+    # the summary is read, changed and written back: under the PR's lock, so a review of a new push (which
+    # rewrites the summary around this section) and this edit never overwrite each other
+    async with PullLock(store.redis, store.keys.pr_lock(repo, number)):
+        state = publish.PullState(store.redis, store.keys, repo, number)
+        comment_id = await state.get("summary_comment")
+        if comment_id is None:
+            return
+        comment = await gh.getitem(f"/repos/{repo}/issues/comments/{comment_id}")
+        body = with_section(comment["body"], section)
+        if body != comment["body"]:
+            await gh.patch(f"/repos/{repo}/issues/comments/{comment_id}", data={"body": body})
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from harness import REPO
+from harness import DDPM, REPO, open_pr, with_eta
 from redis.exceptions import ResponseError
 
-from bot.results import ResultConsumer
+from bot.results import RESULT_PERMISSIONS, ResultConsumer, publish_result
+from bot.store import PullLock
 from runners.worker import ContractRunner, RunnerKeys
 
 
@@ -141,3 +142,27 @@ async def test_a_job_for_an_older_head_is_cancelled(harness, github, package_fil
     assert await runner.run_burst() == 1
     (result,) = await reported(harness, "r")
     assert result["status"] == "cancelled" and result["results"] == []
+
+
+async def test_a_result_edits_the_summary_only_while_no_review_of_the_pr_runs(harness, github, sources):
+    # a review rewrites the summary; a result published meanwhile would read the old body and write it back over
+    # the new one: the summary's read-change-write takes the PR's lock, as reviews do
+    open_pr(github, sources, {DDPM: with_eta(sources)})
+    await harness.deliver("pull_request", github.pull_request_payload(REPO, 1, "opened"))
+    await harness.run()
+    (summary,) = github.comments(REPO, 1)
+    head = github.pull(REPO, 1)["head"]["sha"]
+    job = {"job_id": "j-lock", "repo": REPO, "pr": 1, "head_sha": head, "installation": 1}
+    result = {"version": 1, "job_id": "j-lock", "head_sha": head, "status": "passed", "runner": {}, "limit": None,
+              "log_tail": "", "results": [{"pipeline": "DDPMPipeline", "contract": "DRC006", "pattern": 6,
+                                           "outcome": "passed", "message": "", "duration_s": 0.1}]}  # fmt: skip
+    gh = await harness.worker.handler.client_for(1, REPO, RESULT_PERMISSIONS)
+    edits = rf"/issues/comments/{summary['id']}$"
+    async with PullLock(harness.redis, harness.keys.pr_lock(REPO, 1)):  # a review of this PR is running
+        publishing = asyncio.create_task(publish_result(gh, harness.worker.handler.store, job, result))
+        await asyncio.sleep(0.5)
+        assert not publishing.done()
+        assert github.requests("PATCH", edits) == [] and github.requests("GET", edits) == []
+    await asyncio.wait_for(publishing, timeout=10)
+    assert len(github.requests("PATCH", edits)) == 1
+    assert "### Contract tests: passed" in github.comments(REPO, 1)[0]["body"]

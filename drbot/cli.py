@@ -158,6 +158,33 @@ def build_parser() -> argparse.ArgumentParser:
                 "--format", choices=("table", "json"), default="table", help="output format (default: table)"
             )
 
+    dashboard = _command(
+        sub,
+        "dashboard",
+        "write the pattern dashboard: a static site of findings by family and pattern across releases",
+        description="Write the pattern dashboard into --out: index.html (families x patterns, per-pattern trend, "
+        "new and fixed since the previous release; works offline), data.json and tracking.md (a row per pattern, "
+        "for the meta issue). Releases are scanned as `drbot analyze` scans them, oldest first; with --registry, "
+        "the known-findings registry in Redis adds its statuses, or is the dashboard when no release is given.",
+    )
+    dashboard.add_argument(
+        "releases", nargs="*", metavar="RELEASE=PATH", help="a release name and the tree to scan, oldest first"
+    )
+    dashboard.add_argument("--out", type=Path, required=True, help="the directory to write the site into")
+    dashboard.add_argument("--registry", metavar="REPO", help="also read the registry of owner/name from Redis")
+    dashboard.add_argument("--redis-url", default=redis_url, help=redis_help)
+    dashboard.add_argument("--key-prefix", default=key_prefix, help=prefix_help)
+    dashboard.add_argument(
+        "--jobs", "-j", type=_positive_int, default=None, help="worker processes (default: all cores)"
+    )
+    dashboard.add_argument(
+        "--include-deprecated", action="store_true", help="also scan diffusers/pipelines/deprecated/ (frozen upstream)"
+    )
+    dashboard.add_argument("--no-cache", action="store_true", help=cache_help)
+    dashboard.add_argument(
+        "--docs-base", help="URL or path prefix of the rule pages (default: drbot's rule documentation on GitHub)"
+    )
+
     contracts = _command(
         sub,
         "contracts",
@@ -264,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {
             "analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known,
             "contracts": _contracts, "worker": _worker, "redis-acl": _redis_acl, "dead-letters": _dead_letters,
+            "dashboard": _dashboard,
         }  # fmt: skip
         return commands[args.command](args)
     except BrokenPipeError:
@@ -306,29 +334,17 @@ def _fail(message: str) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     from analyzers import render
-    from analyzers.scan import UsageError, installed_diffusers, scan, tty_progress
-    from engine.isolation import Failure, Limits, Pool
-    from engine.review import worker_modules
+    from analyzers.scan import UsageError, installed_diffusers
 
     rules = _selected_rules(args)
     if args.output is not None and (args.output.is_dir() or not args.output.parent.is_dir()):
         # checked before a scan that may take a minute
         why = "it is a directory" if args.output.is_dir() else f"no directory {args.output.parent}"
         return _fail(f"cannot write --output {args.output}: {why}")
-    # every file is parsed in a worker process under time and memory limits: a file that crashes libcst (deep
-    # nesting) or never finishes is reported as not analysed, and the scan goes on
-    with Pool(Limits(), args.jobs or os.cpu_count() or 1, preload=(*worker_modules(), "analyzers.scan")) as pool:
-
-        def isolate(function, items):
-            return [o.reason if isinstance(o, Failure) else o for o in pool.map(function, items)]
-
-        try:
-            paths = args.paths or [installed_diffusers()]
-            progress = tty_progress if sys.stderr.isatty() else None
-            report = scan(paths, rules, jobs=args.jobs, progress=progress, include_frozen=args.include_deprecated,
-                          isolate=isolate, cache=_cache(args))  # fmt: skip
-        except UsageError as error:
-            return _fail(str(error))
+    try:
+        report = scan_report(args.paths or [installed_diffusers()], rules, args)
+    except UsageError as error:
+        return _fail(str(error))
     errors = [(e.path, e.message) for e in report.errors]
     links = render.Links() if args.docs_base is None else render.Links(docs_base=args.docs_base)
     fmt = args.format or "text"
@@ -357,6 +373,25 @@ def _analyze(args: argparse.Namespace) -> int:
             f"drbot: {_plural(failed, 'file')} could not be analysed (see the errors); exit status 1", file=sys.stderr
         )
     return EXIT_FINDINGS if report.findings or failed else EXIT_CLEAN
+
+
+def scan_report(paths: Sequence[Path], rules, args: argparse.Namespace):
+    """`drbot analyze`'s scan of `paths` (options `jobs`, `include_deprecated`, `no_cache` from `args`): what
+    `drbot dashboard` counts too, so that its numbers are analyze's. Raises analyzers.scan.UsageError."""
+    from analyzers.scan import scan, tty_progress
+    from engine.isolation import Failure, Limits, Pool
+    from engine.review import worker_modules
+
+    # every file is parsed in a worker process under time and memory limits: a file that crashes libcst (deep
+    # nesting) or never finishes is reported as not analysed, and the scan goes on
+    with Pool(Limits(), args.jobs or os.cpu_count() or 1, preload=(*worker_modules(), "analyzers.scan")) as pool:
+
+        def isolate(function, items):
+            return [o.reason if isinstance(o, Failure) else o for o in pool.map(function, items)]
+
+        progress = tty_progress if sys.stderr.isatty() else None
+        return scan(paths, rules, jobs=args.jobs, progress=progress, include_frozen=args.include_deprecated,
+                    isolate=isolate, cache=_cache(args))  # fmt: skip
 
 
 def _cache(args: argparse.Namespace):
@@ -518,6 +553,12 @@ def _known(args: argparse.Namespace) -> int:
 
 def _dead_letters(args: argparse.Namespace) -> int:
     return _app_command("dead-letters", "bot.dead_letters", args)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from drbot.dashboard import main as dashboard_main
+
+    return dashboard_main(args)
 
 
 def _contracts(args: argparse.Namespace) -> int:

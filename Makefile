@@ -17,14 +17,15 @@ setup-dev: $(BIN)/python system-deps
 	$(BIN)/pip install --quiet -e '.[dev]'
 	cd $(NPM_DIR) && npm ci --no-audit --no-fund --silent
 
-# What the tests run for real: the job sandbox (bubblewrap, util-linux) and Redis. Installed with apt-get when
-# missing and this is root on Debian/Ubuntu; otherwise named, and the tests that need them fail with that reason.
+# What the tests run for real: the job sandbox (bubblewrap, util-linux), Redis, and the headless browser the
+# dashboard test opens its page in (Debian's chromium). Installed with apt-get when missing and this is root on
+# Debian/Ubuntu; otherwise named, and the tests that need them fail with that reason.
 system-deps:
-	@missing=""; for tool in bwrap setpriv prlimit redis-server; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in bwrap setpriv prlimit redis-server chromium; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && apt-get install -y -qq bubblewrap util-linux redis-server >/dev/null; \
-	  else echo "make: missing$$missing: install bubblewrap, util-linux and redis-server" >&2; fi; \
+	    apt-get update -qq && apt-get install -y -qq bubblewrap util-linux redis-server chromium >/dev/null; \
+	  else echo "make: missing$$missing: install bubblewrap, util-linux, redis-server and chromium" >&2; fi; \
 	fi
 
 # Scan the pinned diffusers release and print the findings grouped by pattern.

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from bot.dashboard import add_routes as add_dashboard
 from bot.feedback import KINDS, Feedback, rule_codes
 from bot.metrics import OTHER_EVENT, UNVERIFIED, Metrics
 from bot.settings import Settings
@@ -213,6 +214,7 @@ def make_app(
         app.router.add_post("/webhook", receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
+    add_dashboard(app, redis, app[QUEUE].keys, settings.dashboard_repos, settings.dashboard_cache_s)
 
     async def log_settings(app: web.Application) -> None:
         log.info("%s", settings)  # secrets masked and URL passwords redacted by Settings.__repr__

@@ -37,6 +37,7 @@ class RepoConfig:
       patterns: {1: "bug: batch expansion"}   # per pattern; the rest keep "drbot: pattern N"
       fixes_known: "drbot: fixes known finding"
       duplicate_fix: "drbot: possible duplicate fix"
+    tracking_issue: 13656   # drbot keeps a marked section of this issue's body (docs/dashboard.md)
     ```
     """
 
@@ -47,6 +48,7 @@ class RepoConfig:
     fixes_known_label: str = FIXES_KNOWN_LABEL
     duplicate_fix_label: str = DUPLICATE_FIX_LABEL
     paused: bool = False
+    tracking_issue: int | None = None
 
     def pattern_label(self, pattern: int) -> str:
         return self.pattern_labels.get(pattern, f"drbot: pattern {pattern}")
@@ -77,7 +79,7 @@ def parse_config(text: str | None) -> RepoConfig:
         return RepoConfig()
     if not isinstance(data, dict):
         raise ConfigError(f"{CONFIG_PATH} must be a mapping at the top level")
-    unknown = set(data) - {"paths", "disabled_rules", "inline_comments", "labels"}
+    unknown = set(data) - {"paths", "disabled_rules", "inline_comments", "labels", "tracking_issue"}
     if unknown:
         raise ConfigError(f"{CONFIG_PATH}: unknown keys {', '.join(sorted(map(str, unknown)))}")
     config = RepoConfig()
@@ -95,6 +97,11 @@ def parse_config(text: str | None) -> RepoConfig:
         if not isinstance(data["inline_comments"], bool):
             raise ConfigError(f"{CONFIG_PATH}: `inline_comments` must be true or false")
         config = replace(config, inline_comments=data["inline_comments"])
+    if "tracking_issue" in data:
+        issue = data["tracking_issue"]
+        if isinstance(issue, bool) or not isinstance(issue, int) or issue < 1:
+            raise ConfigError(f"{CONFIG_PATH}: `tracking_issue` must be an issue number")
+        config = replace(config, tracking_issue=issue)
     labels = data.get("labels") or {}
     if not isinstance(labels, dict):
         raise ConfigError(f"{CONFIG_PATH}: `labels` must be a mapping")

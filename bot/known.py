@@ -102,6 +102,7 @@ def entry_for(finding: Finding, issue: int | None, now: float | None = None) -> 
         "code": finding.code,
         "pattern": finding.pattern,
         "path": finding.path,
+        "line": finding.line,  # where it was when recorded (the dashboard links to it); fingerprints ignore it
         "scope": finding.scope,
         "symbol": finding.symbol,
         "status": "tracked" if issue is not None else "open",
@@ -140,6 +141,21 @@ class KnownRegistry:
             chunk = dict(list(writes.items())[start : start + 500])
             await self.redis.hset(self.key, mapping=chunk)
         return counts
+
+    async def record_added(self, findings: Mapping[str, Mapping], number: int) -> int:
+        """Record the findings a merged PR brought in (fingerprint -> {code, pattern, path, scope, symbol}, what its
+        review stored) as open, `added_by` it; entries the registry already has are left as they are."""
+        existing = await self.get_many(list(findings))
+        writes = {}
+        for fp, item in findings.items():
+            if fp in existing:
+                continue
+            finding = Finding(item["code"], int(item["pattern"]), item["path"], int(item.get("line") or 0),
+                              int(item.get("line") or 0), item["scope"], item["symbol"], "", fingerprint=fp)  # fmt: skip
+            writes[fp] = json.dumps({**entry_for(finding, None), "added_by": number}, sort_keys=True)
+        if writes:
+            await self.redis.hset(self.key, mapping=writes)
+        return len(writes)
 
     async def get_many(self, fingerprints: Sequence[str]) -> dict[str, dict]:
         if not fingerprints:

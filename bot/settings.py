@@ -105,6 +105,11 @@ class Settings:
     #: tarballs per review, the old way), and the bytes those bases may take on disk (least recently used go first)
     review_state: bool = True
     max_bases_bytes: int = 2 << 30
+    #: the repositories whose registry GET /dashboard shows (the first by default; others by `?repo=`): public ones
+    #: only, since the page is served to anyone; empty turns the page off
+    dashboard_repos: tuple[str, ...] = ("huggingface/diffusers",)
+    #: seconds a rendered dashboard is served before the registry is read again
+    dashboard_cache_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -164,6 +169,12 @@ class Settings:
             max_extract_files=number("DRBOT_MAX_EXTRACT_FILES", cls.max_extract_files),
             review_state=(env.get("DRBOT_REVIEW_STATE") or "1").lower() not in ("0", "false", "no", "off"),
             max_bases_bytes=number("DRBOT_MAX_BASES_BYTES", cls.max_bases_bytes),
+            dashboard_repos=tuple(
+                repo.strip()
+                for repo in env.get("DRBOT_DASHBOARD_REPOS", ",".join(cls.dashboard_repos)).split(",")
+                if repo.strip()
+            ),
+            dashboard_cache_s=number("DRBOT_DASHBOARD_CACHE", cls.dashboard_cache_s, float),
         )
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ from bot.config import CONFIG_PATH, ConfigError, RepoConfig, parse_config
 from bot.feedback import Feedback
 from bot.github import DownloadTooLarge
 from bot.known import KnownRegistry
+from bot.tracking import update_tracking_issue
 from engine import isolation
 from engine.review import review as review_repository
 from engine.review import workdir_cache, worker_modules
@@ -630,14 +631,15 @@ async def refresh_crossrefs(gh, store, repo: str, number: int, config: RepoConfi
 
 
 async def close_pull_request(gh, payload: dict, *, store, settings, metrics) -> dict:
-    """A closed PR leaves the duplicate-fix sets; a merged one marks the known findings it fixed as fixed."""
+    """A closed PR leaves the duplicate-fix sets; a merged one marks the known findings it fixed as fixed, records
+    the findings it brought in as open, and then brings the tracking issue's section up to date."""
     pull = payload["pull_request"]
     repo = payload["repository"]["full_name"]
     number = pull["number"]
     state = publish.PullState(store.redis, store.keys, repo, number)
     _, _, related = await triage.crossrefs(store, state, repo, number)
     fixed = await triage.forget_pull(store, state, repo, number)
-    marked = 0
+    marked = added = 0
     if pull.get("merged"):
         registry = KnownRegistry(store.redis, store.keys, repo)
         entries = await registry.get_many([item["fp"] for item in fixed])
@@ -645,10 +647,14 @@ async def close_pull_request(gh, payload: dict, *, store, settings, metrics) -> 
             if entry.get("status") != "fixed":
                 await registry.update(fp, status="fixed", fixed_by=number)
                 marked += 1
+        added = await registry.record_added(await state.get_json("findings", {}), number)
     config, _ = await load_config(gh, repo, payload["repository"].get("default_branch", "main"))
     for other in sorted(related):
         await refresh_crossrefs(gh, store, repo, other, config)
-    return {"fixed_known": marked, "refreshed": sorted(related)}
+    tracking = "off"
+    if config.tracking_issue is not None and (marked or added):
+        tracking = await update_tracking_issue(gh, store, repo, config.tracking_issue)
+    return {"fixed_known": marked, "added_known": added, "refreshed": sorted(related), "tracking": tracking}
 
 
 @router.register("pull_request", action="closed")

@@ -155,6 +155,7 @@ class Repo:
     check_suites: dict[str, int] = field(default_factory=dict)  # head sha -> suite id
     permissions: dict[str, str] = field(default_factory=dict)
     diffs: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (base, head) -> diff entries
+    issues: dict[int, dict] = field(default_factory=dict)  # number -> a plain issue (not a PR): title, body, user, …
 
     @property
     def id(self) -> int:
@@ -193,6 +194,7 @@ REQUIRED_PERMISSIONS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/files"): (("pull_requests", "read"),),
     ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/commits"): (("pull_requests", "read"),),
     ("GET", "/repos/{owner}/{repo}/issues/{issue_number}"): _ISSUE_OR_PULL_READ,
+    ("PATCH", "/repos/{owner}/{repo}/issues/{issue_number}"): _ISSUE_OR_PULL_WRITE,
     ("GET", "/repos/{owner}/{repo}/contents/{path}"): (("contents", "read"),),
     ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}"): (("contents", "read"),),
     ("GET", "/repos/{owner}/{repo}/git/blobs/{file_sha}"): (("contents", "read"),),
@@ -622,6 +624,34 @@ class FakeGitHub:
         with self._lock:
             state = self.repo(repo)
             return self._create_comment(state, number, body, self._user(user, user_type), via_app=False)
+
+    def add_issue(
+        self,
+        repo: str,
+        number: int | None = None,
+        *,
+        title: str = "An issue",
+        body: str | None = "",
+        user: str = "alice",
+    ) -> dict:
+        """Open a plain issue (not a pull request; numbers are shared with them); returns its JSON."""
+        with self._lock:
+            state = self.repo(repo)
+            number = number or max([0, *state.pulls, *state.issues]) + 1
+            if number in state.pulls or number in state.issues:
+                raise ValueError(f"{repo}#{number} exists")
+            stamp = iso(objects.now() - 60)
+            state.issues[number] = {
+                "id": next(self._ids) + 300_000_000, "number": number, "title": title, "body": body,
+                "user": self._user(user), "state": "open", "created_at": stamp, "updated_at": stamp,
+            }  # fmt: skip
+            return self._plain_issue_json(state, number)
+
+    def issue(self, repo: str, number: int) -> dict:
+        """A plain issue's JSON, as GET /repos/{owner}/{repo}/issues/{number} answers."""
+        with self._lock:
+            state = self.repo(repo)
+            return self._plain_issue_json(state, number)
 
     def add_label(self, repo: str, name: str, color: str = "ededed", description: str | None = None) -> dict:
         """Create a label in `repo`; returns its JSON."""
@@ -1152,6 +1182,37 @@ class FakeGitHub:
             },
         }
 
+    def _plain_issue_json(self, repo: Repo, number: int) -> dict:
+        issue = repo.issues[number]
+        api = f"{self.api}/repos/{repo.full_name}"
+        return {
+            "url": f"{api}/issues/{number}",
+            "repository_url": api,
+            "labels_url": f"{api}/issues/{number}/labels{{/name}}",
+            "comments_url": f"{api}/issues/{number}/comments",
+            "events_url": f"{api}/issues/{number}/events",
+            "html_url": f"{WEB}/{repo.full_name}/issues/{number}",
+            "id": issue["id"],
+            "node_id": node_id("Issue", issue["id"]),
+            "number": number,
+            "title": issue["title"],
+            "user": issue["user"],
+            "labels": [],
+            "state": issue["state"],
+            "locked": False,
+            "assignee": None,
+            "assignees": [],
+            "milestone": None,
+            "comments": 0,
+            "created_at": issue["created_at"],
+            "updated_at": issue["updated_at"],
+            "closed_at": None,
+            "author_association": self._association(repo, issue["user"]["login"]),
+            "active_lock_reason": None,
+            "body": issue["body"],
+            "reactions": self._rollup(f"{api}/issues/{number}/reactions", []),
+        }
+
     @staticmethod
     def _rollup(url: str, reactions: list[dict]) -> dict:
         rollup = {"url": url, "total_count": len(reactions)}
@@ -1355,8 +1416,27 @@ class FakeGitHub:
 
     @route("GET", "/repos/{owner}/{repo}/issues/{issue_number}")
     def _get_issue(self, ctx: Context) -> Reply:
+        repo = self._need_repo(ctx)
+        if int(ctx.params["issue_number"]) in repo.issues:
+            return Reply(200, self._plain_issue_json(repo, int(ctx.params["issue_number"])))
         repo, pull = self._need_pull(ctx, "issue_number")
         return Reply(200, self._issue_json(repo, pull))
+
+    @route("PATCH", "/repos/{owner}/{repo}/issues/{issue_number}")
+    def _edit_issue(self, ctx: Context) -> Reply:
+        """Edit a plain issue's title, body or state (what drbot's tracking section needs of it)."""
+        repo = self._need_repo(ctx)
+        number = int(ctx.params["issue_number"])
+        if number not in repo.issues:
+            raise GitHubError(404, "Not Found")
+        issue = repo.issues[number]
+        if (ctx.body.get("body") or "").strip():  # an issue may have an empty body; never an overlong one
+            self._check_body(ctx.body["body"], "Issue")
+        for name in ("title", "body", "state"):
+            if name in ctx.body:
+                issue[name] = ctx.body[name]
+        issue["updated_at"] = iso()
+        return Reply(200, self._plain_issue_json(repo, number))
 
     # -- routes: contents, trees, blobs, tarballs ---------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 
@@ -84,6 +84,17 @@ def progress(args):
 
 
 def checkout_results(args, source: Path, pipelines: list[str], codes: list[str]):
+    """The contracts on pipelines built from the checkout's fast tests (`checkout_rows`), shown as they come."""
+    show = progress(args)
+    results = []
+    for result in checkout_rows(source, pipelines, codes, args.device, args.dtype, args.offload, args.threads):
+        results.append(result)
+        show(result)
+    return results
+
+
+def checkout_rows(source: Path, pipelines: Sequence[str], codes: Sequence[str], device: str = "cpu",
+                  dtype: str | None = None, offload: bool = False, threads: int = 1) -> Iterator:  # fmt: skip
     """The contracts on pipelines built from the checkout's fast tests, in a worker subprocess; a pipeline that could
     not be built gets an `error` row per contract, one without a stand-in for a checkpoint it loads `skipped` rows."""
     from runners.checkout import stream
@@ -91,26 +102,18 @@ def checkout_results(args, source: Path, pipelines: list[str], codes: list[str])
     from runners.suite import ContractResult
 
     contracts = [c for c in all_contracts() if not codes or c.code in set(codes)]
-    show, results, seen = progress(args), [], set()
-    events = stream(source, pipelines, codes or None, args.device, args.dtype, args.offload, args.threads)
-    for event in events:
+    seen = set()
+    for event in stream(source, pipelines, codes or None, device, dtype, offload, threads):
         if event["event"] == "result":
             result = ContractResult(**{k: v for k, v in event.items() if k != "event"})
             seen.add((result.pipeline, result.contract))
+            yield result
         elif event["event"] == "pipeline" and event["status"] != "built":
             outcome = "skipped" if event["status"] in ("no-standin", "no-test", "test-skipped") else "error"
             for contract in contracts:
                 if (event["pipeline"], contract.code) not in seen:
                     message = f"{event['status']}: {event['message']}"
-                    result = ContractResult(event["pipeline"], contract.code, contract.pattern, outcome, message, 0.0)
-                    results.append(result)
-                    show(result)
-            continue
-        else:
-            continue
-        results.append(result)
-        show(result)
-    return results
+                    yield ContractResult(event["pipeline"], contract.code, contract.pattern, outcome, message, 0.0)
 
 
 def report(results, args) -> int:

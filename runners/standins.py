@@ -80,8 +80,10 @@ def populate(cache: Path | None = None, repos: Iterable[str] | None = None) -> P
                     raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        (folder / "refs").mkdir(parents=True, exist_ok=True)
-        (folder / "refs" / "main").write_text(item.revision)
+        ref = folder / "refs" / "main"
+        if not ref.is_file() or ref.read_text() != item.revision:  # a complete cache is never written (read-only)
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(item.revision)
     return cache
 
 

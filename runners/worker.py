@@ -236,6 +236,7 @@ class ContractRunner:
         self.workdir, self.python = workdir, python
         self._sandbox = sandbox
         self.max_tarball_bytes = max_tarball_bytes
+        self._standins: Path | bool | None = None
         self.jobs = StreamConsumer(
             redis, keys.jobs, GROUP, dead=None, visibility_timeout_s=visibility_timeout_s, max_attempts=max_attempts,
             delete_on_ack=False, exhausted=self._exhausted,
@@ -277,6 +278,19 @@ class ContractRunner:
             return
         await self._identify()
         await self.jobs.run(self.handle, self.consumer, stop)
+
+    async def standins(self) -> Path | None:
+        """The hub stand-ins, written once per runner on the host (trusted code) and shown read-only to every job;
+        None when they cannot be built here (a pipeline needing one is then reported as having no stand-in)."""
+        if self._standins is None:
+            from runners.standins import default_cache, populate
+
+            try:
+                self._standins = await asyncio.to_thread(populate, default_cache())
+            except Exception as error:  # noqa: BLE001 - no torch/transformers on this host, or a full disk
+                log.warning("the hub stand-ins could not be written: %s: %s", type(error).__name__, error)
+                self._standins = False
+        return self._standins or None
 
     async def handle(self, entry: Entry) -> str:
         """Run one job and report it; the entry stays pending until the bot accepts the report."""
@@ -336,12 +350,18 @@ class ContractRunner:
                 tarball = folder / "pr.tar.gz"
                 await download(payload["tarball_url"], tarball, self.max_tarball_bytes)
                 src = folder / "checkout"
+                # src/ is the package under test; tests/ builds pipelines the way its fast tests do
                 extracted = extract(
-                    tarball, src, lambda path: path.startswith("src/"), SRC_CAPS, commit=payload["head_sha"]
+                    tarball,
+                    src,
+                    lambda path: path.startswith(("src/", "tests/")),
+                    SRC_CAPS,
+                    commit=payload["head_sha"],
                 )
                 tarball.unlink()
-                if extracted.skipped:  # the PR's package is incomplete: running it would test something else
-                    path, size = next(iter(extracted.skipped.items()))
+                incomplete = {path: size for path, size in extracted.skipped.items() if path.startswith("src/")}
+                if incomplete:  # the PR's package is incomplete: running it would test something else
+                    path, size = next(iter(incomplete.items()))
                     raise ArchiveError(
                         f"{path} is over the {SRC_CAPS.max_file_bytes >> 20} MiB file limit ({size:,} bytes)"
                     )
@@ -353,19 +373,30 @@ class ContractRunner:
                 argv += ["--contracts", ",".join(payload["contracts"])]
             if self.dtype:
                 argv += ["--dtype", self.dtype]
-            # the sandbox shows the PR's src/ and drbot's runners package at fixed paths; the unsandboxed twin
-            # (local development) sees the host's paths as they are
+            # the sandbox shows the PR's src/ (and tests/), drbot's runners package and the hub stand-ins at fixed
+            # paths; the unsandboxed twin (local development) sees the host's paths as they are
             sandboxed = getattr(self.sandbox, "sandboxed", True)
+            root = JOB_ROOT if sandboxed else str(src)
             src_dir = JOB_SRC if sandboxed else str(src / "src")
             lib_dir = JOB_LIB if sandboxed else str(RUNNERS_PACKAGE.parent)
             binds = [(str(src / "src"), src_dir), (str(RUNNERS_PACKAGE), f"{lib_dir}/runners")]
+            if not sandboxed:
+                binds = [(str(src / "src"), src_dir), (lib_dir, lib_dir)]
+            hub = await self.standins()
+            hub_dir = JOB_HUB if sandboxed else str(hub)
+            if (src / "tests" / "pipelines").is_dir():
+                argv += ["--source", root]
+                if sandboxed:
+                    binds.append((str(src / "tests"), f"{JOB_ROOT}/tests"))
+            if hub is not None and sandboxed:
+                binds.append((str(hub), JOB_HUB))
             from runners.sandbox import SandboxUnavailable
 
             try:
                 outcome = await self.sandbox.run(
                     argv,
-                    ro_binds=binds if sandboxed else [(str(src / "src"), src_dir), (lib_dir, lib_dir)],
-                    env=job_env(self.device, src_dir, lib_dir),
+                    ro_binds=binds,
+                    env=job_env(self.device, src_dir, lib_dir, hub_dir if hub is not None else None),
                     cwd=src_dir,
                     wall_seconds=float(payload.get("timeout_s", 1800)),
                 )
@@ -398,14 +429,17 @@ class ContractRunner:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-#: where the job sees the PR's `src/` and drbot's `runners` package (read-only)
-JOB_SRC = "/job/src"
-JOB_LIB = "/job/lib"
+#: where the job sees the PR's `src/` and `tests/`, drbot's `runners` package and the hub stand-ins (read-only)
+JOB_ROOT = "/job"
+JOB_SRC = f"{JOB_ROOT}/src"
+JOB_LIB = f"{JOB_ROOT}/lib"
+JOB_HUB = f"{JOB_ROOT}/hub"
 RUNNERS_PACKAGE = Path(__file__).resolve().parent
 
 
-def job_env(device: str, src_dir: str = JOB_SRC, lib_dir: str = JOB_LIB) -> dict[str, str]:
-    """Only what Python needs: no tokens, no cloud credentials, no Redis URL reach the PR's code."""
+def job_env(device: str, src_dir: str = JOB_SRC, lib_dir: str = JOB_LIB, hub_dir: str | None = None) -> dict[str, str]:
+    """Only what Python needs: no tokens, no cloud credentials, no Redis URL reach the PR's code. With `hub_dir`,
+    `from_pretrained` of a tiny checkpoint the fast tests load finds drbot's stand-in there, offline."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         # the PR's src/ first, so its diffusers is the one imported; then drbot's runners package (the suite)
@@ -415,6 +449,10 @@ def job_env(device: str, src_dir: str = JOB_SRC, lib_dir: str = JOB_LIB) -> dict
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    if hub_dir is not None:
+        from runners.standins import offline_env
+
+        env.update(offline_env(Path(hub_dir)), DRBOT_STANDIN_CACHE=hub_dir)
     if device != "cpu" and "CUDA_VISIBLE_DEVICES" in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return env

@@ -14,7 +14,8 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.context import FileContext
-from analyzers.findings import Finding, with_fingerprints
+from analyzers.findings import Finding, Fix, with_fingerprints
+from analyzers.fixes import apply_fixes, proposal_edits
 from analyzers.project import Project, parsed_already
 from analyzers.rule import Invalid, Rule, Valid
 from analyzers.ruleset import all_rules
@@ -143,8 +144,12 @@ def _run_rules(
         rule = rule_class(context)
         try:
             rule.check()
-            for node, message, symbol, scope in rule.reports:
+            for node, message, symbol, scope, proposal in rule.reports:
                 line, end_line = context.position(node, scope)
+                fix = None
+                if proposal is not None:
+                    edits = proposal_edits(context.module, context.source, proposal)
+                    fix = Fix(proposal.description, edits) if edits else None
                 findings.append(
                     Finding(
                         code=rule.code,
@@ -156,6 +161,7 @@ def _run_rules(
                         symbol=symbol,
                         message=message,
                         severity=rule.severity,
+                        fix=fix,
                     )
                 )
         except Exception as error:  # noqa: BLE001 - one broken rule must not stop the scan
@@ -178,3 +184,21 @@ def run_case(rule: type[Rule], case: Valid | Invalid) -> list[Finding]:
     files = {path: textwrap.dedent(text) for path, text in case.files.items()}
     files[case.path] = source
     return analyze(case.path, source, project=Project.from_mapping(files), rules=[rule])
+
+
+#: passes of `fix_case` (and of `drbot fix` over a file) before it stops: a fix that enables another converges fast
+MAX_FIX_PASSES = 8
+
+
+def fix_case(rule: type[Rule], case: Invalid, rules: Sequence[type[Rule]] | None = None) -> str:
+    """The code of an INVALID case (dedented) after `rules` (default: `rule`) fixed it, pass after pass, until no
+    finding has a fix left; what `Invalid.fixed` must equal."""
+    source = textwrap.dedent(case.code)
+    files = {path: textwrap.dedent(text) for path, text in case.files.items()}
+    for _ in range(MAX_FIX_PASSES):
+        project = Project.from_mapping({**files, case.path: source})
+        fixable = [f for f in analyze(case.path, source, project=project, rules=rules or [rule]) if f.fix]
+        if not fixable:
+            break
+        source = apply_fixes(source, fixable)
+    return source

@@ -44,8 +44,9 @@ from analyzers.rule import Rule
 from analyzers.ruleset import all_rules
 
 
-#: the layout of entries and groups; part of the key, so a new layout never reads an old one
-FORMAT = 1
+#: the layout of entries and groups; part of the key, so a new layout never reads an old one (2: findings may
+#: carry a `fix`)
+FORMAT = 2
 #: the size the cache directory is pruned back under (bytes of entries and groups)
 DEFAULT_MAX_BYTES = 256 << 20
 #: a prune removes entries, oldest use first, until the cache holds at most this share of its bound
@@ -55,7 +56,8 @@ MAX_DEPTH = 8
 #: temporary files older than this are a writer's leftovers (it was killed between write and rename)
 STALE_TMP_S = 3600.0
 
-_FINDING_FIELDS = frozenset(Finding.__dataclass_fields__)
+#: the keys of a stored finding; `fix` is present only on a finding that has one
+_FINDING_FIELDS = frozenset(Finding.__dataclass_fields__) - {"fix"}
 
 
 def default_directory() -> Path:
@@ -372,12 +374,15 @@ def _findings(data: object, path: str) -> list[Finding] | None:
         return None
     findings = []
     for item in data:
-        if not isinstance(item, dict) or set(item) != _FINDING_FIELDS or item.get("path") != path:
+        if not isinstance(item, dict) or set(item) - {"fix"} != _FINDING_FIELDS or item.get("path") != path:
             return None
-        if not all(isinstance(value, (str, int)) and not isinstance(value, bool) for value in item.values()):
+        fields = [value for name, value in item.items() if name != "fix"]
+        if not all(isinstance(value, (str, int)) and not isinstance(value, bool) for value in fields):
+            return None
+        if "fix" in item and not isinstance(item["fix"], dict):
             return None
         try:
             findings.append(Finding.from_dict(item))
-        except (TypeError, ValueError):  # a field this version checks on construction
+        except (TypeError, ValueError, KeyError):  # a field this version checks on construction, a damaged fix
             return None
     return findings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 
 #: a finding's severity, as SARIF's `level`, most severe first; each rule sets one (`Rule.severity`)
@@ -21,8 +21,49 @@ POSTED_SEVERITIES = frozenset({"error", "warning"})
 
 
 @dataclass(frozen=True)
+class Edit:
+    """Replace lines `line`..`end_line` (1-based, inclusive) of a file with `text` (whole lines, each ending in a
+    newline; empty to delete them). Whole lines are what a GitHub `suggestion` block replaces."""
+
+    line: int
+    end_line: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A finding's mechanical remedy: what it does, in one phrase, and the edits that do it (sorted, disjoint)."""
+
+    description: str
+    edits: tuple[Edit, ...]
+
+    @property
+    def line(self) -> int:
+        return self.edits[0].line
+
+    @property
+    def end_line(self) -> int:
+        return self.edits[-1].end_line
+
+    def to_dict(self) -> dict:
+        return {"description": self.description, "edits": [asdict(edit) for edit in self.edits]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Fix:
+        """The inverse of `to_dict`; TypeError or ValueError on anything else (a cache entry of another shape)."""
+        edits = tuple(Edit(**edit) for edit in data["edits"])
+        fix = cls(str(data["description"]), edits)
+        if not edits or not all(
+            type(e.line) is int and type(e.end_line) is int and isinstance(e.text, str) for e in edits
+        ):
+            raise ValueError(f"not a fix: {data!r}")
+        return fix
+
+
+@dataclass(frozen=True)
 class Finding:
-    """One defect found in one place; see DESIGN §4."""
+    """One defect found in one place; see DESIGN §4. `fix`, when a rule can offer one, is its mechanical remedy; it
+    takes no part in equality, so a finding with a fix is the same finding as one without."""
 
     code: str
     pattern: int
@@ -34,13 +75,21 @@ class Finding:
     message: str
     severity: str = "warning"
     fingerprint: str = ""
+    fix: Fix | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; `fix` only when there is one (so a finding without keeps its old keys)."""
+        data = asdict(self)
+        del data["fix"]
+        if self.fix is not None:
+            data["fix"] = self.fix.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Finding:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+        values = {name: data[name] for name in cls.__dataclass_fields__ if name in data and name != "fix"}
+        fix = data.get("fix")
+        return cls(**values, fix=Fix.from_dict(fix) if fix is not None else None)
 
 
 def fingerprint(code: str, path: str, scope: str, symbol: str, n: int) -> str:

@@ -13,6 +13,7 @@ import libcst as cst
 
 from analyzers.context import FileContext
 from analyzers.findings import SEVERITIES
+from analyzers.fixes import Proposal
 from analyzers.patterns import DRBOT_META, PATTERNS
 
 
@@ -30,12 +31,17 @@ class Valid:
 
 @dataclass(frozen=True)
 class Invalid:
-    """Code a rule must report; `message`, when given, is the exact message of the single finding."""
+    """Code a rule must report; `message`, when given, is the exact message of the single finding.
+
+    `fixed` is the code after the rule's fixes (`drbot fix`); None says that no finding of the case has a fix,
+    which a rule's test checks too: a shape whose remedy is not certain must be offered none.
+    """
 
     code: str
     message: str | None = None
     path: str = "diffusers/pipelines/example/pipeline_example.py"
     files: Mapping[str, str] = field(default_factory=dict)
+    fixed: str | None = None
 
 
 _SECTION_RE = re.compile(r"^## (?P<title>.+?)\s*$", re.MULTILINE)
@@ -83,6 +89,8 @@ class Rule(cst.CSTVisitor):
     PATHS: ClassVar[tuple[str, ...]] = ()
 
     name: ClassVar[str]
+    #: whether the rule offers fixes: some INVALID case says what its fix makes of it (`Invalid.fixed`)
+    fixable: ClassVar[bool]
     title: ClassVar[str]
     rationale: ClassVar[str]
 
@@ -106,6 +114,7 @@ class Rule(cst.CSTVisitor):
                 raise TypeError(f"{where}: the docstring needs a `## {required}` section")
         if not cls.VALID or not cls.INVALID:
             raise TypeError(f"{where}: at least one VALID and one INVALID case are required")
+        cls.fixable = any(case.fixed is not None for case in cls.INVALID)
         cls.name = _slug(cls.__name__)
         cls.title = " ".join(sections["What it does"].split())
         cls.rationale = " ".join(sections["Why is this bad?"].split())
@@ -113,7 +122,7 @@ class Rule(cst.CSTVisitor):
     def __init__(self, context: FileContext) -> None:
         super().__init__()
         self.context = context
-        self.reports: list[tuple[cst.CSTNode, str, str, str | None]] = []
+        self.reports: list[tuple[cst.CSTNode, str, str, str | None, Proposal | None]] = []
 
     @classmethod
     def applies_to(cls, path: str, source: str) -> bool:
@@ -131,6 +140,9 @@ class Rule(cst.CSTVisitor):
         """Look at the file and `report` defects. The default visits the whole module."""
         self.context.wrapper.visit(self)
 
-    def report(self, node: cst.CSTNode, message: str, *, symbol: str, scope: str | None = None) -> None:
-        """Report a finding at `node`. `scope` defaults to the innermost class/function around it."""
-        self.reports.append((node, message, symbol, scope))
+    def report(
+        self, node: cst.CSTNode, message: str, *, symbol: str, scope: str | None = None, fix: Proposal | None = None
+    ) -> None:
+        """Report a finding at `node`. `scope` defaults to the innermost class/function around it. `fix` is the
+        remedy as libcst replacements (`analyzers.fixes`), given only where it is certain."""
+        self.reports.append((node, message, symbol, scope, fix))

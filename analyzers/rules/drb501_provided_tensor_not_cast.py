@@ -6,6 +6,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.fixes import Proposal, Replace
 from analyzers.matchers import calls, keyword, parameters, pipeline_classes
 
 
@@ -112,6 +113,42 @@ def _passes_user_tensor(call: cst.FunctionDef, method: str, tensor: str) -> bool
             if any(isinstance(t.target, cst.Name) and t.target.value == tensor for t in assign.targets):
                 return False  # reassigned before it reaches the helper
     return False
+
+
+def _cast_call(call: cst.Call) -> cst.Call | None:
+    """`t.to(device)` / `t.to(device=d)` as `t.to(device=d, dtype=dtype)`; None for any other shape of call."""
+    if len(call.args) != 1 or call.args[0].star:
+        return None
+    arg = call.args[0]
+    if arg.keyword is not None and arg.keyword.value != "device":
+        return None
+    equal = cst.AssignEqual(whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace(""))
+    return call.with_changes(
+        args=[
+            cst.Arg(
+                keyword=cst.Name("device"),
+                value=arg.value,
+                equal=equal,
+                comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")),
+            ),
+            cst.Arg(keyword=cst.Name("dtype"), value=cst.Name("dtype"), equal=equal),
+        ]
+    )
+
+
+def _fix(method: cst.FunctionDef, tensor: str, moves: list[cst.Assign]) -> Proposal | None:
+    """Cast every move of the provided tensor with the method's own `dtype` parameter, when that is what `dtype`
+    still is (the method never assigns it) and each move is a plain one-argument `.to(...)`."""
+    if "dtype" not in {p.name.value for p in parameters(method)} or _assignments(method, "dtype"):
+        return None
+    replacements = []
+    for move in moves:
+        call = cst.ensure_type(move.value, cst.Call)
+        cast = _cast_call(call)
+        if cast is None:
+            return None
+        replacements.append(Replace(call, cast))
+    return Proposal(f"cast `{tensor}` with `{tensor}.to(device=device, dtype=dtype)`", tuple(replacements))
 
 
 class ProvidedTensorNotCast(Rule):
@@ -258,6 +295,23 @@ class ProvidedTensorNotCast(Rule):
                         noise_pred = self.transformer(hidden_states=latents_in, timestep=t)
                     return latents
             """,
+            fixed="""
+            class PRXPipeline(DiffusionPipeline):
+                def prepare_latents(self, batch_size, num_channels_latents, height, width, dtype, device, generator=None, latents=None):
+                    if latents is None:
+                        shape = (batch_size, num_channels_latents, height // 8, width // 8)
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device=device, dtype=dtype)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents(1, 16, 512, 512, self.transformer.dtype, self._execution_device, None, latents)
+                    for t in self.scheduler.timesteps:
+                        latents_in = torch.cat([latents, latents], dim=0)
+                        noise_pred = self.transformer(hidden_states=latents_in, timestep=t)
+                    return latents
+            """,
             message=(
                 "user-provided `latents` is moved with `latents.to(device)` but never cast to the execution dtype; "
                 "use `latents.to(device=device, dtype=dtype)` instead."
@@ -277,10 +331,40 @@ class ProvidedTensorNotCast(Rule):
                     image_embeds = self.prepare_ip_adapter_image_embeds(image, image_embeds, "cuda", torch.float16)
                     return self.unet(image, added_cond_kwargs={"image_embeds": image_embeds})
             """,
+            fixed="""
+            class MyPipeline(DiffusionPipeline):
+                def prepare_ip_adapter_image_embeds(self, image, image_embeds, device, dtype):
+                    if image_embeds is None:
+                        image_embeds = self.image_encoder(image.to(device=device, dtype=dtype)).image_embeds
+                    else:
+                        image_embeds = image_embeds.to(device=device, dtype=dtype)
+                    return image_embeds
+
+                def __call__(self, image, image_embeds=None):
+                    image_embeds = self.prepare_ip_adapter_image_embeds(image, image_embeds, "cuda", torch.float16)
+                    return self.unet(image, added_cond_kwargs={"image_embeds": image_embeds})
+            """,
             message=(
                 "user-provided `image_embeds` is moved with `image_embeds.to(device)` but never cast to the "
                 "execution dtype; use `image_embeds.to(device=device, dtype=dtype)` instead."
             ),
+        ),
+        Invalid(
+            # `dtype` is not the parameter any more where the tensor moves: which dtype is meant is not certain
+            """
+            class MyPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    dtype = dtype if dtype is not None else torch.float32
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((1, 4), None, "cuda", None, latents)
+                    return self.unet(latents)
+            """,
         ),
     ]
 
@@ -322,7 +406,13 @@ class ProvidedTensorNotCast(Rule):
             return  # `__call__` casts it on the way to the denoiser
         if name != "__call__" and (call is None or not _passes_user_tensor(call, name, tensor)):
             return  # the tensor this helper receives is not (or no longer) the one the user gave
-        self.report(first_move, self.message.format(name=tensor), symbol=tensor, scope=f"{owner}.{name}")
+        self.report(
+            first_move,
+            self.message.format(name=tensor),
+            symbol=tensor,
+            scope=f"{owner}.{name}",
+            fix=_fix(method, tensor, moves),
+        )
 
     @staticmethod
     def _in_none_branch(method: cst.FunctionDef, assign: cst.Assign, tensor: str) -> bool:

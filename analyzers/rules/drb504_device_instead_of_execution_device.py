@@ -5,7 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid
+from analyzers.core import FileContext, Invalid, Rule, Valid
+from analyzers.fixes import Proposal, Replace
 from analyzers.matchers import call_name, calls, pipeline_methods, self_attribute
 
 
@@ -113,6 +114,37 @@ def _assigns_self_device(statement: cst.CSTNode, name: str) -> bool:
         and isinstance(assign.value.value, cst.Name)
         and assign.value.value.value == "self"
         and assign.value.attr.value == "device"
+    )
+
+
+#: the `DiffusionPipeline` the fixed cases inherit from, with the property the fix switches to
+_PIPELINE_UTILS = {
+    "diffusers/pipelines/pipeline_utils.py": """
+class DiffusionPipeline:
+    @property
+    def _execution_device(self):
+        return self.device
+"""
+}
+
+
+def _has_execution_device(context: FileContext, cls: cst.ClassDef) -> bool:
+    """Whether `cls` or a base class the project view finds defines `_execution_device` (DiffusionPipeline does)."""
+    for node in (cls, *(found for _, found in context.ancestors(cls))):
+        body = node.body.body if isinstance(node.body, cst.IndentedBlock) else ()
+        if any(isinstance(s, cst.FunctionDef) and s.name.value == "_execution_device" for s in body):
+            return True
+    return False
+
+
+def _fix(method: cst.FunctionDef, found: list[cst.Attribute]) -> Proposal | None:
+    """`self.device` -> `self._execution_device` at every read the rule found, unless one of them is assigned to."""
+    assigned = {id(target.target) for target in walk.nodes(method.body, cst.AssignTarget)}
+    if any(id(node) in assigned for node in found):
+        return None
+    return Proposal(
+        "read `self._execution_device` instead of `self.device`",
+        tuple(Replace(node, node.with_changes(attr=cst.Name("_execution_device"))) for node in found),
     )
 
 
@@ -244,6 +276,9 @@ class DeviceInsteadOfExecutionDevice(Rule):
     INVALID = [
         Invalid(
             """
+            from ..pipeline_utils import DiffusionPipeline
+
+
             class DDPMPipeline(DiffusionPipeline):
                 model_cpu_offload_seq = "unet"
 
@@ -253,6 +288,22 @@ class DeviceInsteadOfExecutionDevice(Rule):
                         image = image.to(self.device)
                     else:
                         image = randn_tensor(shape, generator=generator, device=self.device)
+                    return image
+            """,
+            files=_PIPELINE_UTILS,
+            fixed="""
+            from ..pipeline_utils import DiffusionPipeline
+
+
+            class DDPMPipeline(DiffusionPipeline):
+                model_cpu_offload_seq = "unet"
+
+                def __call__(self, batch_size=1, generator=None):
+                    if self._execution_device.type == "mps":
+                        image = randn_tensor(shape, generator=generator)
+                        image = image.to(self._execution_device)
+                    else:
+                        image = randn_tensor(shape, generator=generator, device=self._execution_device)
                     return image
             """,
             message=(
@@ -278,12 +329,33 @@ class DeviceInsteadOfExecutionDevice(Rule):
         ),
         Invalid(
             """
+            from ..pipeline_utils import DiffusionPipeline
+
+
             class MyPipeline(DiffusionPipeline):
                 model_cpu_offload_seq = "text_encoder->unet"
 
                 def _encode(self, prompt):
                     ids = self.tokenizer(prompt).input_ids
                     return self.text_encoder(ids.to(self.device))
+
+                def encode_prompt(self, prompt):
+                    return self._encode(prompt)
+
+                def __call__(self, prompt):
+                    return self.encode_prompt(prompt)
+            """,
+            files=_PIPELINE_UTILS,
+            fixed="""
+            from ..pipeline_utils import DiffusionPipeline
+
+
+            class MyPipeline(DiffusionPipeline):
+                model_cpu_offload_seq = "text_encoder->unet"
+
+                def _encode(self, prompt):
+                    ids = self.tokenizer(prompt).input_ids
+                    return self.text_encoder(ids.to(self._execution_device))
 
                 def encode_prompt(self, prompt):
                     return self._encode(prompt)
@@ -311,6 +383,7 @@ class DeviceInsteadOfExecutionDevice(Rule):
                     if method is not None and name not in reached and name not in _PLACEMENT_METHODS:
                         reached[name] = method
                         frontier.append(method)
+            fixable = _has_execution_device(self.context, cst.ensure_type(cls.node, cst.ClassDef))
             for name, method in reached.items():
                 if not any(self_attribute(node, "device") for node in walk.nodes(method.body, cst.Attribute)):
                     continue  # no `self.device` at all: the exact (slower) walk below has nothing to find
@@ -322,4 +395,5 @@ class DeviceInsteadOfExecutionDevice(Rule):
                         self.message.format(method=name),
                         symbol="self.device",
                         scope=f"{cls.qualname}.{name}",
+                        fix=_fix(method, visitor.found) if fixable else None,
                     )

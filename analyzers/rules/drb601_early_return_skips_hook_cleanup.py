@@ -8,7 +8,8 @@ from typing import NamedTuple
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid
+from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.fixes import Proposal, insert_before, statement_line
 from analyzers.flow import FlowWalker, function_returns, has_yield, returned_symbol
 from analyzers.matchers import calls, denoiser_calls, pipeline_methods
 from analyzers.offload import assigned_hooks, frees_hooks, legacy_hook, may_run_model, runs_forward
@@ -246,6 +247,21 @@ class EarlyReturnSkipsHookCleanup(Rule):
                         return (image,)
                     return StableDiffusionXLPipelineOutput(images=image)
             """,
+            fixed="""
+            class MyXLPipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.unet(prompt)
+                    if not output_type == "latent":
+                        image = self.vae.decode(latents, return_dict=False)[0]
+                    else:
+                        self.maybe_free_model_hooks()
+                        return StableDiffusionXLPipelineOutput(images=latents)
+                    image = self.image_processor.postprocess(image, output_type=output_type)
+                    self.maybe_free_model_hooks()
+                    if not return_dict:
+                        return (image,)
+                    return StableDiffusionXLPipelineOutput(images=image)
+            """,
             message=(
                 "`return StableDiffusionXLPipelineOutput` leaves `__call__` without "
                 "`self.maybe_free_model_hooks()`, so model offload hooks leak; free the hooks before returning, "
@@ -263,6 +279,26 @@ class EarlyReturnSkipsHookCleanup(Rule):
                             break
                     if output_type == "latent":
                         if not return_dict:
+                            # the tuple form
+                            return (latents,)
+                        image = latents
+                    else:
+                        image = self.vae.decode(latents)
+                    self.maybe_free_model_hooks()
+                    return MyPipelineOutput(images=image)
+            """,
+            fixed="""
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    prompt_embeds = self.encode_prompt(prompt)
+                    for t in self.scheduler.timesteps:
+                        latents = self.transformer(prompt_embeds, t)
+                        if self.interrupt:
+                            break
+                    if output_type == "latent":
+                        if not return_dict:
+                            # the tuple form
+                            self.maybe_free_model_hooks()
                             return (latents,)
                         image = latents
                     else:
@@ -283,6 +319,15 @@ class EarlyReturnSkipsHookCleanup(Rule):
                     latents = self.unet(self.image_encoder(image))
                     self.maybe_free_model_hooks()
                     decoded = self.vae.decode(latents)
+                    return MyPipelineOutput(images=decoded)
+            """,
+            fixed="""
+            class MyVariationPipeline(DiffusionPipeline):
+                def __call__(self, image, output_type="pil"):
+                    latents = self.unet(self.image_encoder(image))
+                    self.maybe_free_model_hooks()
+                    decoded = self.vae.decode(latents)
+                    self.maybe_free_model_hooks()
                     return MyPipelineOutput(images=decoded)
             """,
             message=(
@@ -310,6 +355,21 @@ class EarlyReturnSkipsHookCleanup(Rule):
                 "`return OldOutput` leaves `__call__` without `self.maybe_free_model_hooks()`, so model offload "
                 "hooks leak; free the hooks before returning, or fall through to the shared cleanup."
             ),
+        ),
+        Invalid(
+            # no fix: a return on the line of its `if`, and a return that runs a model itself (a free before it
+            # would be undone by the decode)
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil"):
+                    latents = self.unet(prompt)
+                    if output_type == "latent": return MyPipelineOutput(images=latents)
+                    if output_type == "decoded":
+                        return MyPipelineOutput(images=self.vae.decode(latents))
+                    image = self.vae.decode(latents)
+                    self.maybe_free_model_hooks()
+                    return MyPipelineOutput(images=image)
+            """,
         ),
     ]
 
@@ -347,6 +407,17 @@ class EarlyReturnSkipsHookCleanup(Rule):
         _HookFlow(on_return, free_calls, model_calls, forward_calls, legacy).block(
             function.body.body, _State(False, False, False)
         )
+        # the fix frees the hooks right before the return, as the `__call__` already does on its main path; a second
+        # free on a path that freed before a later model ran only offloads that model too
+        frees = any(dotted_name(call.func) == "self.maybe_free_model_hooks" for call in calls(function.body))
         for node, message in leaking:
             returned = returned_symbol(node)
-            self.report(node, message.format(returned=returned), symbol=returned, scope=scope)
+            line = statement_line(function.body, node) if frees else None
+            runs_model = any(id(call) in model_calls for call in calls(node))
+            fix = None
+            if line is not None and not runs_model:
+                fix = Proposal(
+                    f"call `self.maybe_free_model_hooks()` before `{returned}`",
+                    (insert_before(line, "self.maybe_free_model_hooks()\n", self.context.module),),
+                )
+            self.report(node, message.format(returned=returned), symbol=returned, scope=scope, fix=fix)

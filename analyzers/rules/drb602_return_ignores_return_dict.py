@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.fixes import Proposal, insert_before, statement_line
 from analyzers.flow import (
     FlowWalker,
     function_returns,
@@ -88,6 +89,19 @@ def _output_class(node: cst.Return) -> str | None:
         if name and name.rpartition(".")[2].endswith("Output"):
             return name.rpartition(".")[2]
     return None
+
+
+def _tuple_form(node: cst.Return) -> str | None:
+    """`(latents,)` for `return XOutput(images=latents)`: the tuple `return_dict=False` asks for, when it is certain
+    what it holds: one argument, or positional ones only (their order is the output's), each a name or `None`."""
+    call = cst.ensure_type(node.value, cst.Call)
+    args = call.args
+    if not args or any(arg.star for arg in args) or (len(args) > 1 and any(arg.keyword for arg in args)):
+        return None
+    names = [dotted_name(arg.value) for arg in args]
+    if any(name is None for name in names):
+        return None
+    return f"({', '.join(str(name) for name in names)},)" if len(names) == 1 else f"({', '.join(map(str, names))})"
 
 
 class ReturnIgnoresReturnDict(Rule):
@@ -208,6 +222,21 @@ class ReturnIgnoresReturnDict(Rule):
                         return (image,)
                     return StableDiffusionXLPipelineOutput(images=image)
             """,
+            fixed="""
+            class MyXLPipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.unet(prompt)
+                    if not output_type == "latent":
+                        image = self.vae.decode(latents, return_dict=False)[0]
+                    else:
+                        if not return_dict:
+                            return (latents,)
+                        return StableDiffusionXLPipelineOutput(images=latents)
+                    self.maybe_free_model_hooks()
+                    if not return_dict:
+                        return (image,)
+                    return StableDiffusionXLPipelineOutput(images=image)
+            """,
             message=(
                 "`return StableDiffusionXLPipelineOutput` is returned even when `return_dict=False` asks for a "
                 "tuple; check `return_dict` on this path too and return a tuple when it is `False`."
@@ -225,6 +254,22 @@ class ReturnIgnoresReturnDict(Rule):
                         image = self.vae.decode(latents)
                         if not return_dict:
                             return (image,)
+                    # the output object
+                    return ImagePipelineOutput(images=image)
+            """,
+            fixed="""
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.unet(prompt)
+                    if output_type == "latent":
+                        image = latents
+                    else:
+                        image = self.vae.decode(latents)
+                        if not return_dict:
+                            return (image,)
+                    # the output object
+                    if not return_dict:
+                        return (image,)
                     return ImagePipelineOutput(images=image)
             """,
             message=(
@@ -248,10 +293,40 @@ class ReturnIgnoresReturnDict(Rule):
                     latents = self.unet(prompt)
                     return self._finish(latents, output_type, return_dict)
             """,
+            fixed="""
+            class MyVideoPipeline(DiffusionPipeline):
+                def _finish(self, latents, output_type, return_dict):
+                    if output_type == "latent":
+                        if not return_dict:
+                            return (latents,)
+                        return MyVideoOutput(frames=latents)
+                    frames = self.decode(latents)
+                    if not return_dict:
+                        return (frames,)
+                    return MyVideoOutput(frames=frames)
+
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.unet(prompt)
+                    return self._finish(latents, output_type, return_dict)
+            """,
             message=(
                 "`return MyVideoOutput` is returned even when `return_dict=False` asks for a tuple; check "
                 "`return_dict` on this path too and return a tuple when it is `False`."
             ),
+        ),
+        Invalid(
+            # no fix: which field comes first in the tuple is the output class's business, not the call's
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.unet(prompt)
+                    if output_type == "latent":
+                        return MyPipelineOutput(images=latents, nsfw_content_detected=None)
+                    image = self.vae.decode(latents)
+                    if not return_dict:
+                        return (image, None)
+                    return MyPipelineOutput(images=image, nsfw_content_detected=None)
+            """,
         ),
     ]
 
@@ -280,4 +355,13 @@ class ReturnIgnoresReturnDict(Rule):
         _ReturnDictFlow(on_return).block(function.body.body, None)
         for node in wrong:
             returned = returned_symbol(node)
-            self.report(node, self.message.format(returned=returned), symbol=returned, scope=scope)
+            line = statement_line(function.body, node)
+            form = _tuple_form(node)
+            fix = None
+            if line is not None and form is not None:
+                code = f"if not return_dict:\n{self.context.module.default_indent}return {form}\n"
+                fix = Proposal(
+                    f"return `{form}` first when `return_dict` is `False`",
+                    (insert_before(line, code, self.context.module),),
+                )
+            self.report(node, self.message.format(returned=returned), symbol=returned, scope=scope, fix=fix)

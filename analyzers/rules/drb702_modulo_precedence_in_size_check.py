@@ -9,6 +9,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.fixes import Proposal, Replace
 
 
 N = TypeVar("N", bound=cst.CSTNode)
@@ -36,6 +37,15 @@ def _precedence_bug(node: cst.BaseExpression) -> cst.BinaryOperation | None:
 def _modulo(bug: cst.BinaryOperation) -> cst.BinaryOperation:
     """The `x % a` of a `_precedence_bug` `x % a * b`."""
     return cst.ensure_type(bug.left, cst.BinaryOperation)
+
+
+def _parenthesised(bug: cst.BinaryOperation) -> cst.BinaryOperation:
+    """`x % a * b` as `x % (a * b)`: the divisor the check meant, every space and comment kept."""
+    inner = _modulo(bug)
+    divisor = cst.BinaryOperation(
+        left=inner.right, operator=bug.operator, right=bug.right, lpar=[cst.LeftParen()], rpar=[cst.RightParen()]
+    )
+    return inner.with_changes(right=divisor)
 
 
 def _in_source_order(root: cst.BaseExpression, kind: type[N]) -> list[N]:
@@ -125,6 +135,12 @@ class ModuloPrecedenceInSizeCheck(Rule):
                     if height % self.vae_scale_factor * 2 != 0 or width % self.vae_scale_factor * 2 != 0:
                         logger.warning("sizes will be resized")
             """,
+            fixed="""
+            class FooPipeline(DiffusionPipeline):
+                def check_inputs(self, height, width):
+                    if height % (self.vae_scale_factor * 2) != 0 or width % (self.vae_scale_factor * 2) != 0:
+                        logger.warning("sizes will be resized")
+            """,
             message=(
                 "`height % self.vae_scale_factor * 2` parses as `(height % self.vae_scale_factor) * 2` and only "
                 "checks divisibility by `self.vae_scale_factor`; parenthesise the divisor: "
@@ -135,6 +151,10 @@ class ModuloPrecedenceInSizeCheck(Rule):
             """
             def check_size(size, patch):
                 assert not size % 8 * patch, "bad size"
+            """,
+            fixed="""
+            def check_size(size, patch):
+                assert not size % (8 * patch), "bad size"
             """,
             message=(
                 "`size % 8 * patch` parses as `(size % 8) * patch` and only checks divisibility by `8`; "
@@ -185,4 +205,8 @@ class ModuloPrecedenceInSizeCheck(Rule):
                 factor=code(first.right).strip(),
             )
             symbol = "/".join(dict.fromkeys(dotted_name(_modulo(b).left) or "" for b in bugs))
-            self.report(first, message, symbol=symbol)
+            fix = Proposal(
+                f"parenthesise the divisor: `{code(_parenthesised(first)).strip()}`",
+                tuple(Replace(bug, _parenthesised(bug)) for bug in bugs),
+            )
+            self.report(first, message, symbol=symbol, fix=fix)

@@ -236,7 +236,8 @@ class ContractRunner:
         self.workdir, self.python = workdir, python
         self._sandbox = sandbox
         self.max_tarball_bytes = max_tarball_bytes
-        self._standins: Path | bool | None = None
+        self._standins: Path | None = None
+        self._standins_tried = False
         self.jobs = StreamConsumer(
             redis, keys.jobs, GROUP, dead=None, visibility_timeout_s=visibility_timeout_s, max_attempts=max_attempts,
             delete_on_ack=False, exhausted=self._exhausted,
@@ -282,15 +283,15 @@ class ContractRunner:
     async def standins(self) -> Path | None:
         """The hub stand-ins, written once per runner on the host (trusted code) and shown read-only to every job;
         None when they cannot be built here (a pipeline needing one is then reported as having no stand-in)."""
-        if self._standins is None:
+        if not self._standins_tried:
             from runners.standins import default_cache, populate
 
+            self._standins_tried = True
             try:
                 self._standins = await asyncio.to_thread(populate, default_cache())
             except Exception as error:  # noqa: BLE001 - no torch/transformers on this host, or a full disk
                 log.warning("the hub stand-ins could not be written: %s: %s", type(error).__name__, error)
-                self._standins = False
-        return self._standins or None
+        return self._standins
 
     async def handle(self, entry: Entry) -> str:
         """Run one job and report it; the entry stays pending until the bot accepts the report."""

@@ -104,6 +104,28 @@ def denoiser_calls(pipe, factory: Factory):
         handle.remove()
 
 
+def refused(error: BaseException) -> bool:
+    """Whether the code raised this ValueError or NotImplementedError on purpose, with a `raise` statement of its own
+    ("requires the 'flex' attention backend", "not supported for models having added KV projections"), rather than
+    an operation failing inside it (a shape mismatch, a ValueError from unpacking)."""
+    import traceback
+
+    if not isinstance(error, (ValueError, NotImplementedError)):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and (frames[-1].line or "").startswith("raise ")
+
+
+def declined(error: BaseException) -> bool:
+    """Whether the pipeline refused its inputs on purpose: a ValueError raised by its own input check (`check_inputs`,
+    `_check_*`), such as "only one of `video` or `latents`" or "2 prompts but 1 image"."""
+    import traceback
+
+    if not isinstance(error, ValueError) or not refused(error):
+        return False
+    return traceback.extract_tb(error.__traceback__)[-1].name.lstrip("_").startswith("check")
+
+
 def describe(error: BaseException, limit: int = 240) -> str:
     text = f"{type(error).__name__}: {error}"
     text = " ".join(text.split())

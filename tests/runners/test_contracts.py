@@ -357,6 +357,28 @@ def test_contracts_skip_where_the_test_model_cannot_show_the_effect():
     assert result == "skipped" and "guidance, which acts through the text, cannot show" in message
 
 
+def _check_inputs_refusing_prompt_lists(deliberately: bool):
+    """`check_inputs` that refuses a list of prompts: with a `raise` of its own (as video-to-video pipelines want one
+    video per prompt), or by failing inside (a ValueError too, from unpacking)."""
+    from diffusers import StableDiffusionPipeline
+
+    def check_inputs(self, prompt, *args, **kwargs):
+        if isinstance(prompt, list) and len(prompt) > 1:
+            if deliberately:
+                raise ValueError(f"You have passed {len(prompt)} text prompts (`prompt`), but only 1 initial images")
+            prompt, _ = [prompt[0]]  # one value for two names
+        return StableDiffusionPipeline.check_inputs(self, prompt, *args, **kwargs)
+
+    return check_inputs
+
+
+def test_an_input_check_declining_the_batch_is_a_skip_but_a_crash_stays_a_failure():
+    result, message = outcome(planted("check_inputs", _check_inputs_refusing_prompt_lists(True)), "DRC001")
+    assert result == "skipped" and "input check declines 2 prompts x num_images_per_prompt=2" in message, message
+    result, message = outcome(planted("check_inputs", _check_inputs_refusing_prompt_lists(False)), "DRC001")
+    assert result == "failed" and "ValueError: not enough values to unpack" in message, message
+
+
 def test_drc009_fails_when_fused_projections_change_the_output(monkeypatch):
     from diffusers import UNet2DConditionModel
 
@@ -373,6 +395,27 @@ def test_drc009_fails_when_fused_projections_change_the_output(monkeypatch):
     monkeypatch.setattr(UNet2DConditionModel, "fuse_qkv_projections", fuse_and_perturb)
     result, message = outcome("StableDiffusionPipeline", "DRC009")
     assert result == "failed" and "fused QKV changes the output" in message
+
+
+def test_drc009_skips_a_model_that_declares_it_cannot_fuse_or_switch_backend(monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    def cannot_fuse(self):
+        raise ValueError("fuse_qkv_projections() is not supported for models having added KV projections.")
+
+    def needs_flex(self, backend):
+        raise ValueError(f"this processor requires the 'flex' attention backend (got {backend})")
+
+    def breaks_inside(self):
+        self.to_qkv.weight  # noqa: B018 - the model has no `to_qkv`: an AttributeError, not a declared limitation
+
+    monkeypatch.setattr(UNet2DConditionModel, "fuse_qkv_projections", cannot_fuse)
+    monkeypatch.setattr(UNet2DConditionModel, "set_attention_backend", needs_flex)
+    result, message = outcome("StableDiffusionPipeline", "DRC009")
+    assert result == "skipped" and "declines every variant" in message and "'flex' attention backend" in message
+    monkeypatch.setattr(UNet2DConditionModel, "fuse_qkv_projections", breaks_inside)
+    result, message = outcome("StableDiffusionPipeline", "DRC009")
+    assert result == "failed" and "fuse_qkv_projections(): AttributeError" in message, message
 
 
 def test_the_command_line_prints_json_and_exits_1_on_a_failure():

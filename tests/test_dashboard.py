@@ -260,3 +260,46 @@ def test_two_releases_build_a_site_whose_counts_equal_analyze_and_chromium_draws
     taken = subprocess.run([*command, f"--screenshot={shot}", url + cell], capture_output=True, text=True, timeout=120)
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_usage_errors_name_the_fix(tmp_path):
+    for args, named in (
+        (["0.42.1"], "NAME=PATH"),
+        ([f"0.1.0={tmp_path / 'missing'}"], "no such file"),
+        ([], "--registry"),
+        ([f"a={tmp_path}", f"a={tmp_path}"], "own name"),
+    ):
+        result = drbot("dashboard", "--out", str(tmp_path / "site"), *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert named in result.stderr.strip().splitlines()[-1], result.stderr
+    assert not (tmp_path / "site").exists()
+
+
+def test_the_registry_alone_makes_a_dashboard(tmp_path):
+    import uuid
+
+    import redis
+
+    prefix = f"drbot-test-{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    entries = {
+        "a" * 16: {"code": "DRB201", "pattern": 2, "path": "diffusers/pipelines/flux/p.py", "line": 12,
+                   "scope": "P.__call__", "symbol": "eta", "status": "tracked", "issue": 13635},
+        "b" * 16: {"code": "DRB501", "pattern": 5, "path": "diffusers/models/transformers/t.py", "scope": "T.f",
+                   "symbol": "x", "status": "fixed", "fixed_by": 9},
+    }  # fmt: skip
+    key = f"{prefix}known:huggingface/diffusers"
+    client.hset(key, mapping={fp: json.dumps(entry) for fp, entry in entries.items()})
+    try:
+        site = tmp_path / "site"
+        result = drbot("dashboard", "--out", str(site), "--registry", "huggingface/diffusers", "--key-prefix", prefix)
+    finally:
+        client.delete(key)
+        client.close()
+    assert result.returncode == 0, result.stderr
+    data = json.loads((site / "data.json").read_text())
+    assert data["registry"] == {"open": 0, "tracked": 1, "suppressed": 0, "fixed": 1}
+    assert data["cells"] == [{"release": "main", "family": "flux", "pattern": 2, "count": 1}]
+    (finding,) = data["findings"]
+    assert finding["url"] == "https://github.com/huggingface/diffusers/blob/main/src/diffusers/pipelines/flux/p.py#L12"
+    assert "#13635" in (site / "tracking.md").read_text()

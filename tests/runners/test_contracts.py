@@ -374,7 +374,7 @@ def _check_inputs_refusing_prompt_lists(deliberately: bool):
 
 def test_an_input_check_declining_the_batch_is_a_skip_but_a_crash_stays_a_failure():
     result, message = outcome(planted("check_inputs", _check_inputs_refusing_prompt_lists(True)), "DRC001")
-    assert result == "skipped" and "input check declines 2 prompts x num_images_per_prompt=2" in message, message
+    assert result == "skipped" and "declines 2 prompts x num_images_per_prompt=2 up front" in message, message
     result, message = outcome(planted("check_inputs", _check_inputs_refusing_prompt_lists(False)), "DRC001")
     assert result == "failed" and "ValueError: not enough values to unpack" in message, message
 

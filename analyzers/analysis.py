@@ -103,8 +103,10 @@ def analyze_file(
     project: Project | None = None,
     rules: Sequence[type[Rule]] | None = None,
     include_frozen: bool = False,
+    drift_fixes: bool = False,
 ) -> FileResult:
-    """Run `rules` on one file. A parse failure or a rule's exception becomes an error, never a raise.
+    """Run `rules` on one file. A parse failure or a rule's exception becomes an error, never a raise. With
+    `drift_fixes`, the findings of `Rule.DRIFT_FIX` rules carry their fixes too (`drbot fix` asks).
 
     Only a file that some rule's prefilter accepts (or that holds a `drbot:` comment) is parsed with libcst;
     any other file is only checked for syntax errors (`check_syntax`), so an unparsable file is an error either way.
@@ -126,7 +128,7 @@ def analyze_file(
     errors: list[str] = []
     try:
         walk.prepare(module)
-        _run_rules(context, applicable, findings, errors)
+        _run_rules(context, applicable, findings, errors, drift_fixes)
     finally:
         walk.clear()
     if not include_frozen:
@@ -138,7 +140,11 @@ def analyze_file(
 
 
 def _run_rules(
-    context: FileContext, applicable: Sequence[type[Rule]], findings: list[Finding], errors: list[str]
+    context: FileContext,
+    applicable: Sequence[type[Rule]],
+    findings: list[Finding],
+    errors: list[str],
+    drift_fixes: bool = False,
 ) -> None:
     for rule_class in applicable:
         rule = rule_class(context)
@@ -147,7 +153,7 @@ def _run_rules(
             for node, message, symbol, scope, proposal in rule.reports:
                 line, end_line = context.position(node, scope)
                 fix = None
-                if proposal is not None:
+                if proposal is not None and (drift_fixes or not rule.DRIFT_FIX):
                     edits = proposal_edits(context.module, context.source, proposal)
                     fix = Fix(proposal.description, edits) if edits else None
                 findings.append(
@@ -178,12 +184,17 @@ def analyze(
     return result.findings
 
 
-def run_case(rule: type[Rule], case: Valid | Invalid) -> list[Finding]:
+def run_case(rule: type[Rule], case: Valid | Invalid, *, drift_fixes: bool = False) -> list[Finding]:
     """Run one rule on one of its embedded cases (dedented), with the case's extra files as the project."""
     source = textwrap.dedent(case.code)
     files = {path: textwrap.dedent(text) for path, text in case.files.items()}
     files[case.path] = source
-    return analyze(case.path, source, project=Project.from_mapping(files), rules=[rule])
+    result = analyze_file(
+        case.path, source, project=Project.from_mapping(files), rules=[rule], drift_fixes=drift_fixes
+    )
+    if result.errors:
+        raise AnalysisError("; ".join(result.errors))
+    return result.findings
 
 
 #: passes of `fix_case` (and of `drbot fix` over a file) before it stops: a fix that enables another converges fast
@@ -197,7 +208,10 @@ def fix_case(rule: type[Rule], case: Invalid, rules: Sequence[type[Rule]] | None
     files = {path: textwrap.dedent(text) for path, text in case.files.items()}
     for _ in range(MAX_FIX_PASSES):
         project = Project.from_mapping({**files, case.path: source})
-        fixable = [f for f in analyze(case.path, source, project=project, rules=rules or [rule]) if f.fix]
+        result = analyze_file(case.path, source, project=project, rules=rules or [rule], drift_fixes=True)
+        if result.errors:
+            raise AnalysisError("; ".join(result.errors))
+        fixable = [f for f in result.findings if f.fix]
         if not fixable:
             break
         source = apply_fixes(source, fixable)

@@ -165,31 +165,54 @@ class ResultCache:
         project: Project,
         rules: Sequence[type[Rule]] | None = None,
         include_frozen: bool = False,
+        drift_fixes: bool = False,
     ) -> tuple[FileResult, bool]:
         """`analyze_file`, answered from the cache when an entry for this text, path and rule set exists and
         everything its rules read through `project` is unchanged; else analysed, and stored when clean. Returns the
         result and whether it came from the cache."""
         rules = all_rules() if rules is None else list(rules)
         if (is_frozen(path) and not include_frozen) or not self.usable():
-            return analyze_file(path, source, project=project, rules=rules, include_frozen=include_frozen), False
-        key = self.key(path, source, rules, include_frozen)
+            result = analyze_file(
+                path, source, project=project, rules=rules, include_frozen=include_frozen, drift_fixes=drift_fixes
+            )
+            return result, False
+        key = self.key(path, source, rules, include_frozen, drift_fixes)
         cached = self._lookup(key, path, project)
         if cached is not None:
             STATS.hits += 1
             return FileResult(path, cached, []), True
         STATS.misses += 1
         with project.recording() as reads:
-            result = analyze_file(path, source, project=project, rules=rules, include_frozen=include_frozen)
+            result = analyze_file(
+                path, source, project=project, rules=rules, include_frozen=include_frozen, drift_fixes=drift_fixes
+            )
         # an error (no parse, a rule that raised) is not kept: it may be the machine's (memory) rather than the file's
         if not result.errors and not result.skipped:
             self._store(key, path, result.findings, project, reads)
         return result, False
 
-    def key(self, path: str, source: str, rules: Iterable[type[Rule]], include_frozen: bool = False) -> str:
+    def key(
+        self,
+        path: str,
+        source: str,
+        rules: Iterable[type[Rule]],
+        include_frozen: bool = False,
+        drift_fixes: bool = False,
+    ) -> str:
         """The entry of this text at this path under these rules; `include_frozen` keeps the findings of classes
-        deprecated in place, so it is part of the key."""
+        deprecated in place, and `drift_fixes` attaches more fixes, so both are part of the key."""
         codes = sorted(rule.code for rule in rules)
-        return _hash([FORMAT, self.version, codes, path, text_digest(source), include_frozen])
+        return _hash(
+            [
+                FORMAT,
+                self.version,
+                codes,
+                path,
+                text_digest(source),
+                include_frozen,
+                *(["drift"] if drift_fixes else []),
+            ]
+        )
 
     def _entry_path(self, key: str) -> Path:
         return Path(self.directory, "entries", key[:2], f"{key}.json")

@@ -30,10 +30,12 @@ class Replace:
 @dataclass(frozen=True)
 class Proposal:
     """What a rule hands to `report(..., fix=...)`: a description (an imperative phrase with backticked code) and
-    the replacements that make it. The engine turns it into a `Fix` of line edits."""
+    the replacements that make it, which the engine turns into a `Fix` of line edits. A rule that works on the
+    text's lines rather than its syntax (DRB801, as `make fix-copies` does) gives the `edits` themselves."""
 
     description: str
-    replacements: tuple[Replace, ...]
+    replacements: tuple[Replace, ...] = ()
+    edits: tuple[Edit, ...] = ()
 
 
 class _Replacer(cst.CSTTransformer):
@@ -78,6 +80,8 @@ def line_edits(old: str, new: str) -> tuple[Edit, ...]:
 
 def proposal_edits(module: cst.Module, source: str, proposal: Proposal) -> tuple[Edit, ...]:
     """The line edits of `proposal` on `module` (whose text is `source`); empty when it changes nothing."""
+    if proposal.edits:
+        return line_edits(source, apply_edits(source, proposal.edits))
     new = module.visit(_Replacer(proposal.replacements)).code
     return line_edits(source, new) if new != source else ()
 

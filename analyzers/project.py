@@ -185,6 +185,12 @@ class Project:
 
         return cls(read, listing)
 
+    def overlaid(self, files: Mapping[str, str]) -> Project:
+        """A fresh view that reads `files` (path -> text) where this one would read the tree: the tree as it will be
+        once they are written (`drbot fix` checks its edits so before writing any). Listings stay this view's."""
+        reader = self._reader
+        return Project(lambda path: files[path] if path in files else reader(path), self._lister)
+
     def files(self, directory: str) -> tuple[str, ...]:
         """Every file under `directory` (recursively, sorted); empty when there is none or the view cannot list.
 

@@ -87,6 +87,10 @@ class Rule(cst.CSTVisitor):
     REQUIRES_ANY: ClassVar[tuple[str, ...]] = ()
     #: path fragments (`/pipelines/`) of which at least one must occur in the file's path
     PATHS: ClassVar[tuple[str, ...]] = ()
+    #: the rule's fixes undo drift that other fixes of the same `drbot fix` run caused (a `# Copied from` copy of a
+    #: source just fixed); they are attached only when the analysis asks (`analyze_file(drift_fixes=True)`), since
+    #: alone the rule cannot tell a copy left behind from a copy fixed by hand, whose fix a sync would revert
+    DRIFT_FIX: ClassVar[bool] = False
 
     name: ClassVar[str]
     #: whether the rule offers fixes: some INVALID case says what its fix makes of it (`Invalid.fixed`)

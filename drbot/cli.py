@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -90,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-deprecated", action="store_true", help="also scan diffusers/pipelines/deprecated/ (frozen upstream)"
     )
     analyze.add_argument("--no-cache", action="store_true", help=cache_help)
+
+    fix = _command(
+        sub,
+        "fix",
+        "apply the rules' fixes to files or directories, or print them as a diff",
+        description="Apply the rules' fixes in place (or print them as a unified diff with --diff). A fix is offered "
+        "only where the remedy is certain; a file's fixes are kept only if it still compiles and no rule reports "
+        "more on it. Exit status: 0 nothing left to fix or report, 1 findings remain (those without a fix, or a "
+        "file that could not be analysed; with --diff, also fixes not yet applied), 2 usage or internal error.",
+    )
+    fix.add_argument("paths", nargs="*", type=Path, help="files or directories (default: the installed diffusers)")
+    fix.add_argument("--select", action="append", metavar="CODES", help=select_help)
+    fix.add_argument("--ignore", action="append", metavar="CODES", help=ignore_help)
+    fix.add_argument("--diff", action="store_true", help="print the fixes as a unified diff; change no file")
+    fix.add_argument("--jobs", "-j", type=_positive_int, default=None, help="worker processes (default: all cores)")
+    fix.add_argument(
+        "--include-deprecated", action="store_true", help="also fix diffusers/pipelines/deprecated/ (frozen upstream)"
+    )
+    fix.add_argument("--no-cache", action="store_true", help=cache_help)
 
     review = _command(sub, "review", "print the review the App would post for a local git diff")
     review.add_argument("--base", required=True, help="base revision (e.g. main or a merge-base)")
@@ -289,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     try:
         commands = {
-            "analyze": _analyze, "review": _review, "rules": _rules, "serve": _serve, "known": _known,
+            "analyze": _analyze, "fix": _fix, "review": _review, "rules": _rules, "serve": _serve, "known": _known,
             "contracts": _contracts, "worker": _worker, "redis-acl": _redis_acl, "dead-letters": _dead_letters,
             "dashboard": _dashboard,
         }  # fmt: skip
@@ -392,6 +412,62 @@ def scan_report(paths: Sequence[Path], rules, args: argparse.Namespace):
         progress = tty_progress if sys.stderr.isatty() else None
         return scan(paths, rules, jobs=args.jobs, progress=progress, include_frozen=args.include_deprecated,
                     isolate=isolate, cache=_cache(args))  # fmt: skip
+
+
+def _fix(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from analyzers.cache import ResultCache
+    from analyzers.fixes import unified_diff
+    from analyzers.scan import UsageError, installed_diffusers
+    from engine.fix import fix_tree
+    from engine.isolation import Failure, Limits, Pool
+    from engine.review import worker_modules
+
+    rules = _selected_rules(args)
+    fixable = [rule for rule in rules if rule.fixable]
+    if not fixable:
+        return _fail("--select and --ignore leave no rule with a fix; `drbot rules CODE` says whether one has")
+    with contextlib.ExitStack() as stack:
+        if args.no_cache:  # the passes still need a cache between them: a throwaway one
+            cache = ResultCache(stack.enter_context(tempfile.TemporaryDirectory(prefix="drbot-fix-")))
+        else:
+            cache = ResultCache.default()
+        pool = stack.enter_context(
+            Pool(Limits(), args.jobs or os.cpu_count() or 1, preload=(*worker_modules(), "analyzers.scan"))
+        )
+
+        def isolate(function, items):
+            return [o.reason if isinstance(o, Failure) else o for o in pool.map(function, items)]
+
+        try:
+            paths = args.paths or [installed_diffusers()]
+            report = fix_tree(paths, rules, cache=cache, jobs=args.jobs, isolate=isolate,
+                              include_frozen=args.include_deprecated, write=not args.diff)  # fmt: skip
+        except UsageError as error:
+            return _fail(str(error))
+        except OSError as error:
+            return _fail(f"cannot fix: {error}")
+    if args.diff:
+        for path, (old, new) in sorted(report.changed.items()):
+            sys.stdout.write(unified_diff(report.file_paths.get(path, path), old, new))
+    codes = {rule.code for rule in rules}
+    remaining = report.remaining(codes)
+    fixed = len(report.applied)
+    verb = "would fix" if args.diff else "fixed"
+    print(f"drbot: {verb} {_plural(fixed, 'finding')} in {_plural(len(report.changed), 'file')} "
+          f"({_plural(report.passes, 'pass')}); {_plural(len(remaining), 'finding')} of the selected rules "
+          f"remain", file=sys.stderr)  # fmt: skip
+    for finding, why in report.refused:
+        print(f"drbot: not fixed: {finding.path}:{finding.line} {finding.code}: {why}", file=sys.stderr)
+    for finding in report.gained():
+        print(f"drbot: gained after the fixes: {finding.path}:{finding.line} {finding.code} {finding.message}",
+              file=sys.stderr)  # fmt: skip
+    failed = len({e.path for e in report.errors})
+    if failed:
+        print(f"drbot: {_plural(failed, 'file')} could not be analysed; exit status 1", file=sys.stderr)
+    pending = args.diff and bool(report.changed)
+    return EXIT_FINDINGS if remaining or failed or pending or report.gained() else EXIT_CLEAN
 
 
 def _cache(args: argparse.Namespace):

@@ -8,6 +8,8 @@ import re
 import libcst as cst
 
 from analyzers.core import Definition, Invalid, Rule, Valid
+from analyzers.findings import Edit
+from analyzers.fixes import Proposal
 
 
 # The contract of diffusers' `utils/check_copies.py`, reproduced line by line on text.
@@ -147,6 +149,7 @@ class CopiedCodeDiverged(Rule):
     code = "DRB801"
     pattern = 8
     severity = "warning"
+    DRIFT_FIX = True
     message = (
         "`{copy}` no longer matches `diffusers.{source}`, which its `# Copied from` comment names; edit the "
         "source and run `make fix-copies`, or drop the comment if the copy must differ."
@@ -274,6 +277,13 @@ class CopiedCodeDiverged(Rule):
                                 raise ValueError(height)
                     """,
             },
+            fixed="""
+            class FooImg2ImgPipeline(DiffusionPipeline):
+                # Copied from diffusers.pipelines.flux.pipeline_flux.FluxPipeline.check_inputs
+                def check_inputs(self, height, width):
+                    if height % (self.vae_scale_factor * 2) != 0:
+                        raise ValueError(height)
+            """,
         ),
         # a drift with replacements: a real token changed, not just formatting
         Invalid(
@@ -296,6 +306,12 @@ class CopiedCodeDiverged(Rule):
                         return image_seq_len * flux_m
                     """,
             },
+            fixed="""
+            # Copied from diffusers.pipelines.flux.pipeline_flux.calculate_shift with flux->foo
+            def calculate_shift(image_seq_len, base_seq_len=256, max_shift=1.15):
+                foo_m = (max_shift - 0.5) / base_seq_len
+                return image_seq_len * foo_m
+            """,
         ),
         # the source object was renamed or removed
         Invalid(
@@ -374,11 +390,19 @@ class CopiedCodeDiverged(Rule):
                 )
                 continue
             if consistent is False:
+                start, end, expected = self._expected
+                fix = None
+                if start < end:  # what `make fix-copies` writes: the source, replacements applied, over the copy
+                    fix = Proposal(
+                        f"sync the copy with `diffusers.{search.group(2).split()[0]}`, as `make fix-copies` does",
+                        edits=(Edit(start + 1, end, expected),),
+                    )
                 self.report(
                     definition.node.name,
                     self.message.format(source=search.group(2), copy=definition.qualname),
                     symbol=f"diffusers.{search.group(2)}",
                     scope=definition.qualname,
+                    fix=fix,
                 )
 
     def _check_unread_markers(self) -> None:
@@ -429,6 +453,7 @@ class CopiedCodeDiverged(Rule):
         observed_code = "".join(lines[start_index:line_index])
 
         theoretical_code = "\n".join(line for line in theoretical_code.split("\n") if _COPY_RE.search(line) is None)
+        self._expected = (start_index, line_index, theoretical_code)
         if not replace_pattern:
             return observed_code == theoretical_code
         try:
@@ -443,6 +468,7 @@ class CopiedCodeDiverged(Rule):
                     theoretical_code = re.sub(obj1.upper(), obj2.upper(), theoretical_code)
         except re.error:
             return None
+        self._expected = (start_index, line_index, theoretical_code)
         if observed_code == theoretical_code:
             return True
         # check_copies runs `ruff format` here; compare what formatting cannot change

@@ -1,0 +1,251 @@
+"""`drbot fix`: apply the rules' fixes to a tree, pass after pass, checking each file's edits before keeping them.
+
+A pass takes every finding of the selected rules that has a fix, applies the compatible ones file by file
+(`analyzers.fixes.compatible`: by rule code, then line; an overlapping fix waits for the next pass, on the fixed
+text) and keeps a file's edits only if the file still compiles and no rule (of all of them, not only the
+selected) reports more on it than before. A batch that fails is retried fix by fix, and a fix that fails alone is
+refused for the rest of the run. Then every file is analysed again, through a project view that reads the fixed
+texts (a fix in one file may change another's findings: a `# Copied from` source edited under its copies), with
+the result cache, so only what changed is analysed again. Nothing is written until the last pass: with `write`,
+the changed files are written then, else the caller prints the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analyzers.analysis import MAX_FIX_PASSES, FileResult
+from analyzers.cache import ResultCache
+from analyzers.core import Finding, Project, Rule, all_rules
+from analyzers.fixes import apply_fixes, compatible, compiles
+from analyzers.scan import Isolate, ScanError, discover, project_dirs, repository_paths, scan
+
+
+#: what a finding is for "no rule reports more": its rule, scope and symbol (not its line, which fixes move)
+Key = tuple[str, str, str]
+
+
+def _keys(findings: Sequence[Finding]) -> Counter[Key]:
+    return Counter((f.code, f.scope, f.symbol) for f in findings)
+
+
+@dataclass
+class FixReport:
+    #: every finding of every rule before any fix, and what is left after the last pass
+    before: list[Finding] = field(default_factory=list)
+    after: list[Finding] = field(default_factory=list)
+    #: package path -> (text before, text after), for each file a fix changed
+    changed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the findings whose fix was applied, pass after pass
+    applied: list[Finding] = field(default_factory=list)
+    #: findings whose fix was not kept, and why
+    refused: list[tuple[Finding, str]] = field(default_factory=list)
+    errors: list[ScanError] = field(default_factory=list)
+    #: package path -> the file on disk; package path -> the path in its repository (what diffs show)
+    files: dict[str, Path] = field(default_factory=dict)
+    file_paths: dict[str, str] = field(default_factory=dict)
+    passes: int = 0
+    files_scanned: int = 0
+
+    def remaining(self, codes: set[str]) -> list[Finding]:
+        return [f for f in self.after if f.code in codes]
+
+    def gained(self) -> list[Finding]:
+        """Findings after the fixes that were not there before (by rule, scope and symbol, counted)."""
+        extra = _keys(self.after) - _keys(self.before)
+        out = []
+        for finding in self.after:
+            key = (finding.code, finding.scope, finding.symbol)
+            if extra[key] > 0:
+                extra[key] -= 1
+                out.append(finding)
+        return out
+
+
+class _Tree:
+    """The scanned files and their current texts (fixed ones from `overlay`), one project view per root."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        found = discover(paths)
+        self.items = [(root, file) for root, file in found]
+        self.file_paths, _ = repository_paths(found)
+        self.files = {Path(file).relative_to(root).as_posix(): Path(file) for root, file in found}
+        self.dirs = {Path(file).relative_to(root).as_posix(): project_dirs(Path(root)) for root, file in found}
+        self.overlay: dict[str, str] = {}
+        self.original: dict[str, str] = {}
+        self._bases: dict[tuple[str, ...], Project] = {}
+
+    def text(self, path: str) -> str:
+        if path not in self.overlay:
+            self.original.setdefault(path, self.files[path].read_text(encoding="utf-8"))
+            return self.original[path]
+        return self.overlay[path]
+
+    def project(self, path: str, extra: dict[str, str] | None = None) -> Project:
+        dirs = self.dirs[path]
+        if dirs not in self._bases:
+            self._bases[dirs] = Project.from_directory(*dirs)
+        return self._bases[dirs].overlaid({**self.overlay, **(extra or {})})
+
+
+def fix_tree(
+    paths: Sequence[Path],
+    rules: Sequence[type[Rule]],
+    *,
+    cache: ResultCache,
+    jobs: int | None = None,
+    isolate: Isolate | None = None,
+    include_frozen: bool = False,
+    write: bool = False,
+) -> FixReport:
+    """Fix what the fixes of `rules` can under `paths`; every rule is run to check that no finding is gained."""
+    everything = all_rules()
+    fixing = {rule.code for rule in rules if rule.fixable and not rule.DRIFT_FIX}
+    # a drift fix (DRB801: sync a `# Copied from` copy) runs whatever the selection, on what this run caused only
+    drifting = {rule.code for rule in everything if rule.DRIFT_FIX}
+    tree = _Tree(paths)
+    report = FixReport(files=tree.files, file_paths=tree.file_paths, files_scanned=len(tree.items))
+    first = scan(paths, everything, jobs=jobs, include_frozen=include_frozen, isolate=isolate, cache=cache)
+    report.before = list(first.findings)
+    report.errors = list(first.errors)
+    findings = _by_path(first.findings)
+    at_first = _keys(first.findings)
+    refused: set[tuple[str, Key]] = set()
+
+    def wanted(path: str, finding: Finding) -> bool:
+        if finding.fix is None or (path, _key(finding)) in refused:
+            return False
+        return finding.code in fixing or (finding.code in drifting and _key(finding) not in at_first)
+
+    for _ in range(MAX_FIX_PASSES):
+        todo = {
+            path: found
+            for path, found in findings.items()
+            if path in tree.files and any(wanted(path, f) for f in found)
+        }
+        if not todo:
+            break
+        report.passes += 1
+        changed = False
+        for path, found in sorted(todo.items()):
+            candidates = [f for f in found if wanted(path, f)]
+            text = tree.text(path)
+            new, applied, failed = _fix_file(tree, path, text, candidates, everything, cache, include_frozen)
+            for finding, why in failed:
+                refused.add((path, _key(finding)))
+                report.refused.append((finding, why))
+            if new != text:
+                tree.overlay[path] = new
+                report.applied.extend(applied)
+                changed = True
+        if not changed:
+            break
+        findings = _by_path(_analyze_all(tree, everything, cache, include_frozen, report))
+    report.after = sorted((f for found in findings.values() for f in found), key=lambda f: (f.path, f.line, f.code))
+    for path, new in tree.overlay.items():
+        if new != tree.original[path]:
+            report.changed[path] = (tree.original[path], new)
+    if write:
+        for path, (_, new) in sorted(report.changed.items()):
+            with open(tree.files[path], "w", encoding="utf-8", newline="") as handle:
+                handle.write(new)
+    return report
+
+
+def _key(finding: Finding) -> Key:
+    return (finding.code, finding.scope, finding.symbol)
+
+
+def _by_path(findings: Sequence[Finding]) -> dict[str, list[Finding]]:
+    out: dict[str, list[Finding]] = {}
+    for finding in findings:
+        out.setdefault(finding.path, []).append(finding)
+    return out
+
+
+def _analyze(
+    tree: _Tree, path: str, text: str, rules, cache: ResultCache, include_frozen: bool, extra=None
+) -> FileResult:
+    project = tree.project(path, extra)
+    result, _ = cache.analyze(
+        path, text, project=project, rules=rules, include_frozen=include_frozen, drift_fixes=True
+    )
+    return result
+
+
+def _fix_file(
+    tree: _Tree,
+    path: str,
+    text: str,
+    candidates: list[Finding],
+    rules,
+    cache: ResultCache,
+    include_frozen: bool,
+) -> tuple[str, list[Finding], list[tuple[Finding, str]]]:
+    """Apply the compatible fixes of `candidates` to `text`: all at once if that passes the checks, else one by one.
+    Returns the new text, the findings fixed, and the fixes refused with the reason."""
+    # what the file reports now, with the other files as this pass left them (a fix elsewhere may have changed it)
+    before = _keys(_analyze(tree, path, text, rules, cache, include_frozen).findings)
+
+    def check(new: str) -> str | None:
+        why = compiles(path, new)
+        if why is not None:
+            return f"the fixed file does not compile ({why})"
+        result = _analyze(tree, path, new, rules, cache, include_frozen, {path: new})
+        if result.errors:
+            return "the fixed file cannot be analysed: " + "; ".join(result.errors)
+        gained = _keys(result.findings) - before
+        if gained:
+            return "it would add findings: " + ", ".join(sorted(f"{code} {symbol}" for code, _, symbol in gained))
+        return None
+
+    chosen = compatible(candidates)
+    new = apply_fixes(text, chosen)
+    if check(new) is None:
+        return new, chosen, []
+    kept: list[Finding] = []
+    failed: list[tuple[Finding, str]] = []
+    current = text
+    # bottom up: a kept fix moves only the lines below it, where the fixes already tried lie
+    for finding in sorted(chosen, key=lambda f: f.fix.line if f.fix else 0, reverse=True):
+        attempt = apply_fixes(current, [finding])
+        why = check(attempt)
+        if why is None:
+            current = attempt
+            kept.append(finding)
+        else:
+            failed.append((finding, why))
+    return current, kept, failed
+
+
+def _analyze_all(tree: _Tree, rules, cache: ResultCache, include_frozen: bool, report: FixReport) -> list[Finding]:
+    """Every file again, as the tree now reads (a fixed file may change another's findings); the cache answers the
+    files whose text and reads did not change."""
+    findings: list[Finding] = []
+    errors: list[ScanError] = []
+    projects: dict[tuple[str, ...], Project] = {}
+    for root, file in tree.items:
+        path = Path(file).relative_to(root).as_posix()
+        dirs = tree.dirs[path]
+        if dirs not in projects:  # one view per root and pass: its parses and indexes are shared by the files
+            projects[dirs] = tree.project(path)
+        try:
+            text = tree.text(path)
+        except (OSError, UnicodeDecodeError) as error:
+            errors.append(ScanError(path, f"cannot read this file: {error}"))
+            continue
+        result, _ = cache.analyze(
+            path, text, project=projects[dirs], rules=rules, include_frozen=include_frozen, drift_fixes=True
+        )
+        findings.extend(result.findings)
+        errors.extend(ScanError(path, message) for message in result.errors)
+    report.errors = errors
+    return findings
+
+
+def default_jobs() -> int:
+    return os.cpu_count() or 1

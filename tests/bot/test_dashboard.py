@@ -158,3 +158,25 @@ async def test_a_missing_issue_or_a_github_error_never_fails_the_merge(harness, 
     assert await harness.redis.xlen(harness.keys.dead) == 0
     if failure == "error":
         assert github.issue(REPO, TRACKING)["body"] == "Kept.\n"
+
+
+def test_tracking_issue_and_dashboard_settings_parse():
+    from bot.config import ConfigError, parse_config
+    from bot.settings import Settings
+
+    assert parse_config("tracking_issue: 13656\n").tracking_issue == 13656
+    assert parse_config("paths: [src/]\n").tracking_issue is None
+    for bad in ("tracking_issue: true", "tracking_issue: '13656'", "tracking_issue: 0"):
+        with pytest.raises(ConfigError, match="tracking_issue"):
+            parse_config(bad)
+    env = {"GITHUB_WEBHOOK_SECRET": "s"}
+    assert Settings.from_env(env).dashboard_repos == ("huggingface/diffusers",)
+    assert Settings.from_env({**env, "DRBOT_DASHBOARD_REPOS": "a/b, c/d"}).dashboard_repos == ("a/b", "c/d")
+    assert Settings.from_env({**env, "DRBOT_DASHBOARD_REPOS": ""}).dashboard_repos == ()
+    assert Settings.from_env({**env, "DRBOT_DASHBOARD_CACHE": "2.5"}).dashboard_cache_s == 2.5
+
+
+@pytest.mark.settings(dashboard_repos=())
+async def test_no_dashboard_repository_means_no_page(harness, github):
+    assert (await harness.web.get("/dashboard")).status == 404
+    assert (await harness.web.get("/dashboard/data.json")).status == 404

@@ -492,7 +492,7 @@ function drawTrend() {
   Plotly.react("trend", traces, {
     margin: { l: 40, r: 10, t: 10, b: 40 }, xaxis: { type: "category", title: { text: "release" } },
     yaxis: { title: { text: "findings" }, rangemode: "tozero" },
-    legend: { orientation: "h", y: -0.25, font: { size: 10 } },
+    showlegend: true, legend: { orientation: "h", y: -0.25, font: { size: 10 } },
   }, { displayModeBar: false, responsive: true });
 }
 function draw() { drawMatrix(); drawLists(); drawTrend(); }
@@ -501,6 +501,10 @@ $("subtitle").replaceChildren(`${DATA.findings.length} findings in ${DATA.famili
   el("a", { href: DATA.meta_issue.url }, `#${DATA.meta_issue.number}`),
   `; releases: ${DATA.releases.join(", ")}.`);
 for (const p of patterns) $("pattern-filter").append(el("option", { value: p.number }, `P${p.number} ${p.title}`));
+// a link can carry the filters: index.html?pattern=2&family=flux
+const query = new URLSearchParams(location.search);
+if (patterns.some((p) => String(p.number) === query.get("pattern"))) $("pattern-filter").value = query.get("pattern");
+if (query.get("family")) $("family-filter").value = query.get("family");
 $("pattern-filter").addEventListener("change", draw);
 $("family-filter").addEventListener("input", draw);
 window.addEventListener("hashchange", () => { drawCell(); drawMatrix(); });

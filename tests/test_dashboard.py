@@ -253,6 +253,15 @@ def test_two_releases_build_a_site_whose_counts_equal_analyze_and_chromium_draws
     assert page.traces == len(live_patterns) and page.traces >= 2
     assert sorted(page.legend) == sorted(f"P{p} {PATTERNS[p][0]}" for p in live_patterns)
 
+    # the filters, as a link sets them: only flux-like families and pattern 2, in the matrix, the trend and the lists
+    dom = subprocess.run([*command, "--dump-dom", url + "?pattern=2&family=flux"], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    filtered = _Page()
+    filtered.feed(dom.stdout)
+    assert set(filtered.matrix) == {"flux"} and set(filtered.matrix["flux"]) == {2}
+    assert filtered.matrix["flux"][2] == expected_cells[("flux", 2)]
+    assert filtered.traces == 1 and filtered.legend == [f"P2 {PATTERNS[2][0]}"]
+
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     shot.unlink(missing_ok=True)

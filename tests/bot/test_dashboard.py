@@ -180,3 +180,22 @@ def test_tracking_issue_and_dashboard_settings_parse():
 async def test_no_dashboard_repository_means_no_page(harness, github):
     assert (await harness.web.get("/dashboard")).status == 404
     assert (await harness.web.get("/dashboard/data.json")).status == 404
+
+
+async def test_the_apps_page_draws_in_chromium_with_plotly_from_the_app(harness, github):
+    import asyncio
+    import shutil
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (make system-deps installs it)"
+    await track(harness, CLIP_SKIP, 13635)
+    url = str(harness.web.make_url("/dashboard"))
+    process = await asyncio.create_subprocess_exec(
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    dom, _ = await asyncio.wait_for(process.communicate(), 120)  # the test server answers meanwhile
+    page = dom.decode()
+    assert 'data-rendered="yes"' in page
+    assert '<tr data-family="stable_diffusion">' in page and 'class="main-svg"' in page  # plotly.js, from the App
+    assert re.search(r'<div id="trend"[^>]*>plotly.min.js did not load', page) is None

@@ -97,11 +97,13 @@ def build_data(
     new: Sequence[Finding] | None = None,
     fixed: Sequence[Finding] | None = None,
     compared_to: str | None = None,
+    issues: Mapping[str, int] | None = None,
 ) -> dict:
     """The dashboard's data (`data.json`): per release and (family, pattern) the number of findings, per release and
     pattern the totals (equal to `drbot analyze`'s count on that release), the last release's findings, what is new
     and fixed since the release before it (by fingerprint), and, with `registry`, its status split and tracking
-    issues. `new`/`fixed`/`compared_to` replace the release comparison (the registry's view: merged PRs)."""
+    issues. `new`/`fixed`/`compared_to` replace the release comparison (the registry's view: merged PRs).
+    `issues` (fingerprint -> tracking issue, known-issues.yml) links the last release's findings to issues too."""
     if not releases:
         raise ValueError("the dashboard needs at least one release")
     names = [release.name for release in releases]
@@ -145,6 +147,13 @@ def build_data(
 
     ref = current.ref
     findings = [_finding_row(f, repo, ref, docs_base, status_of(f)) for f in current.findings]
+    linked: dict[str, int] = dict(issues or {})
+    for fp, entry in (registry or {}).items():
+        if entry.get("issue") and entry.get("status") != "fixed":
+            linked.setdefault(fp, int(entry["issue"]))
+    for row in findings:
+        if row["fingerprint"] in linked:
+            row["issue"] = linked[row["fingerprint"]]
     data: dict = {
         "version": DATA_VERSION,
         "repo": repo,
@@ -164,14 +173,17 @@ def build_data(
         "registry": None,
         "tracking_issues": {},
     }
+    by_pattern: dict[int, set[int]] = defaultdict(set)
+    for row in findings:
+        if "issue" in row:
+            by_pattern[row["pattern"]].add(row["issue"])
     if registry is not None:
         split = Counter(entry.get("status", "open") for entry in registry.values())
         data["registry"] = {status: split[status] for status in STATUSES}
-        issues: dict[int, set[int]] = defaultdict(set)
         for entry in registry.values():
             if entry.get("issue") and entry.get("status") != "fixed":
-                issues[int(entry["pattern"])].add(int(entry["issue"]))
-        data["tracking_issues"] = {str(p): sorted(found) for p, found in sorted(issues.items())}
+                by_pattern[int(entry["pattern"])].add(int(entry["issue"]))
+    data["tracking_issues"] = {str(p): sorted(found) for p, found in sorted(by_pattern.items())}
     return data
 
 
@@ -401,6 +413,7 @@ function findingItem(row) {
   const parts = [el("a", { href: row.rule_url, class: "rule" }, row.code), " ", el("code", {}, where), " "];
   parts.push(el("span", { class: "muted" }, `${row.scope} · ${row.symbol}`));
   if (row.status) parts.push(" ", el("span", { class: "muted" }, `[${row.status}]`));
+  if (row.issue) parts.push(" ", el("a", { href: `https://github.com/${DATA.repo}/issues/${row.issue}` }, `#${row.issue}`));
   if (row.message) parts.push(el("br"), row.message);
   return el("li", { "data-family": row.family, "data-pattern": row.pattern }, ...parts);
 }

@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("--out", type=Path, required=True, help="the directory to write the site into")
     dashboard.add_argument("--registry", metavar="REPO", help="also read the registry of owner/name from Redis")
+    dashboard.add_argument(
+        "--mapping", metavar="FILE", help="link the last release's findings to tracking issues (known-issues.yml)"
+    )
     dashboard.add_argument("--redis-url", default=redis_url, help=redis_help)
     dashboard.add_argument("--key-prefix", default=key_prefix, help=prefix_help)
     dashboard.add_argument(

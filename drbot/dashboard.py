@@ -33,6 +33,14 @@ def _read_registry(args: argparse.Namespace) -> dict[str, dict]:
     return asyncio.run(read())
 
 
+def _mapped_issues(links, findings) -> dict[str, int]:
+    """fingerprint -> tracking issue for the findings `known-issues.yml` links (its most specific entry)."""
+    from bot.known import issue_for
+
+    found = {f.fingerprint: issue_for(f, links) for f in findings}
+    return {fp: issue for fp, issue in found.items() if issue is not None}
+
+
 def main(args: argparse.Namespace) -> int:
     from analyzers import dashboard
     from analyzers.core import all_rules
@@ -52,6 +60,16 @@ def main(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         return _fail(str(error))
     docs_base = args.docs_base or dashboard.DOCS_URL
+    links = None
+    if args.mapping:  # read before the scans, which take minutes: a broken file fails at once
+        try:
+            from bot.known import parse_mapping
+
+            links = parse_mapping(Path(args.mapping).read_text(encoding="utf-8"))
+        except ImportError as error:
+            return _fail(f"--mapping needs PyYAML: pip install 'drbot[bot]' ({error})")
+        except (OSError, ValueError) as error:
+            return _fail(f"--mapping {args.mapping}: {error}")
     registry = None
     if args.registry:
         try:
@@ -75,8 +93,9 @@ def main(args: argparse.Namespace) -> int:
         )
         print(f"{name}: {len(report.findings)} findings in {report.files} files ({per_pattern})", file=sys.stderr)
     repo = args.registry or "huggingface/diffusers"
+    issues = _mapped_issues(links, releases[-1].findings) if links and releases else None
     if releases:
-        data = dashboard.build_data(releases, repo=repo, registry=registry, docs_base=docs_base)
+        data = dashboard.build_data(releases, repo=repo, registry=registry, docs_base=docs_base, issues=issues)
     else:
         assert registry is not None
         data = dashboard.from_registry(registry, repo=repo, docs_base=docs_base)

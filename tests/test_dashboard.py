@@ -312,3 +312,22 @@ def test_the_registry_alone_makes_a_dashboard(tmp_path):
     (finding,) = data["findings"]
     assert finding["url"] == "https://github.com/huggingface/diffusers/blob/main/src/diffusers/pipelines/flux/p.py#L12"
     assert "#13635" in (site / "tracking.md").read_text()
+
+
+def test_a_mapping_links_the_last_releases_findings_to_tracking_issues(tmp_path, diffusers_dir):
+    tree = _tree(
+        tmp_path / "r", diffusers_dir, {"flux": ("FluxPipeline", "eta=0.0", ""), "wan": ("W", "eta=0.0", "")}, ()
+    )
+    mapping = tmp_path / "known-issues.yml"
+    mapping.write_text("- issue: 13578\n  patterns: [2]\n  family: flux\n")
+    site = tmp_path / "site"
+    result = drbot("dashboard", "--out", str(site), "--mapping", str(mapping), "-j", "1", f"0.42.1={tree}")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((site / "data.json").read_text())
+    assert {f["family"]: f.get("issue") for f in data["findings"]} == {"flux": 13578, "wan": None}
+    assert data["tracking_issues"] == {"2": [13578]}
+    row = next(line for line in (site / "tracking.md").read_text().splitlines() if line.startswith("| 2. "))
+    assert row.endswith("#13578 |")
+    mapping.write_text("- issue: nope\n")
+    broken = drbot("dashboard", "--out", str(site), "--mapping", str(mapping), "-j", "1", f"0.42.1={tree}")
+    assert broken.returncode == 2 and "--mapping" in broken.stderr and "Traceback" not in broken.stderr

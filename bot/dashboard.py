@@ -9,15 +9,18 @@ in `dashboard_repos` are served.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from analyzers import dashboard
 from bot.known import KnownRegistry
 
 
+log = logging.getLogger("drbot.dashboard")
 #: where the page loads plotly.js from, relative to /dashboard (so that a proxy's path prefix keeps working)
 SCRIPT_SRC = f"dashboard/{dashboard.PLOTLY_JS}"
 HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
@@ -60,26 +63,31 @@ DASHBOARD = web.AppKey("dashboard", DashboardCache)
 REPOS = web.AppKey("dashboard_repos", tuple)
 
 
-def _repo(request: web.Request) -> str:
+async def _rendered(request: web.Request) -> Rendered:
     repos = request.app[REPOS]
     repo = request.query.get("repo") or (repos[0] if repos else "")
     if repo not in repos:
         raise web.HTTPNotFound(text="no dashboard for this repository\n")
-    return repo
+    try:
+        return await request.app[DASHBOARD].get(repo)
+    except (RedisError, OSError):
+        # the error's text names the Redis host; the page is public
+        log.warning("dashboard: the registry of %s is unavailable", repo, exc_info=True)
+        raise web.HTTPServiceUnavailable(text="the registry is unavailable, try again later\n") from None
 
 
 async def page_view(request: web.Request) -> web.Response:
-    page = await request.app[DASHBOARD].get(_repo(request))
+    page = await _rendered(request)
     return web.Response(text=page.html, content_type="text/html", headers=HEADERS)
 
 
 async def data_view(request: web.Request) -> web.Response:
-    page = await request.app[DASHBOARD].get(_repo(request))
+    page = await _rendered(request)
     return web.Response(text=page.data, content_type="application/json", headers=HEADERS)
 
 
 async def tracking_view(request: web.Request) -> web.Response:
-    page = await request.app[DASHBOARD].get(_repo(request))
+    page = await _rendered(request)
     return web.Response(text=page.tracking, content_type="text/markdown", headers=HEADERS)
 
 

@@ -199,3 +199,22 @@ async def test_the_apps_page_draws_in_chromium_with_plotly_from_the_app(harness,
     assert 'data-rendered="yes"' in page
     assert '<tr data-family="stable_diffusion">' in page and 'class="main-svg"' in page  # plotly.js, from the App
     assert re.search(r'<div id="trend"[^>]*>plotly.min.js did not load', page) is None
+
+
+async def test_an_unreachable_registry_is_a_503_that_names_no_host(github):
+    import redis.asyncio as aioredis
+    from aiohttp.test_utils import TestClient, TestServer
+    from harness import make_settings
+
+    from bot.app import make_app
+
+    down = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    client = TestClient(TestServer(make_app(make_settings(github, "drbot-test-down:"), redis=down)))
+    await client.start_server()
+    try:
+        response = await client.get("/dashboard")
+        text = await response.text()
+    finally:
+        await client.close()
+        await down.aclose()
+    assert response.status == 503 and "unavailable" in text and "127.0.0.1" not in text

@@ -80,8 +80,8 @@ def line_edits(old: str, new: str) -> tuple[Edit, ...]:
 
 def proposal_edits(module: cst.Module, source: str, proposal: Proposal) -> tuple[Edit, ...]:
     """The line edits of `proposal` on `module` (whose text is `source`); empty when it changes nothing."""
-    if proposal.edits:
-        return line_edits(source, apply_edits(source, proposal.edits))
+    if proposal.edits:  # whole lines already, kept as the rule gives them (DRB801's span is the copy's body)
+        return proposal.edits if apply_edits(source, proposal.edits) != source else ()
     new = module.visit(_Replacer(proposal.replacements)).code
     return line_edits(source, new) if new != source else ()
 

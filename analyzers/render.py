@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from analyzers.core import Finding, Rule
-from analyzers.findings import actionable, by_line, most_severe, severity_counts
+from analyzers.findings import Fix, actionable, by_line, most_severe, severity_counts
 from analyzers.patterns import META_ISSUE, META_ISSUE_URL, PATTERNS, pattern_title
 from analyzers.review import ReviewData
 
@@ -117,7 +117,14 @@ def to_json(
     file_paths = file_paths or {}
     payload = {
         "findings": [
-            {name: file_paths.get(f.path, f.path) if name == "file" else getattr(f, name) for name in JSON_FIELDS}
+            {
+                **{
+                    name: file_paths.get(f.path, f.path) if name == "file" else getattr(f, name)
+                    for name in JSON_FIELDS
+                },
+                # a finding whose remedy is mechanical says how (`drbot fix` applies it); the key is absent otherwise
+                **({"fix": f.fix.to_dict()} if f.fix is not None else {}),
+            }
             for f in findings
         ],
         "errors": [{"path": path, "file": file_paths.get(path, path), "message": message} for path, message in errors],
@@ -140,6 +147,22 @@ def error_line(message: str) -> int | None:
 def _artifact(path: str, file_paths: Mapping[str, str]) -> dict:
     # a URI reference, not a file name: `a:b.py` would read as a scheme, a space is not allowed
     return {"uri": quote(file_paths.get(path, path), safe="/"), "uriBaseId": SRCROOT}
+
+
+def _sarif_fix(fix: Fix, artifact: dict) -> dict:
+    """A SARIF `fix`: each edit replaces whole lines, so its deleted region runs from the first column of its first
+    line to the first column of the line after its last (the last line's newline included)."""
+    replacements = [
+        {
+            "deletedRegion": {"startLine": e.line, "startColumn": 1, "endLine": e.end_line + 1, "endColumn": 1},
+            "insertedContent": {"text": e.text},
+        }
+        for e in fix.edits
+    ]
+    return {
+        "description": {"text": fix.description},
+        "artifactChanges": [{"artifactLocation": artifact, "replacements": replacements}],
+    }
 
 
 def to_sarif(
@@ -198,6 +221,8 @@ def to_sarif(
         }
         if f.code in index:
             result["ruleIndex"] = index[f.code]
+        if f.fix is not None:
+            result["fixes"] = [_sarif_fix(f.fix, _artifact(f.path, file_paths))]
         results.append(result)
     notifications = []
     for path, message in errors:

@@ -459,7 +459,7 @@ def _fix(args: argparse.Namespace) -> int:
     fixed = len(report.applied)
     verb = "would fix" if args.diff else "fixed"
     print(f"drbot: {verb} {_plural(fixed, 'finding')} in {_plural(len(report.changed), 'file')} "
-          f"({_plural(report.passes, 'pass')}); {_plural(len(remaining), 'finding')} of the selected rules "
+          f"({report.passes} {'pass' if report.passes == 1 else 'passes'}); {_plural(len(remaining), 'finding')} of the selected rules "
           f"remain", file=sys.stderr)  # fmt: skip
     for finding, why in report.refused:
         print(f"drbot: not fixed: {finding.path}:{finding.line} {finding.code}: {why}", file=sys.stderr)

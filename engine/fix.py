@@ -20,8 +20,10 @@ from pathlib import Path
 
 from analyzers.analysis import MAX_FIX_PASSES, FileResult
 from analyzers.cache import ResultCache
+from analyzers.copies import COPY_RE, Located, Missing, locate_code
 from analyzers.core import Finding, Project, Rule, all_rules
-from analyzers.fixes import apply_fixes, compatible, compiles
+from analyzers.findings import Edit
+from analyzers.fixes import apply_edits, apply_fixes, compatible, compiles, line_edits, split_lines
 from analyzers.scan import Isolate, ScanError, discover, project_dirs, repository_paths, scan
 
 
@@ -44,6 +46,8 @@ class FixReport:
     applied: list[Finding] = field(default_factory=list)
     #: findings whose fix was not kept, and why
     refused: list[tuple[Finding, str]] = field(default_factory=list)
+    #: copies this run fixed whose `# Copied from` source took the same change (DRB801 findings it avoided)
+    synced: list[Finding] = field(default_factory=list)
     errors: list[ScanError] = field(default_factory=list)
     #: package path -> the file on disk; package path -> the path in its repository (what diffs show)
     files: dict[str, Path] = field(default_factory=dict)
@@ -119,7 +123,9 @@ def fix_tree(
     def wanted(path: str, finding: Finding) -> bool:
         if finding.fix is None or (path, _key(finding)) in refused:
             return False
-        return finding.code in fixing or (finding.code in drifting and _key(finding) not in at_first)
+        if finding.code in drifting:  # a copy left behind by a source this run fixed: sync it from the source
+            return _key(finding) not in at_first and _source_changed(tree, finding) is True
+        return finding.code in fixing
 
     for _ in range(MAX_FIX_PASSES):
         todo = {
@@ -127,8 +133,6 @@ def fix_tree(
             for path, found in findings.items()
             if path in tree.files and any(wanted(path, f) for f in found)
         }
-        if not todo:
-            break
         report.passes += 1
         changed = False
         for path, found in sorted(todo.items()):
@@ -142,9 +146,35 @@ def fix_tree(
                 tree.overlay[path] = new
                 report.applied.extend(applied)
                 changed = True
-        if not changed:
+        if changed:
+            findings = _by_path(_analyze_all(tree, everything, cache, include_frozen, report))
+        # a copy this run fixed whose source it did not: the source takes the copy's change, or the copy drifts
+        drifted = [
+            f
+            for found in findings.values()
+            for f in found
+            if f.code in drifting
+            and f.fix is not None
+            and _key(f) not in at_first
+            and (f.path, _key(f)) not in refused
+            and _source_changed(tree, f) is False
+        ]
+        synced = False
+        for finding in drifted:
+            if _source_changed(tree, finding):
+                continue  # synced from another copy a moment ago: the copy follows the source next pass, if need be
+            why = _sync_source(tree, finding, everything, cache, include_frozen)
+            if why is None:
+                synced = True
+                report.synced.append(finding)
+            else:
+                refused.add((finding.path, _key(finding)))
+                report.refused.append((finding, why))
+        if synced:
+            findings = _by_path(_analyze_all(tree, everything, cache, include_frozen, report))
+        if not changed and not synced:
+            report.passes -= 1
             break
-        findings = _by_path(_analyze_all(tree, everything, cache, include_frozen, report))
     report.after = sorted((f for found in findings.values() for f in found), key=lambda f: (f.path, f.line, f.code))
     for path, new in tree.overlay.items():
         if new != tree.original[path]:
@@ -154,6 +184,56 @@ def fix_tree(
             with open(tree.files[path], "w", encoding="utf-8", newline="") as handle:
                 handle.write(new)
     return report
+
+
+def _source(tree: _Tree, finding: Finding) -> Located | None:
+    """Where the source of a DRB801 finding's copy lies (its symbol is `diffusers.<object>`)."""
+    try:
+        return locate_code(tree.project(finding.path), finding.symbol.removeprefix("diffusers."))
+    except Missing:
+        return None
+
+
+def _source_changed(tree: _Tree, finding: Finding) -> bool | None:
+    """Whether this run changed the source of a DRB801 finding's copy (None: the source is not found)."""
+    located = _source(tree, finding)
+    if located is None:
+        return None
+    return located.path in tree.overlay and tree.overlay[located.path] != tree.original.get(located.path)
+
+
+def _sync_source(tree: _Tree, finding: Finding, rules, cache: ResultCache, include_frozen: bool) -> str | None:
+    """Give the source of a copy this run fixed the copy's change, so that the copy matches it again; None when done,
+    else why not. The finding's drift fix (what `make fix-copies` would write over the copy) says where the copy's
+    body lies and what the source's body reads as after the marker's replacements, line for line."""
+    located = _source(tree, finding)
+    copy = tree.overlay.get(finding.path)
+    if located is None or located.path not in tree.files or finding.fix is None or len(finding.fix.edits) != 1:
+        return "its `# Copied from` source is not among the files being fixed"
+    if copy is None or copy == tree.original.get(finding.path):
+        return "the copy differs from its source, but not through this run's fixes"
+    if _source_changed(tree, finding):
+        return "this run changed both the copy and its source, differently"
+    body = located.lines[located.start : located.end]
+    if any(COPY_RE.search(line) for line in body):
+        return "the source's body holds `# Copied from` lines of its own: its lines and the copy's do not align"
+    edit = finding.fix.edits[0]
+    expected, observed = edit.text, "".join(split_lines(copy)[edit.line - 1 : edit.end_line])
+    if len(split_lines(expected)) != len(body):
+        return "the source's body and the copy's do not align line for line"
+    shifted = [
+        Edit(e.line + located.start, e.end_line + located.start, e.text) for e in line_edits(expected, observed)
+    ]
+    source = tree.text(located.path)
+    new = apply_edits(source, shifted)
+    why = compiles(located.path, new)
+    if why is not None:
+        return f"the synced source does not compile ({why})"
+    result = _analyze(tree, finding.path, copy, rules, cache, include_frozen, {located.path: new})
+    if _key(finding) in _keys(result.findings):
+        return "the copy still differs from the synced source"
+    tree.overlay[located.path] = new
+    return None
 
 
 def _key(finding: Finding) -> Key:
@@ -186,6 +266,7 @@ def _fix_file(
     cache: ResultCache,
     include_frozen: bool,
 ) -> tuple[str, list[Finding], list[tuple[Finding, str]]]:
+    drifting = {rule.code for rule in rules if rule.DRIFT_FIX}
     """Apply the compatible fixes of `candidates` to `text`: all at once if that passes the checks, else one by one.
     Returns the new text, the findings fixed, and the fixes refused with the reason."""
     # what the file reports now, with the other files as this pass left them (a fix elsewhere may have changed it)
@@ -198,7 +279,8 @@ def _fix_file(
         result = _analyze(tree, path, new, rules, cache, include_frozen, {path: new})
         if result.errors:
             return "the fixed file cannot be analysed: " + "; ".join(result.errors)
-        gained = _keys(result.findings) - before
+        # a copy's drift (DRB801) is settled between passes: the source takes the change, or the copy follows
+        gained = Counter({key: n for key, n in (_keys(result.findings) - before).items() if key[0] not in drifting})
         if gained:
             return "it would add findings: " + ", ".join(sorted(f"{code} {symbol}" for code, _, symbol in gained))
         return None

@@ -124,3 +124,53 @@ def test_the_links_are_the_project_urls_of_pyproject():
     assert urls["Repository"] == REPOSITORY_URL
     assert urls["Rule documentation"] == DOCS_URL
     assert DOCS_URL.startswith(f"{REPOSITORY_URL}/blob/") and DOCS_URL.endswith("/docs/rules/")
+
+
+FIXABLE = textwrap.dedent(
+    """
+    class ToyPipeline:
+        def check_inputs(self, height):
+            if height % self.vae_scale_factor * 2 != 0:
+                raise ValueError(height)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def sarif_with_fix(tmp_path_factory) -> tuple[dict, Path]:
+    """The SARIF of a package whose one finding (DRB702) has a fix."""
+    package = tmp_path_factory.mktemp("sarif-fix") / "diffusers"
+    (package / "pipelines" / "toy").mkdir(parents=True)
+    for init in (package, package / "pipelines", package / "pipelines" / "toy"):
+        (init / "__init__.py").write_text("")
+    (package / "pipelines" / "toy" / "pipeline_toy.py").write_text(FIXABLE)
+    result = subprocess.run(
+        [sys.executable, "-m", "drbot", "analyze", str(package), "--format", "sarif", "-j", "1"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "DRBOT_CACHE_DIR": os.environ["DRBOT_CACHE_DIR"]},
+    )
+    assert result.returncode == 1, result.stderr
+    return json.loads(result.stdout), package
+
+
+@pytest.mark.parametrize("schema", [OFFICIAL_SCHEMA, RTM5_SCHEMA], ids=["oasis-2.1.0", "2.1.0-rtm.5"])
+def test_sarif_fixes_validate_and_replace_the_finding_lines(sarif_with_fix, schema):
+    sarif, package = sarif_with_fix
+    assert [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator(schema.read_text()).iter_errors(sarif)
+    ] == []
+    (result,) = sarif["runs"][0]["results"]
+    (fix,) = result["fixes"]
+    (change,) = fix["artifactChanges"]
+    assert change["artifactLocation"] == result["locations"][0]["physicalLocation"]["artifactLocation"]
+    (replacement,) = change["replacements"]
+    assert replacement == {
+        "deletedRegion": {"startLine": 4, "startColumn": 1, "endLine": 5, "endColumn": 1},
+        "insertedContent": {"text": "        if height % (self.vae_scale_factor * 2) != 0:\n"},
+    }
+    # applied as SARIF says (delete from line 4 column 1 up to line 5 column 1, insert), the file is the fixed one
+    lines = (package / "pipelines" / "toy" / "pipeline_toy.py").read_text().splitlines(keepends=True)
+    fixed = "".join(lines[:3]) + replacement["insertedContent"]["text"] + "".join(lines[4:])
+    assert fixed == FIXABLE.replace("% self.vae_scale_factor * 2", "% (self.vae_scale_factor * 2)")
+    assert fix["description"]["text"] == "parenthesise the divisor: `height % (self.vae_scale_factor * 2)`"

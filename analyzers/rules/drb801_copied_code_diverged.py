@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import io
 import re
 
 import libcst as cst
 
+from analyzers.copies import COPY_RE as _COPY_RE
+from analyzers.copies import Missing as _Missing
+from analyzers.copies import find_code as _find_code
+from analyzers.copies import lines as _lines
+from analyzers.copies import should_continue as _should_continue
 from analyzers.core import Definition, Invalid, Rule, Valid
 from analyzers.findings import Edit
 from analyzers.fixes import Proposal
 
 
-# The contract of diffusers' `utils/check_copies.py`, reproduced line by line on text.
-_COPY_RE = re.compile(r"^(\s*)#\s*Copied from\s+diffusers\.(\S+\.\S+)\s*($|\S.*$)")
+# The contract of diffusers' `utils/check_copies.py`, reproduced line by line on text (`analyzers.copies` holds the
+# part `drbot fix` shares: the marker, and where a copied object's body lies in its source).
 _REPLACE_RE = re.compile(r"^\s*(\S+)->(\S+)(\s+.*|$)")
 _DEF_RE = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)")
 # what a hand-written marker looks like when check_copies will not read it: `# copied from diffusers.x.y`, or a
@@ -22,57 +26,12 @@ _DEF_RE = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)")
 _LOOSE_RE = re.compile(r"^\s*#\s*(?:copied\s*from\s*)+diffusers\.(\S+)", re.IGNORECASE)
 
 
-def _lines(text: str) -> list[str]:
-    return io.StringIO(text, newline="\n").readlines()
-
-
-def _should_continue(line: str, indent: str) -> bool:
-    return line.startswith(indent) or len(line) <= 1 or re.search(r"^\s*\)(\s*->.*:|:)\s*$", line) is not None
-
-
 def _get_indent(code: str) -> str:
     for line in code.split("\n"):
         if line:
             found = re.search(r"^(\s*)\S", line)
             return found.groups()[0] if found else ""
     return ""
-
-
-class _Missing(Exception):
-    """The module of the copied object exists but the object does not (check_copies raises)."""
-
-
-def _find_code(project, object_name: str) -> str | None:
-    """`find_code_in_diffusers`: the body of `object_name` (after its `def`/`class` line), or None when the
-    module is not in the project view (stay silent); raise `_Missing` when the module has no such object."""
-    parts = object_name.split(".")
-    i = 0
-    module = parts[0]
-    text = project.source(f"diffusers/{module}.py")
-    while i < len(parts) and text is None:
-        i += 1
-        if i < len(parts):
-            module = f"{module}/{parts[i]}"
-            text = project.source(f"diffusers/{module}.py")
-    if text is None:
-        return None
-    lines = _lines(text)
-    indent = ""
-    line_index = 0
-    for name in parts[i + 1 :]:
-        pattern = re.compile(rf"^{indent}(class|def)\s+{re.escape(name)}(\(|\:)")
-        while line_index < len(lines) and pattern.search(lines[line_index]) is None:
-            line_index += 1
-        indent += "    "
-        line_index += 1
-    if line_index >= len(lines):
-        raise _Missing(object_name)
-    start_index = line_index
-    while line_index < len(lines) and _should_continue(lines[line_index], indent):
-        line_index += 1
-    while len(lines[line_index - 1]) <= 1:
-        line_index -= 1
-    return "".join(lines[start_index:line_index])
 
 
 def _normalized(code: str) -> str:

@@ -20,9 +20,7 @@ from analyzers.fixes import apply_edits, compatible, compiles, line_edits, sugge
 RULES = all_rules()
 FIXABLE = [rule for rule in RULES if rule.fixable]
 CASES = [
-    pytest.param(rule, case, id=f"{rule.code}-invalid-{i}")
-    for rule in RULES
-    for i, case in enumerate(rule.INVALID)
+    pytest.param(rule, case, id=f"{rule.code}-invalid-{i}") for rule in RULES for i, case in enumerate(rule.INVALID)
 ]
 
 
@@ -80,9 +78,7 @@ class _DropFix(cst.CSTTransformer):
 
 
 def _fixed_cases_hold(rule) -> bool:
-    return all(
-        fix_case(rule, case) == textwrap.dedent(case.fixed) for case in rule.INVALID if case.fixed is not None
-    )
+    return all(fix_case(rule, case) == textwrap.dedent(case.fixed) for case in rule.INVALID if case.fixed is not None)
 
 
 @pytest.mark.parametrize("rule", FIXABLE, ids=[r.code for r in FIXABLE])
@@ -147,3 +143,22 @@ def test_unified_diff_and_compiles():
     assert unified_diff("p.py", "a\n", "b\n") == "--- a/p.py\n+++ b/p.py\n@@ -1 +1 @@\n-a\n+b\n"
     assert compiles("p.py", "x = (") is not None
     assert compiles("p.py", "x = 1\n") is None
+
+
+def test_json_says_which_findings_have_a_fix():
+    import json
+
+    from analyzers.render import JSON_FIELDS, to_json
+
+    rule = next(r for r in RULES if r.code == "DRB702")
+    fixed = run_case(rule, rule.INVALID[1])
+    plain = run_case(
+        next(r for r in RULES if r.code == "DRB501"), next(r for r in RULES if r.code == "DRB501").INVALID[2]
+    )
+    out = json.loads(to_json([*fixed, *plain]))["findings"]
+    assert list(out[0]) == [*JSON_FIELDS, "fix"]
+    assert out[0]["fix"] == {
+        "description": "parenthesise the divisor: `size % (8 * patch)`",
+        "edits": [{"line": 3, "end_line": 3, "text": '    assert not size % (8 * patch), "bad size"\n'}],
+    }
+    assert list(out[1]) == list(JSON_FIELDS)  # no fix, no key: the output of findings without one is unchanged

@@ -469,9 +469,11 @@ function drawLists() {
 }
 function drawChanges() {
   $("changes-title").textContent = DATA.compared_to ? `Since ${DATA.compared_to}` : "Since the previous release";
+  const f = filters();
+  const keep = (r) => patternShown(r.pattern, f) && familyShown(r.family, f);
   const newBy = new Map(), fixedBy = new Map();
-  for (const r of DATA.new) newBy.set(r.pattern, (newBy.get(r.pattern) || 0) + 1);
-  for (const r of DATA.fixed) fixedBy.set(r.pattern, (fixedBy.get(r.pattern) || 0) + 1);
+  for (const r of DATA.new.filter(keep)) newBy.set(r.pattern, (newBy.get(r.pattern) || 0) + 1);
+  for (const r of DATA.fixed.filter(keep)) fixedBy.set(r.pattern, (fixedBy.get(r.pattern) || 0) + 1);
   const rows = [el("tr", {}, el("th", {}, "pattern"), el("th", {}, "new"), el("th", {}, "fixed"))];
   for (const p of patterns) {
     const n = newBy.get(p.number) || 0, x = fixedBy.get(p.number) || 0;
@@ -494,7 +496,10 @@ function drawTrend() {
   const traces = [];
   for (const p of patterns) {
     if (!patternShown(p.number, f)) continue;
+    // the totals, or with a family filter the sum of the shown families' cells
     const ys = DATA.releases.map((name) => {
+      if (f.family) return DATA.cells.filter((c) => c.release === name && c.pattern === p.number &&
+        familyShown(c.family, f)).reduce((sum, c) => sum + c.count, 0);
       const row = DATA.totals.find((t) => t.release === name && t.pattern === p.number);
       return row ? row.count : 0;
     });
@@ -508,7 +513,7 @@ function drawTrend() {
     showlegend: true, legend: { orientation: "h", y: -0.25, font: { size: 10 } },
   }, { displayModeBar: false, responsive: true });
 }
-function draw() { drawMatrix(); drawLists(); drawTrend(); }
+function draw() { drawMatrix(); drawLists(); drawChanges(); drawTrend(); }
 $("title").textContent = `drbot dashboard · ${DATA.repo} ${current}`;
 $("subtitle").replaceChildren(`${DATA.findings.length} findings in ${DATA.families.length} families, grouped by the patterns of `,
   el("a", { href: DATA.meta_issue.url }, `#${DATA.meta_issue.number}`),
@@ -521,7 +526,7 @@ if (query.get("family")) $("family-filter").value = query.get("family");
 $("pattern-filter").addEventListener("change", draw);
 $("family-filter").addEventListener("input", draw);
 window.addEventListener("hashchange", () => { drawCell(); drawMatrix(); });
-drawChanges(); drawRegistry(); drawCell(); draw();
+drawRegistry(); drawCell(); draw();
 document.body.dataset.rendered = "yes";
 </script>
 </body>

@@ -261,6 +261,12 @@ def test_two_releases_build_a_site_whose_counts_equal_analyze_and_chromium_draws
     assert set(filtered.matrix) == {"flux"} and set(filtered.matrix["flux"]) == {2}
     assert filtered.matrix["flux"][2] == expected_cells[("flux", 2)]
     assert filtered.traces == 1 and filtered.legend == [f"P2 {PATTERNS[2][0]}"]
+    # a family alone narrows the trend to the patterns that family has
+    dom = subprocess.run([*command, "--dump-dom", url + "?family=models"], capture_output=True, text=True, timeout=120)
+    models = _Page()
+    models.feed(dom.stdout)
+    assert set(models.matrix) == {"models/transformers"}
+    assert models.legend == [f"P{p} {PATTERNS[p][0]}" for (fam, p) in expected_cells if fam == "models/transformers"]
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"

@@ -30,6 +30,22 @@ def severity_line(severity: str) -> str:
     return f"Severity: {severity} ({SEVERITY_MEANINGS[severity]}; the App: {posted})"
 
 
+def fix_line(rule: type[Rule]) -> str:
+    """`Fix: …`: whether `drbot fix` (and the App's one-click suggestions) can remedy the rule's findings."""
+    if rule.DRIFT_FIX:
+        return (
+            "Fix: only for drift that `drbot fix` itself caused: a copy whose `# Copied from` source the same run "
+            "fixed is synced from it, as `make fix-copies` does, and a copy the run fixed gives its change to its "
+            "source. Other findings have none: a copy edited by hand may hold a fix that a sync would revert."
+        )
+    if rule.fixable:
+        return (
+            "Fix: yes, where the remedy is certain (`drbot fix`, `--format json`/`sarif`, and a `suggestion` in the "
+            "App's inline comment); a finding in any other shape is reported without one."
+        )
+    return "Fix: none; the remedy needs judgement."
+
+
 def rule_page(rule: type[Rule]) -> str:
     """The Markdown page of one rule: title, pattern, message, then the docstring's sections."""
     doc = textwrap.dedent(rule.__doc__ or "").strip("\n")
@@ -43,6 +59,7 @@ def rule_page(rule: type[Rule]) -> str:
         f"# {rule.code} {rule.name}\n\n"
         f"Pattern: {pattern} · Class: `{rule.__name__}`\n\n"
         f"{severity_line(rule.severity)}\n\n"
+        f"{fix_line(rule)}\n\n"
         f"{_messages(rule)}\n\n"
         f"{doc.strip()}\n"
     )

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fast_test_module import checkout_tests
 from harness import DDPM, REPO, open_pr, with_eta
 from redis.exceptions import ResponseError
 
@@ -90,66 +91,11 @@ async def test_a_job_the_bot_enqueues_runs_on_the_prs_code_and_lands_in_the_pr(h
     assert await runner.run_burst() == 0  # the bot settled the job: nothing left to claim
 
 
-#: a PR's own fast test module: a planted defect (`latents` dropped) in a pipeline the module defines, and the
-#: `PipelineTesterMixin` idiom loading a tiny tokenizer from the Hub (a stand-in, offline)
-PR_FAST_TEST = """
-import functools
-
-import torch
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-
-
-class LatentsIgnoredPipeline(StableDiffusionPipeline):
-    @functools.wraps(StableDiffusionPipeline.__call__)
-    def __call__(self, *args, **kwargs):
-        kwargs.pop("latents", None)
-        return StableDiffusionPipeline.__call__(self, *args, **kwargs)
-
-
-class StableDiffusionPipelineFastTests:
-    pipeline_class = StableDiffusionPipeline
-
-    def get_dummy_components(self):
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(
-            block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32, norm_num_groups=2,
-        )
-        scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
-        torch.manual_seed(0)
-        vae = AutoencoderKL(
-            block_out_channels=[4, 8], in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=2,
-        )
-        torch.manual_seed(0)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37, layer_norm_eps=1e-05,
-            num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=1000,
-        ))
-        tokenizer = CLIPTokenizer.from_pretrained("hf-internal-testing/tiny-random-clip")
-        return {"unet": unet, "scheduler": scheduler, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
-                "safety_checker": None, "feature_extractor": None, "image_encoder": None}
-
-    def get_dummy_inputs(self, device, seed=0):
-        generator = torch.Generator(device=device).manual_seed(seed)
-        return {"prompt": "A painting of a squirrel eating a burger", "generator": generator,
-                "num_inference_steps": 2, "guidance_scale": 6.0, "output_type": "np"}
-
-
-class LatentsIgnoredPipelineFastTests(StableDiffusionPipelineFastTests):
-    pipeline_class = LatentsIgnoredPipeline
-"""
-
-
 async def test_a_job_builds_pipelines_from_the_prs_own_fast_tests_in_the_sandbox(harness, github, package_files):
     github.add_repo(REPO, installation_id=1, files=package_files, private=False)
-    tests = {f"tests/{p}__init__.py": "" for p in ("", "pipelines/", "pipelines/foo/")}
-    head = github.add_pull(REPO, 1, head_files={**tests, "tests/pipelines/foo/test_foo.py": PR_FAST_TEST})["head"][
-        "sha"
-    ]
+    # the PR's own fast test module: a planted defect (`latents` dropped) in a pipeline it defines, and the
+    # `PipelineTesterMixin` idiom loading a tiny tokenizer from the Hub (a stand-in, offline)
+    head = github.add_pull(REPO, 1, head_files=checkout_tests())["head"]["sha"]
     pipelines = ("LatentsIgnoredPipeline", "StableDiffusionPipeline", "SanaPipeline")
     await enqueue(harness, job(github, head, "from-tests", pipelines=pipelines, contracts=("DRC003",)))
     runner = ContractRunner(harness.redis, RunnerKeys(harness.keys.prefix), name="r")

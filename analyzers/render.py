@@ -428,6 +428,14 @@ def review_markdown(
         f" — in {data.files_reviewed} changed Python file{'s' if data.files_reviewed != 1 else ''}."
     )
     lines = [SUMMARY_MARKER, "## drbot review", "", counts, ""]
+    fixable = sum(1 for f in data.new if f.fix is not None)
+    if fixable:
+        lines += [
+            f"{fixable} of the new findings {'has a fix' if fixable == 1 else 'have fixes'}: an inline comment offers "
+            "one as a suggestion when it lies on the changed lines, `/drbot fix` replies with the whole diff, and "
+            "`drbot fix` applies it to a checkout. drbot never pushes to this branch.",
+            "",
+        ]
     if data.note:
         lines += [f"> {md_escape(data.note)}", ""]
     if new:

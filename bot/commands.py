@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 PREFIX = "/drbot"
-VERBS = ("help", "review", "explain", "contracts", "ignore", "pause", "resume")
+VERBS = ("help", "review", "explain", "fix", "contracts", "ignore", "pause", "resume")
 #: verbs that change what drbot does on the repository: write, maintain or admin permission only
 WRITE_VERBS = frozenset({"contracts", "ignore", "pause", "resume"})
 FINGERPRINT = re.compile(r"^[0-9a-f]{16}$")
@@ -21,6 +21,7 @@ HELP = """\
 | `/drbot help` | this list | anyone |
 | `/drbot review` | review the pull request again now | anyone |
 | `/drbot explain DRBnnn` | what a rule checks and why | anyone |
+| `/drbot fix` | the fixes of this pull request's new findings, as one unified diff to apply (drbot never pushes) | anyone |
 | `/drbot contracts [@sha] [Pipeline …]` | run the contract tests on GPU runners, on the head you reviewed (or the commit `@sha` names; default pipelines: those this PR changes, then up to 16 that use a model, scheduler or shared module it changes) | write access |
 | `/drbot ignore <fingerprint or DRBnnn> <reason>` | suppress a finding (or a rule's findings on this PR) everywhere it recurs | write access |
 | `/drbot pause` · `/drbot resume` | stop or restart reviews of this pull request | write access |
@@ -66,6 +67,6 @@ def usage_error(command: SlashCommand) -> str | None:
         target = command.args[0]
         if not (FINGERPRINT.match(target) or CODE.match(target)):
             return f"`{target[:40]}` is neither a 16-digit fingerprint nor a rule code such as DRB201."
-    if command.verb in ("pause", "resume", "help", "review") and command.args:
+    if command.verb in ("pause", "resume", "help", "review", "fix") and command.args:
         return f"`/drbot {command.verb}` takes no arguments."
     return None

@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 from gidgethub import BadRequest, GitHubException
 
 from analyzers.core import Finding
-from analyzers.findings import most_severe
+from analyzers.findings import Edit, most_severe
 from analyzers.patterns import PATTERNS, pattern_title
-from analyzers.render import ANNOTATION_LEVELS, SUMMARY_MARKER, Links, md_escape
+from analyzers.render import ANNOTATION_LEVELS, MAX_BODY, SUMMARY_MARKER, Links, md_escape
 from bot.config import PATTERN_COLOURS, RepoConfig
 from bot.store import Keys
 from common.streams import as_text
@@ -94,6 +94,86 @@ def inline_body(findings: Sequence[Finding], names: Mapping[str, str], links: Li
     parts.append(f"{patterns}, huggingface/diffusers#13656")
     parts += [f"_{md_escape(notes[f.fingerprint])}_" for f in findings if notes.get(f.fingerprint)]
     return "\n\n".join(parts)
+
+
+def suggestion_for(findings: Sequence[Finding], changed: frozenset[int]) -> tuple[Finding, Edit] | None:
+    """The fix an inline comment on these findings (which start on one line) can offer as a GitHub `suggestion`: the
+    first one that is a single edit of lines that hold the comment's line and that the PR changed (GitHub places a
+    comment on the diff's lines only, and a suggestion replaces the commented lines and nothing else)."""
+    line = findings[0].line
+    for finding in findings:
+        fix = finding.fix
+        if fix is None or len(fix.edits) != 1:
+            continue
+        edit = fix.edits[0]
+        if edit.line <= line <= edit.end_line and all(n in changed for n in range(edit.line, edit.end_line + 1)):
+            return finding, edit
+    return None
+
+
+def suggestion_block(text: str) -> str:
+    """A ```suggestion block that replaces the commented lines with `text` (whole lines; empty deletes them), fenced
+    with more backticks than any run in `text`."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    body = text if not text or text.endswith("\n") else text + "\n"
+    return f"{fence}suggestion\n{body}{fence}"
+
+
+def inline_comment(
+    findings: Sequence[Finding],
+    names: Mapping[str, str],
+    links: Links,
+    notes: Mapping[str, str],
+    changed: frozenset[int] = frozenset(),
+) -> dict:
+    """The review comment (GitHub's `comments[]` item) for the findings that start on one line: on that line, or on
+    the lines a fix replaces when one of them has a fix that `suggestion_for` can offer, with its suggestion."""
+    comment: dict = {"path": repo_path(findings[0].path), "line": findings[0].line, "side": "RIGHT"}
+    body = inline_body(findings, names, links, notes)
+    offered = suggestion_for(findings, changed)
+    if offered is not None:
+        finding, edit = offered
+        assert finding.fix is not None
+        body += f"\n\nFix ({finding.code}): {md_escape(finding.fix.description)}.\n\n{suggestion_block(edit.text)}"
+        comment["line"] = edit.end_line
+        if edit.line != edit.end_line:
+            comment.update(start_line=edit.line, start_side="RIGHT")
+    comment["body"] = body
+    return comment
+
+
+#: room the reply keeps for its words around the diff (GitHub's body limit is 65,536 characters)
+FIX_REPLY_MARGIN = 1_000
+
+
+def fix_reply(head_sha: str, diff: str, applied: int, fixable: int) -> str:
+    """`/drbot fix`'s reply: the diff collapsed in `<details>`, cut at a file boundary (or a line) to fit a comment."""
+    limit = MAX_BODY - FIX_REPLY_MARGIN
+    fence = "```"
+    while fence in diff:
+        fence += "`"
+    cut = ""
+    if len(diff) > limit:
+        end = diff.rfind("\ndiff --git", 0, limit)
+        end = end if end > 0 else diff.rfind("\n--- ", 0, limit)
+        end = end if end > 0 else diff.rfind("\n", 0, limit)
+        diff, cut = diff[: end + 1], " The diff is cut short here: run `drbot fix` on a checkout for all of it."
+    files = diff.count("\n+++ ") + diff.startswith("+++ ")
+    waiting = fixable - applied
+    later = (
+        f" {waiting} more fix{'es' if waiting != 1 else ''} overlap{'s' if waiting == 1 else ''} these: `drbot fix` "
+        "applies them in a second pass."
+        if waiting
+        else ""
+    )
+    return (
+        f"Fixes of the new findings of `{head_sha[:7]}`: {applied} fix{'es' if applied != 1 else ''} in "
+        f"{files} file{'s' if files != 1 else ''}.{later}{cut} Apply them with `git apply` (or run `drbot fix` on "
+        "your checkout); drbot never pushes to your branch.\n\n"
+        f"<details><summary>the diff</summary>\n\n{fence}diff\n{diff}{fence}\n\n</details>"
+    )
 
 
 @dataclass(frozen=True)

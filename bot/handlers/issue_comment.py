@@ -184,6 +184,8 @@ async def post_reply(gh, repo: str, number: int, comment_id: int, text: str, rep
 #: what handling a slash command needs of an installation token: reactions and replies, the author's
 #: permission, the pull request and its commits (for `contracts`); `/drbot review` needs a review's too
 COMMAND_PERMISSIONS = {"issues": "write", "pull_requests": "read", "metadata": "read"}
+#: `/drbot fix` analyses the PR as a review does (the code: contents read) and only replies: it never pushes
+FIX_PERMISSIONS = {"contents": "read", "issues": "write", "pull_requests": "read", "metadata": "read"}
 
 
 def permissions_for(payload: dict) -> dict[str, str] | None:
@@ -198,10 +200,14 @@ def permissions_for(payload: dict) -> dict[str, str] | None:
         from bot.handlers.pull_request import PERMISSIONS
 
         return PERMISSIONS
+    if command.verb == "fix":
+        return FIX_PERMISSIONS
     return COMMAND_PERMISSIONS
 
 
-async def run_command(gh, payload: dict, *, store, settings, metrics, review=None, delivery: str = "") -> str:
+async def run_command(
+    gh, payload: dict, *, store, settings, metrics, review=None, fix=None, delivery: str = ""
+) -> str:
     """Handle one comment; returns what happened (logs and tests read it).
 
     Each comment runs once, whatever the delivery id (bot.store.CommandGuard). A retry of the delivery that started
@@ -220,7 +226,7 @@ async def run_command(gh, payload: dict, *, store, settings, metrics, review=Non
     claim = await guard.claim(repo, comment["id"], delivery)
     if claim == REPLAY:
         return "replay"
-    call = Invocation(gh, payload, command, store, settings, metrics, review)
+    call = Invocation(gh, payload, command, store, settings, metrics, review, fix)
     outcome = await _run_command(call, retry=claim == RETRY)
     await guard.finish(repo, comment["id"])
     return outcome
@@ -237,6 +243,7 @@ class Invocation:
     settings: Any
     metrics: Any
     review: Any = None  # the pull_request handler's review (`/drbot review`)
+    fix: Any = None  # the pull_request handler's fixes of a PR's new findings (`/drbot fix`)
     reply_id: str | None = None  # drbot's reply to the comment, once posted (or found again on a retry)
 
     @property
@@ -332,6 +339,15 @@ async def cmd_review(call: Invocation) -> str:
     }.get(outcome.status, f"Not reviewed: {outcome.status}.")  # fmt: skip
 
 
+async def cmd_fix(call: Invocation) -> str:
+    if call.reply_id is None:  # the analysis takes a while: say so first, then edit the reply with the diff
+        await call.say("Preparing the fixes…")
+    pull = await call.gh.getitem(f"/repos/{call.repo}/pulls/{call.number}")
+    event = {"pull_request": pull, "repository": call.payload["repository"],
+             "installation": call.payload.get("installation")}  # fmt: skip
+    return await call.fix(call.gh, event, store=call.store, settings=call.settings)
+
+
 async def cmd_contracts(call: Invocation) -> str:
     """`/drbot contracts [@sha] [Pipeline …]`: queue the job for the commit the maintainer approved."""
     args = call.command.args
@@ -370,6 +386,7 @@ VERB_HANDLERS: dict[str, Callable[[Invocation], Awaitable[str]]] = {
     "help": cmd_help,
     "review": cmd_review,
     "explain": cmd_explain,
+    "fix": cmd_fix,
     "contracts": cmd_contracts,
     "ignore": cmd_ignore,
     "pause": cmd_pause,
@@ -379,11 +396,11 @@ VERB_HANDLERS: dict[str, Callable[[Invocation], Awaitable[str]]] = {
 
 @router.register("issue_comment", action="created")
 async def on_comment(event, gh, *args, store, settings, metrics, outcomes=None, **kwargs) -> None:
-    from bot.handlers.pull_request import review_pull_request
+    from bot.handlers.pull_request import fix_pull_request, review_pull_request
 
     result = await run_command(
         gh, event.data, store=store, settings=settings, metrics=metrics, review=review_pull_request,
-        delivery=event.delivery_id or "",
+        fix=fix_pull_request, delivery=event.delivery_id or "",
     )  # fmt: skip
     log.info("comment %s: %s", event.data.get("comment", {}).get("id"), result)
     if outcomes is not None:

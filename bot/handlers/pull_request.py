@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import shutil
@@ -16,6 +17,7 @@ from gidgethub import BadRequest, routing
 
 from analyzers.core import Finding, Rule, all_rules
 from analyzers.findings import actionable, by_line
+from analyzers.fixes import apply_fixes, compatible, unified_diff
 from analyzers.patterns import PATTERNS
 from analyzers.render import SUMMARY_MARKER, Links, review_markdown
 from analyzers.review import ReviewData
@@ -416,10 +418,9 @@ def plan_review(found: Found, links: Links) -> ReviewPlan:
     inline = lines[: publish.MAX_INLINE_COMMENTS]
     names = {r.code: r.name for r in found.rules}
     comments = tuple(
-        {"path": publish.repo_path(group[0].path), "line": group[0].line, "side": "RIGHT",
-         "body": publish.inline_body(group, names, links, data.notes)}
+        publish.inline_comment(group, names, links, data.notes, data.changed_lines.get(group[0].path, frozenset()))
         for group in inline
-    )  # fmt: skip
+    )
     wanted = {config.pattern_label(f.pattern) for f in new if f.pattern in PATTERNS}
     wanted |= {config.fixes_known_label} if found.fixes_known else set()
     wanted |= {config.duplicate_fix_label} if found.duplicates_earlier else set()
@@ -606,6 +607,40 @@ async def review_pull_request(gh, payload: dict, *, store, settings, metrics) ->
     if isinstance(found, Stop):
         return await publish_stop(gh, repo, state, head_sha, found)
     return await publish_review(gh, store, metrics, state, plan_review(found, settings.links()), scope.config)
+
+
+async def fix_pull_request(gh, payload: dict, *, store, settings) -> str:
+    """`/drbot fix`: the fixes of the PR's new findings, as one unified diff collapsed in the reply. The analysis is the
+    review's (reads only: nothing is published); the head's files are read at the head sha; drbot never pushes."""
+    pull, repo = payload["pull_request"], payload["repository"]["full_name"]
+    state = publish.PullState(store.redis, store.keys, repo, pull["number"])
+    scope = await gather_scope(gh, payload, state, settings)
+    if isinstance(scope, Stop):
+        return FIX_STOPS.get(scope.status, f"No fixes: {scope.status}.")
+    found = await gather_review(gh, payload, scope, state, store=store, settings=settings)
+    if isinstance(found, Stop):
+        return FIX_STOPS.get(found.status, f"No fixes: {found.status}.")
+    head_sha = found.head_sha
+    fixable = [f for f in found.data.new if f.fix is not None]
+    if not fixable:
+        return f"None of the new findings of `{head_sha[:7]}` has a mechanical fix."
+    diffs, applied = [], 0
+    for path in sorted({f.path for f in fixable}):
+        file = publish.repo_path(path)
+        content = await gh.getitem(f"/repos/{repo}/contents/{{+path}}?ref={head_sha}", url_vars={"path": file})
+        text = base64.b64decode(content["content"]).decode("utf-8")
+        chosen = compatible([f for f in fixable if f.path == path])
+        applied += len(chosen)
+        diffs.append(unified_diff(file, text, apply_fixes(text, chosen)))
+    return publish.fix_reply(head_sha, "".join(diffs), applied, len(fixable))
+
+
+#: what `/drbot fix` says when there is nothing to analyse
+FIX_STOPS = {
+    "paused": "This pull request is paused; `/drbot resume` first.",
+    "skipped-draft": "This pull request is a draft; drbot reviews it once it is ready.",
+    "nothing-to-review": "No Python files under the reviewed paths changed.",
+}
 
 
 async def refresh_crossrefs(gh, store, repo: str, number: int, config: RepoConfig) -> str:

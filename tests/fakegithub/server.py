@@ -34,6 +34,8 @@ COMMENT_MAX = 65_536
 CHECK_TEXT_MAX = 65_535
 ANNOTATIONS_PER_REQUEST = 50
 PR_FILES_CAP = 3_000
+#: a ```suggestion block of a review comment (fence of 3 or more backticks): its fence and its lines
+SUGGESTION_RE = re.compile(r"^(`{3,})suggestion\n(.*?)^\1$", re.MULTILINE | re.DOTALL)
 CONTENTS_INLINE_MAX = 1_048_576  # over 1 MB the contents API returns no inline content
 JWT_MAX_LIFETIME = 660  # exp - iat: 10 minutes plus the 60 s back-dating gidgethub applies to iat
 TOKEN_LIFETIME = 3_600
@@ -687,6 +689,19 @@ class FakeGitHub:
     def review_comments(self, repo: str, number: int) -> list[dict]:
         with self._lock:
             return list(self.repo(repo).pulls[number].review_comments)
+
+    def commit_suggestion(self, repo: str, comment: dict) -> str:
+        """The text of a review comment's file once its ```suggestion is committed, as GitHub's "Commit suggestion"
+        does: lines `start_line` (or `line`) to `line` of the file at the comment's commit, replaced by the block's
+        lines. ValueError when the body holds no suggestion block, or more than one."""
+        blocks = SUGGESTION_RE.findall(comment["body"])
+        if len(blocks) != 1:
+            raise ValueError(f"{len(blocks)} suggestion blocks in the comment")
+        with self._lock:
+            text = self.repo(repo).commits[comment["commit_id"]].files[comment["path"]]
+        lines = (text or b"").decode().splitlines(keepends=True)
+        first, last = comment.get("start_line") or comment["line"], comment["line"]
+        return "".join(lines[: first - 1]) + blocks[0][1] + "".join(lines[last:])
 
     def check_runs(self, repo: str, head_sha: str | None = None) -> list[dict]:
         with self._lock:
@@ -1839,6 +1854,13 @@ class FakeGitHub:
                     left if start_side == "LEFT" else right
                 ):
                     raise GitHubError(422, "Unprocessable Entity", ["Start line could not be resolved"])
+                # a multi-line comment (and so a multi-line suggestion) stays inside one hunk of the diff
+                first = FakeGitHub._position(lines, start_side, comment["start_line"])
+                last = FakeGitHub._position(lines, side, comment["line"])
+                if any(lines[i].startswith("@@") for i in range(first + 1, last + 1)):
+                    raise GitHubError(
+                        422, "Unprocessable Entity", ["start_line must be part of the same hunk as the line"]
+                    )
             position = FakeGitHub._position(lines, side, comment["line"])
         elif "position" in comment:
             position = comment["position"]

@@ -43,7 +43,7 @@ class _Replacer(cst.CSTTransformer):
         super().__init__()
         self.by_id = {id(r.old): r.new for r in replacements}
 
-    def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+    def on_leave(self, original_node, updated_node):
         return self.by_id.get(id(original_node), updated_node)
 
 

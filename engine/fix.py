@@ -163,13 +163,13 @@ def fix_tree(
         for finding in drifted:
             if _source_changed(tree, finding):
                 continue  # synced from another copy a moment ago: the copy follows the source next pass, if need be
-            why = _sync_source(tree, finding, everything, cache, include_frozen)
-            if why is None:
+            problem = _sync_source(tree, finding, everything, cache, include_frozen)
+            if problem is None:
                 synced = True
                 report.synced.append(finding)
             else:
                 refused.add((finding.path, _key(finding)))
-                report.refused.append((finding, why))
+                report.refused.append((finding, problem))
         if synced:
             findings = _by_path(_analyze_all(tree, everything, cache, include_frozen, report))
         if not changed and not synced:

@@ -153,7 +153,10 @@ def test_diff_changes_no_file_and_exits_1(package):
     result = drbot("fix", str(package), "--diff", "-j", "1")
     assert result.returncode == 1, result.stderr
     assert texts(package) == before
-    assert "--- a/diffusers/pipelines/toy/pipeline_toy.py\n+++ b/diffusers/pipelines/toy/pipeline_toy.py\n" in result.stdout
+    assert (
+        "--- a/diffusers/pipelines/toy/pipeline_toy.py\n+++ b/diffusers/pipelines/toy/pipeline_toy.py\n"
+        in result.stdout
+    )
     assert "+        if height % (self.vae_scale_factor * 2) != 0" in result.stdout
     assert "would fix" in result.stderr
 

@@ -114,3 +114,31 @@ def test_suggestion_fences_outlast_the_code_and_the_reply_fits_a_comment():
     diff = "".join(f"--- a/f{i}.py\n+++ b/f{i}.py\n@@ -1 +1 @@\n-{'a' * 500}\n+b\n" for i in range(300))
     reply = fix_reply("0" * 40, diff, 300, 300)
     assert len(reply) < 65_536 and "cut short" in reply and reply.endswith("```\n\n</details>")
+
+
+async def test_a_multi_line_suggestion_is_accepted_by_the_fake_github_and_commits_its_range(github):
+    import aiohttp
+
+    from bot.github import AppAuth, GitHub
+    from bot.publish import post_review
+
+    path = "src/diffusers/pipelines/toy/pipeline_toy.py"
+    base = "".join(f"x{i} = {i}\n" for i in range(1, 31))
+    head = base.replace("x5 = 5\nx6 = 6\n", "x5 = 50\nx6 = 60\n").replace("x25 = 25\n", "x25 = 250\n")
+    github.add_repo("o/toy", installation_id=3, files={path: base})
+    pull = github.add_pull("o/toy", 1, head_files={path: head})
+    fix = Fix("restore", (Edit(5, 6, "x5 = 5\nx6 = 6\n"),))
+    finding = Finding("DRB702", 7, path.removeprefix("src/"), 6, 6, "", "x", "m.", "warning", "f" * 16, fix)
+    changed = frozenset({5, 6, 25})
+    comment = inline_comment([finding], {}, Links(), {}, changed)
+    assert (comment["start_line"], comment["line"]) == (5, 6)
+    # a range across two hunks of the diff is refused, as GitHub refuses it
+    across = {**comment, "start_line": 6, "line": 25, "body": "x"}
+    async with aiohttp.ClientSession() as session:
+        token = await AppAuth(github.app_id, github.private_key_pem, github.url, session).token(3)
+        gh = GitHub(session, token=token, api_url=github.url, installation_id=3)
+        assert await post_review(gh, "o/toy", 1, pull["head"]["sha"], [across]) == "rejected"
+        assert await post_review(gh, "o/toy", 1, pull["head"]["sha"], [comment]) == "posted"
+    (posted,) = github.review_comments("o/toy", 1)
+    assert (posted["start_line"], posted["line"], posted["start_side"], posted["side"]) == (5, 6, "RIGHT", "RIGHT")
+    assert github.commit_suggestion("o/toy", posted) == base.replace("x25 = 25\n", "x25 = 250\n")

@@ -8,6 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.fixes import Proposal, Replace
 
 
 #: exception classes a validation raises; a bare call of one of these is a lost check
@@ -114,6 +115,13 @@ class ExceptionBuiltNotRaised(Rule):
             except OptionalDependencyNotAvailable:
                 from ...utils import dummy_torch_and_transformers_objects
             """,
+            fixed="""
+            try:
+                if not (is_torch_available() and is_transformers_available()):
+                    raise OptionalDependencyNotAvailable()
+            except OptionalDependencyNotAvailable:
+                from ...utils import dummy_torch_and_transformers_objects
+            """,
             message=(
                 "`OptionalDependencyNotAvailable(...)` is built but never raised, so this check lets every input "
                 "through; add `raise`."
@@ -125,6 +133,15 @@ class ExceptionBuiltNotRaised(Rule):
                 def check_inputs(self, prompt, boxes, labels):
                     if boxes is not None and len(boxes) != len(labels):
                         ValueError(
+                            "`boxes` and `labels` must have the same length, but got"
+                            f" {len(boxes)} and {len(labels)}"
+                        )
+            """,
+            fixed="""
+            class BoxPipeline(DiffusionPipeline):
+                def check_inputs(self, prompt, boxes, labels):
+                    if boxes is not None and len(boxes) != len(labels):
+                        raise ValueError(
                             "`boxes` and `labels` must have the same length, but got"
                             f" {len(boxes)} and {len(labels)}"
                         )
@@ -141,6 +158,13 @@ class ExceptionBuiltNotRaised(Rule):
                 if not 0.0 <= strength <= 1.0:
                     builtins.TypeError("strength must lie in [0, 1]")
             """,
+            fixed="""
+            import builtins
+
+            def validate_strength(strength):
+                if not 0.0 <= strength <= 1.0:
+                    raise builtins.TypeError("strength must lie in [0, 1]")
+            """,
             message=(
                 "`TypeError(...)` is built but never raised, so this check lets every input through; add `raise`."
             ),
@@ -151,4 +175,5 @@ class ExceptionBuiltNotRaised(Rule):
         for statement in walk.nodes(self.context.module, cst.Expr):
             name = _exception_name(statement.value)
             if name is not None:
-                self.report(statement, self.message.format(name=name), symbol=name)
+                fix = Proposal(f"raise the `{name}`", (Replace(statement, cst.Raise(exc=statement.value)),))
+                self.report(statement, self.message.format(name=name), symbol=name, fix=fix)

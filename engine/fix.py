@@ -12,7 +12,6 @@ the changed files are written then, else the caller prints the diff.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,12 +26,12 @@ from analyzers.fixes import apply_edits, apply_fixes, compatible, compiles, line
 from analyzers.scan import Isolate, ScanError, discover, project_dirs, repository_paths, scan
 
 
-#: what a finding is for "no rule reports more": its rule, scope and symbol (not its line, which fixes move)
-Key = tuple[str, str, str]
+#: what a finding is for "no rule reports more": its rule, file, scope and symbol (not its line, which fixes move)
+Key = tuple[str, str, str, str]
 
 
 def _keys(findings: Sequence[Finding]) -> Counter[Key]:
-    return Counter((f.code, f.scope, f.symbol) for f in findings)
+    return Counter(map(_key, findings))
 
 
 @dataclass
@@ -59,11 +58,11 @@ class FixReport:
         return [f for f in self.after if f.code in codes]
 
     def gained(self) -> list[Finding]:
-        """Findings after the fixes that were not there before (by rule, scope and symbol, counted)."""
+        """Findings after the fixes that were not there before (by rule, file, scope and symbol, counted)."""
         extra = _keys(self.after) - _keys(self.before)
         out = []
         for finding in self.after:
-            key = (finding.code, finding.scope, finding.symbol)
+            key = _key(finding)
             if extra[key] > 0:
                 extra[key] -= 1
                 out.append(finding)
@@ -237,7 +236,7 @@ def _sync_source(tree: _Tree, finding: Finding, rules, cache: ResultCache, inclu
 
 
 def _key(finding: Finding) -> Key:
-    return (finding.code, finding.scope, finding.symbol)
+    return (finding.code, finding.path, finding.scope, finding.symbol)
 
 
 def _by_path(findings: Sequence[Finding]) -> dict[str, list[Finding]]:
@@ -282,7 +281,7 @@ def _fix_file(
         # a copy's drift (DRB801) is settled between passes: the source takes the change, or the copy follows
         gained = Counter({key: n for key, n in (_keys(result.findings) - before).items() if key[0] not in drifting})
         if gained:
-            return "it would add findings: " + ", ".join(sorted(f"{code} {symbol}" for code, _, symbol in gained))
+            return "it would add findings: " + ", ".join(sorted(f"{code} {symbol}" for code, _, _, symbol in gained))
         return None
 
     chosen = compatible(candidates)
@@ -327,7 +326,3 @@ def _analyze_all(tree: _Tree, rules, cache: ResultCache, include_frozen: bool, r
         errors.extend(ScanError(path, message) for message in result.errors)
     report.errors = errors
     return findings
-
-
-def default_jobs() -> int:
-    return os.cpu_count() or 1

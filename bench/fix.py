@@ -99,7 +99,7 @@ def main() -> int:
     with_fix = Counter(f["code"] for f in before if "fix" in f)
     rows = "\n".join(
         f"| {code} | {count_before[code]} | {with_fix[code]} | {count_after[code]} | "
-        f"{(1 - count_after[code] / count_before[code]) if count_before[code] else 0:.0%} |"
+        f"{f'{1 - count_after[code] / count_before[code]:.0%}' if count_before[code] else 'none to fix'} |"
         for code in fixable
     )
     key = lambda f: (f["code"], f["path"], f["scope"], f["symbol"])  # noqa: E731
@@ -114,7 +114,8 @@ def main() -> int:
         f"| cold (empty cache) | {cold:.1f} |\n"
         f"| warm (the cache holds the unfixed package's results), a fresh copy | {warm:.1f} |\n"
         f"| again on the fixed copy (must change nothing) | {again:.1f} |\n\n"
-        f"`{summary}`; {changed} files changed. The cold and the warm run fixed identically.\n\n"
+        f"`{summary}` (the count includes the copies DRB801 synced with a source the run fixed); {changed} files "
+        "changed. The cold and the warm run fixed identically.\n\n"
         "| rule | findings before | with a fix | after | removed |\n|---|---|---|---|---|\n"
         f"{rows}\n\n"
         f"All findings: {len(before)} before, {len(after)} after. Files that no longer compile: {len(broken)}. "

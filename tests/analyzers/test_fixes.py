@@ -162,3 +162,19 @@ def test_json_says_which_findings_have_a_fix():
         "edits": [{"line": 3, "end_line": 3, "text": '    assert not size % (8 * patch), "bad size"\n'}],
     }
     assert list(out[1]) == list(JSON_FIELDS)  # no fix, no key: the output of findings without one is unchanged
+
+
+def test_fixes_survive_the_result_cache(tmp_path):
+    from analyzers.cache import ResultCache
+
+    rule = next(r for r in RULES if r.code == "DRB702")
+    case = rule.INVALID[0]
+    source = textwrap.dedent(case.code)
+    cache = ResultCache(str(tmp_path / "cache"))
+    project = Project.from_mapping({case.path: source})
+    first, hit = cache.analyze(case.path, source, project=project, rules=RULES)
+    again, hit_again = cache.analyze(case.path, source, project=Project.from_mapping({case.path: source}), rules=RULES)
+    assert (hit, hit_again) == (False, True)
+    assert [f.fix for f in again.findings] == [f.fix for f in first.findings] != [None]
+    # a drift fix (DRB801's) is keyed apart: asking for it never reads an entry stored without it
+    assert cache.key(case.path, source, RULES) != cache.key(case.path, source, RULES, drift_fixes=True)

@@ -12,8 +12,10 @@ the changed files are written then, else the caller prints the diff.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,8 @@ class _Tree:
         self.dirs = {Path(file).relative_to(root).as_posix(): project_dirs(Path(root)) for root, file in found}
         self.overlay: dict[str, str] = {}
         self.original: dict[str, str] = {}
+        #: files the first scan could not analyse: left out of the passes
+        self.unanalysable: set[str] = set()
         self._bases: dict[tuple[str, ...], Project] = {}
 
     def text(self, path: str) -> str:
@@ -115,6 +119,7 @@ def fix_tree(
     first = scan(paths, everything, jobs=jobs, include_frozen=include_frozen, isolate=isolate, cache=cache)
     report.before = list(first.findings)
     report.errors = list(first.errors)
+    tree.unanalysable = {error.path for error in first.errors}
     findings = _by_path(first.findings)
     at_first = _keys(first.findings)
     refused: set[tuple[str, Key]] = set()
@@ -146,7 +151,9 @@ def fix_tree(
                 report.applied.extend(applied)
                 changed = True
         if changed:
-            findings = _by_path(_analyze_all(tree, everything, cache, include_frozen, report))
+            findings = _by_path(
+                _analyze_all(tree, everything, cache, include_frozen, report, jobs or os.cpu_count() or 1)
+            )
         # a copy this run fixed whose source it did not: the source takes the copy's change, or the copy drifts
         drifted = [
             f
@@ -170,7 +177,9 @@ def fix_tree(
                 refused.add((finding.path, _key(finding)))
                 report.refused.append((finding, problem))
         if synced:
-            findings = _by_path(_analyze_all(tree, everything, cache, include_frozen, report))
+            findings = _by_path(
+                _analyze_all(tree, everything, cache, include_frozen, report, jobs or os.cpu_count() or 1)
+            )
         if not changed and not synced:
             report.passes -= 1
             break
@@ -303,26 +312,66 @@ def _fix_file(
     return current, kept, failed
 
 
-def _analyze_all(tree: _Tree, rules, cache: ResultCache, include_frozen: bool, report: FixReport) -> list[Finding]:
+def _analyze_all(
+    tree: _Tree, rules, cache: ResultCache, include_frozen: bool, report: FixReport, jobs: int = 1
+) -> list[Finding]:
     """Every file again, as the tree now reads (a fixed file may change another's findings); the cache answers the
-    files whose text and reads did not change."""
+    files whose text and reads did not change. A file the first scan could not analyse is left out (it stays an
+    error): it was analysed there in an isolated worker, under limits, and is not parsed here."""
+    paths = [path for path in tree.files if path not in tree.unanalysable]
+    if jobs > 1 and len(paths) >= 8:
+        codes = [rule.code for rule in rules]
+        initargs = (tree.dirs, tree.files, tree.overlay, codes, cache, include_frozen)
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=initargs) as pool:
+            outcomes = list(pool.map(_analyze_in_worker, paths, chunksize=16))
+    else:
+        _init_worker(tree.dirs, tree.files, tree.overlay, [rule.code for rule in rules], cache, include_frozen)
+        try:
+            outcomes = [_analyze_in_worker(path) for path in paths]
+        finally:
+            _WORKER.clear()
     findings: list[Finding] = []
     errors: list[ScanError] = []
-    projects: dict[tuple[str, ...], Project] = {}
-    for root, file in tree.items:
-        path = Path(file).relative_to(root).as_posix()
-        dirs = tree.dirs[path]
-        if dirs not in projects:  # one view per root and pass: its parses and indexes are shared by the files
-            projects[dirs] = tree.project(path)
-        try:
-            text = tree.text(path)
-        except (OSError, UnicodeDecodeError) as error:
-            errors.append(ScanError(path, f"cannot read this file: {error}"))
-            continue
-        result, _ = cache.analyze(
-            path, text, project=projects[dirs], rules=rules, include_frozen=include_frozen, drift_fixes=True
-        )
-        findings.extend(result.findings)
-        errors.extend(ScanError(path, message) for message in result.errors)
-    report.errors = errors
+    for found, problems in outcomes:
+        findings.extend(found)
+        errors.extend(problems)
+    report.errors = errors + [e for e in report.errors if e.path in tree.unanalysable]
     return findings
+
+
+@dataclass
+class _Pass:
+    """What a pass's worker process needs: the tree's directories and files, the fixed texts, the rules and the cache;
+    and its project views, one per root (their parses and indexes are shared by the files)."""
+
+    dirs: dict[str, tuple[str, ...]]
+    files: dict[str, Path]
+    overlay: dict[str, str]
+    rules: list[type[Rule]]
+    cache: ResultCache
+    include_frozen: bool
+    projects: dict[tuple[str, ...], Project] = field(default_factory=dict)
+
+
+_WORKER: list[_Pass] = []
+
+
+def _init_worker(dirs, files, overlay, codes, cache: ResultCache, include_frozen: bool) -> None:
+    by_code = {rule.code: rule for rule in all_rules()}
+    _WORKER[:] = [_Pass(dirs, files, overlay, [by_code[code] for code in codes], cache, include_frozen)]
+
+
+def _analyze_in_worker(path: str) -> tuple[list[Finding], list[ScanError]]:
+    state = _WORKER[0]
+    dirs = state.dirs[path]
+    if dirs not in state.projects:
+        state.projects[dirs] = Project.from_directory(*dirs).overlaid(state.overlay)
+    try:
+        text = state.overlay[path] if path in state.overlay else state.files[path].read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return [], [ScanError(path, f"cannot read this file: {error}")]
+    result, _ = state.cache.analyze(
+        path, text, project=state.projects[dirs], rules=state.rules, include_frozen=state.include_frozen,
+        drift_fixes=True,
+    )  # fmt: skip
+    return result.findings, [ScanError(path, message) for message in result.errors]

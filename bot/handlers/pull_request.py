@@ -628,6 +628,8 @@ async def fix_pull_request(gh, payload: dict, *, store, settings) -> str:
     for path in sorted({f.path for f in fixable}):
         file = publish.repo_path(path)
         content = await gh.getitem(f"/repos/{repo}/contents/{{+path}}?ref={head_sha}", url_vars={"path": file})
+        if not content.get("content") and content.get("size"):  # over 1 MB the contents API leaves it to the blob
+            content = await gh.getitem(f"/repos/{repo}/git/blobs/{content['sha']}")
         text = base64.b64decode(content["content"]).decode("utf-8")
         chosen = compatible([f for f in fixable if f.path == path])
         applied += len(chosen)

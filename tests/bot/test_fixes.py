@@ -142,3 +142,13 @@ async def test_a_multi_line_suggestion_is_accepted_by_the_fake_github_and_commit
     (posted,) = github.review_comments("o/toy", 1)
     assert (posted["start_line"], posted["line"], posted["start_side"], posted["side"]) == (5, 6, "RIGHT", "RIGHT")
     assert github.commit_suggestion("o/toy", posted) == base.replace("x25 = 25\n", "x25 = 250\n")
+
+
+async def test_drbot_fix_reads_a_file_over_1_mb_from_its_blob(harness, github, sources):
+    padding = "".join(f"# padding {i:06d} {'x' * 64}\n" for i in range(14_000))  # past the contents API's 1 MB
+    head = with_self_device(sources) + padding
+    open_pr(github, sources, {DDPM: head}, base_extra={PIPELINE_UTILS: sources(PIPELINE_UTILS)})
+    payload, _ = await comment(harness, github, "/drbot fix", user="stranger")
+    (reply,) = replies(github, payload)
+    assert "+        device = self._execution_device\n" in reply["body"], reply["body"][:300]
+    assert github.requests("GET", r"/git/blobs/")

@@ -397,6 +397,26 @@ def test_drc009_fails_when_fused_projections_change_the_output(monkeypatch):
     assert result == "failed" and "fused QKV changes the output" in message
 
 
+def _supports_only(*types):
+    """`__call__` that refuses every other `output_type` up front, as Kandinsky's and Shap-E's do."""
+    from diffusers import StableDiffusionPipeline
+
+    @functools.wraps(StableDiffusionPipeline.__call__)
+    def __call__(self, *args, **kwargs):
+        output_type = kwargs.get("output_type", "pil")
+        if output_type not in types:
+            raise ValueError(f"Only the output types {types} are supported not output_type={output_type}")
+        return StableDiffusionPipeline.__call__(self, *args, **kwargs)
+
+    return __call__
+
+
+def test_drc006_leaves_out_the_output_types_a_pipeline_refuses_up_front():
+    assert outcome(planted("__call__", _supports_only("pil", "np", "pt")), "DRC006") == ("passed", "")
+    result, message = outcome(planted("__call__", _supports_only("pil", "np")), "DRC006")
+    assert result == "skipped" and "declines both output types" in message, message
+
+
 def test_drc009_skips_a_model_that_declares_it_cannot_fuse_or_switch_backend(monkeypatch):
     from diffusers import UNet2DConditionModel
 

@@ -100,6 +100,9 @@ def to_text(
         f"{len(findings)} finding{'s' if len(findings) != 1 else ''}{counts}{scanned}, "
         f"{len(errors)} error{'s' if len(errors) != 1 else ''}."
     )
+    fixable = sum(1 for f in findings if f.fix is not None)
+    if fixable:
+        lines.append(f"{fixable} of them can be fixed with `drbot fix` (`drbot fix --diff` shows how).")
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import textwrap
 from collections import Counter
+from dataclasses import replace
 
 import libcst as cst
 import pytest
@@ -178,3 +179,13 @@ def test_fixes_survive_the_result_cache(tmp_path):
     assert [f.fix for f in again.findings] == [f.fix for f in first.findings] != [None]
     # a drift fix (DRB801's) is keyed apart: asking for it never reads an entry stored without it
     assert cache.key(case.path, source, RULES) != cache.key(case.path, source, RULES, drift_fixes=True)
+
+
+def test_text_output_says_how_many_findings_drbot_fix_can_fix():
+    from analyzers.render import to_text
+
+    rule = next(r for r in RULES if r.code == "DRB702")
+    fixable = run_case(rule, rule.INVALID[1])
+    plain = [replace(f, fix=None) for f in fixable]
+    assert "1 of them can be fixed with `drbot fix`" in to_text(fixable)
+    assert "drbot fix" not in to_text(plain)

@@ -324,12 +324,18 @@ async def cmd_ignore(call: Invocation) -> str:
     return await ignore(call.store, call.repo, call.number, target, reason, call.user)
 
 
-async def cmd_review(call: Invocation) -> str:
-    if call.reply_id is None:  # a review takes a while: say so first, then edit the reply with the outcome
-        await call.say("Reviewing…")
+async def _pull_event(call: Invocation) -> tuple[dict, dict]:
+    """The pull request as GitHub has it now, and a `pull_request` event for it (what a review or a fix is run on)."""
     pull = await call.gh.getitem(f"/repos/{call.repo}/pulls/{call.number}")
     event = {"pull_request": pull, "repository": call.payload["repository"],
              "installation": call.payload.get("installation")}  # fmt: skip
+    return pull, event
+
+
+async def cmd_review(call: Invocation) -> str:
+    if call.reply_id is None:  # a review takes a while: say so first, then edit the reply with the outcome
+        await call.say("Reviewing…")
+    pull, event = await _pull_event(call)
     outcome = await call.review(call.gh, event, store=call.store, settings=call.settings, metrics=call.metrics)
     return {
         "reviewed": f"Reviewed `{pull['head']['sha'][:7]}`: {outcome.new} new finding{'s' if outcome.new != 1 else ''}; the summary comment is up to date.",
@@ -342,9 +348,7 @@ async def cmd_review(call: Invocation) -> str:
 async def cmd_fix(call: Invocation) -> str:
     if call.reply_id is None:  # the analysis takes a while: say so first, then edit the reply with the diff
         await call.say("Preparing the fixes…")
-    pull = await call.gh.getitem(f"/repos/{call.repo}/pulls/{call.number}")
-    event = {"pull_request": pull, "repository": call.payload["repository"],
-             "installation": call.payload.get("installation")}  # fmt: skip
+    _, event = await _pull_event(call)
     return await call.fix(call.gh, event, store=call.store, settings=call.settings)
 
 

@@ -468,6 +468,38 @@ def test_drc011_fails_when_custom_sigmas_are_dropped():
     assert result == "failed" and "`sigmas=[1.0, 0.3]` gave the same output as the default schedule" in message
 
 
+def test_drc011_skips_a_schedule_the_input_check_constrains_but_fails_one_the_pipeline_breaks():
+    from diffusers import FluxPipeline
+
+    def check_schedule(self, sigmas):
+        # SanaSprint's check_inputs: "If providing custom timesteps, `timesteps` must be of length ... + 1."
+        if sigmas is not None:
+            raise ValueError("If providing custom sigmas, `sigmas` must be of length `num_inference_steps + 1`.")
+
+    @functools.wraps(FluxPipeline.__call__)
+    def constrained_call(self, *args, sigmas=None, **kwargs):
+        self.check_schedule(sigmas)
+        return FluxPipeline.__call__(self, *args, sigmas=sigmas, **kwargs)
+
+    @functools.wraps(FluxPipeline.__call__)
+    def conflicting(self, *args, sigmas=None, **kwargs):
+        # LTX's: the pipeline makes its own sigmas and hands both to retrieve_timesteps, which refuses
+        if sigmas is not None:
+            raise ValueError(
+                "Only one of `timesteps` or `sigmas` can be passed. Please choose one to set custom values"
+            )
+        return FluxPipeline.__call__(self, *args, **kwargs)
+
+    flux = get_factory("FluxPipeline")
+    methods = {"check_schedule": check_schedule, "__call__": constrained_call}
+    constrained = dataclasses.replace(flux, cls=type("Constrained", (FluxPipeline,), methods))
+    result, message = outcome(constrained, "DRC011")
+    assert result == "skipped" and "must be of length `num_inference_steps + 1`" in message, message
+    broken = dataclasses.replace(flux, cls=type("Conflicting", (FluxPipeline,), {"__call__": conflicting}))
+    result, message = outcome(broken, "DRC011")
+    assert result == "failed" and "`sigmas=[1.0, 0.3]` raised ValueError: Only one of" in message, message
+
+
 def test_more_0_42_1_defects_the_contracts_find():
     # pipeline_ltx.py always computes `sigmas` and hands both to retrieve_timesteps: `timesteps` can never be used
     result, message = outcome("LTXPipeline", "DRC011")

@@ -1159,35 +1159,44 @@ class FakeGitHub:
             return "OWNER"
         return "COLLABORATOR" if role in ("admin", "maintain", "write", "triage") else "CONTRIBUTOR"
 
-    def _issue_json(self, repo: Repo, pull: Pull) -> dict:
+    def _issue_fields(self, repo: Repo, number: int, html_url: str, id_: int, fields: dict) -> dict:
+        """An issue's JSON as GitHub's REST API has it: what every issue says the same way, then `fields` (title,
+        user, labels, state, comments, times, body, and for a pull request its `draft` and `pull_request`)."""
         api = f"{self.api}/repos/{repo.full_name}"
-        return {
-            "url": f"{api}/issues/{pull.number}",
+        user = fields["user"]
+        data = {
+            "url": f"{api}/issues/{number}",
             "repository_url": api,
-            "labels_url": f"{api}/issues/{pull.number}/labels{{/name}}",
-            "comments_url": f"{api}/issues/{pull.number}/comments",
-            "events_url": f"{api}/issues/{pull.number}/events",
-            "html_url": f"{WEB}/{repo.full_name}/pull/{pull.number}",
-            "id": pull.id + 1,
-            "node_id": node_id("Issue", pull.id + 1),
-            "number": pull.number,
-            "title": pull.title,
-            "user": pull.user,
-            "labels": [repo.labels[name.lower()] for name in pull.labels],
-            "state": pull.state,
+            "labels_url": f"{api}/issues/{number}/labels{{/name}}",
+            "comments_url": f"{api}/issues/{number}/comments",
+            "events_url": f"{api}/issues/{number}/events",
+            "html_url": html_url,
+            "id": id_,
+            "node_id": node_id("Issue", id_),
+            "number": number,
             "locked": False,
             "assignee": None,
             "assignees": [],
             "milestone": None,
+            "closed_at": None,
+            "author_association": self._association(repo, user["login"]),
+            "active_lock_reason": None,
+            "reactions": self._rollup(f"{api}/issues/{number}/reactions", []),
+        }
+        return {**data, **fields}
+
+    def _issue_json(self, repo: Repo, pull: Pull) -> dict:
+        api = f"{self.api}/repos/{repo.full_name}"
+        return self._issue_fields(repo, pull.number, f"{WEB}/{repo.full_name}/pull/{pull.number}", pull.id + 1, {
+            "title": pull.title,
+            "user": pull.user,
+            "labels": [repo.labels[name.lower()] for name in pull.labels],
+            "state": pull.state,
             "comments": len(pull.comment_ids),
             "created_at": pull.created_at,
             "updated_at": pull.updated_at,
-            "closed_at": None,
-            "author_association": self._association(repo, pull.user["login"]),
-            "active_lock_reason": None,
             "draft": pull.draft,
             "body": pull.body,
-            "reactions": self._rollup(f"{api}/issues/{pull.number}/reactions", []),
             "pull_request": {
                 "url": f"{api}/pulls/{pull.number}",
                 "html_url": f"{WEB}/{repo.full_name}/pull/{pull.number}",
@@ -1195,38 +1204,20 @@ class FakeGitHub:
                 "patch_url": f"{WEB}/{repo.full_name}/pull/{pull.number}.patch",
                 "merged_at": None,
             },
-        }
+        })  # fmt: skip
 
     def _plain_issue_json(self, repo: Repo, number: int) -> dict:
         issue = repo.issues[number]
-        api = f"{self.api}/repos/{repo.full_name}"
-        return {
-            "url": f"{api}/issues/{number}",
-            "repository_url": api,
-            "labels_url": f"{api}/issues/{number}/labels{{/name}}",
-            "comments_url": f"{api}/issues/{number}/comments",
-            "events_url": f"{api}/issues/{number}/events",
-            "html_url": f"{WEB}/{repo.full_name}/issues/{number}",
-            "id": issue["id"],
-            "node_id": node_id("Issue", issue["id"]),
-            "number": number,
+        return self._issue_fields(repo, number, f"{WEB}/{repo.full_name}/issues/{number}", issue["id"], {
             "title": issue["title"],
             "user": issue["user"],
             "labels": [],
             "state": issue["state"],
-            "locked": False,
-            "assignee": None,
-            "assignees": [],
-            "milestone": None,
             "comments": 0,
             "created_at": issue["created_at"],
             "updated_at": issue["updated_at"],
-            "closed_at": None,
-            "author_association": self._association(repo, issue["user"]["login"]),
-            "active_lock_reason": None,
             "body": issue["body"],
-            "reactions": self._rollup(f"{api}/issues/{number}/reactions", []),
-        }
+        })  # fmt: skip
 
     @staticmethod
     def _rollup(url: str, reactions: list[dict]) -> dict:

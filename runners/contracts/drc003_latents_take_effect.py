@@ -29,4 +29,10 @@ class LatentsTakeEffectContract:
         out_a = first_output(pipe(**{**self.get_dummy_inputs(), "latents": a}))
         out_b = first_output(pipe(**{**self.get_dummy_inputs(), "latents": b}))
         if torch.equal(torch.as_tensor(out_a).float(), torch.as_tensor(out_b).float()):
+            # a test model whose output ignores its noise altogether (as DRC004 found for Allegro's fast test) cannot
+            # show whether the latents are used: only when another seed changes the output are they ignored
+            plain = first_output(pipe(**self.get_dummy_inputs()))
+            reseeded = first_output(pipe(**self.get_dummy_inputs(seed=1)))
+            if torch.equal(torch.as_tensor(plain).float(), torch.as_tensor(reseeded).float()):
+                pytest.skip("the output is the same for another seed too: it does not depend on the latents at all")
             raise ContractFailure("two different `latents` gave identical outputs: the argument is ignored")

@@ -104,26 +104,28 @@ def denoiser_calls(pipe, factory: Factory):
         handle.remove()
 
 
-def refused(error: BaseException) -> bool:
-    """Whether the code raised this ValueError or NotImplementedError on purpose, with a `raise` statement of its own
-    ("requires the 'flex' attention backend", "not supported for models having added KV projections"), rather than
-    an operation failing inside it (a shape mismatch, a ValueError from unpacking)."""
+def _raised_on_purpose(error: BaseException):
+    """The frame whose own `raise` statement raised `error` (a ValueError or NotImplementedError), or None when an
+    operation failed inside the code instead (a shape mismatch, a ValueError from unpacking)."""
     import traceback
 
     if not isinstance(error, (ValueError, NotImplementedError)):
-        return False
+        return None
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and (frames[-1].line or "").startswith("raise ")
+    return frames[-1] if frames and (frames[-1].line or "").startswith("raise ") else None
+
+
+def refused(error: BaseException) -> bool:
+    """Whether the code raised this on purpose ("requires the 'flex' attention backend", "not supported for models
+    having added KV projections"), rather than an operation failing inside it."""
+    return _raised_on_purpose(error) is not None
 
 
 def declined(error: BaseException) -> bool:
     """Whether the pipeline refused its inputs on purpose: a ValueError raised by its own input check (`check_inputs`,
     `_check_*`), such as "only one of `video` or `latents`" or "2 prompts but 1 image"."""
-    import traceback
-
-    if not isinstance(error, ValueError) or not refused(error):
-        return False
-    return traceback.extract_tb(error.__traceback__)[-1].name.lstrip("_").startswith("check")
+    frame = _raised_on_purpose(error)
+    return isinstance(error, ValueError) and frame is not None and frame.name.lstrip("_").startswith("check")
 
 
 def describe(error: BaseException, limit: int = 240) -> str:

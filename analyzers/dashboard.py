@@ -17,6 +17,7 @@ from pathlib import Path
 from analyzers.families import family
 from analyzers.findings import Finding
 from analyzers.patterns import META_ISSUE, META_ISSUE_URL, PATTERNS, pattern_title
+from analyzers.render import replace_marked
 
 
 DATA_VERSION = 1
@@ -274,10 +275,9 @@ def tracking_section(data: Mapping) -> str:
 def with_tracking_section(body: str | None, section: str) -> str:
     """`body` with its marked section replaced by `section` (appended when it has none); the rest stays as it was."""
     body = body or ""
-    start = body.find(TRACKING_START)
-    end = body.find(TRACKING_END, start + len(TRACKING_START)) if start != -1 else -1
-    if start != -1 and end != -1:
-        return body[:start] + section + body[end + len(TRACKING_END) :]
+    replaced = replace_marked(body, TRACKING_START, TRACKING_END, section)
+    if replaced is not None:
+        return replaced
     separator = "" if not body else "\n\n" if not body.endswith("\n") else "\n"
     return body + separator + section + "\n"
 

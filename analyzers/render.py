@@ -314,6 +314,16 @@ _CODE_SPAN = re.compile(r"(`[^`]*`)")
 _HTML = str.maketrans({"<": "&lt;", ">": "&gt;", "&": "&amp;"})
 
 
+def replace_marked(body: str, start: str, end: str, section: str) -> str | None:
+    """`body` with the text from its marker `start` through the next `end` replaced by `section` (the rest of the
+    body, line endings included, as it was); None when the body has no such pair of markers."""
+    first = body.find(start)
+    last = body.find(end, first + len(start)) if first != -1 else -1
+    if last == -1:
+        return None
+    return body[:first] + section + body[last + len(end) :]
+
+
 def md_escape(text: str) -> str:
     """Escape text that came from code for a GitHub comment: no raw HTML, no @mentions, code spans kept."""
     parts = []

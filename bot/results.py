@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from analyzers.patterns import META_ISSUE_URL
+from analyzers.render import replace_marked
 from bot import publish
 from bot.store import RECORD_TTL_S, PullLock
 from common.streams import Entry, Poison, StreamConsumer
@@ -24,7 +25,6 @@ GROUP = "bot"
 JOBS_GROUP = "runners"
 CHECK_NAME = "drbot contracts"
 START, END = "<!-- drbot:contracts -->", "<!-- drbot:contracts:end -->"
-_SECTION = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
 ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭️", "error": "⚠️"}
 
 STATUSES = frozenset({"passed", "failed", "error", "timeout", "limit", "cancelled"})
@@ -154,8 +154,10 @@ def render_section(result: dict) -> str:
 
 
 def with_section(body: str, section: str) -> str:
-    if START in body:
-        return _SECTION.sub(lambda _: section, body, count=1)
+    # the section ends in a newline after its end marker, as it did when drbot wrote it into the body
+    replaced = replace_marked(body, START, END, section.removesuffix("\n"))
+    if replaced is not None:
+        return replaced
     marker = "<sub>drbot checks"
     index = body.rfind(marker)
     return body[:index] + section + body[index:] if index != -1 else body + section

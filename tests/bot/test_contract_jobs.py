@@ -192,3 +192,17 @@ async def test_a_result_edits_the_summary_only_while_no_review_of_the_pr_runs(ha
     await asyncio.wait_for(publishing, timeout=10)
     assert len(github.requests("PATCH", edits)) == 1
     assert "### Contract tests: passed" in github.comments(REPO, 1)[0]["body"]
+
+
+def test_a_new_result_replaces_the_summary_section_and_nothing_else():
+    from bot.results import render_section, with_section
+
+    def section(status: str) -> str:
+        return render_section({"status": status, "results": [], "runner": {}, "limit": None, "log_tail": ""})
+
+    body = "<!-- drbot:summary -->\nfindings\r\n\n<sub>drbot checks …</sub>\n"
+    first = with_section(body, section("failed"))
+    assert first.index("### Contract tests: failed") < first.index("<sub>drbot checks")  # above the footer
+    second = with_section(first, section("passed"))
+    assert "tests: failed" not in second and second == body.replace("<sub>", section("passed") + "<sub>", 1)
+    assert with_section(second, section("passed")) == second

@@ -154,7 +154,8 @@ class StreamConsumer:
                 return await self._finish(entry, await self.exhausted(entry))
             await self.bury(entry, reason)
             return "dead"
-        heartbeat = asyncio.create_task(self._heartbeat(entry))
+        done = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(entry, done))
         try:
             outcome = await handler(entry)
         except asyncio.CancelledError:
@@ -174,6 +175,7 @@ class StreamConsumer:
             log.warning("%s entry %s failed (attempt %d): %s", self.stream, entry.id, entry.attempts, error)
             return "retry"
         finally:
+            done.set()  # the heartbeat stops even where a Redis call swallowed its cancellation
             heartbeat.cancel()
         return await self._finish(entry, outcome)
 
@@ -183,11 +185,15 @@ class StreamConsumer:
         await self.ack(entry)
         return "done"
 
-    async def _heartbeat(self, entry: Entry) -> None:
-        """While the handler runs, keep the claim fresh so no other consumer takes a live entry."""
+    async def _heartbeat(self, entry: Entry, done: asyncio.Event) -> None:
+        """While the handler runs (until `done`), keep the claim fresh so no other consumer takes a live entry.
+        Cancellation alone is not enough: a cancel that lands inside a Redis command can be swallowed by the client,
+        and a heartbeat left running would keep a failed entry fresh for ever, so it is never retried."""
         interval = self.visibility_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
+        while not done.is_set():
+            await wait_or_stop(done, interval)
+            if done.is_set():
+                return
             try:
                 await self.extend(entry)
             except (RedisError, OSError) as error:

@@ -5,6 +5,8 @@ why it was not (it does not parse, a rule raised)."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import gc
 import textwrap
 import warnings
 from collections.abc import Sequence
@@ -111,6 +113,18 @@ def analyze_file(
     Only a file that some rule's prefilter accepts (or that holds a `drbot:` comment) is parsed with libcst;
     any other file is only checked for syntax errors (`check_syntax`), so an unparsable file is an error either way.
     """
+    with collector_paused():
+        return _analyze_file(path, source, project, rules, include_frozen, drift_fixes)
+
+
+def _analyze_file(
+    path: str,
+    source: str,
+    project: Project | None,
+    rules: Sequence[type[Rule]] | None,
+    include_frozen: bool,
+    drift_fixes: bool,
+) -> FileResult:
     if is_frozen(path) and not include_frozen:
         return FileResult(path, [], [], skipped=True)
     rules = all_rules() if rules is None else rules
@@ -137,6 +151,26 @@ def analyze_file(
             findings = [f for f in findings if not _in_classes(f, deprecated)]
     findings = apply_suppressions(findings, path, source)
     return FileResult(path, with_fingerprints(findings), errors)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cycle collector off while one file is analysed, back on (as it was) after.
+
+    A file's syntax tree is some hundred thousand small acyclic objects, freed by reference counting when the file is
+    done;
+    each allocation burst still triggers collections that traverse everything alive, the project view's parsed
+    neighbours included, and those cost a third of a full scan (64 s against 43 s without them, one process over
+    diffusers 0.42.1). What a file leaves in cycles is collected once the collector is on again.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _run_rules(

@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 
@@ -144,17 +145,22 @@ def parallel(parts: list[list[str]], checkout: Path, timeout_s: float, **options
     if len(parts) <= 1:
         yield from stream(checkout, parts[0] if parts else [], timeout_s=timeout_s, **options)
         return
+    yield from merged([partial(stream, checkout, part, timeout_s=timeout_s, **options) for part in parts])
+
+
+def merged(sources: Sequence[Callable[[], Iterable[dict]]]) -> Iterator[dict]:
+    """The items of every source, as they come: each source is called and drained in a thread of its own."""
     events: queue.Queue = queue.Queue()
     done = object()
 
-    def pump(part: list[str]) -> None:
+    def pump(source: Callable[[], Iterable[dict]]) -> None:
         try:
-            for event in stream(checkout, part, timeout_s=timeout_s, **options):
+            for event in source():
                 events.put(event)
         finally:
             events.put(done)
 
-    threads = [threading.Thread(target=pump, args=(part,), daemon=True) for part in parts]
+    threads = [threading.Thread(target=pump, args=(source,), daemon=True) for source in sources]
     for thread in threads:
         thread.start()
     finished = 0

@@ -7,7 +7,7 @@ import libcst as cst
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
 from analyzers.fixes import Proposal, Replace
-from analyzers.matchers import calls, keyword, parameters, pipeline_classes
+from analyzers.matchers import calls, denoiser_calls, keyword, parameters, pipeline_classes
 
 
 #: user-provided tensors that must reach the denoiser in the execution dtype
@@ -58,8 +58,11 @@ def _device_only_to(value: cst.BaseExpression, name: str) -> bool:
     )
 
 
-def _casts_name(function: cst.FunctionDef, names: set[str]) -> bool:
-    """Whether `function` casts any of `names` (or a tensor built from one) to a dtype somewhere."""
+def _casts_name(function: cst.FunctionDef, names: set[str], until: cst.CSTNode | None = None) -> bool:
+    """Whether `function` casts any of `names` (or a tensor built from one) to a dtype somewhere; with `until`,
+    only a cast that comes before the end of that node (the first denoiser call) counts: one at the end of the
+    loop body, after `scheduler.step`, leaves the first step uncast."""
+    limit = walk.span(until)[1] if until is not None and walk.span(until) is not None else None
     for call in calls(function.body):
         func = call.func
         if not isinstance(func, cst.Attribute):
@@ -71,7 +74,9 @@ def _casts_name(function: cst.FunctionDef, names: set[str]) -> bool:
         ):
             read = {n.value for n in _names(func.value)}
             if read & names or any("latent" in n for n in read if "latents" in names):
-                return True
+                at = walk.span(call)
+                if limit is None or at is None or at[0] < limit:
+                    return True
     return False
 
 
@@ -94,6 +99,30 @@ def _assignments(function: cst.FunctionDef, name: str) -> list[cst.Assign]:
         inner = {id(n) for f in nested for n in walk.nodes(f, cst.Assign)}
         assigns = [a for a in assigns if id(a) not in inner]
     return [a for a in assigns if any(n.value == name for t in a.targets for n in _names(t.target))]
+
+
+def _order(node: cst.CSTNode) -> int:
+    """Where `node` starts in the file's walk (source order for statements)."""
+    found = walk.span(node)
+    return found[0] if found is not None else -1
+
+
+def _alias_moves(method: cst.FunctionDef, tensor: str, assignments: list[cst.Assign]) -> list[tuple[cst.Assign, str]]:
+    """Moves of `tensor` into another name that flows back into `tensor` later: `noise = latents.to(device)`
+    followed by `latents = noise * self.scheduler.init_noise_sigma`, each with the other name."""
+    found = []
+    for assign in walk.nodes(method.body, cst.Assign):
+        if len(assign.targets) != 1 or not isinstance(assign.targets[0].target, cst.Name):
+            continue
+        alias = assign.targets[0].target.value
+        if alias == tensor or not _device_only_to(assign.value, tensor):
+            continue
+        if any(
+            _order(later) > _order(assign) and any(n.value == alias for n in _names(later.value))
+            for later in assignments
+        ):
+            found.append((assign, alias))
+    return found
 
 
 def _passes_user_tensor(call: cst.FunctionDef, method: str, tensor: str) -> bool:
@@ -187,9 +216,12 @@ class ProvidedTensorNotCast(Rule):
 
     ## Known problems
     Only a method of a pipeline class that has both the tensor and `dtype` as parameters, and uses
-    `dtype` for something else, is looked at. A later cast in `__call__` of anything whose name
-    mentions `latent` (`latent_model_input.to(transformer_dtype)`) counts as casting the latents, and
-    a cast inside the denoiser's `forward` is not seen (those findings would be false positives).
+    `dtype` for something else, is looked at. A cast in `__call__` of anything whose name mentions
+    `latent` (`latent_model_input.to(transformer_dtype)`) counts as casting the latents when it comes
+    before the end of the first denoiser call; one after it (at the end of the loop body, after
+    `scheduler.step`) leaves the first step uncast and does not count. A move into another name that
+    flows back into the tensor (`noise = latents.to(device)`, then `latents = noise * sigma`) is a move
+    too. A cast inside the denoiser's `forward` is not seen (those findings would be false positives).
 
     ## References
     - huggingface/diffusers#13656, pattern 5
@@ -275,8 +307,98 @@ class ProvidedTensorNotCast(Rule):
                     return self.unet(latents)
             """
         ),
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((1, 4), self.unet.dtype, "cuda", None, latents)
+                    for t in self.scheduler.timesteps:
+                        noise_pred = self.unet(latents.to(self.unet.dtype), t)
+                        latents = self.scheduler.step(noise_pred, t, latents)
+                    return latents
+            """
+        ),
     ]
     INVALID = [
+        Invalid(
+            """
+            class VideoPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents * self.scheduler.init_noise_sigma
+
+                def __call__(self, prompt, latents=None):
+                    embeds = self.encode_prompt(prompt)
+                    latents = self.prepare_latents((1, 13, 16), embeds.dtype, "cuda", None, latents)
+                    for t in self.scheduler.timesteps:
+                        model_input = torch.cat([latents] * 2)
+                        noise_pred = self.transformer(model_input, embeds, t)
+                        latents = self.scheduler.step(noise_pred, t, latents)
+                        latents = latents.to(embeds.dtype)
+                    return latents
+            """,
+            fixed="""
+            class VideoPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device=device, dtype=dtype)
+                    return latents * self.scheduler.init_noise_sigma
+
+                def __call__(self, prompt, latents=None):
+                    embeds = self.encode_prompt(prompt)
+                    latents = self.prepare_latents((1, 13, 16), embeds.dtype, "cuda", None, latents)
+                    for t in self.scheduler.timesteps:
+                        model_input = torch.cat([latents] * 2)
+                        noise_pred = self.transformer(model_input, embeds, t)
+                        latents = self.scheduler.step(noise_pred, t, latents)
+                        latents = latents.to(embeds.dtype)
+                    return latents
+            """,
+        ),
+        Invalid(
+            """
+            class InpaintPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, image=None, latents=None):
+                    if latents is None:
+                        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                        latents = noise * self.scheduler.init_noise_sigma
+                    else:
+                        noise = latents.to(device)
+                        latents = noise * self.scheduler.init_noise_sigma
+                    return latents, noise
+
+                def __call__(self, prompt, image, latents=None):
+                    latents, noise = self.prepare_latents((1, 4), self.unet.dtype, "cuda", None, image, latents)
+                    return self.unet(latents)
+            """,
+            fixed="""
+            class InpaintPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, image=None, latents=None):
+                    if latents is None:
+                        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                        latents = noise * self.scheduler.init_noise_sigma
+                    else:
+                        noise = latents.to(device=device, dtype=dtype)
+                        latents = noise * self.scheduler.init_noise_sigma
+                    return latents, noise
+
+                def __call__(self, prompt, image, latents=None):
+                    latents, noise = self.prepare_latents((1, 4), self.unet.dtype, "cuda", None, image, latents)
+                    return self.unet(latents)
+            """,
+        ),
         Invalid(
             """
             class PRXPipeline(DiffusionPipeline):
@@ -390,20 +512,24 @@ class ProvidedTensorNotCast(Rule):
     ) -> None:
         assignments = _assignments(method, tensor)
         moves = [a for a in assignments if _device_only_to(a.value, tensor)]
+        aliases = _alias_moves(method, tensor, assignments)  # `noise = latents.to(device)`; `latents = noise * …`
+        moves = sorted(moves + [move for move, _ in aliases], key=_order)
         if not moves:
             return
         first_move = moves[0]
         # the value moved must still be the caller's: no other assignment to the tensor before it,
         # except the fresh one in the `is None` branch (which the move's branch does not see)
-        before = assignments[: assignments.index(first_move)]
+        before = [a for a in assignments if _order(a) < _order(first_move)]
         if any(not self._in_none_branch(method, a, tensor) for a in before):
             return
-        if _casts_name(method, {tensor}):
+        if _casts_name(method, {tensor, *(alias for _, alias in aliases)}):
             return  # cast elsewhere in the method (`return latents.to(dtype=dtype)`)
         if not any(n.value == "dtype" for n in _names(method.body)):
             return  # no execution dtype in play here
-        if call is not None and name != "__call__" and _casts_name(call, {tensor}):
-            return  # `__call__` casts it on the way to the denoiser
+        if call is not None and name != "__call__":
+            denoiser = denoiser_calls(call)
+            if _casts_name(call, {tensor}, until=denoiser[0] if denoiser else None):
+                return  # `__call__` casts it on the way to the denoiser
         if name != "__call__" and (call is None or not _passes_user_tensor(call, name, tensor)):
             return  # the tensor this helper receives is not (or no longer) the one the user gave
         self.report(

@@ -273,12 +273,21 @@ def render(summary: dict) -> str:
     gpu_only = summary["gpu_only"]
     lines.append(f"GPU-only failures (failed or errored on the accelerator, passed on the CPU): **{len(gpu_only)}**.")
     if gpu_only:
-        lines += ["", "| configuration | pipeline | contract | message |", "|---|---|---|---|"]
+        grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for row in gpu_only:
-            message = " ".join(row["message"].split()).replace("|", "\\|")[:200]
-            lines.append(f"| {row['config']} | {row['pipeline']} | {row['contract']} | {message} |")
-    if summary["matrix"].get("note"):
-        lines += ["", f"Note: {summary['matrix']['note']}."]
+            grouped[(row["pipeline"], row["contract"])].append(row)
+        lines += [
+            "",
+            "| pipeline | contract | configurations | message (the first configuration's) |",
+            "|---|---|---|---|",
+        ]
+        for (pipeline, contract), rows in sorted(grouped.items()):
+            configs = ", ".join(c for c in CONFIGS if any(r["config"] == c for r in rows))
+            message = " ".join(rows[0]["message"].split()).replace("|", "\\|")[:200]
+            lines.append(f"| {pipeline} | {contract} | {configs} | {message} |")
+    note = summary.get("note") or summary["matrix"].get("note")
+    if note:
+        lines += ["", f"Note: {note.rstrip('.')}."]
     return "\n".join(lines)
 
 
@@ -287,11 +296,13 @@ def record(args: argparse.Namespace) -> int:
 
     lines = [json.loads(line) for path in args.results for line in path.read_text(encoding="utf-8").splitlines()
              if line.strip()]  # fmt: skip
-    text = render(summarise(lines))
+    summary = summarise(lines)
+    summary["note"] = args.note
+    text = render(summary)
     print(text)
     if args.write:
         names = " ".join(str(path) for path in args.results)
-        write("gpu-matrix", f"python bench/gpu_matrix.py record {names} --write", text)
+        write("gpu-matrix", f"python bench/gpu_matrix.py record {names} --write --note TEXT", text)
     return 0
 
 
@@ -320,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = verbs.add_parser("record", help="summarise a results file")
     summary.add_argument("results", type=Path, nargs="+", help="results files of one matrix (several calls)")
     summary.add_argument("--write", action="store_true", help="replace the section in BENCHMARKS.md")
+    summary.add_argument("--note", help="what the numbers alone do not say (printed under the table)")
     args = parser.parse_args(argv)
     return run(args) if args.verb == "run" else record(args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable, Iterator
 from typing import Any, TypeGuard, cast
 
@@ -154,11 +155,28 @@ def denoiser_calls(function: cst.FunctionDef) -> list[cst.Call]:
 def string_value(node: cst.BaseExpression) -> str | None:
     """The value of a plain string literal, else None."""
     if isinstance(node, cst.SimpleString):
-        return node.evaluated_value if isinstance(node.evaluated_value, str) else None
+        return _literal(node.value)
     if isinstance(node, cst.ConcatenatedString):
-        value = node.evaluated_value
-        return value if isinstance(value, str) else None
+        left, right = string_value(node.left), string_value(node.right)
+        return left + right if left is not None and right is not None else None
     return None
+
+
+def _literal(code: str) -> str | None:
+    """The value of string literal `code` (None for bytes), remembered: libcst's `evaluated_value` runs
+    `ast.literal_eval` on every call, which costs a parse and leaves reference cycles for the collector."""
+    found = _LITERALS.get(code, _UNKNOWN)
+    if found is _UNKNOWN:
+        node = ast.parse(code, mode="eval").body  # what `literal_eval` does first, without its closures
+        found = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+        if len(_LITERALS) < _LITERALS_KEPT:
+            _LITERALS[code] = found
+    return found  # type: ignore[return-value]
+
+
+_UNKNOWN = object()
+_LITERALS: dict[str, str | None] = {}
+_LITERALS_KEPT = 100_000
 
 
 def annotation_classes(node: cst.BaseExpression) -> list[str] | None:

@@ -185,8 +185,9 @@ _WORKER_OPTIONS: dict[str, object] = {}
 #: files a scan process analyses between two runs of Python's cycle collector, which is off in between: a file's
 #: syntax tree is freed by reference counting, and collections triggered by its allocations would traverse every
 #: object alive, the project view's parsed neighbours included, again and again (a third of a one-process scan of
-#: diffusers 0.42.1: 64 s with the collector on, 43 s off)
-COLLECT_EVERY = 200
+#: diffusers 0.42.1: 64 s with the collector on, 43 s off). What is left for it is small: a few hundred objects a file
+#: (string literals are evaluated without `ast.literal_eval`'s closures, `matchers.string_value`)
+COLLECT_EVERY = 1000
 _ANALYSED = [0]
 
 

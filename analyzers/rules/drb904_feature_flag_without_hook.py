@@ -8,6 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Definition, FileContext, Invalid, Rule, Valid, dotted_name, nested_blocks
+from analyzers.matchers import string_value
 from analyzers.models import ancestry, class_assignment, inherited_assignment, model_classes, reachable_classes
 
 
@@ -73,15 +74,11 @@ def _uses(node: cst.CSTNode) -> tuple[list[cst.CSTNode], bool]:
     reads += [
         call
         for call in walk.nodes(node, cst.Call)
-        if dotted_name(call.func) == "getattr"
-        and len(call.args) > 1
-        and isinstance(call.args[1].value, cst.SimpleString)
-        and call.args[1].value.evaluated_value == ATTR
+        if dotted_name(call.func) == "getattr" and len(call.args) > 1 and string_value(call.args[1].value) == ATTR
     ]
     if not stored:
         stored = any(
-            dotted_name(call.func) == "setattr"
-            and any(isinstance(arg.value, cst.SimpleString) and arg.value.evaluated_value == ATTR for arg in call.args)
+            dotted_name(call.func) == "setattr" and any(string_value(arg.value) == ATTR for arg in call.args)
             for call in walk.nodes(node, cst.Call)
         )
     return reads, stored
@@ -809,9 +806,7 @@ class FeatureFlagWithoutHook(Rule):
         """Whether the model tests `hasattr(self, "gradient_checkpointing")`, or a subclass of this file sets it."""
         ctx = self.context
         for call in walk.nodes(definition.node, cst.Call):
-            if dotted_name(call.func) == "hasattr" and any(
-                isinstance(arg.value, cst.SimpleString) and arg.value.evaluated_value == ATTR for arg in call.args
-            ):
+            if dotted_name(call.func) == "hasattr" and any(string_value(arg.value) == ATTR for arg in call.args):
                 return True
         name = definition.name
         return any(

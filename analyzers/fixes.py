@@ -84,23 +84,89 @@ def proposal_edits(module: cst.Module, source: str, proposal: Proposal) -> tuple
     """The line edits of `proposal` on `module` (whose text is `source`); empty when it changes nothing."""
     if proposal.edits:  # whole lines already, kept as the rule gives them (DRB801's span is the copy's body)
         return proposal.edits if apply_edits(source, proposal.edits) != source else ()
-    changed = replaced(module, proposal.replacements)
-    if changed is None:
-        changed = module.visit(_Replacer(proposal.replacements))
-    new = changed.code
+    new = _spliced(module, source, proposal.replacements)
+    if new is None:
+        changed = replaced(module, proposal.replacements)
+        if not isinstance(changed, cst.Module):
+            changed = module.visit(_Replacer(proposal.replacements))
+        new = changed.code
     return line_edits(source, new) if new != source else ()
+
+
+def _spliced(module: cst.Module, source: str, replacements: Sequence[Replace]) -> str | None:
+    """`source` with `replacements` made, generating the code of the smallest statement that holds them all, before
+    and after, instead of the whole file's (a pipeline module's code takes tens of milliseconds to generate). The
+    statement's code is generated at its own indentation, as the whole file's generation would, and must occur
+    exactly once in `source`; None when it does not, or when no statement holds the replacements (the caller then
+    generates the whole file)."""
+    if walk.order_of(module) is None or not replacements:
+        return None
+    chains = []
+    for replacement in replacements:
+        chain = _ancestors(module, replacement.old)
+        if chain is None:
+            return None
+        chains.append(chain[:-1])  # the statements above: a replaced statement may become several
+    shared = [node for node in chains[0] if all(any(n is node for n in chain) for chain in chains[1:])]
+    statements = [index for index, node in enumerate(shared) if isinstance(node, cst.BaseStatement)]
+    if not statements:
+        return None
+    statement = shared[statements[-1]]
+    indents = [
+        node.indent if node.indent is not None else module.default_indent
+        for node in shared[: statements[-1]]
+        if isinstance(node, cst.IndentedBlock)
+    ]
+    rebuilt = replaced(statement, replacements)
+    if not isinstance(rebuilt, cst.BaseStatement):
+        return None
+    try:
+        before, after = _code(statement, module, indents), _code(rebuilt, module, indents)
+    except Exception:  # noqa: BLE001 - libcst's code generation state is not public: the whole file's is
+        return None
+    if not before or source.count(before) != 1:
+        return None
+    return source.replace(before, after, 1)
+
+
+def _ancestors(root: cst.CSTNode, node: cst.CSTNode) -> list[cst.CSTNode] | None:
+    """`root`, the nodes between, and `node`, from the prepared walk's spans; None when `node` is not under `root`."""
+    target, found = walk.span(node), walk.span(root)
+    if target is None or found is None or not found[0] <= target[0] < found[1]:
+        return None
+    chain = [root]
+    while chain[-1] is not node:
+        for child in walk._children(chain[-1]):
+            bounds = walk.span(child)
+            if bounds is not None and bounds[0] <= target[0] < bounds[1]:
+                chain.append(child)
+                break
+        else:
+            return None
+    return chain
+
+
+def _code(node: cst.CSTNode, module: cst.Module, indents: list[str]) -> str:
+    """The code of `node` as `module.code` writes it, inside blocks indented by `indents`."""
+    from libcst._nodes.internal import CodegenState
+
+    state = CodegenState(default_indent=module.default_indent, default_newline=module.default_newline)
+    for indent in indents:
+        state.increase_indent(indent)
+    node._codegen(state)
+    return "".join(state.tokens)
 
 
 class _Unsupported(Exception):
     """A replacement `replaced` leaves to libcst's transformer (a sentinel where one node must stand)."""
 
 
-def replaced(module: cst.Module, replacements: Sequence[Replace]) -> cst.Module | None:
-    """`module` with `replacements` made, as libcst's transformer makes them, but copying only the nodes above a
-    replaced one (a transformer rebuilds every node of the file: 0.3 s for a pipeline module). Needs the file's
-    walk (`walk.prepare`) to tell which nodes lie above; None when it is not that file's, a replaced node is not in
-    it, or a sentinel stands where one node must."""
-    if walk.order_of(module) is None:
+def replaced(root: cst.CSTNode, replacements: Sequence[Replace]) -> cst.CSTNode | None:
+    """`root` (the module, or a node of it) with `replacements` made, as libcst's transformer makes them, but copying
+    only the nodes above a replaced one (a transformer rebuilds every node of the file: 0.3 s for a pipeline
+    module). Needs the file's walk (`walk.prepare`) to tell which nodes lie above; None when `root` is not in it, a
+    replaced node is not, or a sentinel stands where one node must."""
+    if walk.span(root) is None:
         return None
     targets = []
     for replacement in replacements:
@@ -139,10 +205,10 @@ def replaced(module: cst.Module, replacements: Sequence[Replace]) -> cst.Module 
         return node.with_changes(**changes) if changes else node
 
     try:
-        result = rebuild(module)
+        result = rebuild(root)
     except _Unsupported:
         return None
-    return result if isinstance(result, cst.Module) else None
+    return result if isinstance(result, type(root)) or isinstance(result, cst.BaseStatement) else None
 
 
 def apply_edits(source: str, edits: Sequence[Edit]) -> str:

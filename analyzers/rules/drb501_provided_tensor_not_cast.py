@@ -62,7 +62,8 @@ def _casts_name(function: cst.FunctionDef, names: set[str], until: cst.CSTNode |
     """Whether `function` casts any of `names` (or a tensor built from one) to a dtype somewhere; with `until`,
     only a cast that comes before the end of that node (the first denoiser call) counts: one at the end of the
     loop body, after `scheduler.step`, leaves the first step uncast."""
-    limit = walk.span(until)[1] if until is not None and walk.span(until) is not None else None
+    bounds = walk.span(until) if until is not None else None
+    limit = bounds[1] if bounds is not None else None
     for call in calls(function.body):
         func = call.func
         if not isinstance(func, cst.Attribute):

@@ -192,11 +192,12 @@ def test_text_output_says_how_many_findings_drbot_fix_can_fix():
 
 @pytest.mark.parametrize("rule", FIXABLE, ids=[r.code for r in FIXABLE])
 def test_fix_edits_copy_only_the_nodes_above_a_replacement_and_agree_with_libcsts_transformer(rule):
-    """`fixes.replaced` (the scan's way: rebuild the spine above each replaced node) gives the text libcst's
-    transformer gives (which rebuilds every node), on every fixed case of the rule."""
+    """`fixes.replaced` (the scan's way: rebuild the spine above each replaced node) and `fixes._spliced` (generate
+    only the statement that holds the replacements) give the text libcst's transformer gives (which rebuilds every
+    node), on every fixed case of the rule."""
     from analyzers import walk
     from analyzers.context import FileContext
-    from analyzers.fixes import _Replacer, replaced
+    from analyzers.fixes import _Replacer, _spliced, replaced
 
     compared = 0
     for case in rule.INVALID:
@@ -214,8 +215,10 @@ def test_fix_edits_copy_only_the_nodes_above_a_replacement_and_agree_with_libcst
                     continue
                 fast = replaced(module, proposal.replacements)
                 assert fast is not None, f"{rule.code}: the spine copy gave up on {proposal.description}"
-                assert fast.code == module.visit(_Replacer(proposal.replacements)).code
-                assert fast.code != source
+                expected = module.visit(_Replacer(proposal.replacements)).code
+                assert fast.code == expected != source
+                # the statement's code alone, spliced into the text, gives the same file
+                assert _spliced(module, source, proposal.replacements) == expected
                 compared += 1
         finally:
             walk.clear()

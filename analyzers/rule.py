@@ -138,7 +138,11 @@ class Rule(cst.CSTVisitor):
             return False
         if cls.PATHS and not any(fragment in f"/{path}" for fragment in cls.PATHS):
             return False
-        return not cls.REQUIRES_ANY or any(needle in source for needle in cls.REQUIRES_ANY)
+        if not cls.REQUIRES_ANY:
+            return True
+        if len(cls.REQUIRES_ANY) <= _FEW_NEEDLES:
+            return any(needle in source for needle in cls.REQUIRES_ANY)
+        return _needles(cls.REQUIRES_ANY).search(source) is not None
 
     def check(self) -> None:
         """Look at the file and `report` defects. The default visits the whole module."""
@@ -150,3 +154,18 @@ class Rule(cst.CSTVisitor):
         """Report a finding at `node`. `scope` defaults to the innermost class/function around it. `fix` is the
         remedy as libcst replacements (`analyzers.fixes`), given only where it is certain."""
         self.reports.append((node, message, symbol, scope, fix))
+
+
+#: up to this many substrings are looked for one by one; more go into one regular expression, a single pass over the
+#: text (DRB404's 102 import lines took 0.64 s of a full scan's prefilter one by one, 0.01 s as one pattern)
+_FEW_NEEDLES = 4
+_PATTERNS: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def _needles(needles: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern that matches where any of `needles` occurs (longest first, so it finds the same texts)."""
+    pattern = _PATTERNS.get(needles)
+    if pattern is None:
+        ordered = sorted(set(needles), key=len, reverse=True)
+        pattern = _PATTERNS[needles] = re.compile("|".join(re.escape(needle) for needle in ordered))
+    return pattern

@@ -113,9 +113,10 @@ class TimestepsConflictWithOwnSigmas(Rule):
     ```
 
     ## Known problems
-    Only a `retrieve_timesteps` defined in the same module, whose body raises on both, is trusted to
-    conflict. Every binding of the `sigmas` before the call must be at the top level of the method's
-    body, the first one a value that reads neither `timesteps` nor `sigmas` and holds no `None` (or the
+    Only a `retrieve_timesteps` whose body raises on both is trusted to conflict: the module's own, or
+    one it imports from a module of the scanned tree. Every binding of the `sigmas` before the call must be a statement of the block that
+    holds the call (the method's body, or one branch: a branch on the scheduler's configuration is no
+    escape), no test around the call may read `timesteps` or `sigmas`, the first binding a value that reads neither `timesteps` nor `sigmas` and holds no `None` (or the
     caller's `sigmas` defaulted that way), later ones derived from it; a build under a condition is taken
     to leave room for the caller's schedule. The `timesteps` must still be the caller's.
 
@@ -133,7 +134,7 @@ class TimestepsConflictWithOwnSigmas(Rule):
         "`retrieve_timesteps` raises when it gets both, so any `timesteps=` fails; build `sigmas` only when "
         "`timesteps` is None."
     )
-    REQUIRES_ANY = (CONFLICT_GUARD,)
+    REQUIRES_ANY = ("retrieve_timesteps",)
     PATHS = ("/pipelines/",)
 
     _HELPER = """
@@ -182,6 +183,19 @@ class TimestepsConflictWithOwnSigmas(Rule):
         """
         ),
         Valid(
+            _HELPER
+            + """
+        class ScheduleTestedPipeline(DiffusionPipeline):
+            def __call__(self, prompt, num_inference_steps=30, timesteps=None):
+                if timesteps is None:
+                    sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+                    timesteps, num_inference_steps = retrieve_timesteps(
+                        self.scheduler, num_inference_steps, "cuda", timesteps, sigmas
+                    )
+                return timesteps
+        """
+        ),
+        Valid(
             """
             from ..flux.pipeline_flux import retrieve_timesteps
 
@@ -194,6 +208,33 @@ class TimestepsConflictWithOwnSigmas(Rule):
         ),
     ]
     INVALID = [
+        Invalid(
+            """
+            from ..flux.pipeline_flux import retrieve_timesteps
+
+            class BorrowedHelperPipeline(DiffusionPipeline):
+                def __call__(self, prompt, num_inference_steps=30, timesteps=None):
+                    sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+                    timesteps, n = retrieve_timesteps(self.scheduler, num_inference_steps, "cuda", timesteps, sigmas=sigmas)
+                    return timesteps
+            """,
+            files={"diffusers/pipelines/flux/pipeline_flux.py": _HELPER},
+        ),
+        Invalid(
+            _HELPER
+            + """
+        class ConfigBranchPipeline(DiffusionPipeline):
+            def __call__(self, prompt, num_inference_steps=30, timesteps=None):
+                if self.scheduler.config.use_dynamic_shifting:
+                    sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+                    timesteps, num_inference_steps = retrieve_timesteps(
+                        self.scheduler, num_inference_steps, "cuda", timesteps, sigmas
+                    )
+                else:
+                    timesteps, num_inference_steps = retrieve_timesteps(self.scheduler, num_inference_steps, "cuda", timesteps)
+                return timesteps
+        """
+        ),
         Invalid(
             _HELPER
             + """
@@ -265,17 +306,32 @@ class TimestepsConflictWithOwnSigmas(Rule):
                     self._check_method(f"{cls.qualname}.{name}", method)
 
     @staticmethod
-    def _top_level(method: cst.FunctionDef, node: cst.CSTNode) -> bool:
-        return any(
-            isinstance(line, cst.SimpleStatementLine) and any(small is node for small in line.body)
-            for line in method.body.body
-        )
+    def _same_block(method: cst.FunctionDef, node: cst.CSTNode, at: int) -> bool:
+        """Whether `node` is a statement of the very block that holds the call at `at` (so it ran whenever the call
+        runs): the method's body, or the body of one branch or loop in it."""
+        blocks = [method.body, *walk.nodes(method.body, cst.IndentedBlock)]
+        for block in blocks:
+            if not any(
+                isinstance(line, cst.SimpleStatementLine) and any(small is node for small in line.body)
+                for line in block.body
+            ):
+                continue
+            return any(
+                (bounds := walk.span(statement)) is not None and bounds[0] <= at < bounds[1]
+                for statement in block.body
+            )
+        return False
 
     def _helper_conflicts(self) -> bool:
-        """Whether this module defines `retrieve_timesteps` and it raises on `timesteps` and `sigmas` together."""
-        for statement in self.context.module.body:
+        """Whether the `retrieve_timesteps` this module calls, its own or one it imports (from a module the project
+        view can read), raises on `timesteps` and `sigmas` together."""
+        imported = self.context.imports.get("retrieve_timesteps")
+        module = self.context.module if imported is None else self.context.project.module(imported.rpartition(".")[0])
+        if module is None:
+            return False
+        for statement in module.body:
             if isinstance(statement, cst.FunctionDef) and statement.name.value == "retrieve_timesteps":
-                return CONFLICT_GUARD in self.context.module.code_for_node(statement)
+                return CONFLICT_GUARD in module.code_for_node(statement)
         return False
 
     def _check_method(self, scope: str, method: cst.FunctionDef) -> None:
@@ -294,8 +350,14 @@ class TimestepsConflictWithOwnSigmas(Rule):
             bindings = [node for node in _assigns(method, sigmas.value) if _before(node, at)]
             if any(_before(node, at) for node in _assigns(method, "timesteps")):
                 continue  # no longer the caller's timesteps
-            if not bindings or not all(self._top_level(method, node) for node in bindings):
-                continue  # built under a condition: maybe only when no timesteps were given
+            if not bindings or not all(self._same_block(method, node, at) for node in bindings):
+                continue  # built under a condition of its own: maybe only when no timesteps were given
+            if any(
+                {"timesteps", "sigmas"} & {name.value for name in names_read(branch.test)}
+                for branch in walk.nodes(method.body, cst.If)
+                if (bounds := walk.span(branch)) is not None and bounds[0] <= at < bounds[1]
+            ):
+                continue  # the call runs under a test of the schedule arguments
             first, *later = bindings
             if sigmas.value in own:
                 # the caller's sigmas, defaulted when absent: `build if sigmas is None else sigmas`

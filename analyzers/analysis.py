@@ -158,10 +158,9 @@ def collector_paused():
     """Python's cycle collector off while one file is analysed, back on (as it was) after.
 
     A file's syntax tree is some hundred thousand small acyclic objects, freed by reference counting when the file is
-    done;
-    each allocation burst still triggers collections that traverse everything alive, the project view's parsed
-    neighbours included, and those cost a third of a full scan (64 s against 43 s without them, one process over
-    diffusers 0.42.1). What a file leaves in cycles is collected once the collector is on again.
+    done; its allocations still trigger collections that traverse everything alive, the project view's parsed
+    neighbours included (`analyzers.scan.COLLECT_EVERY` says what they cost a scan). What a file leaves in cycles
+    is collected once the collector is on again.
     """
     if not gc.isenabled():
         yield

@@ -208,7 +208,7 @@ def replaced(root: cst.CSTNode, replacements: Sequence[Replace]) -> cst.CSTNode 
         result = rebuild(root)
     except _Unsupported:
         return None
-    return result if isinstance(result, type(root)) or isinstance(result, cst.BaseStatement) else None
+    return result if isinstance(result, cst.CSTNode) else None  # a sentinel in place of `root` itself: no node
 
 
 def apply_edits(source: str, edits: Sequence[Edit]) -> str:

@@ -5,8 +5,8 @@ cache, warm (nothing changed) and warm after one file changed, each in one proce
 
 Target (issue 12, "speed stays"): the cold full scan takes at most 1.5x the libcst parse-only time of the same files,
 both measured in this run with one process each; a repeated scan skips unchanged files.
-Run: `.venv/bin/python bench/cache.py [--rounds N] [--record]`. The package is copied to a temporary directory first (files are
-changed there) and the cache lives in another, so nothing outside them is touched.
+Run: `.venv/bin/python bench/cache.py [--rounds N] [--record]`. The package is copied to a temporary directory first
+(files are changed there) and the cache lives in another, so nothing outside them is touched.
 """
 
 from __future__ import annotations

@@ -74,9 +74,9 @@ def _defaulted(value: cst.BaseExpression, name: str) -> bool:
     ):
         return False
     operator = test.comparisons[0].operator
-    built, kept = (value.body, value.orelse) if isinstance(operator, cst.Is) else (value.orelse, value.body)
     if not isinstance(operator, (cst.Is, cst.IsNot)):
         return False
+    built, kept = (value.body, value.orelse) if isinstance(operator, cst.Is) else (value.orelse, value.body)
     return isinstance(kept, cst.Name) and kept.value == name and _unconditional(built, ())
 
 
@@ -196,6 +196,21 @@ class TimestepsConflictWithOwnSigmas(Rule):
         """
         ),
         Valid(
+            _HELPER
+            + """
+        class BuiltInABranchPipeline(DiffusionPipeline):
+            def __call__(self, prompt, num_inference_steps=30, timesteps=None, use_karras=False):
+                if not use_karras:
+                    sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+                else:
+                    sigmas = karras_sigmas(num_inference_steps)
+                timesteps, num_inference_steps = retrieve_timesteps(
+                    self.scheduler, num_inference_steps, "cuda", timesteps, sigmas=sigmas
+                )
+                return timesteps
+        """
+        ),
+        Valid(
             """
             from ..flux.pipeline_flux import retrieve_timesteps
 
@@ -298,8 +313,7 @@ class TimestepsConflictWithOwnSigmas(Rule):
     ]
 
     def check(self) -> None:
-        if not self._helper_conflicts():
-            return
+        self._conflicts: bool | None = None  # whether the helper raises on both: read once, and only when needed
         for cls in pipeline_classes(self.context):
             for name, method in self.context.methods(cls).items():
                 if "timesteps" in {p.name.value for p in parameters(method)}:
@@ -324,7 +338,13 @@ class TimestepsConflictWithOwnSigmas(Rule):
 
     def _helper_conflicts(self) -> bool:
         """Whether the `retrieve_timesteps` this module calls, its own or one it imports (from a module the project
-        view can read), raises on `timesteps` and `sigmas` together."""
+        view can read), raises on `timesteps` and `sigmas` together (asked once per file, after a call qualifies:
+        an imported helper costs reading its module)."""
+        if self._conflicts is None:
+            self._conflicts = self._read_helper()
+        return self._conflicts
+
+    def _read_helper(self) -> bool:
         imported = self.context.imports.get("retrieve_timesteps")
         module = self.context.module if imported is None else self.context.project.module(imported.rpartition(".")[0])
         if module is None:
@@ -367,5 +387,7 @@ class TimestepsConflictWithOwnSigmas(Rule):
                 continue
             if not all(isinstance(n, cst.Assign) and _unconditional(n.value, (sigmas.value,)) for n in later):
                 continue
+            if not self._helper_conflicts():
+                return
             self.report(call, self.message, symbol="timesteps", scope=scope)
             return  # the first call already fails: one finding per method

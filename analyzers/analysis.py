@@ -159,7 +159,7 @@ def collector_paused():
 
     A file's syntax tree is some hundred thousand small acyclic objects, freed by reference counting when the file is
     done; its allocations still trigger collections that traverse everything alive, the project view's parsed
-    neighbours included (`analyzers.scan.COLLECT_EVERY` says what they cost a scan). What a file leaves in cycles
+    neighbours included (`analyzers.scan.COLLECT_GROWTH` says what they cost a scan). What a file leaves in cycles
     is collected once the collector is on again.
     """
     if not gc.isenabled():

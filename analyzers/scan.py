@@ -182,13 +182,15 @@ _WORKER_RULES: list[type[Rule]] = []
 _WORKER_OPTIONS: dict[str, object] = {}
 
 
-#: files a scan process analyses between two runs of Python's cycle collector, which is off in between: a file's
-#: syntax tree is freed by reference counting, and collections triggered by its allocations would traverse every
-#: object alive, the project view's parsed neighbours included, again and again (a third of a one-process scan of
-#: diffusers 0.42.1: 64 s with the collector on, 43 s off). What is left for it is small: a few hundred objects a file
-#: (string literals are evaluated without `ast.literal_eval`'s closures, `matchers.string_value`)
-COLLECT_EVERY = 1000
-_ANALYSED = [0]
+#: objects a scan process may gain, net, between two runs of Python's cycle collector, which is off in between
+#: (`gc.get_count()[0]` counts them while it is off). A file's syntax tree is freed by reference counting, and
+#: collections triggered by its allocations would traverse every object alive, the project view's parsed neighbours
+#: included, again and again (a third of a one-process scan of diffusers 0.42.1: 64 s with the collector on, 43 s
+#: off). Files leave next to nothing in cycles (string literals are evaluated without `ast.literal_eval`'s closures,
+#: `matchers.string_value`; 5 objects after the whole of diffusers 0.42.1), and the caches a scan keeps are bounded
+#: (about 1.9 million objects at most there), so a scan of that size never collects; a rule that began to leak
+#: cycles would make the count pass this, and the collector run, before memory grows far
+COLLECT_GROWTH = 4_000_000
 
 
 def _init_worker(codes: Sequence[str], include_frozen: bool = False, cache: ResultCache | None = None) -> None:
@@ -225,14 +227,13 @@ def _scan_one(item: tuple[str, str]) -> Outcome:
         result, hit = cache.analyze(path, source, project=project, rules=_WORKER_RULES, include_frozen=include_frozen)
     else:
         result = analyze_file(path, source, project=project, rules=_WORKER_RULES, include_frozen=include_frozen)
-    _ANALYSED[0] += 1
-    if not _ANALYSED[0] % COLLECT_EVERY:
-        gc.collect(1)  # what the last files left: older survivors are not traversed again
+    if gc.get_count()[0] > COLLECT_GROWTH:
+        gc.collect(1)  # survivors move to the oldest generation, which later collections here do not traverse
     return result.findings, [ScanError(path, message) for message in result.errors], result.skipped, hit
 
 
 def _worker_start(codes: Sequence[str], include_frozen: bool, cache: ResultCache | None) -> None:
-    """A scan's worker process: the rules set up, the cycle collector off (`COLLECT_EVERY`)."""
+    """A scan's worker process: the rules set up, the cycle collector off (`COLLECT_GROWTH`)."""
     gc.disable()
     _init_worker(codes, include_frozen, cache)
 

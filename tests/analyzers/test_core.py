@@ -169,6 +169,43 @@ def test_a_scan_lists_every_file_it_could_not_analyse(tmp_path):
     ]
 
 
+def test_a_scan_runs_the_cycle_collector_only_once_objects_pile_up(tmp_path, monkeypatch):
+    # the collector is off during a one-process scan; it runs when the objects gained since its last run pass
+    # COLLECT_GROWTH (here: what a leaking rule keeps), and not for a tree that leaves nothing behind
+    import gc
+
+    import analyzers.scan as scan_module
+
+    package = tmp_path / "diffusers"
+    package.mkdir()
+    for index in range(3):
+        (package / f"m{index}.py").write_text(f"SIZE = {index}\n")
+    runs: list[str] = []
+
+    def observe(phase: str, info: dict) -> None:
+        if phase == "start" and not gc.isenabled():  # a run the scan asked for, not one of the collector's own
+            runs.append(phase)
+
+    kept: list[list] = []
+    real = scan_module.analyze_file
+
+    def leaking(*args, **kwargs):
+        kept.append([[] for _ in range(2000)])  # objects that stay alive, as a rule leaking cycles would leave
+        return real(*args, **kwargs)
+
+    gc.callbacks.append(observe)
+    try:
+        quiet = scan_module.scan([package], jobs=1)
+        assert quiet.files == 3 and runs == []
+        monkeypatch.setattr(scan_module, "COLLECT_GROWTH", 3000)
+        monkeypatch.setattr(scan_module, "analyze_file", leaking)
+        scan_module.scan([package], jobs=1)
+    finally:
+        gc.callbacks.remove(observe)
+    assert 1 <= len(runs) <= 2  # 2000 objects a file against 3000 allowed: the second file's pass it, maybe the third's
+    assert gc.isenabled()  # the scan gives the collector back as it found it
+
+
 def test_a_file_only_ast_rejects_is_judged_by_libcst():
     # Python 3.12 syntax: this interpreter's `ast` rejects it, libcst parses it; a rule could analyse it, so it is no
     # error when no rule applies either

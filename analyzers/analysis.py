@@ -17,6 +17,7 @@ import libcst as cst
 from analyzers import walk
 from analyzers.context import FileContext
 from analyzers.findings import Finding, Fix, with_fingerprints
+from analyzers.parsing import parse_module
 from analyzers.fixes import apply_fixes, proposal_edits
 from analyzers.project import Project, parsed_already
 from analyzers.rule import Invalid, Rule, Valid
@@ -35,7 +36,7 @@ def parse(path: str, source: str) -> cst.Module:
     if known is not None:
         return known
     try:
-        return cst.parse_module(source)
+        return parse_module(source)
     except cst.ParserSyntaxError as error:
         raise AnalysisError(
             f"libcst cannot parse this file: {error.message} (line {error.raw_line}, column {error.raw_column})"

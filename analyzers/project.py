@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import libcst as cst
 
 from analyzers.modules import module_imports
+from analyzers.parsing import parse_module
 
 
 Reader = Callable[[str], "str | None"]
@@ -47,7 +48,7 @@ def parse_shared(text: str) -> cst.Module | None:
         _SHARED_PARSES.move_to_end(key)
         return _SHARED_PARSES[key]
     try:
-        module: cst.Module | None = cst.parse_module(text)
+        module: cst.Module | None = parse_module(text)
     except (cst.ParserSyntaxError, RecursionError):
         module = None
     _SHARED_PARSES[key] = module

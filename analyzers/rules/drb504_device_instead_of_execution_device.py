@@ -383,13 +383,15 @@ class DeviceInsteadOfExecutionDevice(Rule):
                     if method is not None and name not in reached and name not in _PLACEMENT_METHODS:
                         reached[name] = method
                         frontier.append(method)
-            fixable = _has_execution_device(self.context, cst.ensure_type(cls.node, cst.ClassDef))
+            fixable: bool | None = None  # asked once there is something to fix: it reads the base classes' modules
             for name, method in reached.items():
                 if not any(self_attribute(node, "device") for node in walk.nodes(method.body, cst.Attribute)):
                     continue  # no `self.device` at all: the exact (slower) walk below has nothing to find
                 visitor = _DeviceReads()
                 walk.visit(method.body, visitor)
                 if visitor.found:
+                    if fixable is None:
+                        fixable = _has_execution_device(self.context, cst.ensure_type(cls.node, cst.ClassDef))
                     self.report(
                         visitor.found[0],
                         self.message.format(method=name),

@@ -61,7 +61,13 @@ def _device_only_to(value: cst.BaseExpression, name: str) -> bool:
 def _casts_name(function: cst.FunctionDef, names: set[str], until: cst.CSTNode | None = None) -> bool:
     """Whether `function` casts any of `names` (or a tensor built from one) to a dtype somewhere; with `until`,
     only a cast that comes before the end of that node (the first denoiser call) counts: one at the end of the
-    loop body, after `scheduler.step`, leaves the first step uncast."""
+    loop body, after `scheduler.step`, leaves the first step uncast. A tensor that only reads one's metadata is
+    not built from it (`t.expand(latents.shape[0]).to(latents.dtype)` casts the timestep, not the latents)."""
+    return _first_cast(function, names, until) is not None
+
+
+def _first_cast(function: cst.FunctionDef, names: set[str], until: cst.CSTNode | None = None) -> cst.Call | None:
+    """The first cast `_casts_name` counts, or None."""
     bounds = walk.span(until) if until is not None else None
     limit = bounds[1] if bounds is not None else None
     for call in calls(function.body):
@@ -73,12 +79,48 @@ def _casts_name(function: cst.FunctionDef, names: set[str], until: cst.CSTNode |
             and _casts_dtype(call)
             or func.attr.value in ("type", "type_as", "half", "bfloat16")
         ):
-            read = {n.value for n in _names(func.value)}
+            read = {n.value for n in _values_read(func.value)}
             if read & names or any("latent" in n for n in read if "latents" in names):
                 at = walk.span(call)
                 if limit is None or at is None or at[0] < limit:
-                    return True
-    return False
+                    return call
+    return None
+
+
+#: attributes that read a tensor's metadata, not its values
+_METADATA = frozenset({"shape", "dtype", "device", "ndim", "size", "dim"})
+
+
+def _values_read(root: cst.CSTNode) -> list[cst.Name]:
+    """The names under `root` whose values it reads: `x` in `x * 2` or `x[0]`, not in `x.shape[0]` or `x.size(0)`."""
+    metadata = {
+        id(attribute.value)
+        for attribute in walk.nodes(root, cst.Attribute)
+        if attribute.attr.value in _METADATA and isinstance(attribute.value, cst.Name)
+    }
+    return [name for name in _names(root) if id(name) not in metadata]
+
+
+def _dtype_read_before(function: cst.FunctionDef, tensor: str, node: cst.CSTNode) -> cst.Attribute | None:
+    """A `<tensor>.dtype` that `function` hands to a call before `node` (`.to(dtype=latents.dtype)`,
+    `torch.zeros(..., dtype=latents.dtype)`): there the caller's dtype is passed on to other tensors before the
+    tensor itself is cast. Kept in a variable or compared, it is not counted."""
+    at = _order(node)
+    for call in calls(function.body):
+        if not 0 <= _order(call) < at:
+            continue
+        is_to = isinstance(call.func, cst.Attribute) and call.func.attr.value == "to"
+        for arg in call.args:
+            value = arg.value
+            if (
+                (arg.keyword is not None and arg.keyword.value == "dtype" or arg.keyword is None and is_to)
+                and isinstance(value, cst.Attribute)
+                and value.attr.value == "dtype"
+                and isinstance(value.value, cst.Name)
+                and value.value.value == tensor
+            ):
+                return value
+    return None
 
 
 def _names(root: cst.CSTNode) -> list[cst.Name]:
@@ -222,7 +264,13 @@ class ProvidedTensorNotCast(Rule):
     before the end of the first denoiser call; one after it (at the end of the loop body, after
     `scheduler.step`) leaves the first step uncast and does not count. A move into another name that
     flows back into the tensor (`noise = latents.to(device)`, then `latents = noise * sigma`) is a move
-    too. A cast inside the denoiser's `forward` is not seen (those findings would be false positives).
+    too. A cast in `__call__` does not count either when, before it, the latents' dtype is handed on to
+    another tensor (`.to(dtype=latents.dtype)`), and a cast of a tensor that only reads the latents'
+    shape (`t.expand(latents.shape[0]).to(dtype)`) is not a cast of the latents. The caller's tensor is
+    still the caller's after an assignment in an `if` without `else` that does not hold the move
+    (`if self.free_noise_enabled: latents = ...`), and the fresh branch may test more than
+    `latents is None` (`if latents is None and add_noise:`). A cast inside the denoiser's `forward` is
+    not seen (those findings would be false positives).
 
     ## References
     - huggingface/diffusers#13656, pattern 5
@@ -323,6 +371,41 @@ class ProvidedTensorNotCast(Rule):
                     for t in self.scheduler.timesteps:
                         noise_pred = self.unet(latents.to(self.unet.dtype), t)
                         latents = self.scheduler.step(noise_pred, t, latents)
+                    return latents
+            """
+        ),
+        # a branch that replaces the tensor on both paths: the caller's value never reaches the move
+        Valid(
+            """
+            class SwitchPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if self.use_cache:
+                        latents = self.cached_latents(shape)
+                    else:
+                        latents = self.fresh_latents(shape)
+                    noise = latents.to(device)
+                    latents = noise * self.scheduler.init_noise_sigma
+                    return latents
+            """
+        ),
+        # the caller's dtype kept in a variable (to cast back after each step) is not handed on to other tensors
+        Valid(
+            """
+            class LoopPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((1, 4), self.unet.dtype, "cuda", None, latents)
+                    latents_dtype = latents.dtype
+                    for t in self.scheduler.timesteps:
+                        sample = latents.to(self.unet.dtype)
+                        noise_pred = self.unet(sample, t)
+                        latents = self.scheduler.step(noise_pred, t, latents).to(latents_dtype)
                     return latents
             """
         ),
@@ -489,6 +572,155 @@ class ProvidedTensorNotCast(Rule):
                     return self.unet(latents)
             """,
         ),
+        # the cast before the denoiser is of the timestep, built from the latents' shape only
+        Invalid(
+            """
+            class ShapePipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((2, 8), self.dit.dtype, "cuda", None, latents)
+                    for t in self.scheduler.timesteps:
+                        step = torch.full((latents.shape[0],), t).to(dtype=self.dit.dtype)
+                        out = self.transformer(latents, step)
+                        latents = self.scheduler.step(out, t, latents)
+                    return latents
+            """,
+            fixed="""
+            class ShapePipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device=device, dtype=dtype)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((2, 8), self.dit.dtype, "cuda", None, latents)
+                    for t in self.scheduler.timesteps:
+                        step = torch.full((latents.shape[0],), t).to(dtype=self.dit.dtype)
+                        out = self.transformer(latents, step)
+                        latents = self.scheduler.step(out, t, latents)
+                    return latents
+            """,
+        ),
+        # the fresh branch's test asks for more than `latents is None`; the move is in the `elif`
+        Invalid(
+            """
+            class BlendPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, image, latents=None, add_noise=True):
+                    if latents is None and add_noise:
+                        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                        latents = self.scheduler.add_noise(image, noise, 0)
+                    elif add_noise:
+                        noise = latents.to(device)
+                        latents = noise * self.scheduler.init_noise_sigma
+                    else:
+                        latents = image.to(device)
+                    return latents
+
+                def __call__(self, prompt, image, latents=None):
+                    latents = self.prepare_latents((1, 4), self.unet.dtype, "cuda", None, image, latents)
+                    return self.unet(latents, 0)
+            """,
+            fixed="""
+            class BlendPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, image, latents=None, add_noise=True):
+                    if latents is None and add_noise:
+                        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                        latents = self.scheduler.add_noise(image, noise, 0)
+                    elif add_noise:
+                        noise = latents.to(device=device, dtype=dtype)
+                        latents = noise * self.scheduler.init_noise_sigma
+                    else:
+                        latents = image.to(device)
+                    return latents
+
+                def __call__(self, prompt, image, latents=None):
+                    latents = self.prepare_latents((1, 4), self.unet.dtype, "cuda", None, image, latents)
+                    return self.unet(latents, 0)
+            """,
+        ),
+        # an optional mode replaces the tensor first; without it, the caller's latents reach the move
+        Invalid(
+            """
+            class LoopingVideoPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if self.looping:
+                        latents = self._looping_latents(shape, dtype, device, generator, latents)
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((1, 16, 4), self.transformer.dtype, "cuda", None, latents)
+                    return self.transformer(latents, 0)
+            """,
+            fixed="""
+            class LoopingVideoPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if self.looping:
+                        latents = self._looping_latents(shape, dtype, device, generator, latents)
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device=device, dtype=dtype)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((1, 16, 4), self.transformer.dtype, "cuda", None, latents)
+                    return self.transformer(latents, 0)
+            """,
+        ),
+        # `__call__` casts the latents in the loop, but hands their (the caller's) dtype to a conditioning
+        # tensor before it
+        Invalid(
+            """
+            class GuidedPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, guidance_scale=3.0, latents=None):
+                    embeds = self.encode_prompt(prompt)
+                    latents = self.prepare_latents((1, 4), embeds.dtype, "cuda", None, latents)
+                    cond = self.guidance_embedding(guidance_scale).to(dtype=latents.dtype)
+                    for t in self.scheduler.timesteps:
+                        latents = latents.to(embeds.dtype)
+                        pred = self.unet(latents, t, embeds, timestep_cond=cond)
+                        latents = self.scheduler.step(pred, t, latents)
+                    return latents
+            """,
+            fixed="""
+            class GuidedPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device=device, dtype=dtype)
+                    return latents
+
+                def __call__(self, prompt, guidance_scale=3.0, latents=None):
+                    embeds = self.encode_prompt(prompt)
+                    latents = self.prepare_latents((1, 4), embeds.dtype, "cuda", None, latents)
+                    cond = self.guidance_embedding(guidance_scale).to(dtype=latents.dtype)
+                    for t in self.scheduler.timesteps:
+                        latents = latents.to(embeds.dtype)
+                        pred = self.unet(latents, t, embeds, timestep_cond=cond)
+                        latents = self.scheduler.step(pred, t, latents)
+                    return latents
+            """,
+        ),
     ]
 
     def check(self) -> None:
@@ -521,7 +753,9 @@ class ProvidedTensorNotCast(Rule):
         # the value moved must still be the caller's: no other assignment to the tensor before it,
         # except the fresh one in the `is None` branch (which the move's branch does not see)
         before = [a for a in assignments if _order(a) < _order(first_move)]
-        if any(not self._in_none_branch(method, a, tensor) for a in before):
+        if any(
+            not self._in_none_branch(method, a, tensor) and not _bypassed(method, a, first_move) for a in before
+        ):
             return
         if _casts_name(method, {tensor, *(alias for _, alias in aliases)}):
             return  # cast elsewhere in the method (`return latents.to(dtype=dtype)`)
@@ -529,8 +763,9 @@ class ProvidedTensorNotCast(Rule):
             return  # no execution dtype in play here
         if call is not None and name != "__call__":
             denoiser = denoiser_calls(call)
-            if _casts_name(call, {tensor}, until=denoiser[0] if denoiser else None):
-                return  # `__call__` casts it on the way to the denoiser
+            cast = _first_cast(call, {tensor}, until=denoiser[0] if denoiser else None)
+            if cast is not None and _dtype_read_before(call, tensor, cast) is None:
+                return  # `__call__` casts it on the way to the denoiser, before anything takes its dtype
         if name != "__call__" and (call is None or not _passes_user_tensor(call, name, tensor)):
             return  # the tensor this helper receives is not (or no longer) the one the user gave
         self.report(
@@ -543,19 +778,39 @@ class ProvidedTensorNotCast(Rule):
 
     @staticmethod
     def _in_none_branch(method: cst.FunctionDef, assign: cst.Assign, tensor: str) -> bool:
-        """Whether `assign` sits in the body of an `if <tensor> is None:` of `method`."""
+        """Whether `assign` sits in the body of an `if <tensor> is None:` of `method`, or of an `if` whose test
+        requires it (`if latents is None and add_noise:`)."""
         for if_node in walk.nodes(method.body, cst.If):
-            test = if_node.test
-            if not (
-                isinstance(test, cst.Comparison)
-                and isinstance(test.left, cst.Name)
-                and test.left.value == tensor
-                and len(test.comparisons) == 1
-                and isinstance(test.comparisons[0].operator, cst.Is)
-                and isinstance(test.comparisons[0].comparator, cst.Name)
-                and test.comparisons[0].comparator.value == "None"
-            ):
+            if not _requires_none(if_node.test, tensor):
                 continue
             if any(node is assign for node in walk.nodes(if_node.body, cst.Assign)):
                 return True
         return False
+
+
+def _requires_none(test: cst.BaseExpression, tensor: str) -> bool:
+    """`<tensor> is None`, or an `and` of tests one of which is."""
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
+        return _requires_none(test.left, tensor) or _requires_none(test.right, tensor)
+    return (
+        isinstance(test, cst.Comparison)
+        and isinstance(test.left, cst.Name)
+        and test.left.value == tensor
+        and len(test.comparisons) == 1
+        and isinstance(test.comparisons[0].operator, cst.Is)
+        and isinstance(test.comparisons[0].comparator, cst.Name)
+        and test.comparisons[0].comparator.value == "None"
+    )
+
+
+def _bypassed(method: cst.FunctionDef, assign: cst.Assign, move: cst.Assign) -> bool:
+    """Whether the caller's value can reach `move` around `assign`: `assign` sits in the body of an `if` without
+    an `else` that does not hold `move` (`if self.free_noise_enabled: latents = ...`), so when its test is false
+    the tensor is still the caller's."""
+    for if_node in walk.nodes(method.body, cst.If):
+        if if_node.orelse is not None:
+            continue
+        inside = walk.nodes(if_node.body, cst.Assign)
+        if any(node is assign for node in inside) and not any(node is move for node in inside):
+            return True
+    return False

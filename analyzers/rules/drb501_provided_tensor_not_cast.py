@@ -104,12 +104,16 @@ def _values_read(root: cst.CSTNode) -> list[cst.Name]:
 def _dtype_read_before(function: cst.FunctionDef, tensor: str, node: cst.CSTNode) -> cst.Attribute | None:
     """A `<tensor>.dtype` that `function` hands to a call before `node` (`.to(dtype=latents.dtype)`,
     `torch.zeros(..., dtype=latents.dtype)`): there the caller's dtype is passed on to other tensors before the
-    tensor itself is cast. Kept in a variable or compared, it is not counted."""
+    tensor itself is cast. Kept in a variable or compared, it is not counted, and neither is a timestep that
+    takes it (`t.expand(latents.shape[0]).to(latents.dtype)`): diffusers' sinusoidal timestep embeddings compute
+    in float32 whatever the dtype they get."""
     at = _order(node)
     for call in calls(function.body):
         if not 0 <= _order(call) < at:
             continue
         is_to = isinstance(call.func, cst.Attribute) and call.func.attr.value == "to"
+        if _is_timestep(call.func.value if is_to else call):
+            continue
         for arg in call.args:
             value = arg.value
             if (
@@ -121,6 +125,11 @@ def _dtype_read_before(function: cst.FunctionDef, tensor: str, node: cst.CSTNode
             ):
                 return value
     return None
+
+
+def _is_timestep(root: cst.CSTNode) -> bool:
+    """Whether `root` reads the loop's timestep: `t`, or a name that mentions `timestep`."""
+    return any(n.value == "t" or "timestep" in n.value for n in _values_read(root))
 
 
 def _names(root: cst.CSTNode) -> list[cst.Name]:
@@ -179,12 +188,20 @@ def _passes_user_tensor(call: cst.FunctionDef, method: str, tensor: str) -> bool
             if dotted_name(c.func) == f"self.{method}"
             and any(isinstance(a.value, cst.Name) and a.value.value == tensor for a in c.args)
         ]
-        if hands_over:
-            return True
+        if any(not _under_none_test(call, c, tensor) for c in hands_over):
+            return True  # (under `if latents is None:` it hands over None, never the caller's tensor)
         for assign in walk.nodes(statement, cst.Assign):
             if any(isinstance(t.target, cst.Name) and t.target.value == tensor for t in assign.targets):
                 return False  # reassigned before it reaches the helper
     return False
+
+
+def _under_none_test(function: cst.FunctionDef, node: cst.CSTNode, tensor: str) -> bool:
+    """Whether `node` sits in the body of an `if` of `function` whose test requires `tensor is None`."""
+    return any(
+        _requires_none(if_node.test, tensor) and any(n is node for n in walk.walk(if_node.body))
+        for if_node in walk.nodes(function.body, cst.If)
+    )
 
 
 def _cast_call(call: cst.Call) -> cst.Call | None:
@@ -265,7 +282,8 @@ class ProvidedTensorNotCast(Rule):
     `scheduler.step`) leaves the first step uncast and does not count. A move into another name that
     flows back into the tensor (`noise = latents.to(device)`, then `latents = noise * sigma`) is a move
     too. A cast in `__call__` does not count either when, before it, the latents' dtype is handed on to
-    another tensor (`.to(dtype=latents.dtype)`), and a cast of a tensor that only reads the latents'
+    another tensor (`.to(dtype=latents.dtype)`; not a timestep, whose embedding computes in float32
+    anyway), and a cast of a tensor that only reads the latents'
     shape (`t.expand(latents.shape[0]).to(dtype)`) is not a cast of the latents. The caller's tensor is
     still the caller's after an assignment in an `if` without `else` that does not hold the move
     (`if self.free_noise_enabled: latents = ...`), and the fresh branch may test more than
@@ -385,6 +403,45 @@ class ProvidedTensorNotCast(Rule):
                         latents = self.fresh_latents(shape)
                     noise = latents.to(device)
                     latents = noise * self.scheduler.init_noise_sigma
+                    return latents
+            """
+        ),
+        # the helper is called only when the caller gave no latents: its move never sees the caller's tensor
+        Valid(
+            """
+            class OnlyFreshPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    if latents is None:
+                        latents = self.prepare_latents((1, 4), self.unet.dtype, "cuda", None, latents)
+                    return self.unet(latents, 0)
+            """
+        ),
+        # the timestep takes the caller's dtype, and the latents are cast before the denoiser: timestep
+        # embeddings compute in float32 anyway
+        Valid(
+            """
+            class FlowPipeline(DiffusionPipeline):
+                def prepare_latents(self, shape, dtype, device, generator, latents=None):
+                    if latents is None:
+                        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    else:
+                        latents = latents.to(device)
+                    return latents
+
+                def __call__(self, prompt, latents=None):
+                    latents = self.prepare_latents((1, 64, 16), self.transformer.dtype, "cuda", None, latents)
+                    for t in self.scheduler.timesteps:
+                        timestep = t.expand(latents.shape[0]).to(latents.dtype)
+                        hidden = latents.to(self.transformer.dtype)
+                        velocity = self.transformer(hidden, timestep / 1000)
+                        latents = self.scheduler.step(velocity, t, latents)
                     return latents
             """
         ),

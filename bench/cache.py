@@ -65,13 +65,17 @@ if {kind!r} == "parse":
         except cst.ParserSyntaxError:
             pass
 else:
+    if {kind!r} == "scan-validating":  # libcst's own parse, every node validated as it is built
+        import analyzers.parsing
+        analyzers.parsing.SKIPS_VALIDATION = False
     scan([tree], jobs=1, cache=ResultCache({cache!r}))
 print(json.dumps([time.perf_counter() - wall, time.process_time() - cpu]))
 """
 
 
 def child(kind: str, tree: Path, cache: str = "") -> Clock:
-    """Parse-only (`kind` "parse") or a cold scan with the cache at `cache` ("scan"), in a fresh process."""
+    """Parse-only (`kind` "parse") or a cold scan with the cache at `cache` ("scan"; "scan-validating" with
+    libcst's own `parse_module`, see `analyzers.parsing`), in a fresh process."""
     code = _CHILD.format(root=str(ROOT), tree=str(tree), kind=kind, cache=cache)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     clock = Clock()
@@ -119,14 +123,19 @@ def main() -> int:
         # machine's speed drifts by 20% over minutes here, so the ratio is taken within each round and the median
         # round is the one reported; a fresh process each, because a parse in a process that holds a scan's
         # caches pays for the collector traversing them (parse-only went from 25 s to 37 s that way)
-        pairs: list[tuple[Clock, Clock, str]] = []
+        # each round also scans with libcst's own parse, which validates every node as it is built: what the
+        # scan's parse without it (`analyzers.parsing`) is worth, measured beside the rest
+        pairs: list[tuple[Clock, Clock, str, Clock]] = []
         for round_ in range(args.rounds):
             parse = child("parse", tree)
             round_cache = str(Path(tmp, f"cache-{round_}"))
             cold = child("scan", tree, round_cache)
-            pairs.append((parse, cold, round_cache))
-        ratios = [cold.wall / parse.wall for parse, cold, _ in pairs]
-        parse, cold, cache_dir = sorted(pairs, key=lambda pair: pair[1].wall / pair[0].wall)[len(pairs) // 2]
+            validating = child("scan-validating", tree, str(Path(tmp, f"cache-validating-{round_}")))
+            pairs.append((parse, cold, round_cache, validating))
+        ratios = [cold.wall / parse.wall for parse, cold, _, _ in pairs]
+        validating_ratios = [validating.wall / parse.wall for parse, _, _, validating in pairs]
+        median = sorted(pairs, key=lambda pair: pair[1].wall / pair[0].wall)[len(pairs) // 2]
+        parse, cold, cache_dir, validating = median
         cache = ResultCache(cache_dir)
         report = scan([tree], jobs=1, cache=cache)  # the median round's cache, now warm: its findings, for the rows
         rows.append(("`libcst.parse_module` of every file", parse, ""))
@@ -136,6 +145,7 @@ def main() -> int:
             rows.append(("scan, no cache (`--no-cache`)", uncached, f"{len(baseline.findings)} findings"))
         size = cache_bytes(cache.directory)
         rows.append(("scan, cold (empty cache)", cold, f"stored {size / 1e6:.1f} MB"))
+        rows.append(("scan, cold, libcst's validating parse", validating, "its round's; not the product"))
         findings = len(report.findings)
         with Clock() as warm:
             again = scan([tree], jobs=1, cache=cache)
@@ -177,6 +187,12 @@ def main() -> int:
         f"({cold.wall / p:.2f}x wall, {cold.cpu / parse.cpu:.2f}x CPU)"
         + ("" if args.skip_uncached else f"; the cache costs the cold scan {cold.cpu / uncached.cpu - 1:+.1%} CPU")
         + ".\n\n"
+        "The scan parses without libcst's check of each node as the parser builds it (`analyzers.parsing`: the "
+        "parser's trees are valid by construction; same trees, same errors). The row with libcst's own validating "
+        "parse says what that is worth: per round "
+        f"{', '.join(f'{r:.2f}' for r in validating_ratios)} (median "
+        f"{sorted(validating_ratios)[len(validating_ratios) // 2]:.2f}) against the scan's "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}.\n\n"
         f"The command line, all cores, whole command (`drbot analyze DIR --format json`, interpreter and worker "
         f"start included): `--no-cache` {cli_uncached:.1f} s, cold {cli_cold:.1f} s, warm {cli_warm:.1f} s "
         "(best of 3).\n\n"

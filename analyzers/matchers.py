@@ -79,6 +79,21 @@ def names_read(node: cst.CSTNode) -> list[cst.Name]:
     return [n for n in names if id(n) not in excluded]
 
 
+#: attributes that read a tensor's metadata, not its values
+METADATA_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim", "size", "dim"})
+
+
+def values_read(node: cst.CSTNode) -> list[cst.Name]:
+    """`names_read(node)` less the names only whose metadata is read: `x` in `x * 2` or `x[0]`, not in
+    `x.shape[0]`, `x.size(0)` or `x.dtype`."""
+    metadata = {
+        id(attribute.value)
+        for attribute in walk.nodes(node, cst.Attribute)
+        if attribute.attr.value in METADATA_ATTRIBUTES and isinstance(attribute.value, cst.Name)
+    }
+    return [name for name in names_read(node) if id(name) not in metadata]
+
+
 def names_read_outside(node: cst.CSTNode, skip: Callable[[cst.Call], bool]) -> list[cst.Name]:
     """`names_read(node)`, less the names inside calls that `skip` accepts (`self.check_inputs(...)`, say)."""
     excluded: set[int] = set()

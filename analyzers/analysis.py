@@ -17,8 +17,8 @@ import libcst as cst
 from analyzers import walk
 from analyzers.context import FileContext
 from analyzers.findings import Finding, Fix, with_fingerprints
-from analyzers.parsing import parse_module
 from analyzers.fixes import apply_fixes, proposal_edits
+from analyzers.parsing import parse_module
 from analyzers.project import Project, parsed_already
 from analyzers.rule import Invalid, Rule, Valid
 from analyzers.ruleset import all_rules

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from analyzers import walk
+from analyzers import casts, walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
 from analyzers.fixes import Proposal, Replace
-from analyzers.matchers import calls, denoiser_calls, keyword, parameters, pipeline_classes
+from analyzers.matchers import calls, denoiser_calls, parameters, pipeline_classes
 
 
 #: user-provided tensors that must reach the denoiser in the execution dtype
@@ -25,20 +25,6 @@ TENSOR_NAMES = frozenset(
 )
 
 
-def _is_dtype_expr(node: cst.BaseExpression) -> bool:
-    """`dtype`, `transformer_dtype`, `self.transformer.dtype`, `prompt_embeds.dtype`, `torch.float16`."""
-    name = dotted_name(node) or ""
-    last = name.rpartition(".")[2]
-    return last.endswith("dtype") or name.startswith("torch.") and last.startswith(("float", "bfloat", "half"))
-
-
-def _casts_dtype(call: cst.Call) -> bool:
-    """Whether a `.to(...)` call changes the dtype: `.to(dtype)`, `.to(device, dtype)`, `.to(dtype=...)`."""
-    if keyword(call, "dtype") is not None:
-        return True
-    return any(arg.keyword is None and _is_dtype_expr(arg.value) for arg in call.args)
-
-
 def _device_only_to(value: cst.BaseExpression, name: str) -> bool:
     """`name.to(device)` / `name.to(device=device)`: a move with no dtype."""
     if not (
@@ -49,114 +35,13 @@ def _device_only_to(value: cst.BaseExpression, name: str) -> bool:
         and value.func.attr.value == "to"
     ):
         return False
-    if not value.args or _casts_dtype(value):
+    if not value.args or casts.casts_dtype(value):
         return False
     return all(
-        (arg.keyword is None and not _is_dtype_expr(arg.value))
+        (arg.keyword is None and not casts.is_dtype_expr(arg.value))
         or (arg.keyword is not None and arg.keyword.value == "device")
         for arg in value.args
     )
-
-
-def _casts_name(function: cst.FunctionDef, names: set[str], until: cst.CSTNode | None = None) -> bool:
-    """Whether `function` casts any of `names` (or a tensor built from one) to a dtype somewhere; with `until`,
-    only a cast that comes before the end of that node (the first denoiser call) counts: one at the end of the
-    loop body, after `scheduler.step`, leaves the first step uncast. A tensor that only reads one's metadata is
-    not built from it (`t.expand(latents.shape[0]).to(latents.dtype)` casts the timestep, not the latents)."""
-    return _first_cast(function, names, until) is not None
-
-
-def _first_cast(function: cst.FunctionDef, names: set[str], until: cst.CSTNode | None = None) -> cst.Call | None:
-    """The first cast `_casts_name` counts, or None."""
-    bounds = walk.span(until) if until is not None else None
-    limit = bounds[1] if bounds is not None else None
-    for call in calls(function.body):
-        func = call.func
-        if not isinstance(func, cst.Attribute):
-            continue
-        if (
-            func.attr.value == "to"
-            and _casts_dtype(call)
-            or func.attr.value in ("type", "type_as", "half", "bfloat16")
-        ):
-            read = {n.value for n in _values_read(func.value)}
-            if read & names or any("latent" in n for n in read if "latents" in names):
-                at = walk.span(call)
-                if limit is None or at is None or at[0] < limit:
-                    return call
-    return None
-
-
-#: attributes that read a tensor's metadata, not its values
-_METADATA = frozenset({"shape", "dtype", "device", "ndim", "size", "dim"})
-
-
-def _values_read(root: cst.CSTNode) -> list[cst.Name]:
-    """The names under `root` whose values it reads: `x` in `x * 2` or `x[0]`, not in `x.shape[0]` or `x.size(0)`."""
-    metadata = {
-        id(attribute.value)
-        for attribute in walk.nodes(root, cst.Attribute)
-        if attribute.attr.value in _METADATA and isinstance(attribute.value, cst.Name)
-    }
-    return [name for name in _names(root) if id(name) not in metadata]
-
-
-def _dtype_read_before(function: cst.FunctionDef, tensor: str, node: cst.CSTNode) -> cst.Attribute | None:
-    """A `<tensor>.dtype` that `function` hands to a call before `node` (`.to(dtype=latents.dtype)`,
-    `torch.zeros(..., dtype=latents.dtype)`): there the caller's dtype is passed on to other tensors before the
-    tensor itself is cast. Kept in a variable or compared, it is not counted, and neither is a timestep that
-    takes it (`t.expand(latents.shape[0]).to(latents.dtype)`): diffusers' sinusoidal timestep embeddings compute
-    in float32 whatever the dtype they get."""
-    at = _order(node)
-    for call in calls(function.body):
-        if not 0 <= _order(call) < at:
-            continue
-        is_to = isinstance(call.func, cst.Attribute) and call.func.attr.value == "to"
-        if _is_timestep(call.func.value if is_to else call):
-            continue
-        for arg in call.args:
-            value = arg.value
-            if (
-                (arg.keyword is not None and arg.keyword.value == "dtype" or arg.keyword is None and is_to)
-                and isinstance(value, cst.Attribute)
-                and value.attr.value == "dtype"
-                and isinstance(value.value, cst.Name)
-                and value.value.value == tensor
-            ):
-                return value
-    return None
-
-
-def _is_timestep(root: cst.CSTNode) -> bool:
-    """Whether `root` reads the loop's timestep: `t`, or a name that mentions `timestep`."""
-    return any(n.value == "t" or "timestep" in n.value for n in _values_read(root))
-
-
-def _names(root: cst.CSTNode) -> list[cst.Name]:
-    """Every `Name` under `root`, attributes included (and the `*args`/`**kwargs` parameters `walk` leaves out)."""
-    found = walk.nodes(root, cst.Name)  # a new list
-    for params in walk.nodes(root, cst.Parameters):
-        for star in (params.star_arg, params.star_kwarg):
-            if isinstance(star, cst.Param):
-                found.extend(_names(star))
-    return found
-
-
-def _assignments(function: cst.FunctionDef, name: str) -> list[cst.Assign]:
-    """Assignments to `name` in source order (not inside nested functions)."""
-    body = function.body
-    assigns = walk.nodes(body, cst.Assign)
-    nested = walk.nodes(body, cst.FunctionDef)
-    if nested:
-        inner = {id(n) for f in nested for n in walk.nodes(f, cst.Assign)}
-        assigns = [a for a in assigns if id(a) not in inner]
-    return [a for a in assigns if any(n.value == name for t in a.targets for n in _names(t.target))]
-
-
-def _order(node: cst.CSTNode) -> int:
-    """Where `node` starts in the file's walk (source order for statements)."""
-    found = walk.span(node)
-    return found[0] if found is not None else -1
 
 
 def _alias_moves(method: cst.FunctionDef, tensor: str, assignments: list[cst.Assign]) -> list[tuple[cst.Assign, str]]:
@@ -170,7 +55,7 @@ def _alias_moves(method: cst.FunctionDef, tensor: str, assignments: list[cst.Ass
         if alias == tensor or not _device_only_to(assign.value, tensor):
             continue
         if any(
-            _order(later) > _order(assign) and any(n.value == alias for n in _names(later.value))
+            casts.order(later) > casts.order(assign) and any(n.value == alias for n in casts.all_names(later.value))
             for later in assignments
         ):
             found.append((assign, alias))
@@ -199,7 +84,7 @@ def _passes_user_tensor(call: cst.FunctionDef, method: str, tensor: str) -> bool
 def _under_none_test(function: cst.FunctionDef, node: cst.CSTNode, tensor: str) -> bool:
     """Whether `node` sits in the body of an `if` of `function` whose test requires `tensor is None`."""
     return any(
-        _requires_none(if_node.test, tensor) and any(n is node for n in walk.walk(if_node.body))
+        casts.requires_none(if_node.test, tensor) and any(n is node for n in walk.walk(if_node.body))
         for if_node in walk.nodes(function.body, cst.If)
     )
 
@@ -228,7 +113,7 @@ def _cast_call(call: cst.Call) -> cst.Call | None:
 def _fix(method: cst.FunctionDef, tensor: str, moves: list[cst.Assign]) -> Proposal | None:
     """Cast every move of the provided tensor with the method's own `dtype` parameter, when that is what `dtype`
     still is (the method never assigns it) and each move is a plain one-argument `.to(...)`."""
-    if "dtype" not in {p.name.value for p in parameters(method)} or _assignments(method, "dtype"):
+    if "dtype" not in {p.name.value for p in parameters(method)} or casts.assignments(method, "dtype"):
         return None
     replacements = []
     for move in moves:
@@ -800,28 +685,26 @@ class ProvidedTensorNotCast(Rule):
         call: cst.FunctionDef | None,
         methods: dict[str, cst.FunctionDef],
     ) -> None:
-        assignments = _assignments(method, tensor)
+        assignments = casts.assignments(method, tensor)
         moves = [a for a in assignments if _device_only_to(a.value, tensor)]
         aliases = _alias_moves(method, tensor, assignments)  # `noise = latents.to(device)`; `latents = noise * …`
-        moves = sorted(moves + [move for move, _ in aliases], key=_order)
+        moves = sorted(moves + [move for move, _ in aliases], key=casts.order)
         if not moves:
             return
         first_move = moves[0]
         # the value moved must still be the caller's: no other assignment to the tensor before it,
         # except the fresh one in the `is None` branch (which the move's branch does not see)
-        before = [a for a in assignments if _order(a) < _order(first_move)]
-        if any(
-            not self._in_none_branch(method, a, tensor) and not _bypassed(method, a, first_move) for a in before
-        ):
+        before = [a for a in assignments if casts.order(a) < casts.order(first_move)]
+        if any(not self._in_none_branch(method, a, tensor) and not _bypassed(method, a, first_move) for a in before):
             return
-        if _casts_name(method, {tensor, *(alias for _, alias in aliases)}):
+        if casts.casts_name(method, {tensor, *(alias for _, alias in aliases)}):
             return  # cast elsewhere in the method (`return latents.to(dtype=dtype)`)
-        if not any(n.value == "dtype" for n in _names(method.body)):
+        if not any(n.value == "dtype" for n in casts.all_names(method.body)):
             return  # no execution dtype in play here
         if call is not None and name != "__call__":
             denoiser = denoiser_calls(call)
-            cast = _first_cast(call, {tensor}, until=denoiser[0] if denoiser else None)
-            if cast is not None and _dtype_read_before(call, tensor, cast) is None:
+            cast = casts.first_cast(call, {tensor}, until=denoiser[0] if denoiser else None)
+            if cast is not None and casts.dtype_read_before(call, tensor, cast) is None:
                 return  # `__call__` casts it on the way to the denoiser, before anything takes its dtype
         if name != "__call__" and (call is None or not _passes_user_tensor(call, name, tensor)):
             return  # the tensor this helper receives is not (or no longer) the one the user gave
@@ -838,26 +721,11 @@ class ProvidedTensorNotCast(Rule):
         """Whether `assign` sits in the body of an `if <tensor> is None:` of `method`, or of an `if` whose test
         requires it (`if latents is None and add_noise:`)."""
         for if_node in walk.nodes(method.body, cst.If):
-            if not _requires_none(if_node.test, tensor):
+            if not casts.requires_none(if_node.test, tensor):
                 continue
             if any(node is assign for node in walk.nodes(if_node.body, cst.Assign)):
                 return True
         return False
-
-
-def _requires_none(test: cst.BaseExpression, tensor: str) -> bool:
-    """`<tensor> is None`, or an `and` of tests one of which is."""
-    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
-        return _requires_none(test.left, tensor) or _requires_none(test.right, tensor)
-    return (
-        isinstance(test, cst.Comparison)
-        and isinstance(test.left, cst.Name)
-        and test.left.value == tensor
-        and len(test.comparisons) == 1
-        and isinstance(test.comparisons[0].operator, cst.Is)
-        and isinstance(test.comparisons[0].comparator, cst.Name)
-        and test.comparisons[0].comparator.value == "None"
-    )
 
 
 def _bypassed(method: cst.FunctionDef, assign: cst.Assign, move: cst.Assign) -> bool:

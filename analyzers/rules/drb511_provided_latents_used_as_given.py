@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import libcst as cst
 
-from analyzers import walk
+from analyzers import casts, walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.matchers import denoiser_calls, parameters, pipeline_classes
-from analyzers.rules.drb501_provided_tensor_not_cast import (
-    _assignments,
-    _dtype_read_before,
-    _first_cast,
-    _order,
-    _requires_none,
-    _values_read,
-)
 
 
 def _none_branch(function: cst.FunctionDef, assign: cst.Assign, tensor: str) -> cst.If | None:
     """The `if <tensor> is None:` (or `if <tensor> is None and ...:`) of `function` whose body holds `assign`."""
     for if_node in walk.nodes(function.body, cst.If):
-        if _requires_none(if_node.test, tensor) and any(n is assign for n in walk.nodes(if_node.body, cst.Assign)):
+        if casts.requires_none(if_node.test, tensor) and any(
+            n is assign for n in walk.nodes(if_node.body, cst.Assign)
+        ):
             return if_node
     return None
 
@@ -48,9 +42,9 @@ def _derived(function: cst.FunctionDef, tensor: str, before: int) -> set[str]:
     (`latent_model_input = torch.cat([latents] * 2)`), in source order."""
     names = {tensor}
     for assign in walk.nodes(function.body, cst.Assign):
-        if _order(assign) >= before:
+        if casts.order(assign) >= before:
             break
-        if any(n.value in names for n in _values_read(assign.value)):
+        if any(n.value in names for n in casts.tensor_values_read(assign.value)):
             for target in assign.targets:
                 names.update(n.value for n in walk.nodes(target.target, cst.Name))
     return names
@@ -229,17 +223,17 @@ class ProvidedLatentsUsedAsGiven(Rule):
             if not denoisers:
                 continue
             first = denoisers[0]
-            start = _order(first)
+            start = casts.order(first)
             derived = _derived(call, "latents", start)
-            if not any(n.value in derived for n in _values_read(first)):
+            if not any(n.value in derived for n in casts.tensor_values_read(first)):
                 continue  # the denoiser does not see them (yet)
-            cast = _first_cast(call, derived, until=first)
-            if cast is not None and _dtype_read_before(call, "latents", cast) is None:
+            cast = casts.first_cast(call, derived, until=first)
+            if cast is not None and casts.dtype_read_before(call, "latents", cast) is None:
                 continue  # cast on the way, before anything takes their dtype
             assignments = [
                 a
-                for a in _assignments(call, "latents")
-                if _order(a) < start
+                for a in casts.assignments(call, "latents")
+                if casts.order(a) < start
                 and not _reshapes(a, "latents")
                 and not (cast is not None and any(c is cast for c in walk.nodes(a, cst.Call)))
             ]

@@ -73,8 +73,9 @@ def dtype_read_before(function: cst.FunctionDef, tensor: str, node: cst.CSTNode)
     for call in calls(function.body):
         if not 0 <= order(call) < at:
             continue
-        is_to = isinstance(call.func, cst.Attribute) and call.func.attr.value == "to"
-        if is_timestep(call.func.value if is_to else call):
+        func = call.func
+        is_to = isinstance(func, cst.Attribute) and func.attr.value == "to"
+        if is_timestep(func.value if isinstance(func, cst.Attribute) and is_to else call):
             continue
         for arg in call.args:
             value = arg.value

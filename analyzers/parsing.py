@@ -58,4 +58,4 @@ def parse_module(source: str) -> cst.Module:
         try:
             return cst.parse_module(source)
         finally:
-            CSTNode.__post_init__ = _CHECK  # type: ignore[method-assign]
+            CSTNode.__post_init__ = _CHECK  # type: ignore[method-assign, assignment]

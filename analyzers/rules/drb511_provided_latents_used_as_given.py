@@ -238,10 +238,11 @@ class ProvidedLatentsUsedAsGiven(Rule):
                 and not (cast is not None and any(c is cast for c in walk.nodes(a, cst.Call)))
             ]
             branches = [_none_branch(call, a, "latents") for a in assignments]
-            if not branches or any(branch is None for branch in branches):
+            fresh = [branch for branch in branches if branch is not None]
+            if not fresh or len(fresh) != len(branches):
                 continue  # nothing made under `is None`, or the caller's tensor replaced or moved on some path
             self.report(
-                branches[0],
+                fresh[0],
                 self.message,
                 symbol="latents",
                 scope=f"{cls.qualname}.__call__",

@@ -205,6 +205,7 @@ def main() -> int:
     parser.add_argument("--scan", type=Path, help="the wheel's findings as `drbot analyze --format json` wrote them")
     parser.add_argument("--checkout-scan", type=Path, help="the checkout's findings as JSON, instead of --checkout")
     parser.add_argument("--sample-only", action="store_true", help="print the unjudged sampled findings as JSON lines")
+    parser.add_argument("--record", action="store_true", help="also write the per-severity numbers to BENCHMARKS.md")
     args = parser.parse_args()
     judgments = json.loads(JUDGMENTS.read_text()) if JUDGMENTS.exists() else {}
     wheel = _from_json(args.scan) if args.scan else scan([installed_diffusers()])
@@ -252,6 +253,28 @@ def main() -> int:
         )
     header = HEADER.format(per_rule=PER_RULE, size=SIZE, seed=SEED, target=TARGET, commit=CHECKOUT_COMMIT)
     PAGE.write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    if args.record:
+        from bench._record import record
+
+        rows = "\n".join(
+            f"| {sev} | {sum(counts.get(sev, Counter()).values())} | {counts.get(sev, Counter())['TP']} "
+            f"| {counts.get(sev, Counter())['FP']} | {counts.get(sev, Counter())['debatable']} "
+            f"| {precision(counts.get(sev, Counter()))} |"
+            for sev in (*SEVERITIES, "errors+warnings")
+        )
+        ew = counts.get("errors+warnings", Counter())
+        judged = sum(ew[v] for v in VERDICTS)
+        met = judged and ew["TP"] >= TARGET * judged
+        body = (
+            "## Precision of the findings on diffusers 0.42.1\n\n"
+            f"A seeded sample of {len(sample(wheel.findings))} of {len(wheel.findings)} findings (every rule's first "
+            f"{PER_RULE}, the rest at random), each judged by reading the code; debatable verdicts count against "
+            "errors and warnings. Verdicts and reasons: docs/precision.md.\n\n"
+            "| severity | sampled | TP | FP | debatable | precision |\n|---|---|---|---|---|---|\n"
+            f"{rows}\n\n"
+            f"Target: errors and warnings at least {TARGET:.0%}: **{'met' if met else 'NOT met'}**."
+        )
+        record("precision", "python bench/precision.py --record", body)
     return 0
 
 

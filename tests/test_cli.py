@@ -292,7 +292,7 @@ def test_rules_takes_patterns_and_prefixes():
     assert by_pattern.returncode == 0, by_pattern.stderr
     codes = [line.split()[0] for line in by_pattern.stdout.splitlines() if line.startswith("DRB")]
     assert codes == sorted(rule.code for rule in all_rules() if rule.pattern == 1) and "DRB101" in codes
-    by_prefix = drbot("rules", "drb10")
+    by_prefix = drbot("rules", "drb1")
     assert [line.split()[0] for line in by_prefix.stdout.splitlines() if line.startswith("DRB")] == codes
     by_code_prefix = drbot("rules", "DRB5")
     assert {line.split()[0][:4] for line in by_code_prefix.stdout.splitlines() if line.startswith("DRB")} == {"DRB5"}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import names_read, parameters, pipeline_methods, target_names
+from analyzers.matchers import names_read, parameters, pipeline_methods
 
 
 def _constant(value: cst.BaseExpression) -> str | None:
@@ -34,14 +33,9 @@ def _overwrite(statement: cst.CSTNode, name: str) -> str | None:
     return _constant(small.value)
 
 
-def _touches(statement: cst.CSTNode, name: str) -> bool:
-    """Whether `statement` reads or binds `name` anywhere (nested blocks and targets included)."""
-    if any(n.value == name for n in names_read(statement)):
-        return True
-    for assign in walk.nodes(statement, cst.Assign):
-        if any(name in target_names(t.target) for t in assign.targets):
-            return True
-    return False
+def _touched(statement: cst.CSTNode) -> set[str]:
+    """The names `statement` reads or binds anywhere (nested blocks and assignment targets included)."""
+    return {n.value for n in names_read(statement)}
 
 
 class ArgumentOverwrittenBeforeRead(Rule):
@@ -166,17 +160,16 @@ class ArgumentOverwrittenBeforeRead(Rule):
 
     def check(self) -> None:
         for cls, call in pipeline_methods(self.context, "__call__"):
-            arguments = {p.name.value for p in parameters(call)} - {"self"}
-            for name in sorted(arguments):
-                for statement in call.body.body:
-                    value = _overwrite(statement, name)
-                    if value is not None:
-                        self.report(
-                            statement,
-                            self.message.format(name=name, value=value),
-                            symbol=name,
-                            scope=f"{cls.qualname}.__call__",
-                        )
-                        break
-                    if _touches(statement, name):
-                        break
+            pending = {p.name.value for p in parameters(call)} - {"self"}
+            for statement in call.body.body:
+                if not pending:
+                    break
+                overwritten = {name: value for name in pending if (value := _overwrite(statement, name)) is not None}
+                for name, value in sorted(overwritten.items()):
+                    self.report(
+                        statement,
+                        self.message.format(name=name, value=value),
+                        symbol=name,
+                        scope=f"{cls.qualname}.__call__",
+                    )
+                pending -= overwritten.keys() | _touched(statement)

@@ -135,3 +135,12 @@ def requires_none(test: cst.BaseExpression, tensor: str) -> bool:
         and isinstance(test.comparisons[0].comparator, cst.Name)
         and test.comparisons[0].comparator.value == "None"
     )
+
+
+def none_branch(function: cst.FunctionDef, node: cst.CSTNode, tensor: str) -> cst.If | None:
+    """The `if` of `function` whose test requires `<tensor> is None` (`requires_none`) and whose body holds `node`:
+    there the tensor is None, never the caller's."""
+    for if_node in walk.nodes(function.body, cst.If):
+        if requires_none(if_node.test, tensor) and any(n is node for n in walk.walk(if_node.body)):
+            return if_node
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from analyzers import walk
+from analyzers import casts, walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
 from analyzers.matchers import calls, keyword, parameters, pipeline_classes, values_read
 
@@ -58,11 +58,6 @@ def _dim(call: cst.Call) -> int | None:
         if isinstance(value.expression, cst.Integer):
             return -int(value.expression.value)
     return None
-
-
-def _order(node: cst.CSTNode) -> int:
-    found = walk.span(node)
-    return found[0] if found is not None else -1
 
 
 class EncodedImageNotExpandedToBatch(Rule):
@@ -205,7 +200,9 @@ class EncodedImageNotExpandedToBatch(Rule):
         batch_rows: set[str] = set()  # names made with `batch_size` rows
         encoded: set[str] = set()  # names holding the encoded latents, one row per given image
         # in source order; a join inside an assignment's value comes before the assignment takes effect
-        events = sorted([(_order(a), 1, a) for a in assigns] + [(_order(c), 0, c) for c in joins], key=lambda e: e[:2])
+        events = sorted(
+            [(casts.order(a), 1, a) for a in assigns] + [(casts.order(c), 0, c) for c in joins], key=lambda e: e[:2]
+        )
         for _, _, node in events:
             if isinstance(node, cst.Call):
                 found = self._join(node, encoded, batch_rows)

@@ -73,20 +73,12 @@ def _passes_user_tensor(call: cst.FunctionDef, method: str, tensor: str) -> bool
             if dotted_name(c.func) == f"self.{method}"
             and any(isinstance(a.value, cst.Name) and a.value.value == tensor for a in c.args)
         ]
-        if any(not _under_none_test(call, c, tensor) for c in hands_over):
+        if any(casts.none_branch(call, c, tensor) is None for c in hands_over):
             return True  # (under `if latents is None:` it hands over None, never the caller's tensor)
         for assign in walk.nodes(statement, cst.Assign):
             if any(isinstance(t.target, cst.Name) and t.target.value == tensor for t in assign.targets):
                 return False  # reassigned before it reaches the helper
     return False
-
-
-def _under_none_test(function: cst.FunctionDef, node: cst.CSTNode, tensor: str) -> bool:
-    """Whether `node` sits in the body of an `if` of `function` whose test requires `tensor is None`."""
-    return any(
-        casts.requires_none(if_node.test, tensor) and any(n is node for n in walk.walk(if_node.body))
-        for if_node in walk.nodes(function.body, cst.If)
-    )
 
 
 def _cast_call(call: cst.Call) -> cst.Call | None:
@@ -695,7 +687,7 @@ class ProvidedTensorNotCast(Rule):
         # the value moved must still be the caller's: no other assignment to the tensor before it,
         # except the fresh one in the `is None` branch (which the move's branch does not see)
         before = [a for a in assignments if casts.order(a) < casts.order(first_move)]
-        if any(not self._in_none_branch(method, a, tensor) and not _bypassed(method, a, first_move) for a in before):
+        if any(casts.none_branch(method, a, tensor) is None and not _bypassed(method, a, first_move) for a in before):
             return
         if casts.casts_name(method, {tensor, *(alias for _, alias in aliases)}):
             return  # cast elsewhere in the method (`return latents.to(dtype=dtype)`)
@@ -715,17 +707,6 @@ class ProvidedTensorNotCast(Rule):
             scope=f"{owner}.{name}",
             fix=_fix(method, tensor, moves),
         )
-
-    @staticmethod
-    def _in_none_branch(method: cst.FunctionDef, assign: cst.Assign, tensor: str) -> bool:
-        """Whether `assign` sits in the body of an `if <tensor> is None:` of `method`, or of an `if` whose test
-        requires it (`if latents is None and add_noise:`)."""
-        for if_node in walk.nodes(method.body, cst.If):
-            if not casts.requires_none(if_node.test, tensor):
-                continue
-            if any(node is assign for node in walk.nodes(if_node.body, cst.Assign)):
-                return True
-        return False
 
 
 def _bypassed(method: cst.FunctionDef, assign: cst.Assign, move: cst.Assign) -> bool:

@@ -9,16 +9,6 @@ from analyzers.core import Invalid, Rule, Valid
 from analyzers.matchers import denoiser_calls, parameters, pipeline_classes
 
 
-def _none_branch(function: cst.FunctionDef, assign: cst.Assign, tensor: str) -> cst.If | None:
-    """The `if <tensor> is None:` (or `if <tensor> is None and ...:`) of `function` whose body holds `assign`."""
-    for if_node in walk.nodes(function.body, cst.If):
-        if casts.requires_none(if_node.test, tensor) and any(
-            n is assign for n in walk.nodes(if_node.body, cst.Assign)
-        ):
-            return if_node
-    return None
-
-
 #: tensor methods that change a tensor's shape or layout, never its device or dtype
 _SHAPE_METHODS = frozenset(
     {"reshape", "view", "permute", "transpose", "unsqueeze", "squeeze", "flatten", "unflatten", "contiguous"}
@@ -237,7 +227,7 @@ class ProvidedLatentsUsedAsGiven(Rule):
                 and not _reshapes(a, "latents")
                 and not (cast is not None and any(c is cast for c in walk.nodes(a, cst.Call)))
             ]
-            branches = [_none_branch(call, a, "latents") for a in assignments]
+            branches = [casts.none_branch(call, a, "latents") for a in assignments]
             fresh = [branch for branch in branches if branch is not None]
             if not fresh or len(fresh) != len(branches):
                 continue  # nothing made under `is None`, or the caller's tensor replaced or moved on some path

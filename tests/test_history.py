@@ -13,7 +13,7 @@ import pytest
 
 from analyzers.core import all_rules
 from bench import history, releases
-from bench.history import CORPUS, Pair, load
+from bench.history import CORPUS, FRESH, Pair, load
 
 
 def version(text: str, source: str = "pypi") -> tuple[int, ...]:
@@ -22,10 +22,11 @@ def version(text: str, source: str = "pypi") -> tuple[int, ...]:
     return tuple(int(part) for part in text.lstrip("v").split("."))
 
 
-def test_every_pair_is_well_formed():
-    pairs = load()  # raises on a missing or unknown key, or a duplicate id
+@pytest.mark.parametrize("corpus", [CORPUS, FRESH], ids=["history", "history-fresh"])
+def test_every_pair_is_well_formed(corpus):
+    pairs = load(corpus=corpus)  # raises on a missing or unknown key, or a duplicate id
     patterns = {rule.code: rule.pattern for rule in all_rules()}
-    for path in sorted(CORPUS.glob("p*.json")):
+    for path in sorted(corpus.glob("p*.json")):
         number = int(path.stem[1:])
         for data in json.loads(path.read_text()):
             pair = Pair.from_json(data, path.name)
@@ -37,7 +38,18 @@ def test_every_pair_is_well_formed():
             for file in (pair.file, pair.after_file or pair.file):
                 assert file.startswith(prefixes) and file.endswith(".py"), pair.id
             assert pair.summary and pair.verified and pair.fix, pair.id
+            # a fresh pair keeps the verdict it had the day it was mined: that is what it measures
+            assert (pair.first_scored is not None) == (corpus == FRESH), pair.id
     assert pairs, "the corpus is empty"
+
+
+def test_no_fresh_pair_repeats_a_development_pair():
+    development = {(p.pattern, p.file, p.scope, p.before, p.after) for p in load()} | {p.fix for p in load()}
+    for pair in load(corpus=FRESH):
+        assert (pair.pattern, pair.file, pair.scope, pair.before, pair.after) not in development, pair.id
+        assert pair.fix not in development, f"{pair.id}: its fix is already in the development corpus"
+    ids = {p.id for p in load()}
+    assert not ids & {p.id for p in load(corpus=FRESH)}
 
 
 def test_a_pair_names_a_known_source():
@@ -105,3 +117,16 @@ def test_a_git_pair_is_scored_on_tags_with_the_checkouts_tests_in_view(tmp_path,
     too_early = pair(file="tests/pipelines/foo/test_foo.py", scope="FooPipelineFastTests", rules=["DRB011"],
                      before="v0.1.0", after="v0.3.0")  # fmt: skip
     assert [s.verdict for s in history.score([too_early])] == ["missing file before"]
+
+
+def test_first_scores_are_stamped_once(tmp_path):
+    common = {"pattern": 5, "file": "diffusers/a.py", "scope": "f", "rules": [], "before": "0.1.0", "after": "0.2.0",
+              "fix": "-", "summary": "-", "verified": "-"}  # fmt: skip
+    data = [{"id": "new", **common}, {"id": "old", **common, "first_scored": "missed on 2026-01-01 (3 rules)"}]
+    (tmp_path / "p05.json").write_text(json.dumps(data))
+    pairs = load(corpus=tmp_path)
+    scores = [history.Score(pairs[0], before=[], after=[]), history.Score(pairs[1], before=[object()], after=[])]
+    assert history.stamp_first_scores(scores, tmp_path, "2026-12-07") == 1
+    stamped = {p.id: p.first_scored for p in load(corpus=tmp_path)}
+    assert stamped["new"].startswith("missed on 2026-12-07 (")
+    assert stamped["old"] == "missed on 2026-01-01 (3 rules)"  # a first verdict is never rewritten

@@ -1,4 +1,5 @@
-"""DRB207: a `__call__` argument is set to a constant before anything reads it, so the caller's value is ignored."""
+"""DRB207: a `__call__` argument is set (to a constant, or by an own helper) before anything reads it, so the caller's
+value is ignored."""
 
 from __future__ import annotations
 
@@ -30,7 +31,22 @@ def _overwrite(statement: cst.CSTNode, name: str) -> str | None:
     target = small.targets[0].target
     if not (isinstance(target, cst.Name) and target.value == name):
         return None
-    return _constant(small.value)
+    return _constant(small.value) or _own_helper(small.value, name)
+
+
+def _own_helper(value: cst.BaseExpression, name: str) -> str | None:
+    """`self.prepare_latents(...)` (a call of the pipeline's own method) when it is given nothing named `name`:
+    the helper makes the value afresh, whatever the caller passed."""
+    if not isinstance(value, cst.Call) or not isinstance(value.func, cst.Attribute):
+        return None
+    owner = value.func.value
+    if not (isinstance(owner, cst.Name) and owner.value == "self"):
+        return None
+    if any(arg.star for arg in value.args) or name in {n.value for n in names_read(value)}:
+        return None
+    if any(arg.keyword is not None and arg.keyword.value == name for arg in value.args):
+        return None
+    return f"self.{value.func.attr.value}(...)"
 
 
 def _touched(statement: cst.CSTNode) -> set[str]:
@@ -67,13 +83,16 @@ class ArgumentOverwrittenBeforeRead(Rule):
     ```
 
     ## Known problems
-    Only an assignment of a literal (a number, a string, `None`, `True`, `False`) that is a statement of
-    the method's body itself counts; one under an `if` is taken to be a deliberate override of some
+    Only an assignment of a literal (a number, a string, `None`, `True`, `False`), or of a call of the
+    pipeline's own method that is given nothing of that name (`latents = self.prepare_latents(image, ...)`),
+    that is a statement of the method's body itself counts; one under an `if` is taken to be a deliberate override of some
     values, and any earlier statement that reads or sets the name (`x = x or 1`, a check) keeps the rule
     silent.
 
     ## References
     - huggingface/diffusers#13656, pattern 2
+    - huggingface/diffusers#7582 (SDXL and ControlNet img2img replaced the caller's `latents` with
+      `self.prepare_latents(image, ...)`)
     - DRC001 (one output per prompt and per `num_videos_per_prompt`) gives 2 outputs instead of 4 for
       the CogVideoX, Allegro, Wan video-to-video and AnimateDiff pipelines of the 2026-08 tree
     """
@@ -144,6 +163,22 @@ class ArgumentOverwrittenBeforeRead(Rule):
                 "`__call__` takes `num_videos_per_prompt` but sets it to `1` before anything reads it, so the "
                 "caller's `num_videos_per_prompt=` is ignored; use the argument, or reject the values the pipeline "
                 "cannot take in `check_inputs`."
+            ),
+        ),
+        # the pipeline's own helper makes the value afresh: the caller's latents never reach it
+        Invalid(
+            """
+            class Img2ImgPipeline(DiffusionPipeline):
+                def __call__(self, prompt, image=None, latents=None, strength=0.3):
+                    image = self.image_processor.preprocess(image)
+                    timesteps = self.get_timesteps(strength)
+                    latents = self.prepare_latents(image, timesteps[:1], len(prompt))
+                    return self.denoise(latents, timesteps)
+            """,
+            message=(
+                "`__call__` takes `latents` but sets it to `self.prepare_latents(...)` before anything reads it, so "
+                "the caller's `latents=` is ignored; use the argument, or reject the values the pipeline cannot take "
+                "in `check_inputs`."
             ),
         ),
         # a keyword-only argument, a string constant

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -150,7 +151,10 @@ class NameBoundOnlyInConditional(Rule):
     """
     ## What it does
     Checks for a local name that a function binds only inside an `if` without `else` (and nowhere else: not
-    a parameter, no earlier default) and then reads unconditionally after that `if`, in the same block.
+    a parameter, no earlier default) and then reads unconditionally after that `if`, in the same block. An
+    `if`/`elif` chain without `else` counts too when one of its tests asks whether an argument `is None` (the
+    arguments decide the branch, as with `latents` given or not) and those arguments were not validated by
+    `self.check_inputs(...)` first. A later `x = f(x)` or `x += …` does not bind `x`: it reads it first.
 
     ## Why is this bad?
     When the condition is false the name is never bound, and the first unconditional read raises
@@ -172,8 +176,8 @@ class NameBoundOnlyInConditional(Rule):
     ```
 
     ## Known problems
-    Only the narrow shape is seen: the binding `if` has no `else`/`elif`, is not inside a loop, and the read is
-    in the same block after it (a simple statement, a compound statement's header, or a `with` body). A
+    Only the narrow shape is seen: the binding `if` has no `else` (an `elif` chain only when an argument's
+    `is None` test decides it), is not inside a loop, and the read is in the same block after it (a simple statement, a compound statement's header, or a `with` body). A
     condition that earlier code makes always true (a validated argument) is not understood; name such a case
     with `# drbot: ignore[DRB401] reason`. Parameters that default to `None` and are dereferenced are not
     checked.
@@ -182,6 +186,9 @@ class NameBoundOnlyInConditional(Rule):
     - huggingface/diffusers#13656, pattern 4
     - huggingface/diffusers#13583 (z_image review: `negative_condition_siglip_embeds` with `guidance_scale=0.0`)
     - huggingface/diffusers#13527 (the fix, in v0.39.0)
+    - huggingface/diffusers#5648 (SDXL inpaint: `image_latents` bound in an `if`/`elif` without `else`, unbound
+      with user `latents` at strength 1), huggingface/diffusers#13981 (Bria FIBO: `prompt_layers` unbound with
+      precomputed `prompt_embeds`)
     """
 
     code = "DRB401"
@@ -253,8 +260,69 @@ class NameBoundOnlyInConditional(Rule):
                 return [neg for neg in x]
             """
         ),
+        # every path through the `if`/`elif` chain binds the name or leaves
+        Valid(
+            """
+            def prepare(image, latents, mode):
+                if mode == "latents":
+                    image_latents = image
+                elif mode == "encode":
+                    image_latents = encode(image)
+                else:
+                    raise ValueError(mode)
+                return image_latents.repeat(2, 1, 1, 1)
+            """
+        ),
     ]
     INVALID = [
+        # an update of the name in another branch (`x = f(x)`) cannot bind it
+        Invalid(
+            """
+            class FiboPipeline(DiffusionPipeline):
+                def encode_prompt(self, prompt, prompt_embeds=None, guidance_scale=5.0):
+                    if prompt_embeds is None:
+                        prompt_embeds, prompt_layers = self.get_prompt_embeds(prompt)
+                    if guidance_scale > 1:
+                        prompt_layers = [self.pad(layer) for layer in prompt_layers]
+                    return prompt_embeds, prompt_layers
+            """,
+            message=(
+                "`prompt_layers` is bound only when `prompt_embeds is None` is true but read unconditionally "
+                "afterwards; bind a default before the `if` or move the read under the same condition."
+            ),
+        ),
+        # `prompt_embeds.shape` in the `else` of an earlier `if` does not make `prompt_embeds` non-None on every path
+        Invalid(
+            """
+            class FiboPipeline(DiffusionPipeline):
+                def encode_prompt(self, prompt=None, prompt_embeds=None):
+                    if prompt is not None:
+                        batch_size = len(prompt)
+                    else:
+                        batch_size = prompt_embeds.shape[0]
+                    if prompt_embeds is None:
+                        prompt_embeds, prompt_layers = self.get_prompt_embeds(prompt)
+                    return prompt_embeds, prompt_layers, batch_size
+            """
+        ),
+        # an `if`/`elif` chain with no `else`
+        Invalid(
+            """
+            class InpaintPipeline(DiffusionPipeline):
+                def prepare_latents(self, image, latents=None, is_strength_max=True):
+                    if image.shape[1] == 4:
+                        image_latents = image
+                    elif latents is None and not is_strength_max:
+                        image_latents = self._encode_vae_image(image)
+                    image_latents = image_latents.repeat(2, 1, 1, 1)
+                    return image_latents
+            """,
+            message=(
+                "`image_latents` is bound only when `image.shape[1] == 4 or latents is None and not "
+                "is_strength_max` is true but read unconditionally afterwards; bind a default before the `if` or "
+                "move the read under the same condition."
+            ),
+        ),
         Invalid(
             """
             class ZImageOmniPipeline(DiffusionPipeline):
@@ -306,9 +374,10 @@ class NameBoundOnlyInConditional(Rule):
         for i, statement in enumerate(statements):
             if isinstance(statement, cst.If):
                 if (
-                    statement.orelse is None
+                    _chain_without_else(statement)
                     and not in_loop
                     and not self._test_already_dereferenced(statement, statements[:i])
+                    and (statement.orelse is None or self._optional_chain(statement, statements[:i]))
                 ):
                     self._check_if(statement, statements[i + 1 :])
                 self._block(statement.body.body, in_loop)
@@ -331,6 +400,38 @@ class NameBoundOnlyInConditional(Rule):
                 for extra in (statement.orelse, statement.finalbody):
                     if extra is not None:
                         self._block(extra.body.body, in_loop)
+
+    def _optional_chain(self, statement: cst.If, before: Sequence[cst.CSTNode]) -> bool:
+        """Whether an `if`/`elif` chain without `else` is decided by optional arguments: some test asks whether a
+        parameter `is None`, and not every parameter the chain tests went through `self.check_inputs(...)` before
+        it. Other chains (`if mode == "a": … elif mode == "b": …`) dispatch on a value that configuration or
+        validation pins down, and stay out of reach."""
+        params = self._function.params
+        names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)} - {"self"}
+        tests = _tests(statement)
+        optional = False
+        for test in tests:
+            for comparison in walk.nodes(test, cst.Comparison):
+                left = comparison.left
+                for target in comparison.comparisons:
+                    if (
+                        isinstance(target.operator, (cst.Is, cst.IsNot))
+                        and isinstance(target.comparator, cst.Name)
+                        and target.comparator.value == "None"
+                        and isinstance(left, cst.Name)
+                        and left.value in names
+                    ):
+                        optional = True
+        if not optional:
+            return False
+        tested = {n.value for test in tests for n in names_read(test)} & names
+        validated: set[str] = set()
+        for earlier in before:
+            for call in walk.nodes(earlier, cst.Call):
+                func = call.func
+                if isinstance(func, cst.Attribute) and func.attr.value == "check_inputs":
+                    validated |= {n.value for n in names_read(call)}
+        return not tested <= validated
 
     def _test_already_dereferenced(self, statement: cst.If, before: Sequence[cst.CSTNode]) -> bool:
         """Whether every variable the `if` tests was already used as `x.attr` or `x[...]` before it.
@@ -356,16 +457,48 @@ class NameBoundOnlyInConditional(Rule):
         block asks about the statements before it)."""
         cached = self._bases.get(id(statement))
         if cached is None:
-            bases = [a.value for a in walk.nodes(statement, cst.Attribute)] + [
-                s.value for s in walk.nodes(statement, cst.Subscript)
-            ]
-            cached = self._bases[id(statement)] = {base.value for base in bases if isinstance(base, cst.Name)}
+            cached = self._bases[id(statement)] = self._surely_dereferenced(statement)
         return cached
 
+    def _surely_dereferenced(self, statement: cst.CSTNode) -> set[str]:
+        """`_dereferenced` on every path through `statement`: an `if`'s test, and a name its branches all use
+        (`batch_size = prompt_embeds.shape[0]` in an `else` says nothing about the other branch)."""
+        if isinstance(statement, cst.If):
+            found = _dereferenced_in(statement.test)
+            if statement.orelse is None:
+                return found
+            body = self._block_dereferenced(statement.body.body)
+            orelse = statement.orelse
+            other = (
+                self._surely_dereferenced(orelse)
+                if isinstance(orelse, cst.If)
+                else self._block_dereferenced(orelse.body.body)
+            )
+            return found | (body & other)
+        if isinstance(statement, (cst.For, cst.While, cst.Try, cst.TryStar, cst.With)):
+            header = {cst.For: "iter", cst.While: "test"}.get(type(statement))
+            return _dereferenced_in(getattr(statement, header)) if header else set()
+        return _dereferenced_in(statement)
+
+    def _block_dereferenced(self, statements: Sequence[cst.CSTNode]) -> set[str]:
+        found: set[str] = set()
+        for statement in statements:
+            found |= self._dereferenced(statement)
+        return found
+
     def _check_if(self, statement: cst.If, after: Sequence[cst.CSTNode]) -> None:
-        if not isinstance(statement.body, cst.IndentedBlock) or _ends_function_path(statement.body):
+        branches = _branches(statement)
+        if not all(isinstance(b, cst.IndentedBlock) for b in branches):
             return
-        local = self._binding_counts(statement.body)
+        open_branches = [b for b in branches if not _ends_function_path(b)]
+        if not open_branches:
+            return
+        local: dict[str, int] = {}
+        for branch in open_branches:
+            for name, count in self._binding_counts(branch).items():
+                local[name] = local.get(name, 0) + count
+        # a branch that leaves the function (`raise`) binds nothing the reads after the chain could see
+        closed = sum((Counter(self._binding_counts(b)) for b in branches if _ends_function_path(b)), Counter())
         params = self._function.params
         candidates = set(local) - {
             p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)
@@ -392,10 +525,12 @@ class NameBoundOnlyInConditional(Rule):
                 value = read.value
                 if value not in candidates or value in reported:
                     continue
-                if total.get(value, 0) > local[value] + rest.get(value, 0):
+                if total.get(value, 0) > local[value] + closed.get(value, 0) + rest.get(value, 0):
                     continue
                 reported.add(value)
-                cond = " ".join(self.context.module.code_for_node(statement.test).split())
+                cond = " or ".join(
+                    " ".join(self.context.module.code_for_node(test).split()) for test in _tests(statement)
+                )
                 self.report(read, self.message.format(name=value, cond=cond), symbol=value, scope=self._scope)
             if _leaves(later):
                 break
@@ -413,6 +548,15 @@ class NameBoundOnlyInConditional(Rule):
             for node in groups.get(kind, ()):
                 for name in _bindings_of(node):
                     counts[name] = counts.get(name, 0) + 1
+        # `x = f(x)` and `x += 1` read the name first: they cannot bind one that is unbound, so they do not count
+        for kind in (cst.Assign, cst.AugAssign):
+            for node in groups.get(kind, ()):
+                if not isinstance(node, (cst.Assign, cst.AugAssign)):
+                    continue
+                for name in _self_updates(node):
+                    counts[name] -= 1
+                    if not counts[name]:
+                        del counts[name]
         for small in _SMALL_BINDERS:
             for node in groups.get(small, ()):
                 for name in _small_bindings(node):
@@ -430,6 +574,48 @@ class NameBoundOnlyInConditional(Rule):
 
 
 _BINDERS = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For, cst.WithItem, cst.NamedExpr)
+
+
+def _dereferenced_in(node: cst.CSTNode) -> set[str]:
+    """Names used as `x.attr` or `x[...]` anywhere under `node`."""
+    bases = [a.value for a in walk.nodes(node, cst.Attribute)] + [s.value for s in walk.nodes(node, cst.Subscript)]
+    return {base.value for base in bases if isinstance(base, cst.Name)}
+
+
+def _self_updates(node: cst.Assign | cst.AugAssign) -> list[str]:
+    """The names `node` rebinds from their own value (`x = f(x)`, `x += 1`): reading comes first."""
+    if isinstance(node, cst.AugAssign):
+        return target_names(node.target)
+    read = {n.value for n in names_read(node.value)}
+    return [name for name in _bindings_of(node) if name in read]
+
+
+def _chain_without_else(statement: cst.If) -> bool:
+    """`if …:` or `if …: … elif …: …` with no final `else`."""
+    orelse = statement.orelse
+    while isinstance(orelse, cst.If):
+        orelse = orelse.orelse
+    return orelse is None
+
+
+def _branches(statement: cst.If) -> list[cst.BaseSuite]:
+    out: list[cst.BaseSuite] = []
+    node: cst.If | cst.Else | None = statement
+    while isinstance(node, cst.If):
+        out.append(node.body)
+        node = node.orelse
+    return out
+
+
+def _tests(statement: cst.If) -> list[cst.BaseExpression]:
+    out: list[cst.BaseExpression] = []
+    node: cst.If | cst.Else | None = statement
+    while isinstance(node, cst.If):
+        out.append(node.test)
+        node = node.orelse
+    return out
+
+
 _SMALL_BINDERS = (cst.Import, cst.ImportFrom, cst.Global, cst.Nonlocal, cst.Del)
 
 

@@ -1,0 +1,451 @@
+"""DRB804: the second of two mirrored statements (height/width, query/key, ...) kept a name of the first."""
+
+from __future__ import annotations
+
+import io
+import keyword
+import re
+import token
+import tokenize
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import libcst as cst
+
+from analyzers import walk
+from analyzers.core import Invalid, Rule, Valid
+from analyzers.syntax import nested_blocks
+
+
+#: the axis pairs a mirrored statement swaps, by family: each family is renamed as a whole (both directions at
+#: once), one family at a time; word parts of identifiers split on `_` are renamed, never parts of words
+FAMILIES: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("height", "width"), ("h", "w"), ("H", "W")),
+    (("query", "key"), ("q", "k")),
+    (("x", "y"),),
+    (("rows", "cols"), ("row", "col")),
+)
+#: every word part that some family renames
+AXES = frozenset(part for family in FAMILIES for pair in family for part in pair)
+_WORD_PART_RE = re.compile(r"[A-Za-z0-9]+")
+#: statements longer than this are not compared: long lines differ in too many ways to call one difference a slip
+MAX_CHARS = 200
+_SKIPPED_TOKENS = frozenset({token.NL, token.NEWLINE, token.COMMENT, token.INDENT, token.DEDENT, token.ENDMARKER})
+_LITERALS = frozenset({token.NUMBER, token.STRING})
+
+
+@dataclass(frozen=True)
+class _Mirror:
+    """A statement compared by its parts: the guard of an `if` (or nothing), the assignment's target (with an
+    augmented operator) and its value, each as a list of (token type, text)."""
+
+    guard: tuple[tuple[int, str], ...]
+    target: tuple[tuple[int, str], ...]
+    value: tuple[tuple[int, str], ...]
+    assign: cst.Assign | cst.AugAssign
+    #: the name the statement binds, when its target is one plain name
+    bound: str | None
+
+
+def _tokens(code: str) -> tuple[tuple[int, str], ...] | None:
+    try:
+        found = tokenize.generate_tokens(io.StringIO(code).readline)
+        return tuple((t.type, t.string) for t in found if t.type not in _SKIPPED_TOKENS)
+    except (tokenize.TokenError, SyntaxError):
+        return None
+
+
+def _is_identifier(item: tuple[int, str]) -> bool:
+    return item[0] == token.NAME and not keyword.iskeyword(item[1])
+
+
+def _one_assign(statement: cst.CSTNode) -> cst.Assign | cst.AugAssign | None:
+    if isinstance(statement, cst.SimpleStatementLine) and len(statement.body) == 1:
+        small = statement.body[0]
+        if isinstance(small, cst.AugAssign) or (isinstance(small, cst.Assign) and len(small.targets) == 1):
+            return small
+    return None
+
+
+def _mirror(statement: cst.CSTNode, module: cst.Module) -> _Mirror | None:
+    """The parts of a simple assignment, or of an `if` without `else` whose body is one simple assignment, when
+    its target names an axis (only such a statement can be either line of a mirrored pair)."""
+    test: cst.BaseExpression | None = None
+    if isinstance(statement, cst.If):
+        body = statement.body.body if isinstance(statement.body, cst.IndentedBlock) else ()
+        if statement.orelse is not None or len(body) != 1:
+            return None
+        test, statement = statement.test, body[0]
+    assign = _one_assign(statement)
+    if assign is None:
+        return None
+    if isinstance(assign, cst.Assign):
+        target_node = assign.targets[0].target
+        target_code = module.code_for_node(target_node)
+    else:
+        target_node = assign.target
+        target_code = module.code_for_node(target_node) + " " + type(assign.operator).__name__
+    if not AXES.intersection(_WORD_PART_RE.findall(target_code)):
+        return None
+    value_code = module.code_for_node(assign.value)
+    if len(target_code) + len(value_code) > MAX_CHARS:
+        return None
+    guard = _tokens(module.code_for_node(test)) if test is not None else ()
+    target, value = _tokens(target_code), _tokens(value_code)
+    if guard is None or target is None or value is None:
+        return None
+    bound = target_node.value if isinstance(target_node, cst.Name) else None
+    return _Mirror(guard, target, value, assign, bound)
+
+
+def _parts(name: str) -> list[str]:
+    return name.split("_")
+
+
+def _rename(items: Sequence[tuple[int, str]], mapping: dict[str, str]) -> tuple[tuple[int, str], ...]:
+    renamed = []
+    for item in items:
+        if _is_identifier(item):
+            item = (item[0], "_".join(mapping.get(part, part) for part in _parts(item[1])))
+        renamed.append(item)
+    return tuple(renamed)
+
+
+def _axis_tokens(items: Sequence[tuple[int, str]], mapping: dict[str, str]) -> set[str]:
+    return {part for item in items if _is_identifier(item) for part in _parts(item[1]) if part in mapping}
+
+
+def _identifiers(node: cst.CSTNode) -> set[str]:
+    """The plain and attribute names that `node` binds or reads (parameters included), less the names it
+    `del`etes: those are dropped on purpose."""
+    names = {n.value for n in walk.nodes(node, cst.Name)}
+    for statement in walk.nodes(node, cst.Del):
+        names -= {n.value for n in walk.nodes(statement, cst.Name)}
+    return names
+
+
+def _shown(assign: cst.Assign | cst.AugAssign, name: str, module: cst.Module) -> str:
+    """The assignment as the message quotes it: a call whose callee holds `name` loses its arguments."""
+    value = assign.value
+    if isinstance(value, cst.Call) and name in {n.value for n in walk.nodes(value.func, cst.Name)}:
+        value_code = module.code_for_node(value.func) + "(...)"
+    else:
+        value_code = module.code_for_node(value)
+    if isinstance(assign, cst.Assign):
+        code = f"{module.code_for_node(assign.targets[0].target)} = {value_code}"
+    else:
+        operator = module.code_for_node(assign.operator).strip()
+        code = f"{module.code_for_node(assign.target)} {operator} {value_code}"
+    return " ".join(code.split()) if "\n" in code else code
+
+
+def _sibling(used: str, expected: str, partner: set[str]) -> bool:
+    """Whether `used` is `expected` with another qualifier: as many word parts, the partner axis in the same
+    places, another word elsewhere (`tile_sample_stride_width` for `tile_sample_min_width`)."""
+    used_parts, expected_parts = _parts(used), _parts(expected)
+    if len(used_parts) != len(expected_parts):
+        return False
+    places = [i for i, part in enumerate(expected_parts) if part in partner]
+    return bool(places) and places == [i for i, part in enumerate(used_parts) if part in partner]
+
+
+class MirroredLineSlip(Rule):
+    """
+    ## What it does
+    Checks pairs of neighbouring statements written once per axis or per projection (height and width, `h` and
+    `w`, query and key, `q` and `k`, `x` and `y`, rows and columns): two simple assignments, or two `if`
+    statements without `else` whose body is one assignment. When renaming the axis of the first statement (the
+    word parts of its names, `tile_latent_min_height` -> `tile_latent_min_width`) gives exactly the second
+    statement's target and guard, and the second's value differs from the renamed first's in exactly one name,
+    that name is reported as a copy-paste slip when either
+    - it is the first statement's own name, left unrenamed (`norm_added_q` where `norm_added_k` belongs), or
+    - it names the partner axis with another qualifier in the same place (`tile_sample_stride_width` where the
+      first statement reads `tile_sample_min_height`),
+
+    and the expected name (`norm_added_k`, `tile_sample_min_width`) is named elsewhere: in the same function for
+    a plain name, in the same file for an attribute.
+
+    ## Why is this bad?
+    Mirrored lines are written by copying the first and renaming by hand; a name that escapes the renaming makes
+    the second axis silently use the first axis's value (or a sibling setting). Nothing fails: square inputs and
+    default configurations, where both values coincide, hide it, and non-square or non-default inputs get wrong
+    tiles, wrong padding or a key normalised with the query's weights. Meta issue #13656 (pattern 8) lists such
+    copy-paste divergence.
+
+    ## Example
+    ```python
+    if attn.norm_added_q is not None:
+        encoder_hidden_states_query_proj = attn.norm_added_q(encoder_hidden_states_query_proj)
+    if attn.norm_added_k is not None:
+        encoder_hidden_states_key_proj = attn.norm_added_q(encoder_hidden_states_key_proj)
+    ```
+
+    Use instead:
+    ```python
+    if attn.norm_added_q is not None:
+        encoder_hidden_states_query_proj = attn.norm_added_q(encoder_hidden_states_query_proj)
+    if attn.norm_added_k is not None:
+        encoder_hidden_states_key_proj = attn.norm_added_k(encoder_hidden_states_key_proj)
+    ```
+
+    ## Known problems
+    Only adjacent statements are compared, only the axis pairs listed above, and only word parts split on `_`
+    (`h0`, `posX` are not renamed). Literal constants may differ (`shape[2]` and `shape[3]`); a pair that differs
+    in more than one name, in an operator, or is longer than 200 characters is left alone. Also left alone, as
+    often intended: a name that the function `del`etes (`del key_rotary_emb`: the query's rotary embedding serves
+    both), a tensor read only for its `.device` or `.dtype` (`device=query.device` for the key too), a bare `x`,
+    `h` or `q` that the first statement binds (`x = f(x)` then `y = f(x)`: a tensor, not an axis), and a pair
+    whose first statement already reads the partner axis, since the rule cannot tell which line is wrong.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 8
+    - huggingface/diffusers#13533 (AuraFlow: the added key normalised with `norm_added_q`)
+    - huggingface/diffusers#11294 (Mochi VAE: `tile_latent_min_width` from `tile_sample_stride_width`),
+      huggingface/diffusers#11305 (the same slip in the LTX VAE)
+    """
+
+    code = "DRB804"
+    pattern = 8
+    severity = "warning"
+    message = "`{code}` mirrors the line above for `{axis}`, but still uses `{name}`; use `{expected}`."
+    message_sibling = (
+        "`{code}` mirrors the line above for `{axis}`, but uses `{name}` where the line above uses `{first}`; "
+        "use `{expected}`."
+    )
+
+    VALID = [
+        # a correct mirrored pair, and one whose lines differ only in constants
+        Valid(
+            """
+            def tiles(self, z):
+                tile_latent_min_height = self.tile_sample_min_height // self.spatial_compression_ratio
+                tile_latent_min_width = self.tile_sample_min_width // self.spatial_compression_ratio
+                height = z.shape[2]
+                width = z.shape[3]
+                return tile_latent_min_height, tile_latent_min_width, height, width
+            """
+        ),
+        Valid(
+            """
+            def __call__(self, attn, query, key):
+                if attn.norm_q is not None:
+                    query = attn.norm_q(query)
+                if attn.norm_k is not None:
+                    key = attn.norm_k(key)
+                return query, key
+            """
+        ),
+        # square defaults: the second axis defaults to the first on purpose
+        Valid(
+            """
+            def __call__(self, height=None, width=None):
+                height = height or 512
+                width = width or height
+                if height is None:
+                    height = width
+                if width is None:
+                    width = height
+                return height, width
+            """
+        ),
+        # unrelated neighbours, and a second line that reads the name the first one bound
+        Valid(
+            """
+            def forward(self, x, h):
+                pad_h = (self.patch - h % self.patch) % self.patch
+                scale = self.scale
+                pad_w = pad_h
+                out_h = h * 2
+                out_w = out_h + 1
+                return pad_h, pad_w, scale, out_w
+            """
+        ),
+        # the first line reads the second axis: which of the two lines is wrong cannot be told
+        Valid(
+            """
+            def pad(x, p):
+                h, w = x.shape[-2:]
+                pad_h = (p - w % p) % p
+                pad_w = (p - w % p) % p
+                return pad_h, pad_w
+            """
+        ),
+        # a bare `x` (or `h`, `q`) bound by the first line is a tensor that the second line reads on purpose
+        Valid(
+            """
+            def forward(self, x):
+                x = self.act(x)
+                y = self.act(x)
+                return x + y
+            """
+        ),
+        # the key of a joint attention is the concatenation `k`, not `img_k`; the key's rotary embedding is
+        # dropped on purpose; tensors mirrored for two axes share a device
+        Valid(
+            """
+            def __call__(self, attn, img_q, img_k, txt_k, v, query_rotary_emb=None, key_rotary_emb=None):
+                del key_rotary_emb
+                k = torch.cat((txt_k, img_k), dim=2)
+                query = img_q.transpose(1, 2)
+                key = k.transpose(1, 2)
+                query = apply_rotary_emb(query, query_rotary_emb)
+                key = apply_rotary_emb(key, query_rotary_emb)
+                cu_seqlens_q = cu_seqlens_q.to(dtype=torch.int32, device=query.device)
+                cu_seqlens_k = cu_seqlens_k.to(dtype=torch.int32, device=query.device)
+                return query, key, v
+            """
+        ),
+        # self-attention: the key projection takes `query_dim` when no key dimension exists
+        Valid(
+            """
+            class MyAttention(nn.Module):
+                def __init__(self, query_dim, inner_dim):
+                    self.to_q = nn.Linear(query_dim, inner_dim)
+                    self.to_k = nn.Linear(query_dim, inner_dim)
+            """
+        ),
+        # the expected sibling name exists nowhere: the other qualifier may be intended
+        Valid(
+            """
+            def tiles(self):
+                tile_latent_min_height = self.tile_sample_min_height // self.ratio
+                tile_latent_min_width = self.tile_sample_stride_width // self.ratio
+                return tile_latent_min_height, tile_latent_min_width
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            class AuraFlowAttnProcessor2_0:
+                def __call__(self, attn, encoder_hidden_states_query_proj, encoder_hidden_states_key_proj):
+                    if attn.norm_added_q is not None:
+                        encoder_hidden_states_query_proj = attn.norm_added_q(encoder_hidden_states_query_proj)
+                    if attn.norm_added_k is not None:
+                        encoder_hidden_states_key_proj = attn.norm_added_q(encoder_hidden_states_key_proj)
+                    return encoder_hidden_states_query_proj, encoder_hidden_states_key_proj
+            """,
+            message=(
+                "`encoder_hidden_states_key_proj = attn.norm_added_q(...)` mirrors the line above for `key`, but "
+                "still uses `norm_added_q`; use `norm_added_k`."
+            ),
+            path="diffusers/models/attention_processor.py",
+        ),
+        Invalid(
+            """
+            class AutoencoderKLMochi(ModelMixin):
+                def __init__(self):
+                    self.tile_sample_min_height = 256
+                    self.tile_sample_min_width = 256
+                    self.tile_sample_stride_height = 192
+                    self.tile_sample_stride_width = 192
+
+                def _decode(self, z):
+                    tile_latent_min_height = self.tile_sample_min_height // self.spatial_compression_ratio
+                    tile_latent_min_width = self.tile_sample_stride_width // self.spatial_compression_ratio
+                    return tile_latent_min_height, tile_latent_min_width
+            """,
+            message=(
+                "`tile_latent_min_width = self.tile_sample_stride_width // self.spatial_compression_ratio` mirrors "
+                "the line above for `width`, but uses `tile_sample_stride_width` where the line above uses "
+                "`tile_sample_min_height`; use `tile_sample_min_width`."
+            ),
+            path="diffusers/models/autoencoders/autoencoder_kl_mochi.py",
+        ),
+        Invalid(
+            """
+            def pad(x, p):
+                h, w = x.shape[-2:]
+                pad_h = (p - h % p) % p
+                pad_w = (p - h % p) % p
+                return F.pad(x, (0, pad_w, 0, pad_h))
+            """,
+            message="`pad_w = (p - h % p) % p` mirrors the line above for `w`, but still uses `h`; use `w`.",
+        ),
+    ]
+
+    def check(self) -> None:
+        module = self.context.module
+        self._names: dict[int, set[str]] = {}
+        self._visit(module.body, module, "")
+
+    def _visit(self, body: Sequence[cst.CSTNode], owner: cst.CSTNode, scope: str) -> None:
+        previous: _Mirror | None = None
+        for statement in body:
+            current = _mirror(statement, self.context.module)
+            if previous is not None and current is not None:
+                self._compare(previous, current, owner, scope)
+            previous = current
+            if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+                name = f"{scope}.{statement.name.value}" if scope else statement.name.value
+                inner = statement if isinstance(statement, cst.FunctionDef) else owner
+                if isinstance(statement.body, cst.IndentedBlock):
+                    self._visit(statement.body.body, inner, name)
+            elif isinstance(statement, cst.BaseCompoundStatement):
+                for block in nested_blocks(statement):
+                    self._visit(block, owner, scope)
+
+    def _known(self, owner: cst.CSTNode, attribute: bool) -> set[str]:
+        """Names the expected one may be: those of the enclosing function, or of the file for an attribute."""
+        root = self.context.module if attribute else owner
+        found = self._names.get(id(root))
+        if found is None:
+            found = self._names[id(root)] = _identifiers(root)
+        return found
+
+    def _compare(self, first: _Mirror, second: _Mirror, owner: cst.CSTNode, scope: str) -> None:
+        if bool(first.guard) != bool(second.guard) or len(first.value) != len(second.value):
+            return
+        for family in FAMILIES:
+            mapping = {a: b for a, b in family} | {b: a for a, b in family}
+            found = _axis_tokens(first.target, mapping)
+            left, right = {a for a, _ in family}, {b for _, b in family}
+            axis = left if found and found <= left else right if found and found <= right else None
+            if axis is None:
+                continue  # no axis in the target, or both
+            if _rename(first.target, mapping) != second.target or _rename(first.guard, mapping) != second.guard:
+                continue
+            if self._slip(first, second, mapping, axis, owner, scope):
+                return
+
+    def _slip(
+        self, first: _Mirror, second: _Mirror, mapping: dict[str, str], axis: set[str], owner: cst.CSTNode, scope: str
+    ) -> bool:
+        renamed = _rename(first.value, mapping)
+        differences = []
+        for index, (want, got) in enumerate(zip(renamed, second.value, strict=True)):
+            if want == got:
+                continue
+            if want[0] in _LITERALS and got[0] in _LITERALS:
+                continue  # constants may differ: `shape[2]` and `shape[3]`
+            if not (_is_identifier(want) and _is_identifier(got)):
+                return False
+            differences.append(index)
+        if len(differences) != 1:
+            return False
+        index = differences[0]
+        original, expected, used = first.value[index][1], renamed[index][1], second.value[index][1]
+        partner = {mapping[a] for a in axis}
+        if not axis & set(_parts(original)) or partner & set(_parts(original)):
+            return False  # the first statement reads a name of the other axis (or of both): which line is wrong?
+        if [text for _, text in second.value[index + 1 : index + 3]] in ([".", "device"], [".", "dtype"]):
+            return False  # `device=query.device` for the key too: mirrored tensors share a device and dtype
+        attribute = index > 0 and second.value[index - 1][1] == "."
+        if expected not in self._known(owner, attribute):
+            return False
+        target_axis = next(
+            mapping[part] for item in first.target if _is_identifier(item) for part in _parts(item[1]) if part in axis
+        )
+        shown = _shown(second.assign, used, self.context.module)
+        if used == original:
+            if used == first.bound and used in mapping:
+                return False  # `x = f(x)` then `y = f(x)`: a bare `x`, `h`, `q` is as often a tensor as an axis
+            message = self.message.format(code=shown, axis=target_axis, name=used, expected=expected)
+        else:
+            if not _sibling(used, expected, partner):
+                return False
+            message = self.message_sibling.format(
+                code=shown, axis=target_axis, name=used, first=original, expected=expected
+            )
+        self.report(second.assign, message, symbol=used, scope=scope or None)
+        return True

@@ -368,18 +368,23 @@ class NameBoundOnlyInConditional(Rule):
             self._others: dict[int, dict[str, int]] = {}  # `_binding_counts` by id of the root
             self._bases: dict[int, set[str]] = {}  # `_dereferenced` by id of the statement
             self._reads: dict[int, list[cst.Name]] = {}  # `_unconditional_reads` by id of the statement
+            self._updates: dict[int, list[str]] = {}  # `_self_updates` by id of the assignment
+            self._variables: set[str] | None = None  # the function's parameters and local names
             self._block(function.body.body, in_loop=False)
 
     def _block(self, statements: Sequence[cst.CSTNode], in_loop: bool) -> None:
+        seen: set[str] = set()  # what statements[:done] surely dereference, grown only when an `if` asks
+        done = 0
         for i, statement in enumerate(statements):
             if isinstance(statement, cst.If):
-                if (
-                    _chain_without_else(statement)
-                    and not in_loop
-                    and not self._test_already_dereferenced(statement, statements[:i])
-                    and (statement.orelse is None or self._optional_chain(statement, statements[:i]))
-                ):
-                    self._check_if(statement, statements[i + 1 :])
+                if _chain_without_else(statement) and not in_loop:
+                    for earlier in statements[done:i]:
+                        seen |= self._dereferenced(earlier)
+                    done = i
+                    if not self._test_already_dereferenced(statement, seen) and (
+                        statement.orelse is None or self._optional_chain(statement, statements[:i])
+                    ):
+                        self._check_if(statement, statements[i + 1 :])
                 self._block(statement.body.body, in_loop)
                 orelse = statement.orelse
                 while isinstance(orelse, cst.If):
@@ -433,24 +438,19 @@ class NameBoundOnlyInConditional(Rule):
                     validated |= {n.value for n in names_read(call)}
         return not tested <= validated
 
-    def _test_already_dereferenced(self, statement: cst.If, before: Sequence[cst.CSTNode]) -> bool:
-        """Whether every variable the `if` tests was already used as `x.attr` or `x[...]` before it.
+    def _test_already_dereferenced(self, statement: cst.If, dereferenced: set[str]) -> bool:
+        """Whether every variable the `if` tests was already used as `x.attr` or `x[...]` before it (`dereferenced`:
+        what the statements before it in the block surely dereference).
 
         Then a `None` (or otherwise unexpected) value has already failed earlier (`image.size` before
         `if image is not None and ...:`), and the branch is taken on every path that gets this far.
         """
-        params = self._function.params
-        variables = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-        variables |= set(self._binding_counts(self._function.body))
-        tested = {n.value for n in names_read(statement.test)} & variables - {"self"}
-        if not tested:
-            return False
-        dereferenced: set[str] = set()
-        for earlier in before:
-            dereferenced |= self._dereferenced(earlier)
-            if tested <= dereferenced:
-                return True
-        return False
+        if self._variables is None:
+            params = self._function.params
+            variables = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+            self._variables = variables | set(self._binding_counts(self._function.body))
+        tested = {n.value for n in names_read(statement.test)} & self._variables - {"self"}
+        return bool(tested) and tested <= dereferenced
 
     def _dereferenced(self, statement: cst.CSTNode) -> set[str]:
         """Names used as `x.attr` or `x[...]` in `statement` (computed once per statement: every later `if` of the
@@ -553,7 +553,10 @@ class NameBoundOnlyInConditional(Rule):
             for node in groups.get(kind, ()):
                 if not isinstance(node, (cst.Assign, cst.AugAssign)):
                     continue
-                for name in _self_updates(node):
+                updates = self._updates.get(id(node))
+                if updates is None:
+                    updates = self._updates[id(node)] = _self_updates(node)
+                for name in updates:
                     counts[name] -= 1
                     if not counts[name]:
                         del counts[name]
@@ -586,8 +589,11 @@ def _self_updates(node: cst.Assign | cst.AugAssign) -> list[str]:
     """The names `node` rebinds from their own value (`x = f(x)`, `x += 1`): reading comes first."""
     if isinstance(node, cst.AugAssign):
         return target_names(node.target)
+    bound = _bindings_of(node)
+    if not {n.value for n in walk.nodes(node.value, cst.Name)} & set(bound):
+        return []  # no `Name` of the value spells a bound name: no need for the exact (slower) reading
     read = {n.value for n in names_read(node.value)}
-    return [name for name in _bindings_of(node) if name in read]
+    return [name for name in bound if name in read]
 
 
 def _chain_without_else(statement: cst.If) -> bool:

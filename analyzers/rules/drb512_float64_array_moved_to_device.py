@@ -98,7 +98,9 @@ def _moves_without_dtype(call: cst.Call) -> bool:
     if len(positional) > 1:
         return False
     if positional:
-        return "device" in cst.Module([]).code_for_node(positional[0].value)
+        return any("device" in n.value for n in walk.nodes(positional[0].value, cst.Name)) or any(
+            "device" in a.attr.value for a in walk.nodes(positional[0].value, cst.Attribute)
+        )
     return keyword(call, "device") is not None
 
 
@@ -217,7 +219,15 @@ class Float64ArrayMovedToDevice(Rule):
     def check(self) -> None:
         for definition in self.context.definitions:
             function = definition.node
-            if isinstance(function, cst.FunctionDef) and "np." in self.context.module.code_for_node(function.body):
+            if not isinstance(function, cst.FunctionDef):
+                continue
+            # cheap gates first: the function uses NumPy and moves something to a device without a dtype
+            if not any(_moves_without_dtype(call) for call in walk.own_nodes(function, cst.Call)):
+                continue
+            if any(
+                isinstance(a.value, cst.Name) and a.value.value in ("np", "numpy")
+                for a in walk.own_nodes(function, cst.Attribute)
+            ):
                 self._check(function, definition.qualname)
 
     def _check(self, function: cst.FunctionDef, scope: str) -> None:

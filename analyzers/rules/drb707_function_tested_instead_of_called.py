@@ -126,36 +126,50 @@ class FunctionTestedInsteadOfCalled(Rule):
     ]
 
     def check(self) -> None:
-        module_functions = {s.name.value for s in self.context.module.body if isinstance(s, cst.FunctionDef)}
-        module_bound = self._rebound(self.context.module)
-        module_functions -= module_bound
+        module = self.context.module
+        module_functions = {s.name.value for s in module.body if isinstance(s, cst.FunctionDef)}
+        methods_of: dict[int, set[str]] = {}
+        module_rebound: set[str] | None = None
         for definition in self.context.definitions:
             function = definition.node
             if not isinstance(function, cst.FunctionDef):
                 continue
-            nested = {d.name.value for d in walk.nodes(function.body, cst.FunctionDef)}
-            nested -= self._rebound(function)
-            methods: set[str] = set()
-            parent = definition.parent
-            if parent is not None and parent.is_class and isinstance(parent.node, cst.ClassDef):
-                for statement in parent.node.body.body:
-                    if isinstance(statement, cst.FunctionDef) and not statement.decorators:
-                        methods.add(statement.name.value)
-            params = {p.name.value for p in walk.nodes(function.params, cst.Param)}
-            local = (nested | module_functions) - params
+            candidates: list[tuple[cst.BaseExpression, str]] = []
             for test in _truth_tests(function):
-                name = None
-                if isinstance(test, cst.Name) and test.value in local:
-                    name = test.value
+                if isinstance(test, cst.Name):
+                    candidates.append((test, test.value))
                 elif (
-                    isinstance(test, cst.Attribute)
-                    and isinstance(test.value, cst.Name)
-                    and test.value.value == "self"
-                    and test.attr.value in methods
+                    isinstance(test, cst.Attribute) and isinstance(test.value, cst.Name) and test.value.value == "self"
                 ):
-                    name = f"self.{test.attr.value}"
-                if name is not None:
-                    self.report(test, self.message.format(name=name), symbol=name, scope=definition.qualname)
+                    candidates.append((test, f"self.{test.attr.value}"))
+            if not candidates:
+                continue
+            nested = {d.name.value for d in walk.nodes(function.body, cst.FunctionDef)}
+            parent = definition.parent
+            methods: set[str] = set()
+            if parent is not None and isinstance(parent.node, cst.ClassDef):
+                methods = methods_of.get(id(parent.node), set())
+                if id(parent.node) not in methods_of:
+                    methods = methods_of[id(parent.node)] = {
+                        s.name.value
+                        for s in parent.node.body.body
+                        if isinstance(s, cst.FunctionDef) and not s.decorators
+                    }
+            params = {p.name.value for p in walk.nodes(function.params, cst.Param)}
+            for test, name in candidates:
+                if name.startswith("self."):
+                    if name[5:] not in methods:
+                        continue
+                elif name in params or name not in nested | module_functions:
+                    continue
+                elif name in nested and name in self._rebound(function):
+                    continue
+                elif name not in nested:
+                    if module_rebound is None:
+                        module_rebound = self._rebound(module)
+                    if name in module_rebound:
+                        continue
+                self.report(test, self.message.format(name=name), symbol=name, scope=definition.qualname)
 
     @staticmethod
     def _rebound(root: cst.CSTNode) -> set[str]:

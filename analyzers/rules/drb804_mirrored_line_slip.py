@@ -79,6 +79,10 @@ def _mirror(statement: cst.CSTNode, module: cst.Module) -> _Mirror | None:
     assign = _one_assign(statement)
     if assign is None:
         return None
+    target_of = assign.targets[0].target if isinstance(assign, cst.Assign) else assign.target
+    quick = _quick_names(target_of)
+    if quick is not None and not any(AXES.intersection(_WORD_PART_RE.findall(name)) for name in quick):
+        return None  # no axis in the target: skip generating its code
     if isinstance(assign, cst.Assign):
         target_node = assign.targets[0].target
         target_code = module.code_for_node(target_node)
@@ -96,6 +100,49 @@ def _mirror(statement: cst.CSTNode, module: cst.Module) -> _Mirror | None:
         return None
     bound = target_node.value if isinstance(target_node, cst.Name) else None
     return _Mirror(guard, target, value, assign, bound)
+
+
+def _quick_names(node: cst.BaseExpression) -> list[str] | None:
+    """The identifiers of a plain target (`a`, `self.a.b`, `a, b`), without generating code; None for another
+    shape (a subscript's slice may name an axis too)."""
+    if isinstance(node, cst.Name):
+        return [node.value]
+    if isinstance(node, cst.Attribute):
+        inner = _quick_names(node.value)
+        return None if inner is None else [*inner, node.attr.value]
+    if isinstance(node, (cst.Tuple, cst.List)):
+        names: list[str] = []
+        for element in node.elements:
+            inner = _quick_names(element.value)
+            if inner is None:
+                return None
+            names += inner
+        return names
+    return None
+
+
+def _target_names(statement: cst.CSTNode) -> list[str] | None:
+    """The identifiers of the target of a statement `_mirror` may take (an `if`'s one assignment included);
+    `[]` for any other statement, None when the target needs its code to tell."""
+    if isinstance(statement, cst.If) and isinstance(statement.body, cst.IndentedBlock):
+        if statement.orelse is not None or len(statement.body.body) != 1:
+            return []
+        statement = statement.body.body[0]
+    assign = _one_assign(statement)
+    if assign is None:
+        return []
+    return _quick_names(assign.targets[0].target if isinstance(assign, cst.Assign) else assign.target)
+
+
+def _renames(first: list[str], second: list[str]) -> bool:
+    """Whether one family renames the word parts of `first` into `second` (and they differ)."""
+    if len(first) != len(second) or first == second:
+        return False
+    for family in FAMILIES:
+        mapping = {a: b for a, b in family} | {b: a for a, b in family}
+        if ["_".join(mapping.get(part, part) for part in _parts(name)) for name in first] == second:
+            return True
+    return False
 
 
 def _parts(name: str) -> list[str]:
@@ -370,12 +417,23 @@ class MirroredLineSlip(Rule):
         self._visit(module.body, module, "")
 
     def _visit(self, body: Sequence[cst.CSTNode], owner: cst.CSTNode, scope: str) -> None:
-        previous: _Mirror | None = None
+        previous: cst.CSTNode | None = None
+        previous_names: list[str] | None = None
+        made: dict[int, _Mirror | None] = {}
+
+        def mirror(node: cst.CSTNode) -> _Mirror | None:
+            if id(node) not in made:
+                made[id(node)] = _mirror(node, self.context.module)
+            return made[id(node)]
+
         for statement in body:
-            current = _mirror(statement, self.context.module)
-            if previous is not None and current is not None:
-                self._compare(previous, current, owner, scope)
-            previous = current
+            names = _target_names(statement)
+            # two targets that no family renames into each other cannot be a mirrored pair: skip their code
+            if previous is not None and (names is None or previous_names is None or _renames(previous_names, names)):
+                first, second = mirror(previous), mirror(statement)
+                if first is not None and second is not None:
+                    self._compare(first, second, owner, scope)
+            previous, previous_names = statement, names
             if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
                 name = f"{scope}.{statement.name.value}" if scope else statement.name.value
                 inner = statement if isinstance(statement, cst.FunctionDef) else owner

@@ -124,6 +124,19 @@ def self_attribute(node: cst.BaseExpression, attr: str | None = None) -> TypeGua
     )
 
 
+def names_tested_around(function: cst.FunctionDef) -> dict[int, set[str]]:
+    """For each node in the body of an `if` (not its `else`) or of `a if test else b`'s `a` in `function`, by id: the
+    names those tests read. A node under `if negative_x is not None:` runs only when there is a negative half."""
+    around: dict[int, set[str]] = {}
+    guards: list[tuple[cst.BaseExpression, cst.CSTNode]] = [(b.test, b.body) for b in walk.own_nodes(function, cst.If)]
+    guards += [(c.test, c.body) for c in walk.own_nodes(function, cst.IfExp)]
+    for test, body in guards:
+        names = {n.value for n in walk.nodes(test, cst.Name)}
+        for node in walk.walk(body):
+            around.setdefault(id(node), set()).update(names)
+    return around
+
+
 def call_name(call: cst.Call) -> str | None:
     """Dotted name of the called function: `self.check_inputs`, `torch.randn`, `retrieve_timesteps`."""
     return dotted_name(call.func)

@@ -8,7 +8,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import call_name, keyword
+from analyzers.matchers import call_name, keyword, names_tested_around
 
 
 PER_PROMPT_RE = re.compile(r"^num_\w+_per_prompt$")
@@ -163,13 +163,7 @@ class GuidanceDoublingWithoutGuidance(Rule):
                     guarded.update(id(n) for n in walk.walk(choice.body))
             optional = _guidance_is_optional(function)
             # a concatenation under `if negative_x is not None:` happens only when there is a negative half
-            tested_around: dict[int, set[str]] = {}
-            for test, body in [(b.test, b.body) for b in walk.own_nodes(function, cst.If)] + [
-                (c.test, c.body) for c in walk.own_nodes(function, cst.IfExp)
-            ]:
-                names = {n.value for n in walk.nodes(test, cst.Name)}
-                for node in walk.walk(body):
-                    tested_around.setdefault(id(node), set()).update(names)
+            tested_around = names_tested_around(function) if optional else {}
             for call in walk.own_nodes(function, cst.Call):
                 func = call.func
                 if id(call) in guarded:

@@ -6,7 +6,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import parameters
+from analyzers.matchers import names_tested_around, parameters
 
 
 def _wrapped(operation: cst.BinaryOperation) -> str | None:
@@ -123,13 +123,7 @@ class ListNegativePromptNested(Rule):
             params = {p.name.value for p in parameters(function)}
             if not any("negative_prompt" in p for p in params):
                 continue
-            guarded: dict[int, set[str]] = {}
-            for test, body in [(b.test, b.body) for b in walk.own_nodes(function, cst.If)] + [
-                (c.test, c.body) for c in walk.own_nodes(function, cst.IfExp)
-            ]:
-                names = {n.value for n in walk.nodes(test, cst.Name)}
-                for node in walk.walk(body):
-                    guarded.setdefault(id(node), set()).update(names)
+            guarded = names_tested_around(function)
             tested_before = self._isinstance_positions(function)
             for operation in walk.own_nodes(function, cst.BinaryOperation):
                 name = _wrapped(operation)

@@ -171,11 +171,8 @@ class RandomDrawIgnoresGenerator(Rule):
     REQUIRES_ANY = ("generator",)
     PATHS = ("/pipelines/", "/schedulers/", "/modular_pipelines/")
 
-    VALID = [
-        Valid(
-            # every draw is seeded; a fallback draw runs only without a generator; argmax is deterministic
-            """
-            import torch
+    #: diffusers' own `retrieve_latents`: samples with the generator it is given (none by default) unless "argmax"
+    _RETRIEVE_LATENTS = """
             from ...utils.torch_utils import randn_tensor
 
             def retrieve_latents(encoder_output, generator=None, sample_mode="sample"):
@@ -184,6 +181,14 @@ class RandomDrawIgnoresGenerator(Rule):
                 elif hasattr(encoder_output, "latent_dist") and sample_mode == "argmax":
                     return encoder_output.latent_dist.mode()
                 return encoder_output.latents
+    """
+
+    VALID = [
+        Valid(
+            # every draw is seeded; a fallback draw runs only without a generator; argmax is deterministic
+            _RETRIEVE_LATENTS
+            + """
+            import torch
 
             class MyImg2ImgPipeline(DiffusionPipeline):
                 def prepare_latents(self, image, shape, generator=None, device=None, dtype=None):
@@ -281,16 +286,8 @@ class RandomDrawIgnoresGenerator(Rule):
         ),
         Invalid(
             # `retrieve_latents` in its default "sample" mode, while the generator seeds the noise
-            """
-            from ...utils.torch_utils import randn_tensor
-
-            def retrieve_latents(encoder_output, generator=None, sample_mode="sample"):
-                if hasattr(encoder_output, "latent_dist") and sample_mode == "sample":
-                    return encoder_output.latent_dist.sample(generator)
-                elif hasattr(encoder_output, "latent_dist") and sample_mode == "argmax":
-                    return encoder_output.latent_dist.mode()
-                return encoder_output.latents
-
+            _RETRIEVE_LATENTS
+            + """
             class MyImg2ImgPipeline(DiffusionPipeline):
                 def prepare_latents(self, image, shape, generator=None, device=None, dtype=None):
                     image_latents = retrieve_latents(self.vae.encode(image))

@@ -10,7 +10,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import names_read, target_names
+from analyzers.matchers import names_read, parameters, target_names
 
 
 _NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
@@ -411,9 +411,8 @@ class NameBoundOnlyInConditional(Rule):
         parameter `is None`, and not every parameter the chain tests went through `self.check_inputs(...)` before
         it. Other chains (`if mode == "a": … elif mode == "b": …`) dispatch on a value that configuration or
         validation pins down, and stay out of reach."""
-        params = self._function.params
-        names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)} - {"self"}
-        tests = _tests(statement)
+        names = {p.name.value for p in parameters(self._function)} - {"self"}
+        tests = [link.test for link in _chain(statement)]
         optional = False
         for test in tests:
             for comparison in walk.nodes(test, cst.Comparison):
@@ -487,7 +486,7 @@ class NameBoundOnlyInConditional(Rule):
         return found
 
     def _check_if(self, statement: cst.If, after: Sequence[cst.CSTNode]) -> None:
-        branches = _branches(statement)
+        branches = [link.body for link in _chain(statement)]
         if not all(isinstance(b, cst.IndentedBlock) for b in branches):
             return
         open_branches = [b for b in branches if not _ends_function_path(b)]
@@ -529,7 +528,8 @@ class NameBoundOnlyInConditional(Rule):
                     continue
                 reported.add(value)
                 cond = " or ".join(
-                    " ".join(self.context.module.code_for_node(test).split()) for test in _tests(statement)
+                    " ".join(self.context.module.code_for_node(test).split())
+                    for test in (link.test for link in _chain(statement))
                 )
                 self.report(read, self.message.format(name=value, cond=cond), symbol=value, scope=self._scope)
             if _leaves(later):
@@ -596,30 +596,19 @@ def _self_updates(node: cst.Assign | cst.AugAssign) -> list[str]:
     return [name for name in bound if name in read]
 
 
+def _chain(statement: cst.If) -> list[cst.If]:
+    """The `if` and each `elif` of the chain `statement` starts."""
+    out: list[cst.If] = []
+    node: cst.If | cst.Else | None = statement
+    while isinstance(node, cst.If):
+        out.append(node)
+        node = node.orelse
+    return out
+
+
 def _chain_without_else(statement: cst.If) -> bool:
     """`if …:` or `if …: … elif …: …` with no final `else`."""
-    orelse = statement.orelse
-    while isinstance(orelse, cst.If):
-        orelse = orelse.orelse
-    return orelse is None
-
-
-def _branches(statement: cst.If) -> list[cst.BaseSuite]:
-    out: list[cst.BaseSuite] = []
-    node: cst.If | cst.Else | None = statement
-    while isinstance(node, cst.If):
-        out.append(node.body)
-        node = node.orelse
-    return out
-
-
-def _tests(statement: cst.If) -> list[cst.BaseExpression]:
-    out: list[cst.BaseExpression] = []
-    node: cst.If | cst.Else | None = statement
-    while isinstance(node, cst.If):
-        out.append(node.test)
-        node = node.orelse
-    return out
+    return _chain(statement)[-1].orelse is None
 
 
 _SMALL_BINDERS = (cst.Import, cst.ImportFrom, cst.Global, cst.Nonlocal, cst.Del)

@@ -104,6 +104,17 @@ class TupleReturnDropsOutputFields(Rule):
                     return MySchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
             """
         ),
+        # a field the function always leaves None: the tuple loses nothing
+        Valid(
+            """
+            class MyPipeline(DiffusionPipeline):
+                def __call__(self, prompt, return_dict=True):
+                    images = self.generate(prompt)
+                    if not return_dict:
+                        return (images,)
+                    return MyPipelineOutput(images=images, nsfw_content_detected=None)
+            """
+        ),
     ]
     INVALID = [
         Invalid(

@@ -36,7 +36,10 @@ A second corpus, `bench/history-fresh/`, holds pairs mined after the rules were 
 verdict is the honest measure of how the rules generalise to bugs they were not written from; the pair's verdict
 today shows what was grown since. `--record` writes both to docs/history.md.
 
-    python bench/history.py [--corpus history|history-fresh] [--pattern N …] [--id ID …] [--verbose] [--record]
+A third, `bench/history-blind/`, holds pairs mined by a session that saw neither the rules nor any score, while the
+rules were grown on the other two; no one growing rules reads it. Its pairs are stamped once, when that growth stops.
+
+    python bench/history.py [--corpus history|history-fresh|history-blind] [--pattern N …] [--id ID …] [-v] [--record]
     python bench/history.py --corpus history-fresh --first-score   # stamp first_scored on the pairs lacking it
 """
 
@@ -63,6 +66,9 @@ from bench.releases import git_release, release  # noqa: E402
 CORPUS = ROOT / "bench" / "history"
 #: pairs mined after the rules were grown on CORPUS, each with its verdict the day it was mined
 FRESH = ROOT / "bench" / "history-fresh"
+#: pairs mined by someone who saw neither the rules nor their scores, while the rules were grown on the other two
+#: corpora; scored once (`--first-score`) with the rules of the day, never read while growing them
+BLIND = ROOT / "bench" / "history-blind"
 TARGET = 0.80
 REQUIRED = ("id", "pattern", "file", "scope", "rules", "before", "after", "fix", "summary", "verified")
 #: where a pair's releases come from: PyPI wheels (versions) or tags of the diffusers git mirror (src/ + tests/)
@@ -235,8 +241,8 @@ def report(scores: list[Score]) -> str:
     return "\n".join(lines)
 
 
-def corpus_page(scores: list[Score], fresh: list[Score] | None = None) -> str:
-    """docs/history.md: the corpus, pair by pair, with today's verdicts, then the fresh pairs."""
+def corpus_page(scores: list[Score], fresh: list[Score] | None = None, blind: list[Score] | None = None) -> str:
+    """docs/history.md: the corpus, pair by pair, with today's verdicts, then the fresh pairs, then the blind ones."""
     lines = [
         "# diffusers' fixed bugs: the history corpus",
         "",
@@ -281,6 +287,13 @@ def corpus_page(scores: list[Score], fresh: list[Score] | None = None) -> str:
                   "before anyone read why it was missed. That column is the measure of generalisation; what was",
                   "grown afterwards shows in the next one, and pairs caught only since then measure nothing new.",
                   "", fresh_section(fresh)]  # fmt: skip
+    if blind:
+        lines += ["", "## Blind pairs: bugs no rule author read", "",
+                  "Mined from diffusers' history by a session that saw neither the rules nor any score, while the",
+                  "rules were being grown on the two corpora above; nobody growing rules opened these pairs. Each was",
+                  "scored once (`--first-score`), with the rules as they stood when that growth stopped: the first",
+                  "column is the honest measure of how the rules generalise to bugs nobody tuned them on.",
+                  "", fresh_section(blind)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -331,8 +344,8 @@ def stamp_first_scores(scores: list[Score], corpus: Path, when: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", choices=("history", "history-fresh"), default="history",
-                        help="the development corpus (default) or the pairs mined after it")  # fmt: skip
+    parser.add_argument("--corpus", choices=("history", "history-fresh", "history-blind"), default="history",
+                        help="the development corpus (default), the pairs mined after it, or the blind pairs")  # fmt: skip
     parser.add_argument("--pattern", type=int, action="append", help="only these patterns")
     parser.add_argument("--id", action="append", help="only these pairs")
     parser.add_argument("--verbose", "-v", action="store_true", help="print every pair's verdict")
@@ -355,13 +368,17 @@ def main() -> int:
             parser.error("--record scores the whole corpus: drop --pattern and --id")
         main_scores = scores if corpus == CORPUS else score(load(corpus=CORPUS), releases)
         fresh_scores = scores if corpus == FRESH else score(load(corpus=FRESH), releases)
-        (ROOT / "docs" / "history.md").write_text(corpus_page(main_scores, fresh_scores))
+        blind_scores = scores if corpus == BLIND else score(load(corpus=BLIND), releases)
+        (ROOT / "docs" / "history.md").write_text(corpus_page(main_scores, fresh_scores, blind_scores))
         body = ("## The history corpus: diffusers' fixed bugs, flagged before and clean after\n\n" +
                 report(main_scores) + f"\n\nTarget: at least {TARGET:.0%} caught per pattern, none still flagged "
                 "after its fix. Pairs and verdicts: docs/history.md.\n\n"
                 "Pairs mined after the rules were grown on the corpus above (bench/history-fresh/), scored the day "
                 "they were mined, before anyone read their misses, and today:\n\n" +
-                fresh_section(fresh_scores).split("\n\n")[0])  # fmt: skip
+                fresh_section(fresh_scores).split("\n\n")[0] +
+                "\n\nPairs mined by a session that saw neither the rules nor their scores (bench/history-blind/), "
+                "scored once when the rules of this growth were done, and today:\n\n" +
+                fresh_section(blind_scores).split("\n\n")[0])  # fmt: skip
         record("history", "python bench/history.py --record", body)
     return 0
 

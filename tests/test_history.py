@@ -13,7 +13,7 @@ import pytest
 
 from analyzers.core import all_rules
 from bench import history, releases
-from bench.history import CORPUS, FRESH, Pair, load
+from bench.history import BLIND, CORPUS, FRESH, Pair, load
 
 
 def version(text: str, source: str = "pypi") -> tuple[int, ...]:
@@ -22,7 +22,7 @@ def version(text: str, source: str = "pypi") -> tuple[int, ...]:
     return tuple(int(part) for part in text.lstrip("v").split("."))
 
 
-@pytest.mark.parametrize("corpus", [CORPUS, FRESH], ids=["history", "history-fresh"])
+@pytest.mark.parametrize("corpus", [CORPUS, FRESH, BLIND], ids=["history", "history-fresh", "history-blind"])
 def test_every_pair_is_well_formed(corpus):
     pairs = load(corpus=corpus)  # raises on a missing or unknown key, or a duplicate id
     patterns = {rule.code: rule.pattern for rule in all_rules()}
@@ -39,17 +39,20 @@ def test_every_pair_is_well_formed(corpus):
                 assert file.startswith(prefixes) and file.endswith(".py"), pair.id
             assert pair.summary and pair.verified and pair.fix, pair.id
             # a fresh pair keeps the verdict it had the day it was mined: that is what it measures
-            assert (pair.first_scored is not None) == (corpus == FRESH), pair.id
+            assert (pair.first_scored is not None) == (corpus != CORPUS), pair.id
     assert pairs, "the corpus is empty"
 
 
-def test_no_fresh_pair_repeats_a_development_pair():
-    development = {(p.pattern, p.file, p.scope, p.before, p.after) for p in load()} | {p.fix for p in load()}
-    for pair in load(corpus=FRESH):
-        assert (pair.pattern, pair.file, pair.scope, pair.before, pair.after) not in development, pair.id
-        assert pair.fix not in development, f"{pair.id}: its fix is already in the development corpus"
-    ids = {p.id for p in load()}
-    assert not ids & {p.id for p in load(corpus=FRESH)}
+@pytest.mark.parametrize(
+    ("corpus", "earlier"), [(FRESH, [CORPUS]), (BLIND, [CORPUS, FRESH])], ids=["history-fresh", "history-blind"]
+)
+def test_no_later_pair_repeats_an_earlier_pair(corpus, earlier):
+    before = [p for c in earlier for p in load(corpus=c)]
+    known = {(p.pattern, p.file, p.scope, p.before, p.after) for p in before} | {p.fix for p in before}
+    for pair in load(corpus=corpus):
+        assert (pair.pattern, pair.file, pair.scope, pair.before, pair.after) not in known, pair.id
+        assert pair.fix not in known, f"{pair.id}: its fix is already in an earlier corpus"
+    assert not {p.id for p in before} & {p.id for p in load(corpus=corpus)}
 
 
 def test_a_pair_names_a_known_source():

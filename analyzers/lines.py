@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ast
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import libcst as cst
@@ -48,15 +48,41 @@ def _ast_statements(body: list[ast.stmt], out: list[ast.stmt]) -> None:
                     _ast_statements(item.body, out)
 
 
-def _is_statement(node: cst.CSTNode) -> bool:
-    kind = type(node)
-    known = _STATEMENT_TYPES.get(kind)
-    if known is None:  # `isinstance` against libcst's abstract bases is slow: once per type
-        known = _STATEMENT_TYPES[kind] = issubclass(kind, (cst.BaseSmallStatement, cst.BaseCompoundStatement))
-    return known
+def _cst_statements(body: Sequence[cst.CSTNode], parent: int, out: list[tuple[cst.CSTNode, int]]) -> None:
+    """The statements of `body` and of the blocks inside them, in source order (as `_ast_statements` lists their
+    `ast` twins), each with the index in `out` of the statement around it (-1 at the top)."""
+    for statement in body:
+        if isinstance(statement, _CONTAINERS):
+            out.extend((small, parent) for small in statement.body)
+        else:
+            _compound(statement, parent, out)
 
 
-_STATEMENT_TYPES: dict[type, bool] = {}
+def _compound(statement: cst.CSTNode, parent: int, out: list[tuple[cst.CSTNode, int]]) -> None:
+    index = len(out)
+    out.append((statement, parent))
+    if isinstance(statement, cst.Match):
+        for case in statement.cases:
+            _suite(case.body, index, out)
+        return
+    _suite(statement.body, index, out)  # type: ignore[attr-defined]
+    for handler in getattr(statement, "handlers", ()):
+        _suite(handler.body, index, out)
+    orelse = getattr(statement, "orelse", None)
+    if isinstance(orelse, cst.If):  # `elif`: a statement of its own, as in `ast`
+        _compound(orelse, index, out)
+    elif orelse is not None:
+        _suite(orelse.body, index, out)
+    final = getattr(statement, "finalbody", None)
+    if final is not None:
+        _suite(final.body, index, out)
+
+
+def _suite(suite: cst.BaseSuite, parent: int, out: list[tuple[cst.CSTNode, int]]) -> None:
+    if isinstance(suite, cst.SimpleStatementSuite):
+        out.extend((small, parent) for small in suite.body)
+    else:
+        _cst_statements(cast("cst.IndentedBlock", suite).body, parent, out)
 
 
 class StatementLines:
@@ -72,34 +98,27 @@ class StatementLines:
         self.usable = tree is not None and self._pair(tree)
 
     def _pair(self, tree: ast.Module) -> bool:
-        order = walk.order_of(self._module)
-        if order is None:
+        if walk.order_of(self._module) is None:
             return False
         twins: list[ast.stmt] = []
         _ast_statements(tree.body, twins)
-        open_ends: list[tuple[int, int]] = []  # (end in walk order, statement index) of the enclosing statements
-        count = 0
-        for position, node in enumerate(order):
-            if not _is_statement(node):
-                continue
-            if count >= len(twins):
-                return False
-            twin = twins[count]
+        statements: list[tuple[cst.CSTNode, int]] = []
+        _cst_statements(self._module.body, -1, statements)
+        if len(statements) != len(twins):
+            return False
+        last = -1
+        for (node, parent), twin in zip(statements, twins, strict=True):
             if isinstance(node, cst.BaseCompoundStatement) != (type(twin).__name__ not in _SMALL_AST):
                 return False
             bounds = walk.span(node)
-            if bounds is None:
-                return False
-            start, end = bounds
-            while open_ends and open_ends[-1][0] <= position:
-                open_ends.pop()
-            self._parents.append(open_ends[-1][1] if open_ends else -1)
-            open_ends.append((end, count))
-            self._starts.append(start)
+            if bounds is None or bounds[0] <= last:
+                return False  # not the prepared file's, or not in walk order: keep the slow path
+            last = bounds[0]
+            self._parents.append(parent)
+            self._starts.append(bounds[0])
             self._statements.append(node)
             self._lines[id(node)] = (twin.lineno, twin.end_lineno or twin.lineno)
-            count += 1
-        return count == len(twins)
+        return True
 
     def lines(self, node: cst.CSTNode) -> tuple[int, int] | None:
         if not self.usable:

@@ -53,10 +53,12 @@ import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 import libcst as cst
-from analyzers.cache import ResultCache
-from analyzers.scan import discover, scan
 tree = Path({tree!r})
-files = [file for _, file in discover([tree])]
+if {kind!r} == "parse":  # libcst alone: nothing of drbot is imported, so nothing of drbot touches libcst's classes
+    files = [Path(name) for name in json.loads(Path({listing!r}).read_text())]
+else:
+    from analyzers.cache import ResultCache
+    from analyzers.scan import discover, scan
 wall, cpu = time.perf_counter(), time.process_time()
 if {kind!r} == "parse":
     for file in files:
@@ -73,10 +75,11 @@ print(json.dumps([time.perf_counter() - wall, time.process_time() - cpu]))
 """
 
 
-def child(kind: str, tree: Path, cache: str = "") -> Clock:
-    """Parse-only (`kind` "parse") or a cold scan with the cache at `cache` ("scan"; "scan-validating" with
-    libcst's own `parse_module`, see `analyzers.parsing`), in a fresh process."""
-    code = _CHILD.format(root=str(ROOT), tree=str(tree), kind=kind, cache=cache)
+def child(kind: str, tree: Path, cache: str = "", listing: str = "") -> Clock:
+    """Parse-only (`kind` "parse", of the files `listing` names: the files the scan discovers) or a cold scan with
+    the cache at `cache` ("scan"; "scan-validating" with libcst's own `parse_module`, see `analyzers.parsing`),
+    in a fresh process."""
+    code = _CHILD.format(root=str(ROOT), tree=str(tree), kind=kind, cache=cache, listing=listing)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     clock = Clock()
     clock.wall, clock.cpu = json.loads(result.stdout.strip().splitlines()[-1])
@@ -116,6 +119,8 @@ def main() -> int:
         tree = Path(tmp, "diffusers")
         shutil.copytree(installed_diffusers(), tree, ignore=shutil.ignore_patterns("__pycache__"))
         files = [file for _, file in discover([tree])]
+        listing = str(Path(tmp, "files.json"))
+        Path(listing).write_text(json.dumps([str(file) for file in files]))
         lines = sum(len(f.read_text(encoding="utf-8").splitlines()) for f in files)
         rows: list[tuple[str, Clock, str]] = []
 
@@ -127,7 +132,7 @@ def main() -> int:
         # scan's parse without it (`analyzers.parsing`) is worth, measured beside the rest
         pairs: list[tuple[Clock, Clock, str, Clock]] = []
         for round_ in range(args.rounds):
-            parse = child("parse", tree)
+            parse = child("parse", tree, listing=listing)
             round_cache = str(Path(tmp, f"cache-{round_}"))
             cold = child("scan", tree, round_cache)
             validating = child("scan-validating", tree, str(Path(tmp, f"cache-validating-{round_}")))

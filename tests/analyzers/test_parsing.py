@@ -71,3 +71,13 @@ def test_parsing_skips_validation_and_hands_it_back(monkeypatch):
         cst.Name("")
     with pytest.raises(cst.CSTValidationError):
         cst.Name("x", lpar=[cst.LeftParen()])  # parentheses that do not balance
+
+
+def test_nodes_built_by_hand_keep_the_dataclass_defaults():
+    # outside a parse a node class builds as its dataclass does: a default factory gives a fresh node each time
+    first, second = cst.TypeParameters(params=[]), cst.TypeParameters(params=[])
+    assert first.lbracket.deep_equals(cst.LeftSquareBracket()) and first.lbracket is not second.lbracket
+    assert cst.Name("x").lpar == () and cst.Name("x", lpar=[]).lpar == []
+    # and inside a parse the parser's nodes carry the same fields as libcst's own parse gives them
+    ours, theirs = parsing.parse_module("type T[X] = list[X]\n"), cst.parse_module("type T[X] = list[X]\n")
+    assert ours.deep_equals(theirs)

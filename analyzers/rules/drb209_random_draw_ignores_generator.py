@@ -5,8 +5,9 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers import walk
+from analyzers.context import Definition
 from analyzers.core import FileContext, Invalid, Rule, Valid, dotted_name
-from analyzers.matchers import keyword, names_read, parameters, string_value, target_names
+from analyzers.matchers import has_var_keyword, keyword, names_read, parameters, string_value, target_names
 
 
 #: torch samplers whose `generator` is keyword-only, with what they draw
@@ -99,6 +100,25 @@ def _latent_dist(expr: cst.BaseExpression, aliases: set[str]) -> bool:
     return isinstance(expr, cst.Name) and expr.value in aliases
 
 
+def _torch_distribution_aliases(function: cst.FunctionDef, qualified) -> set[str]:
+    """Local names bound to a `torch.distributions` object (`MultivariateNormal(...)`, `Normal(...)`): their
+    `sample()`/`rsample()` draw from torch's global generator and take none of their own."""
+    aliases: set[str] = set()
+    for assign in walk.own_nodes(function, cst.Assign):
+        value = assign.value
+        if isinstance(value, cst.Call) and (qualified(value.func) or "").startswith("torch.distributions."):
+            for target in assign.targets:
+                aliases.update(target_names(target.target))
+    return aliases
+
+
+def _torch_distribution(expr: cst.BaseExpression, aliases: frozenset[str] | set[str], qualified) -> bool:
+    """Whether `expr` is a `torch.distributions` object: a local name bound to one, or the constructor call."""
+    if isinstance(expr, cst.Name):
+        return expr.value in aliases
+    return isinstance(expr, cst.Call) and (qualified(expr.func) or "").startswith("torch.distributions.")
+
+
 def _distribution_aliases(function: cst.FunctionDef) -> set[str]:
     """Local names bound to `<x>.latent_dist` or a `DiagonalGaussianDistribution(...)`."""
     aliases: set[str] = set()
@@ -146,9 +166,13 @@ class RandomDrawIgnoresGenerator(Rule):
         prev_sample = (1.0 - next_sigma) * x0 + next_sigma * noise
     ```
 
+    It also checks `self.<helper>(...)` calls to a method of the same class that takes no `generator` (nor
+    `**kwargs`) yet draws randomness itself, and `sample()`/`rsample()` of a `torch.distributions` object,
+    which has no generator at all.
+
     ## Known problems
-    Only a parameter named `generator` is followed, and only draws written in the function itself; a helper
-    called without the generator is not looked into. A draw under `if generator is None:` (a fallback) is
+    Only a parameter named `generator` is followed, and only draws written in the function itself or in a
+    method of the same class that it calls directly and that cannot receive the generator. A draw under `if generator is None:` (a fallback) is
     accepted. In a pipeline, a function that reads `generator` nowhere is left to DRB201 (an argument that is
     never read); a scheduler has no such rule, so there the draw is reported either way. A `.sample()` is
     only matched on `<x>.latent_dist` or a local name bound to one, and `retrieve_latents` only where its
@@ -159,6 +183,7 @@ class RandomDrawIgnoresGenerator(Rule):
     - huggingface/diffusers#13656, pattern 2
     - huggingface/diffusers#9981 (Flux ControlNet img2img: `latent_dist.sample()` without the generator)
     - huggingface/diffusers#13678 (`FlowMatchEulerDiscreteScheduler.step`: `torch.randn_like` ignored `generator`)
+    - huggingface/diffusers#13223 (Helios pyramid: `sample_block_noise` drew from a `MultivariateNormal`)
     """
 
     code = "DRB209"
@@ -167,6 +192,11 @@ class RandomDrawIgnoresGenerator(Rule):
     message = (
         "`{call}` {what} without the `generator` this function takes, so a fixed seed does not reproduce "
         "the result; {remedy}."
+    )
+    helper_message = (
+        "`{call}` {what} (`{draw}`) in a helper that takes no `generator`, so the `generator` this function "
+        "takes does not govern that draw and a fixed seed does not reproduce the result; give the helper a "
+        "`generator` parameter, draw with it, and pass `generator=generator`."
     )
     REQUIRES_ANY = ("generator",)
     PATHS = ("/pipelines/", "/schedulers/", "/modular_pipelines/")
@@ -243,8 +273,65 @@ class RandomDrawIgnoresGenerator(Rule):
                     return self.unet(latents, prompt)
             """
         ),
+        Valid(
+            # helpers the generator reaches: one takes it, one forwards `**kwargs`, one is only the fallback
+            """
+            import torch
+
+            class MyVideoPipeline(DiffusionPipeline):
+                def sample_block_noise(self, shape, generator=None):
+                    return torch.randn(shape, generator=generator)
+
+                def jitter(self, shape, **kwargs):
+                    return torch.rand(shape, **kwargs)
+
+                def unseeded_noise(self, shape):
+                    return torch.randn(shape)
+
+                def __call__(self, prompt, generator=None):
+                    noise = self.sample_block_noise((1, 4), generator=generator)
+                    jitter = self.jitter((1,), generator=generator)
+                    extra = self.unseeded_noise((1, 4)) if generator is None else noise
+                    return self.transformer(noise + jitter + extra, prompt)
+            """
+        ),
     ]
     INVALID = [
+        Invalid(
+            # a helper without a `generator` draws from a `torch.distributions` sampler (Helios pyramid, #13223)
+            """
+            import torch
+
+            class MyPyramidPipeline(DiffusionPipeline):
+                def block_noise(self, n, size, device=None):
+                    cov = torch.eye(size, device=device) * 1.5
+                    law = torch.distributions.MultivariateNormal(torch.zeros(size, device=device), covariance_matrix=cov)
+                    return law.sample((n,))
+
+                def __call__(self, prompt, latents, generator=None):
+                    latents = latents + randn_tensor(latents.shape, generator=generator)
+                    noise = self.block_noise(latents.numel() // 4, 4, device=latents.device)
+                    return self.transformer(latents + noise.view_as(latents), prompt)
+            """,
+            message=(
+                "`self.block_noise(...)` draws random samples (`law.sample((n,))`) in a helper that takes no "
+                "`generator`, so the `generator` this function takes does not govern that draw and a fixed seed "
+                "does not reproduce the result; give the helper a `generator` parameter, draw with it, and pass "
+                "`generator=generator`."
+            ),
+        ),
+        Invalid(
+            # a `torch.distributions` sampler in the function that takes the generator
+            """
+            import torch
+
+            class MyScheduler(SchedulerMixin):
+                def step(self, model_output, timestep, sample, generator=None):
+                    noise = torch.distributions.Normal(0.0, 1.0).sample(sample.shape)
+                    return sample + model_output * noise
+            """,
+            path="diffusers/schedulers/scheduling_example.py",
+        ),
         Invalid(
             # diffusers 0.31.0, FluxControlNetImg2ImgPipeline.__call__ (#9981)
             """
@@ -325,12 +412,57 @@ class RandomDrawIgnoresGenerator(Rule):
             if GENERATOR not in {p.name.value for p in parameters(function)}:
                 continue
             self._check_function(definition.qualname, function, in_pipelines)
+            self._check_helpers(definition, function, in_pipelines)
+
+    def _check_helpers(self, definition: Definition, function: cst.FunctionDef, in_pipelines: bool) -> None:
+        """Report `self.helper(...)` calls to a method of the same class that takes no `generator` (nor
+        `**kwargs`) and draws randomness itself: the caller's generator cannot reach that draw."""
+        owner = definition.parent
+        if owner is None or not owner.is_class:
+            return
+        if in_pipelines and not any(n.value == GENERATOR for n in names_read(function.body)):
+            return  # the argument is read nowhere: DRB201's finding
+        methods = self.context.methods(owner)
+        fallback: set[int] | None = None
+        seen: set[str] = set()
+        for call in walk.own_nodes(function, cst.Call):
+            name = dotted_name(call.func) or ""
+            head, _, method = name.partition(".")
+            if head != "self" or "." in method or method in seen:
+                continue
+            helper = methods.get(method)
+            if helper is None or helper is function or has_var_keyword(helper):
+                continue
+            if GENERATOR in {p.name.value for p in parameters(helper)}:
+                continue
+            draw = self._helper_draw(helper)
+            if draw is None:
+                continue
+            if fallback is None:
+                fallback = _fallback_nodes(function)
+            if id(call) in fallback:
+                continue
+            seen.add(method)
+            draw_call, what = draw
+            message = self.helper_message.format(call=f"{name}(...)", draw=_quoted(draw_call), what=what)
+            self.report(call, message, symbol=GENERATOR, scope=definition.qualname)
+
+    def _helper_draw(self, helper: cst.FunctionDef) -> tuple[cst.Call, str] | None:
+        """The first random draw written in `helper` (which takes no generator), with what it draws."""
+        aliases = _distribution_aliases(helper)
+        dist_aliases = _torch_distribution_aliases(helper, self.context.qualified_name)
+        for call in walk.own_nodes(helper, cst.Call):
+            found = self._unseeded(call, helper, aliases, dist_aliases)
+            if found is not None:
+                return call, found[1]
+        return None
 
     def _check_function(self, scope: str, function: cst.FunctionDef, in_pipelines: bool) -> None:
         draws: list[tuple[str, cst.Call, str, str]] = []
         aliases = _distribution_aliases(function)
+        dist_aliases = _torch_distribution_aliases(function, self.context.qualified_name)
         for call in walk.own_nodes(function, cst.Call):
-            found = self._unseeded(call, function, aliases)
+            found = self._unseeded(call, function, aliases, dist_aliases)
             if found is not None:
                 kind, what, remedy = found
                 draws.append((kind, call, what, remedy))
@@ -350,7 +482,9 @@ class RandomDrawIgnoresGenerator(Rule):
             message = self.message.format(call=_quoted(call), what=what, remedy=remedy)
             self.report(call, message, symbol=GENERATOR, scope=scope)
 
-    def _unseeded(self, call: cst.Call, function: cst.FunctionDef, aliases: set[str]) -> tuple[str, str, str] | None:
+    def _unseeded(
+        self, call: cst.Call, function: cst.FunctionDef, aliases: set[str], dist_aliases: frozenset[str] | set[str] = frozenset()
+    ) -> tuple[str, str, str] | None:
         """(kind, what it draws, remedy) for a random draw without a generator; None for anything else."""
         if _splat(call) or keyword(call, GENERATOR) is not None:
             return None
@@ -389,6 +523,15 @@ class RandomDrawIgnoresGenerator(Rule):
         if not isinstance(func, cst.Attribute):
             return None
         method = func.attr.value
+        if method in {"sample", "rsample"} and _torch_distribution(
+            func.value, dist_aliases, self.context.qualified_name
+        ):
+            return (
+                "distribution.sample",
+                "draws random samples",
+                "draw them from `torch.randn(..., generator=generator)` instead (a `torch.distributions` sampler "
+                "takes no generator)",
+            )
         if method == "sample" and not call.args:
             if _latent_dist(func.value, aliases):
                 return "latent_dist.sample", "samples latents", "pass `generator=generator`"

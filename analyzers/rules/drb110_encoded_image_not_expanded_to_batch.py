@@ -6,7 +6,7 @@ import libcst as cst
 
 from analyzers import casts, walk
 from analyzers.core import Invalid, Rule, Valid, dotted_name
-from analyzers.matchers import calls, keyword, parameters, pipeline_classes, values_read
+from analyzers.matchers import calls, keyword, parameters, pipeline_classes, target_names, values_read
 
 
 #: tensor methods and functions that grow a tensor's batch (what the standard `batch_size > x.shape[0]` branch uses)
@@ -58,6 +58,67 @@ def _dim(call: cst.Call) -> int | None:
         if isinstance(value.expression, cst.Integer):
             return -int(value.expression.value)
     return None
+
+
+def _end(node: cst.CSTNode) -> int:
+    """Where `node` ends in the file's walk: an assignment takes effect after the calls in its value."""
+    found = walk.span(node)
+    return found[1] if found is not None else -1
+
+
+def _appended(call: cst.Call) -> tuple[str, cst.BaseExpression] | None:
+    """(list name, item) for `items.append(item)`, else None."""
+    func = call.func
+    if (
+        isinstance(func, cst.Attribute)
+        and func.attr.value == "append"
+        and isinstance(func.value, cst.Name)
+        and len(call.args) == 1
+        and call.args[0].keyword is None
+    ):
+        return func.value.value, call.args[0].value
+    return None
+
+
+def _loop_bindings(loop: cst.For) -> list[tuple[str, str | None]]:
+    """(loop variable, the name of the sequence it walks, or None) for `for x in xs`,
+    `for a, b in zip(xs, ys)` and `for i, x in enumerate(xs)`."""
+    target, source = loop.target, loop.iter
+    if isinstance(target, cst.Name):
+        return [(target.value, source.value if isinstance(source, cst.Name) else None)]
+    if not isinstance(target, (cst.Tuple, cst.List)):
+        return []
+    elements = [e.value for e in target.elements]
+    sequences: list[cst.BaseExpression | None] = [None] * len(elements)
+    if isinstance(source, cst.Call) and dotted_name(source.func) == "zip":
+        if len(source.args) == len(elements) and all(a.keyword is None and a.star == "" for a in source.args):
+            sequences = [a.value for a in source.args]
+    elif isinstance(source, cst.Call) and dotted_name(source.func) == "enumerate" and len(elements) == 2:
+        if source.args and source.args[0].keyword is None:
+            sequences = [None, source.args[0].value]
+    bindings: list[tuple[str, str | None]] = []
+    for element, sequence in zip(elements, sequences, strict=True):
+        for name in target_names(element):
+            bindings.append(
+                (name, sequence.value if isinstance(sequence, cst.Name) and isinstance(element, cst.Name) else None)
+            )
+    return bindings
+
+
+def _passes_on(value: cst.BaseExpression, name: str) -> bool:
+    """Whether `value` hands `name` to a helper that keeps its rows: `self._pack_latents(latents, ...)`,
+    `latents.to(dtype)`."""
+    node = value
+    while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value == "to":
+        node = node.func.value
+    if isinstance(node, cst.Name):
+        return node is not value and node.value == name
+    if not isinstance(node, cst.Call) or not node.args:
+        return False
+    first = node.args[0]
+    return (
+        first.keyword is None and first.star == "" and isinstance(first.value, cst.Name) and first.value.value == name
+    )
 
 
 class EncodedImageNotExpandedToBatch(Rule):
@@ -113,6 +174,12 @@ class EncodedImageNotExpandedToBatch(Rule):
         "(`{name}.repeat_interleave(batch_size // {name}.shape[0], dim=0)`), or several prompts or more than one "
         "output per prompt fail."
     )
+    list_message = (
+        "the tensors collected in `{name}` have one row per given image (VAE-encoded) but are concatenated along "
+        "dim {dim} with `{other}`, which has `batch_size` rows; expand each to `batch_size` before collecting it "
+        "(`item.expand(batch_size, ...)` or `repeat_interleave`), or several prompts or more than one output per "
+        "prompt fail."
+    )
     REQUIRES_ALL = ("vae.encode", "batch_size")
     PATHS = ("/pipelines/",)
 
@@ -151,6 +218,22 @@ class EncodedImageNotExpandedToBatch(Rule):
                     return torch.cat([image_latents, mask], dim=1)
             """
         ),
+        # each collected condition is expanded to the batch before it is appended
+        Valid(
+            """
+            class KeyframePipeline(DiffusionPipeline):
+                def prepare_latents(self, conditions, batch_size, dtype, device, generator):
+                    latents = torch.zeros((batch_size, 16, 4, 8, 8), device=device, dtype=dtype)
+                    latents = self._pack_latents(latents)
+                    encoded = []
+                    for frame in conditions:
+                        encoded.append(self._pack_latents(retrieve_latents(self.vae.encode(frame), generator)))
+                    tokens = []
+                    for index, cond in enumerate(encoded):
+                        tokens.append(cond.expand(batch_size, -1, -1))
+                    return torch.cat([latents, torch.cat(tokens, dim=1)], dim=1)
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -185,6 +268,32 @@ class EncodedImageNotExpandedToBatch(Rule):
                     return torch.cat(tensors=[ref, marker], dim=-3)
             """
         ),
+        # collected in a list through a loop over `zip`, the noise rebound through a packing helper
+        Invalid(
+            """
+            class KeyframePipeline(DiffusionPipeline):
+                def prepare_latents(self, conditions, strengths, batch_size, dtype, device, generator):
+                    shape = (batch_size, 16, 4, 8, 8)
+                    latents = torch.zeros(shape, device=device, dtype=dtype)
+                    latents = self._pack_latents(latents, 1, 1)
+                    encoded = []
+                    for frame in conditions:
+                        cond = retrieve_latents(self.vae.encode(frame), generator)
+                        encoded.append(self._pack_latents(cond, 1, 1))
+                    tokens = []
+                    for cond, strength in zip(encoded, strengths):
+                        tokens.append(cond * strength)
+                    if tokens:
+                        latents = torch.cat([latents, torch.cat(tokens, dim=1)], dim=1)
+                    return latents
+            """,
+            message=(
+                "the tensors collected in `tokens` have one row per given image (VAE-encoded) but are concatenated "
+                "along dim 1 with `latents`, which has `batch_size` rows; expand each to `batch_size` before "
+                "collecting it (`item.expand(batch_size, ...)` or `repeat_interleave`), or several prompts or more "
+                "than one output per prompt fail."
+            ),
+        ),
     ]
 
     def check(self) -> None:
@@ -196,21 +305,45 @@ class EncodedImageNotExpandedToBatch(Rule):
     def _check_method(self, scope: str, method: cst.FunctionDef) -> None:
         assigns = [a for a in walk.nodes(method.body, cst.Assign) if len(a.targets) == 1]
         joins = [c for c in calls(method.body) if dotted_name(c.func) == "torch.cat" and _dim(c) not in (None, 0)]
+        # `tokens.append(cond)`: the list collects the rows of what it is given
+        appends = [c for c in calls(method.body) if _appended(c) is not None]
+        loops = walk.nodes(method.body, cst.For)
         shapes: dict[str, cst.BaseExpression] = {}  # name -> the tuple last assigned to it
         batch_rows: set[str] = set()  # names made with `batch_size` rows
-        encoded: set[str] = set()  # names holding the encoded latents, one row per given image
+        encoded: set[str] = set()  # names holding the encoded latents (or lists of them), one row per given image
+        collected: set[str] = set()  # the lists among them
         # in source order; a join inside an assignment's value comes before the assignment takes effect
         events = sorted(
-            [(casts.order(a), 1, a) for a in assigns] + [(casts.order(c), 0, c) for c in joins], key=lambda e: e[:2]
+            [(_end(a), 1, a) for a in assigns]
+            + [(casts.order(c), 0, c) for c in joins + appends]
+            + [(casts.order(f), 1, f) for f in loops],
+            key=lambda e: e[:2],
         )
         for _, _, node in events:
+            if isinstance(node, cst.For):
+                for name, source in _loop_bindings(node):
+                    if source is not None and source in encoded:
+                        encoded.add(name)
+                    else:
+                        encoded.discard(name)
+                    batch_rows.discard(name)
+                continue
             if isinstance(node, cst.Call):
+                appended = _appended(node)
+                if appended is not None:
+                    into, item = appended
+                    reads = {n.value for n in values_read(item)}
+                    if into not in batch_rows and any(r in encoded and not _expands(item, r) for r in reads):
+                        encoded.add(into)
+                        collected.add(into)
+                    continue
                 found = self._join(node, encoded, batch_rows)
                 if found is not None:
                     source, other = found
+                    template = self.list_message if source in collected else self.message
                     self.report(
                         node,
-                        self.message.format(name=source, dim=_dim(node), other=other),
+                        template.format(name=source, dim=_dim(node), other=other),
                         symbol=source,
                         scope=scope,
                     )
@@ -223,7 +356,7 @@ class EncodedImageNotExpandedToBatch(Rule):
             if isinstance(value, cst.Tuple):
                 shapes[name] = value
             reads = {n.value for n in values_read(value)}
-            if self._batch_shaped(value, shapes):
+            if self._batch_shaped(value, shapes) or name in batch_rows and _passes_on(value, name):
                 batch_rows.add(name)
                 encoded.discard(name)
                 continue
@@ -238,11 +371,21 @@ class EncodedImageNotExpandedToBatch(Rule):
 
     @staticmethod
     def _join(cat: cst.Call, encoded: set[str], batch_rows: set[str]) -> tuple[str, str] | None:
-        """(encoded name, batch-sized name) when `cat` joins one of each, else None."""
+        """(encoded name, batch-sized name) when `cat` joins one of each, else None.
+
+        An element may be a name or the concatenation of a list of encoded latents:
+        `torch.cat([latents, torch.cat(tokens, dim=1)], dim=1)`.
+        """
         joined = cat.args[0].value if cat.args else None
         if not isinstance(joined, (cst.List, cst.Tuple)):
             return None
-        names = [e.value.value for e in joined.elements if isinstance(e.value, cst.Name)]
+        names = []
+        for element in joined.elements:
+            value = element.value
+            if isinstance(value, cst.Call) and dotted_name(value.func) == "torch.cat" and value.args:
+                value = value.args[0].value  # the list whose rows the inner concatenation keeps
+            if isinstance(value, cst.Name):
+                names.append(value.value)
         source = next((n for n in names if n in encoded), None)
         other = next((n for n in names if n in batch_rows), None)
         return (source, other) if source is not None and other is not None else None

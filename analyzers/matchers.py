@@ -243,3 +243,66 @@ def stub_body(method: cst.FunctionDef) -> bool:
                 continue
             return False
     return True
+
+
+def if_chains(function: cst.FunctionDef) -> list[list[cst.BaseSuite]]:
+    """The mutually exclusive blocks of each `if`/`elif`/`else` chain of `function` that has two or more."""
+    found: list[list[cst.BaseSuite]] = []
+    statements = walk.own_nodes(function, cst.If)
+    elifs = {id(s.orelse) for s in statements if isinstance(s.orelse, cst.If)}
+    for statement in statements:
+        if id(statement) in elifs:
+            continue
+        branches: list[cst.BaseSuite] = [statement.body]
+        rest = statement.orelse
+        while isinstance(rest, cst.If):
+            branches.append(rest.body)
+            rest = rest.orelse
+        if isinstance(rest, cst.Else):
+            branches.append(rest.body)
+        if len(branches) > 1:
+            found.append(branches)
+    return found
+
+
+#: gradient checkpointing functions called by their qualified name
+CHECKPOINT_FUNCTIONS = frozenset({"torch.utils.checkpoint.checkpoint"})
+
+
+def is_checkpoint_call(ctx: FileContext, call: cst.Call) -> bool:
+    """Whether `call` runs a module under gradient checkpointing: `self._gradient_checkpointing_func(...)` or
+    `torch.utils.checkpoint.checkpoint(...)` (under any import name)."""
+    name = call_name(call)
+    if name is None:
+        return False
+    if name.endswith("._gradient_checkpointing_func") or name in CHECKPOINT_FUNCTIONS:
+        return True
+    return ctx.qualified_name(call.func) in CHECKPOINT_FUNCTIONS
+
+
+def maps_to_unit_range(block: cst.CSTNode) -> bool:
+    """Whether `block` maps a decoded sample from [-1, 1] to [0, 1] itself: `x / 2 + 0.5`, `x * 0.5 + 0.5`,
+    `x.mul_(std).add_(mean)`, `.clamp(0, 1)`, or an image processor's `postprocess`/`denormalize`."""
+    for operation in walk.nodes(block, cst.BinaryOperation):
+        if (
+            isinstance(operation.operator, cst.Add)
+            and isinstance(operation.right, cst.Float)
+            and operation.right.value == "0.5"
+            and isinstance(operation.left, cst.BinaryOperation)
+            and isinstance(operation.left.operator, (cst.Divide, cst.Multiply))
+        ):
+            return True
+    for call in calls(block):
+        name = (dotted_name(call.func) or "").rpartition(".")[2]
+        if name in ("postprocess", "denormalize", "postprocess_video", "pt_to_numpy"):
+            return True
+        if name in ("clamp", "clamp_") and [a.value.value for a in call.args if isinstance(a.value, cst.Integer)] == [
+            "0",
+            "1",
+        ]:
+            return True
+        if name in ("add", "add_") and isinstance(call.func, cst.Attribute):
+            inner = call.func.value
+            if isinstance(inner, cst.Call) and (dotted_name(inner.func) or "").rpartition(".")[2] in ("mul", "mul_"):
+                return True  # `video.mul_(std).add_(mean)`: undo a mean/std normalization
+    return False

@@ -8,12 +8,11 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import call_name, target_names
+from analyzers.matchers import call_name, if_chains, is_checkpoint_call, target_names
 from analyzers.syntax import dotted_name
 
 
 #: what `torch.utils.checkpoint.checkpoint` is called under, resolved through the module's imports
-CHECKPOINT_FUNCTIONS = frozenset({"torch.utils.checkpoint.checkpoint"})
 #: names that are constants, not values of the caller
 _CONSTANT_NAMES = frozenset({"None", "True", "False", "self", "Ellipsis", "NotImplemented"})
 _BUILTINS = frozenset(dir(builtins))
@@ -339,21 +338,13 @@ class CheckpointedCallDropsArguments(Rule):
                             )
                             self.report(checkpointed.call, message, symbol=value, scope=definition.qualname)
 
-    def _is_checkpoint_function(self, call: cst.Call) -> bool:
-        name = call_name(call)
-        if name is None:
-            return False
-        if name.endswith("._gradient_checkpointing_func") or name in CHECKPOINT_FUNCTIONS:
-            return True
-        return self.context.qualified_name(call.func) in CHECKPOINT_FUNCTIONS
-
     def _checkpointed_calls(self, function: cst.FunctionDef, branch: cst.CSTNode) -> list[_Checkpointed]:
         """The checkpointed calls of `branch` whose module and arguments can be read, one per module: a module
         checkpointed at several places of the branch (one per block type, say) has no one partner to compare."""
         found: list[_Checkpointed | None] = []
         modules: list[str] = []
         for call in _calls(branch):
-            if not self._is_checkpoint_function(call) or not call.args:
+            if not is_checkpoint_call(self.context, call) or not call.args:
                 continue
             first = call.args[0]
             if first.keyword is not None or first.star:
@@ -445,21 +436,7 @@ class CheckpointedCallDropsArguments(Rule):
 def _alternatives(function: cst.FunctionDef) -> list[list[cst.CSTNode]]:
     """The mutually exclusive branches of each `if`/`elif`/`else` chain (statement lists) and each `a if c else b`
     (expressions) of `function`."""
-    found: list[list[cst.CSTNode]] = []
-    statements = walk.own_nodes(function, cst.If)
-    elifs = {id(s.orelse) for s in statements if isinstance(s.orelse, cst.If)}
-    for statement in statements:
-        if id(statement) in elifs:
-            continue
-        branches: list[cst.CSTNode] = [statement.body]
-        rest = statement.orelse
-        while isinstance(rest, cst.If):
-            branches.append(rest.body)
-            rest = rest.orelse
-        if isinstance(rest, cst.Else):
-            branches.append(rest.body)
-        if len(branches) > 1:
-            found.append(branches)
+    found: list[list[cst.CSTNode]] = [list(branches) for branches in if_chains(function)]
     found.extend([e.body, e.orelse] for e in walk.own_nodes(function, cst.IfExp))
     return found
 

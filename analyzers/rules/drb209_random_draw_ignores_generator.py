@@ -483,7 +483,11 @@ class RandomDrawIgnoresGenerator(Rule):
             self.report(call, message, symbol=GENERATOR, scope=scope)
 
     def _unseeded(
-        self, call: cst.Call, function: cst.FunctionDef, aliases: set[str], dist_aliases: frozenset[str] | set[str] = frozenset()
+        self,
+        call: cst.Call,
+        function: cst.FunctionDef,
+        aliases: set[str],
+        dist_aliases: frozenset[str] | set[str] = frozenset(),
     ) -> tuple[str, str, str] | None:
         """(kind, what it draws, remedy) for a random draw without a generator; None for anything else."""
         if _splat(call) or keyword(call, GENERATOR) is not None:

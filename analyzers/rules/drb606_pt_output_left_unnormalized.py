@@ -5,8 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid, dotted_name
-from analyzers.matchers import calls, pipeline_methods, string_value
+from analyzers.core import Invalid, Rule, Valid
+from analyzers.matchers import calls, maps_to_unit_range, pipeline_methods, string_value
 
 
 def _types(test: cst.BaseExpression) -> tuple[set[str], bool] | None:
@@ -27,30 +27,6 @@ def _types(test: cst.BaseExpression) -> tuple[set[str], bool] | None:
             return None
         return {v for v in values if v is not None}, isinstance(operator, cst.In)
     return None
-
-
-def _normalizes(block: cst.CSTNode) -> bool:
-    """Whether `block` maps a decoded image from [-1, 1] to [0, 1]: `x / 2 + 0.5`, `x * 0.5 + 0.5`,
-    `.clamp(0, 1)`, or an image processor's `postprocess`/`denormalize`."""
-    for operation in walk.nodes(block, cst.BinaryOperation):
-        if (
-            isinstance(operation.operator, cst.Add)
-            and isinstance(operation.right, cst.Float)
-            and operation.right.value == "0.5"
-            and isinstance(operation.left, cst.BinaryOperation)
-            and isinstance(operation.left.operator, (cst.Divide, cst.Multiply))
-        ):
-            return True
-    for call in calls(block):
-        name = (dotted_name(call.func) or "").rpartition(".")[2]
-        if name in ("postprocess", "denormalize", "postprocess_video", "pt_to_numpy"):
-            return True
-        if name in ("clamp", "clamp_") and [a.value.value for a in call.args if isinstance(a.value, cst.Integer)] == [
-            "0",
-            "1",
-        ]:
-            return True
-    return False
 
 
 class PtOutputLeftUnnormalized(Rule):
@@ -242,10 +218,10 @@ class PtOutputLeftUnnormalized(Rule):
         normalizing = None
         for types, block in branches:
             covers = types is None and not ({"np", "pil"} <= named) or (types is not None and types & {"np", "pil"})
-            if covers and _normalizes(block) and (pt_block is None or block is not pt_block):
+            if covers and maps_to_unit_range(block) and (pt_block is None or block is not pt_block):
                 normalizing = block
                 break
-        if normalizing is None or (pt_block is not None and _normalizes(pt_block)):
+        if normalizing is None or (pt_block is not None and maps_to_unit_range(pt_block)):
             return None
         code = _normalizing_code(normalizing)
         return first.test, code

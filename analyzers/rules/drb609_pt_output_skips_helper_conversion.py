@@ -5,8 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from analyzers import walk
-from analyzers.core import Invalid, Rule, Valid, dotted_name
-from analyzers.matchers import calls, parameters, pipeline_methods, self_attribute, string_value
+from analyzers.core import Invalid, Rule, Valid
+from analyzers.matchers import maps_to_unit_range, parameters, pipeline_methods, self_attribute, string_value
 
 
 OUTPUT_TYPE = "output_type"
@@ -23,34 +23,6 @@ def _only_pt(test: cst.BaseExpression) -> bool:
         and isinstance(target.operator, cst.Equal)
         and string_value(target.comparator) == "pt"
     )
-
-
-def _normalizes(block: cst.CSTNode) -> bool:
-    """Whether `block` maps a decoded sample from [-1, 1] to [0, 1] itself: `x / 2 + 0.5`, `x * 0.5 + 0.5`,
-    `x.mul_(std).add_(mean)`, `.clamp(0, 1)`, or an image processor's `postprocess`/`denormalize`."""
-    for operation in walk.nodes(block, cst.BinaryOperation):
-        if (
-            isinstance(operation.operator, cst.Add)
-            and isinstance(operation.right, cst.Float)
-            and operation.right.value == "0.5"
-            and isinstance(operation.left, cst.BinaryOperation)
-            and isinstance(operation.left.operator, (cst.Divide, cst.Multiply))
-        ):
-            return True
-    for call in calls(block):
-        name = (dotted_name(call.func) or "").rpartition(".")[2]
-        if name in ("postprocess", "denormalize", "postprocess_video", "pt_to_numpy"):
-            return True
-        if name in ("clamp", "clamp_") and [a.value.value for a in call.args if isinstance(a.value, cst.Integer)] == [
-            "0",
-            "1",
-        ]:
-            return True
-        if name in ("add", "add_") and isinstance(call.func, cst.Attribute):
-            inner = call.func.value
-            if isinstance(inner, cst.Call) and (dotted_name(inner.func) or "").rpartition(".")[2] in ("mul", "mul_"):
-                return True  # `video.mul_(std).add_(mean)`: undo a mean/std normalization
-    return False
 
 
 def _single_assign(block: cst.BaseSuite) -> cst.Assign | None:
@@ -202,10 +174,10 @@ class PtOutputSkipsHelperConversion(Rule):
                     isinstance(positional[0].value, cst.Name) and positional[0].value.value == raw.value
                 ):
                     continue
-                if _normalizes(branch.orelse.body):
+                if maps_to_unit_range(branch.orelse.body):
                     continue  # inline: DRB606's finding
                 helper = self._helper(cls, helper_call)
-                if helper is None or not _normalizes(helper.body):
+                if helper is None or not maps_to_unit_range(helper.body):
                     continue
                 self.report(
                     branch.test,

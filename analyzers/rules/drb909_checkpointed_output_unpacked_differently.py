@@ -6,11 +6,10 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import call_name
+from analyzers.matchers import call_name, if_chains, is_checkpoint_call
 
 
 #: what `torch.utils.checkpoint.checkpoint` is called under, resolved through the module's imports
-CHECKPOINT_FUNCTIONS = frozenset({"torch.utils.checkpoint.checkpoint"})
 
 
 def _code(node: cst.CSTNode) -> str:
@@ -190,7 +189,7 @@ class CheckpointedOutputUnpackedDifferently(Rule):
             if definition.is_class or not isinstance(definition.node, cst.FunctionDef):
                 continue
             function = definition.node
-            for branches in _alternatives(function):
+            for branches in if_chains(function):
                 for i, branch in enumerate(branches):
                     others = [c for j, other in enumerate(branches) if j != i for c in walk.own_nodes(other, cst.Call)]
                     checkpointed = self._checkpointed(branch)
@@ -206,21 +205,13 @@ class CheckpointedOutputUnpackedDifferently(Rule):
                         )
                         self.report(assign, message, symbol="gradient_checkpointing", scope=definition.qualname)
 
-    def _is_checkpoint_function(self, call: cst.Call) -> bool:
-        name = call_name(call)
-        if name is None:
-            return False
-        if name.endswith("._gradient_checkpointing_func") or name in CHECKPOINT_FUNCTIONS:
-            return True
-        return self.context.qualified_name(call.func) in CHECKPOINT_FUNCTIONS
-
     def _checkpointed(self, branch: cst.BaseSuite) -> dict[str, cst.Assign]:
         """The modules checkpointed exactly once in `branch`, each with the assignment that takes its output (only
         those whose checkpointed call is the whole assigned value)."""
         counts: dict[str, int] = {}
         assigned: dict[str, cst.Assign] = {}
         for call in walk.own_nodes(branch, cst.Call):
-            if not self._is_checkpoint_function(call) or not call.args:
+            if not is_checkpoint_call(self.context, call) or not call.args:
                 continue
             first = call.args[0]
             if first.keyword is not None or first.star:
@@ -249,23 +240,3 @@ def _assignment_of(branches: list[cst.BaseSuite], call: cst.Call) -> cst.Assign 
             if assign.value is call:
                 return assign
     return None
-
-
-def _alternatives(function: cst.FunctionDef) -> list[list[cst.BaseSuite]]:
-    """The mutually exclusive branches of each `if`/`elif`/`else` chain of `function`."""
-    found: list[list[cst.BaseSuite]] = []
-    statements = walk.own_nodes(function, cst.If)
-    elifs = {id(s.orelse) for s in statements if isinstance(s.orelse, cst.If)}
-    for statement in statements:
-        if id(statement) in elifs:
-            continue
-        branches: list[cst.BaseSuite] = [statement.body]
-        rest = statement.orelse
-        while isinstance(rest, cst.If):
-            branches.append(rest.body)
-            rest = rest.orelse
-        if isinstance(rest, cst.Else):
-            branches.append(rest.body)
-        if len(branches) > 1:
-            found.append(branches)
-    return found

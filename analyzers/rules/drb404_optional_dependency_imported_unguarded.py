@@ -202,6 +202,37 @@ def module_statements(module: cst.Module) -> list[_Statement]:
     return out
 
 
+def imported_keys(node: cst.Import | cst.ImportFrom) -> set[str]:
+    """What an absolute import binds, as `module` (`import a.b`) or `module:name` (`from a import b`)."""
+    if isinstance(node, cst.Import):
+        return {dotted_name(alias.name) or "" for alias in node.names} - {""}
+    if node.relative or isinstance(node.names, cst.ImportStar):
+        return set()
+    module = dotted_name(node.module) or ""
+    return {f"{module}:{dotted_name(alias.name)}" for alias in node.names} if module else set()
+
+
+def unguarded_twins(statements: list[_Statement]) -> list[tuple[cst.Import | cst.ImportFrom, str, str, cst.CSTNode]]:
+    """(plain import, key, top-level package, guarded twin) for each module-level import of an optional
+    dependency that the module also makes under the dependency's own check (`if is_ftfy_available(): import
+    ftfy`), the same module or name, and again without any check (DRB611's finding)."""
+    guarded: dict[str, cst.CSTNode] = {}
+    plain: list[tuple[cst.Import | cst.ImportFrom, str, str]] = []
+    for statement in statements:
+        node = statement.node
+        if not isinstance(node, (cst.Import, cst.ImportFrom)):
+            continue
+        for key in sorted(imported_keys(node)):
+            top = key.partition(".")[0].partition(":")[0]
+            if top not in OPTIONAL:
+                continue
+            if top in statement.guard:  # the check names the package itself, not a blanket or implied guarantee
+                guarded.setdefault(key, node)
+            elif not statement.protected and not ensures(statement.guard, top):
+                plain.append((node, key, top))
+    return [(node, key, top, guarded[key]) for node, key, top in plain if key in guarded]
+
+
 def _imported_modules(small: cst.BaseSmallStatement, package: str) -> list[str]:
     """Absolute names of the modules an import statement of `package`'s `__init__` may load."""
     if isinstance(small, cst.ImportFrom):
@@ -399,6 +430,8 @@ class OptionalDependencyImportedUnguarded(Rule):
     helper the rule does not know is trusted to ensure anything. A few hard requirements of the optional
     packages are assumed (`torchvision` and `peft` bring `torch`, …). Dependencies without an
     `is_<name>_available()` are not checked.
+    An unguarded import that the module repeats under the package's own check is DRB611's finding and is
+    not reported here.
 
     ## References
     - huggingface/diffusers#13656, pattern 4
@@ -656,10 +689,14 @@ class OptionalDependencyImportedUnguarded(Rule):
 
     def check(self) -> None:
         candidates: dict[str, tuple[cst.CSTNode, frozenset[str]]] = {}
-        for statement in module_statements(self.context.module):
+        statements = module_statements(self.context.module)
+        twins = {id(twin[0]) for twin in unguarded_twins(statements)}
+        for statement in statements:
             node = statement.node
             if statement.protected or not isinstance(node, (cst.Import, cst.ImportFrom)):
                 continue
+            if id(node) in twins:
+                continue  # the module guards the same import elsewhere: DRB611 reports the leftover
             if isinstance(node, cst.ImportFrom):
                 names = [] if node.relative else [dotted_name(node.module) or ""]
             else:

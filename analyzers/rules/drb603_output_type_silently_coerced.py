@@ -89,6 +89,39 @@ def documented_values(function: cst.FunctionDef) -> set[str]:
     return {word for word in _QUOTED.findall(entry) if word.islower() and len(word) <= 8}
 
 
+#: the `output_type` values of the shared output contract (`VaeImageProcessor.postprocess`, `output_type="latent"`)
+STANDARD = ("latent", "pil", "np", "pt")
+
+
+def near_miss(text: str) -> str | None:
+    """The standard value that `text` misspells (`"latents"`, `"PIL"`), else None."""
+    for value in STANDARD:
+        if text != value and (text == value + "s" or text.lower() == value):
+            return value
+    return None
+
+
+def misspelled_tests(function: cst.FunctionDef) -> list[tuple[cst.Comparison, str, str]]:
+    """(comparison, literal, standard value) for each test of `output_type` against a misspelling of a standard
+    value that `function` never compares `output_type` with itself."""
+    compared = compared_values(function)
+    found = []
+    for comparison in walk.nodes(function.body, cst.Comparison):
+        if len(comparison.comparisons) != 1:
+            continue
+        left, right = comparison.left, comparison.comparisons[0].comparator
+        if isinstance(right, cst.Name) and right.value == "output_type":
+            left, right = right, left
+        if not (isinstance(left, cst.Name) and left.value == "output_type"):
+            continue
+        for text in _literals(right) or ():
+            value = near_miss(text)
+            if value is not None and value not in compared:
+                found.append((comparison, text, value))
+                break
+    return found
+
+
 class _NumpyFlow(FlowWalker[_Converted]):
     """State: the variables that certainly hold a NumPy conversion of the result, for one `output_type`."""
 
@@ -117,13 +150,17 @@ class OutputTypeSilentlyCoerced(Rule):
     (`"latent"`, `"pt"`), and `"pt"` always: the result is a `torch.Tensor` right before `.numpy()`, and
     `"pt"` is part of the shared output contract. The rule only looks at a `__call__` that neither hands
     `output_type` to a call (`image_processor.postprocess`, `check_inputs`) nor raises under a test of it.
+    It also checks for a `__call__` that tests `output_type` against a misspelling of a standard value
+    (`"latents"`, `"PIL"`: the value plus `s`, or in another case) and never against the standard value.
 
     ## Why is this bad?
     `output_type="pt"` or `output_type="latent"` is part of the diffusers output contract
     (`VaeImageProcessor.postprocess` supports `pil`, `np`, `pt` and `latent`). When `if output_type ==
     "pil": ...` is the only test, every other value silently becomes a NumPy array: the caller asked for
     tensors or latents and gets decoded NumPy images, with no error. Meta issue #13656 lists this under
-    "Output and Cleanup Contracts Diverge".
+    "Output and Cleanup Contracts Diverge". Likewise, a pipeline that skips decoding only for
+    `output_type == "latents"` decodes and post-processes `output_type="latent"`, the value every other
+    pipeline (and every caller chaining pipelines) uses (Latte, #10558).
 
     ## Example
     ```python
@@ -157,11 +194,15 @@ class OutputTypeSilentlyCoerced(Rule):
     `output_type`; a branch that depends on anything else is taken on both sides and the conversion must
     happen on both. A pipeline whose documented values all land where they should (DDPM in 0.42.1:
     `"pil"`, `"np"`, `"pt"`) is not reported even though an unknown value still becomes NumPy.
+    Misspellings are only the standard values (`"latent"`, `"pil"`, `"np"`, `"pt"`) with a trailing `s` or in
+    another case; a `__call__` that also tests the standard value (a deprecation shim mapping `"latents"` onto
+    `"latent"`) is not reported.
 
     ## References
     - huggingface/diffusers#13656, pattern 6
     - huggingface/diffusers#13649 (DDPM: any `output_type` other than `"pil"` silently became NumPy)
     - huggingface/diffusers#13671 (fix proposal: validate `output_type`, support `"pt"`)
+    - huggingface/diffusers#10558 (Latte skipped decoding only for `"latents"`)
     """
 
     code = "DRB603"
@@ -172,10 +213,31 @@ class OutputTypeSilentlyCoerced(Rule):
         "each supported value and raise a `ValueError` for the rest, or pass `output_type` to "
         "`image_processor.postprocess`."
     )
+    message_spelling = (
+        '`output_type` is tested against `"{text}"`, but the library value is `"{value}"`, which this `__call__` '
+        'never tests for: `output_type="{value}"` silently takes the other branch; test `"{value}"` (and map '
+        '`"{text}"` onto it with a deprecation if it was accepted).'
+    )
     REQUIRES_ANY = ("output_type",)
     PATHS = ("/pipelines/",)
 
     VALID = [
+        Valid(
+            # a deprecation shim maps the old spelling onto the standard value, which is then tested
+            """
+            class LattePipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.denoise(prompt)
+                    if output_type == "latents":
+                        deprecate("output_type_latents", "1.0.0", "use output_type='latent'")
+                        output_type = "latent"
+                    if not output_type == "latent":
+                        video = self.video_processor.postprocess_video(self.decode_latents(latents), output_type=output_type)
+                    else:
+                        video = latents
+                    return (video,)
+            """
+        ),
         Valid(
             # the 0.42.1 DDPM shape: "pil", "np" and "pt" are all documented and all land where they should
             """
@@ -235,6 +297,23 @@ class OutputTypeSilentlyCoerced(Rule):
     ]
     INVALID = [
         Invalid(
+            """
+            class LattePipeline(DiffusionPipeline):
+                def __call__(self, prompt, output_type="pil", return_dict=True):
+                    latents = self.denoise(prompt)
+                    if not output_type == "latents":
+                        video = self.video_processor.postprocess_video(self.decode_latents(latents), output_type=output_type)
+                    else:
+                        video = latents
+                    return (video,)
+            """,
+            message=(
+                '`output_type` is tested against `"latents"`, but the library value is `"latent"`, which this '
+                '`__call__` never tests for: `output_type="latent"` silently takes the other branch; test '
+                '`"latent"` (and map `"latents"` onto it with a deprecation if it was accepted).'
+            ),
+        ),
+        Invalid(
             # the 0.35.2 DDPM shape
             """
             class DDPMPipeline(DiffusionPipeline):
@@ -292,6 +371,12 @@ class OutputTypeSilentlyCoerced(Rule):
         for cls, method in pipeline_methods(self.context, "__call__"):
             if any(param.name.value == "output_type" for param in parameters(method)):
                 self._check_call(cls, method)
+                self._check_spelling(cls, method)
+
+    def _check_spelling(self, cls: Definition, function: cst.FunctionDef) -> None:
+        for comparison, text, value in misspelled_tests(function)[:1]:
+            message = self.message_spelling.format(text=text, value=value)
+            self.report(comparison, message, symbol="output_type", scope=f"{cls.qualname}.__call__")
 
     def _check_call(self, cls: Definition, function: cst.FunctionDef) -> None:
         if not isinstance(function.body, cst.IndentedBlock) or has_yield(function):

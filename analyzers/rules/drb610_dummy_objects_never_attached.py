@@ -272,4 +272,4 @@ class DummyObjectsNeverAttached(Rule):
                 why, symbol = "the `_LazyModule` and the dummies are installed only when it is available", STRUCTURE
             else:
                 why, symbol = "the loop that attaches them does not run on that path", DUMMIES
-            self.report(statement, self.message.format(why=why), symbol=symbol, scope="<module>")
+            self.report(statement, self.message.format(why=why), symbol=symbol, scope="")

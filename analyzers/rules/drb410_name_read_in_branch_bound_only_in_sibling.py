@@ -1,0 +1,288 @@
+"""DRB410: a branch of an `if`/`elif` chain reads a name that only a sibling branch of the chain binds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import libcst as cst
+
+from analyzers import walk
+from analyzers.core import Invalid, Rule, Valid
+from analyzers.matchers import names_read, parameters, target_names
+
+
+_NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+
+
+def _bindings(root: cst.CSTNode) -> set[str]:
+    """Names the statements under `root` bind in the enclosing function (nested scopes' own names left out, the
+    names of nested defs and classes kept). Comprehension targets do not leak and are left out."""
+    nested: set[int] = set()
+    for kind in _NESTED:
+        for scope in walk.nodes(root, kind):
+            if id(scope) not in nested:
+                nested.update(id(n) for n in walk.walk(scope) if n is not scope)
+    names: set[str] = set()
+    for node in walk.walk(root):
+        if id(node) in nested:
+            continue
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                names.update(target_names(target.target))
+        elif isinstance(node, (cst.AnnAssign, cst.AugAssign, cst.NamedExpr)):
+            names.update(target_names(node.target))
+        elif isinstance(node, cst.For):
+            names.update(target_names(node.target))
+        elif isinstance(node, cst.WithItem) and node.asname is not None:
+            names.update(target_names(node.asname.name))
+        elif isinstance(node, cst.AsName):
+            names.update(target_names(node.name))  # `except E as e`, `import a as b`
+        elif isinstance(node, (cst.Import, cst.ImportFrom)) and not isinstance(node.names, cst.ImportStar):
+            names.update((a.evaluated_name or "").split(".")[0] for a in node.names if a.asname is None)
+        elif isinstance(node, (cst.Global, cst.Nonlocal)):
+            names.update(n.name.value for n in node.names)
+        elif isinstance(node, cst.Del):
+            names.update(target_names(node.target))
+        elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not root:
+            names.add(node.name.value)
+    return names
+
+
+def _reads(root: cst.CSTNode) -> list[cst.Name]:
+    """Names read under `root`, outside nested defs and lambdas (which run later, if at all), assignment targets
+    left out. Comprehension variables shadow the function's names and are left out too."""
+    skip: set[int] = set()
+    for kind in _NESTED:
+        for scope in walk.nodes(root, kind):
+            skip.update(id(n) for n in walk.walk(scope))
+    for assign in walk.nodes(root, cst.Assign):
+        for target in assign.targets:
+            skip.update(id(n) for n in walk.walk(target.target) if isinstance(target.target, (cst.Name, cst.Tuple)))
+    for annotated in walk.nodes(root, cst.AnnAssign):
+        skip.update(id(n) for n in walk.walk(annotated.target))
+    shadowed = {name for comp in walk.nodes(root, cst.CompFor) for name in target_names(comp.target)}
+    return [n for n in names_read(root) if id(n) not in skip and n.value not in shadowed]
+
+
+def _first_unbound_read(statements: Sequence[cst.CSTNode], name: str) -> cst.Name | None:
+    """The first read of `name` in `statements` that no earlier statement of the block may have bound; None once
+    a statement may bind it. A loop or `try` that binds the name is passed over, its reads not judged."""
+    for statement in statements:
+        if isinstance(statement, cst.If):
+            found = _read_of(statement.test, name)
+            if found is not None:
+                return found
+            orelse: cst.CSTNode | None = statement.orelse
+            branches: list[Sequence[cst.CSTNode]] = [statement.body.body]
+            while orelse is not None:
+                if isinstance(orelse, cst.If):
+                    found = _read_of(orelse.test, name)
+                    if found is not None:
+                        return found
+                    branches.append(orelse.body.body)
+                    orelse = orelse.orelse
+                else:
+                    branches.append(orelse.body.body)  # type: ignore[attr-defined]
+                    orelse = None
+            for branch in branches:
+                found = _first_unbound_read(branch, name)
+                if found is not None:
+                    return found
+        elif isinstance(statement, cst.With):
+            for item in statement.items:
+                found = _read_of(item.item, name)
+                if found is not None:
+                    return found
+                if item.asname is not None and name in target_names(item.asname.name):
+                    return None  # `with open(p) as f:` binds `f` before the body reads it
+            found = _first_unbound_read(statement.body.body, name)
+            if found is not None:
+                return found
+        elif name not in _bindings(statement) or isinstance(statement, cst.SimpleStatementLine):
+            # a simple statement reads before it binds (`x = f(x)`); a loop or `try` that binds is not judged
+            found = _read_of(statement, name)
+            if found is not None:
+                return found
+        if name in _bindings(statement):
+            return None
+    return None
+
+
+def _read_of(node: cst.CSTNode, name: str) -> cst.Name | None:
+    return next((n for n in _reads(node) if n.value == name), None)
+
+
+def _chain(statement: cst.If) -> list[tuple[cst.BaseExpression | None, Sequence[cst.CSTNode]]]:
+    """The (test, statements) of each branch of an `if`/`elif`/`else` chain; the `if`'s own test is not given (it
+    runs before any branch)."""
+    branches: list[tuple[cst.BaseExpression | None, Sequence[cst.CSTNode]]] = [(None, statement.body.body)]
+    orelse = statement.orelse
+    while orelse is not None:
+        if isinstance(orelse, cst.If):
+            branches.append((orelse.test, orelse.body.body))
+            orelse = orelse.orelse
+        else:
+            branches.append((None, orelse.body.body))
+            orelse = None
+    return branches
+
+
+class NameReadInBranchBoundOnlyInSibling(Rule):
+    """
+    ## What it does
+    Checks `if`/`elif`/`else` chains for a branch that reads a local name which only another branch of the same
+    chain binds: the function binds it nowhere before the chain, and the reading branch does not bind it before
+    the read.
+
+    ## Why is this bad?
+    Only one branch of a chain runs, so the branch that reads the name always finds it unbound and raises
+    `UnboundLocalError`. Such branches are usually the less travelled setting of an optional parameter
+    (`local_files_only=True`, no image encoder, a precomputed embedding), which crashes as soon as a user
+    passes it. diffusers shipped this in the sharded-checkpoint loader, whose `elif local_files_only:` branch
+    joined a `cached_folder` that only the download branch had set.
+
+    ## Example
+    ```python
+    if not local_files_only:
+        cached_folder = snapshot_download(repo_id, allow_patterns=shards)
+    elif local_files_only:
+        check_shards_exist(cache_dir, shards)
+        cached_folder = os.path.join(cached_folder, subfolder)
+    return cached_folder
+    ```
+
+    Use instead:
+    ```python
+    elif local_files_only:
+        check_shards_exist(cache_dir, shards)
+        cached_folder = os.path.join(cache_dir, subfolder)
+    ```
+
+    ## Known problems
+    Chains inside a loop are not checked (an earlier iteration may have bound the name), and any binding before
+    the chain, in any branch of an earlier statement, counts as a default. Inside the reading branch, a loop or
+    `try` that binds the name is taken to bind it before its reads.
+
+    ## References
+    - huggingface/diffusers#13656, pattern 4
+    - huggingface/diffusers#9376 (`_get_checkpoint_shard_files`: `cached_folder` unbound with `local_files_only=True`)
+    """
+
+    code = "DRB410"
+    pattern = 4
+    severity = "error"
+    message = (
+        "`{name}` is read in this branch but bound only in another branch of the same `if`/`elif` chain, so "
+        "it is unbound here and raises `UnboundLocalError`; bind it in this branch (or before the chain)."
+    )
+    REQUIRES_ANY = ("elif", "else")
+
+    VALID = [
+        Valid(
+            # bound before the chain; bound in the branch before its read; a chain in a loop; a nested def
+            """
+            def load(repo_id, cache_dir=None, local_files_only=False, subfolder=None):
+                folder = cache_dir
+                if not local_files_only:
+                    folder = download(repo_id)
+                    path = folder
+                else:
+                    path = os.path.join(cache_dir, subfolder)
+                    path = os.path.join(path, "x")
+                    folder = os.path.join(folder, subfolder)
+                for shard in shards:
+                    if shard.first:
+                        last = shard
+                    else:
+                        shard.link(last)
+                return folder, path
+            """
+        ),
+        Valid(
+            # `*args`/`**kwargs` are parameters; a `with ... as f` binds `f` for its body
+            """
+            def pre_forward(self, module, *args, **kwargs):
+                if self.skip:
+                    kwargs = {}
+                elif self.move:
+                    moved = send_to_device(kwargs)
+                if path is None:
+                    text = None
+                else:
+                    with open(path) as f:
+                        text = f.read()
+                return text
+            """
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            def get_shards(repo_id, shards, cache_dir=None, local_files_only=False, subfolder=None):
+                if not local_files_only:
+                    folder = snapshot_download(repo_id, allow_patterns=shards)
+                elif local_files_only:
+                    check_shards_exist(cache_dir, shards)
+                    if subfolder is not None:
+                        folder = os.path.join(folder, subfolder)
+                return folder
+            """
+        ),
+        Invalid(
+            # an `else` reading what the `if` computed, in a method
+            """
+            class IPAdapterMixin:
+                def load(self, encoder_folder=None):
+                    if encoder_folder is not None:
+                        encoder = CLIPVisionModel.from_pretrained(encoder_folder)
+                        size = encoder.config.image_size
+                    else:
+                        processor = CLIPImageProcessor(size=size)
+                    return processor
+            """
+        ),
+    ]
+
+    def check(self) -> None:
+        for definition in self.context.definitions:
+            function = definition.node
+            if not isinstance(function, cst.FunctionDef) or not walk.own_nodes(function, cst.If):
+                continue
+            self._scope = definition.qualname
+            bound = {p.name.value for p in parameters(function)}
+            for star in (function.params.star_arg, function.params.star_kwarg):
+                if isinstance(star, cst.Param):
+                    bound.add(star.name.value)  # `*args`, `**kwargs`
+            self._block(function.body.body, bound)
+
+    def _block(self, statements: Sequence[cst.CSTNode], bound: set[str]) -> set[str]:
+        """Check the chains of a block, given the names bound before it; the names bound once it has run."""
+        bound = set(bound)
+        for statement in statements:
+            if isinstance(statement, cst.If):
+                if statement.orelse is not None:
+                    self._check_chain(statement, bound)
+                for _test, branch in _chain(statement):
+                    self._block(branch, bound)
+            elif isinstance(statement, cst.With):
+                self._block(statement.body.body, bound)
+            elif isinstance(statement, cst.Try):
+                self._block(statement.body.body, bound)
+            # loops are not entered: an earlier iteration may bind what a branch reads
+            bound |= _bindings(statement)
+        return bound
+
+    def _check_chain(self, statement: cst.If, bound: set[str]) -> None:
+        branches = _chain(statement)
+        binds = [
+            _bindings(cst.IndentedBlock(body=cast("list[cst.BaseStatement]", list(body)))) for _test, body in branches
+        ]
+        for i, (test, body) in enumerate(branches):
+            candidates = set().union(*(b for j, b in enumerate(binds) if j != i)) - bound
+            for name in sorted(candidates):
+                found = _read_of(test, name) if test is not None else None
+                if found is None:
+                    found = _first_unbound_read(body, name)
+                if found is not None:
+                    self.report(found, self.message.format(name=name), symbol=name, scope=self._scope)

@@ -6,6 +6,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import FileContext, Invalid, Rule, Valid, dotted_name
+from analyzers.matchers import string_value
 
 
 #: calls whose result is random: comparing with it checks nothing
@@ -60,13 +61,17 @@ class RandomExpectedOutput(Rule):
     ## What it does
     Checks for tests that build their expected output with a random generator (`torch.randn`,
     `np.random.*`) or as a constant tensor compared with an absurd tolerance (`<= 1e10`), and compare
-    the pipeline's output with it.
+    the pipeline's output with it. Also checks test classes for attributes set in the class body (component
+    kwargs such as `vae_kwargs = {"latents_std": torch.randn(4).tolist(), …}`) with a random draw: it runs
+    once at import, before any seed.
 
     ## Why is this bad?
     The test looks like a numerical regression test but checks nothing: any output passes. Meta issue
     #13656 (pattern 10) lists placeholder-based slow tests among the reasons bugs survive in the paths
     users run; a slow test of a real checkpoint whose expected video is `torch.randn(...)` never caught
-    a regression.
+    a regression. A random component config makes every run test different numbers, so the test turns flaky
+    and gets an `@is_flaky` retry marker instead of a fix (near-zero `latents_std` blew up Wan VACE's LoRA
+    tests).
 
     ## Example
     ```python
@@ -90,12 +95,14 @@ class RandomExpectedOutput(Rule):
     Only variables named `expected*` are looked at, and only in `test*` functions of files under
     `tests/`. A constant tensor (`torch.zeros`) counts as a placeholder only when the test also holds a
     number of at least `1e6` (the `max_diff <= 1e10` idiom); a literal expected slice of zeros is taken
-    at its word.
+    at its word. Class attributes count only when the draw is the value itself or a string-keyed entry of a
+    dict literal; draws inside methods are left to the seeds the tests set there.
 
     ## References
     - huggingface/diffusers#13656, pattern 10
     - tests/pipelines/consisid/test_consisid.py and tests/pipelines/mochi/test_mochi.py
       (`expected_video = torch.randn(...)`)
+    - huggingface/diffusers#13294 (Wan VACE LoRA tests: random `latents_mean`/`latents_std`, `@is_flaky`)
     """
 
     code = "DRB010"
@@ -105,7 +112,11 @@ class RandomExpectedOutput(Rule):
         "`{name}` is `{call}(...)`, so comparing the output with it checks nothing; compare with values "
         "recorded from a reference run instead."
     )
-    REQUIRES_ANY = ("expected",)
+    message_config = (
+        "`{name}` in `{cls}`'s class body is `{call}(...)`, drawn once at import with no seed, so the test's "
+        "components differ on every run (and a retry marker only hides it); use fixed values."
+    )
+    REQUIRES_ANY = ("expected", "rand")
     PATHS = ("/tests/",)
 
     VALID = [
@@ -156,8 +167,41 @@ class RandomExpectedOutput(Rule):
             """,
             path="diffusers/pipelines/example/pipeline_example.py",
         ),
+        # seeded inside a method: deterministic
+        Valid(
+            """
+            import torch
+
+            class FooLoRATests(unittest.TestCase):
+                vae_kwargs = {"latents_mean": [0.1, -0.2, 0.3, 0.4], "z_dim": 4}
+
+                def get_dummy_components(self):
+                    torch.manual_seed(0)
+                    return {"latents_mean": torch.randn(4).tolist()}
+            """,
+            path="tests/lora/test_lora_layers_foo.py",
+        ),
     ]
     INVALID = [
+        # a component config drawn at import, under a retry marker
+        Invalid(
+            """
+            import torch
+
+            @is_flaky(max_attempts=10)
+            class FooLoRATests(unittest.TestCase):
+                vae_kwargs = {
+                    "z_dim": 4,
+                    "latents_std": torch.randn(4).numpy().tolist(),
+                }
+            """,
+            path="tests/lora/test_lora_layers_foo.py",
+            message=(
+                "`latents_std` in `FooLoRATests`'s class body is `torch.randn(...)`, drawn once at import with no "
+                "seed, so the test's components differ on every run (and a retry marker only hides it); use fixed "
+                "values."
+            ),
+        ),
         Invalid(
             """
             import torch
@@ -212,6 +256,7 @@ class RandomExpectedOutput(Rule):
     ]
 
     def check(self) -> None:
+        self._check_class_configs()
         for qualname, function in functions_of_tests(self.context):
             assigns: list[tuple[str, cst.Assign]] = []  # (`expected*` name, its assignment)
             for a in walk.own_nodes(function, cst.Assign):
@@ -234,3 +279,45 @@ class RandomExpectedOutput(Rule):
                         largest = _largest_number(function)
                     if largest >= ABSURD_TOLERANCE:
                         self.report(assign, self.message.format(name=name, call=callee), symbol=name, scope=qualname)
+
+    def _check_class_configs(self) -> None:
+        """Class attributes of test classes (component kwargs, configs) drawn at random in the class body."""
+        for definition in self.context.classes:
+            cls = cst.ensure_type(definition.node, cst.ClassDef)
+            if not isinstance(cls.body, cst.IndentedBlock):
+                continue
+            for statement in cls.body.body:
+                if not isinstance(statement, cst.SimpleStatementLine):
+                    continue
+                for small in statement.body:
+                    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+                        target, value = small.targets[0].target, small.value
+                    elif isinstance(small, cst.AnnAssign) and small.value is not None:
+                        target, value = small.target, small.value
+                    else:
+                        continue
+                    if not isinstance(target, cst.Name):
+                        continue
+                    entries: list[tuple[str, cst.CSTNode, cst.BaseExpression]] = [(target.value, small, value)]
+                    if isinstance(value, cst.Dict):
+                        entries = [
+                            (key, element, element.value)
+                            for element in value.elements
+                            if isinstance(element, cst.DictElement) and (key := string_value(element.key)) is not None
+                        ]
+                    for name, node, expression in entries:
+                        callee = self._random_callee(expression)
+                        if callee:
+                            self.report(
+                                node,
+                                self.message_config.format(name=name, cls=definition.name, call=callee),
+                                symbol=name,
+                                scope=definition.qualname,
+                            )
+
+    def _random_callee(self, expression: cst.BaseExpression) -> str | None:
+        call = _innermost_call(expression)
+        if call is None:
+            return None
+        callee = self.context.qualified_name(call.func) or dotted_name(call.func) or ""
+        return callee if callee in RANDOM_CALLS or callee.startswith(RANDOM_PREFIXES) else None

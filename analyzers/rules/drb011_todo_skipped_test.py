@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from analyzers.core import Invalid, Rule, Valid, dotted_name
@@ -16,6 +18,14 @@ from analyzers.testfiles import (
     placeholder_reason,
     skip_reason,
     trivial_body,
+)
+
+
+#: a skip that waits for CI hardware: "the current CI hardware", "move to a beefier GPU / dedicated runner" (not a
+#: flaky network test waiting for "new runners": no marker gates that)
+DEFERRED_TO_CI = re.compile(
+    r"\bCI (hardware|runners?|machines?|GPUs?)\b|\b(dedicated|beefier|bigger|larger) (GPU )?(runners?|GPUs?|machines?)\b",
+    re.I,
 )
 
 
@@ -72,7 +82,11 @@ class TodoSkippedTest(Rule):
         "`{test}` is disabled by a `pass` body under a TODO comment; fix the test, or skip it with a reason "
         "that names the limitation and a tracking issue."
     )
-    REQUIRES_ANY = ("TODO", "FIXME", "XXX")
+    message_ci = (
+        "`{test}` is skipped everywhere until the CI infrastructure changes ({why}), so its path has no coverage; "
+        "gate it on a runner marker (`@require_big_accelerator`) instead of an unconditional skip."
+    )
+    REQUIRES_ANY = ("TODO", "FIXME", "XXX", "CI ", "runner", "GPU")
     PATHS = ("/tests/",)
 
     VALID = [
@@ -143,6 +157,31 @@ class TodoSkippedTest(Rule):
             """,
             path="tests/pipelines/hunyuan_image_21/test_hunyuanimage.py",
         ),
+        # gated on the runner that has the hardware, not skipped
+        Valid(
+            """
+            @slow
+            @require_big_accelerator
+            class FooPipelineSlowTests(unittest.TestCase):
+                def test_foo_inference(self):
+                    run()
+
+            class FooPipelineFastTests(unittest.TestCase):
+                @unittest.skip("Difference between FP16 and FP32 too large on CI")
+                def test_float16(self):
+                    run()
+
+                @unittest.skip("Flaky behaviour on CI. Re-enable after migrating to new runners")
+                def test_one_request_upon_cached(self):
+                    run()
+
+                # a big GPU would help here, but nothing is skipped for it
+                @unittest.skip("Not supported by this pipeline.")
+                def test_offload(self):
+                    run()
+            """,
+            path="tests/pipelines/foo/test_pipeline_foo.py",
+        ),
     ]
     INVALID = [
         Invalid(
@@ -181,6 +220,34 @@ class TodoSkippedTest(Rule):
                 "test, or skip it with a reason that names the limitation and a tracking issue."
             ),
         ),
+        # a real-checkpoint test switched off until CI gets bigger GPUs
+        Invalid(
+            """
+            @slow
+            class FooPipelineSlowTests(unittest.TestCase):
+                # TODO: move large model tests to a dedicated runner
+                @unittest.skip("We cannot run this model's inference on the current CI hardware")
+                def test_foo_inference(self):
+                    run()
+            """,
+            path="tests/pipelines/foo/test_pipeline_foo.py",
+            message=(
+                '`test_foo_inference` is skipped everywhere until the CI infrastructure changes ("We cannot run '
+                "this model's inference on the current CI hardware\"), so its path has no coverage; gate it on a "
+                "runner marker (`@require_big_accelerator`) instead of an unconditional skip."
+            ),
+        ),
+        # a whole integration class, the reason says nothing but the TODO under the decorator does
+        Invalid(
+            """
+            @unittest.skip("Too slow for now")
+            # TODO: move these tests to a beefier GPU
+            class FooLoRAIntegrationTests(unittest.TestCase):
+                def test_lora(self):
+                    run()
+            """,
+            path="tests/lora/test_lora_layers_foo.py",
+        ),
         Invalid(
             """
             @pytest.mark.skip(reason="TODO")
@@ -192,10 +259,11 @@ class TodoSkippedTest(Rule):
     ]
 
     def check(self) -> None:
+        deferred = self._deferred_to_ci()
         for definition in definitions_of_tests(self.context):
             function = cst.ensure_type(definition.node, cst.FunctionDef)
             name, scope = definition.name, definition.qualname
-            reported = False
+            reported = scope in deferred
             for decorator in function.decorators:
                 if decorator_name(decorator) in SKIP_DECORATORS and isinstance(decorator.decorator, cst.Call):
                     reason = skip_reason(decorator.decorator)
@@ -219,6 +287,39 @@ class TodoSkippedTest(Rule):
                 and TODO_RE.search(body_comments(self.context, function) + "\n" + leading_comments(function))
             ):
                 self.report(function.name, self.message_pass.format(test=name), symbol=name, scope=scope)
+
+    def _deferred_to_ci(self) -> set[str]:
+        """Report test classes and tests skipped unconditionally until CI has the hardware (the reason says so, or
+        a TODO above it does); their qualified names."""
+        reported: set[str] = set()
+        for definition in self.context.definitions:
+            if not (definition.is_class or definition.name.startswith("test")):
+                continue
+            node = definition.node
+            if not isinstance(node, (cst.ClassDef, cst.FunctionDef)):
+                continue
+            comments = "\n".join(
+                line.comment.value
+                for line in (*node.leading_lines, *node.lines_after_decorators)
+                if line.comment is not None
+            )
+            todo = TODO_RE.search(comments) and DEFERRED_TO_CI.search(comments)
+            for decorator in node.decorators:
+                if decorator_name(decorator) not in SKIP_DECORATORS or not isinstance(decorator.decorator, cst.Call):
+                    continue
+                reason = skip_reason(decorator.decorator) or ""
+                if not (DEFERRED_TO_CI.search(reason) or todo):
+                    continue
+                why = f'"{" ".join(reason.split())}"' if reason else "no reason given"
+                self.report(
+                    decorator,
+                    self.message_ci.format(test=definition.name, why=why),
+                    symbol=definition.name,
+                    scope=definition.qualname,
+                )
+                reported.add(definition.qualname)
+                break
+        return reported
 
     @staticmethod
     def _first_statement(function: cst.FunctionDef) -> cst.BaseExpression | None:

@@ -6,9 +6,11 @@ import re
 
 import libcst as cst
 
-from analyzers.core import Invalid, Rule, Valid
+from analyzers.core import Invalid, Rule, Valid, dotted_name
+from analyzers.matchers import string_value
 from analyzers.testfiles import (
     SKIP_DECORATORS,
+    XFAIL_DECORATORS,
     body_comments,
     decorator_name,
     definitions_of_tests,
@@ -229,6 +231,22 @@ class ContractTestSkippedForDefect(Rule):
             path="tests/pipelines/foo/test_foo.py",
             files=FILES,
         ),
+        # on CUDA, but with a second condition, or a reason that admits nothing
+        Valid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+            class FooPipelineFastTests(PipelineTesterMixin, unittest.TestCase):
+                @pytest.mark.xfail(condition=torch_device == "cuda" and is_dist_enabled, reason="Fails with dist.")
+                def test_save_load_local(self):
+                    super().test_save_load_local()
+
+                @pytest.mark.xfail(condition=torch_device == "cuda", reason="Nondeterministic kernels on CUDA.")
+                def test_inference_batch_single_identical(self):
+                    super().test_inference_batch_single_identical()
+            """,
+            path="tests/pipelines/foo/test_foo.py",
+            files=FILES,
+        ),
         # a bare TODO reason is DRB011's finding, not this one's
         Valid(
             """
@@ -305,6 +323,18 @@ class ContractTestSkippedForDefect(Rule):
             path="tests/pipelines/baz/test_baz.py",
             files=FILES,
         ),
+        # an expected failure on CUDA, where the offload contract runs, admitting that the test fails
+        Invalid(
+            """
+            from ..test_pipelines_common import PipelineTesterMixin
+            class QuxModelTests(PipelineTesterMixin, unittest.TestCase):
+                @pytest.mark.xfail(condition=torch.device(torch_device).type == "cuda", reason="Test currently fails.")
+                def test_sequential_cpu_offload_forward_pass(self):
+                    return super().test_sequential_cpu_offload_forward_pass()
+            """,
+            path="tests/pipelines/qux/test_qux.py",
+            files=FILES,
+        ),
         # inherited through an intermediate base, with pytest's marker
         Invalid(
             """
@@ -332,6 +362,9 @@ class ContractTestSkippedForDefect(Rule):
             function = cst.ensure_type(definition.node, cst.FunctionDef)
             for decorator in function.decorators:
                 xfail = unconditional_xfail_reason(decorator)
+                on_cuda = _cuda_only_xfail_reason(decorator) if xfail is None else None
+                if on_cuda is not None and ADMITS_DEFECT.search(on_cuda):
+                    xfail = on_cuda  # CUDA is where the contract runs: an expected failure there is one everywhere
                 if xfail is not None:
                     # an expected failure admits that the code under test fails the contract, unless it is tracked,
                     # blames the test harness, or says the contract does not apply
@@ -369,6 +402,37 @@ class ContractTestSkippedForDefect(Rule):
                     scope=definition.qualname,
                 )
                 break
+
+
+def _cuda_only_xfail_reason(decorator: cst.Decorator) -> str | None:
+    """The reason of an `@pytest.mark.xfail` whose only condition is that the test runs on CUDA
+    (`condition=torch.device(torch_device).type == "cuda"`, `torch_device == "cuda"`); None otherwise."""
+    if decorator_name(decorator) not in XFAIL_DECORATORS or not isinstance(decorator.decorator, cst.Call):
+        return None
+    reason, on_cuda = "", False
+    for position, arg in enumerate(decorator.decorator.args):
+        keyword = arg.keyword.value if arg.keyword is not None else None
+        if keyword == "reason":
+            reason = string_value(arg.value) or reason
+        elif keyword == "condition" or (keyword is None and position == 0):
+            on_cuda = _is_cuda_check(arg.value)
+            if not on_cuda:
+                return None
+    return reason if on_cuda else None
+
+
+def _is_cuda_check(node: cst.BaseExpression) -> bool:
+    if not isinstance(node, cst.Comparison) or len(node.comparisons) != 1:
+        return False
+    target = node.comparisons[0]
+    if not isinstance(target.operator, cst.Equal) or string_value(target.comparator) != "cuda":
+        return False
+    left = node.left
+    if isinstance(left, cst.Attribute) and left.attr.value == "type":
+        left = left.value
+        if isinstance(left, cst.Call) and dotted_name(left.func) == "torch.device" and len(left.args) == 1:
+            left = left.args[0].value
+    return isinstance(left, cst.Name) and left.value == "torch_device"
 
 
 def _clip(text: str, limit: int = 90) -> str:

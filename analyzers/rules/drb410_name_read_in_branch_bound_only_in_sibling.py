@@ -113,6 +113,56 @@ def _read_of(node: cst.CSTNode, name: str) -> cst.Name | None:
     return next((n for n in _reads(node) if n.value == name), None)
 
 
+def _code(node: cst.CSTNode) -> str:
+    return " ".join(cst.Module([]).code_for_node(node).split())
+
+
+def _conjuncts(test: cst.BaseExpression) -> set[str]:
+    """The texts of the `and`-joined parts of a test (`a and b.c`: `a`, `b.c`)."""
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
+        return _conjuncts(test.left) | _conjuncts(test.right)
+    return {_code(test)}
+
+
+def _subjects(test: cst.CSTNode) -> set[str]:
+    """The variables a test looks at: bare names and whole attribute chains (`self.do_pag`), `self` left out."""
+    inner = {id(n) for a in walk.nodes(test, cst.Attribute) for n in walk.walk(a) if n is not a}
+    found = {_code(a) for a in walk.nodes(test, cst.Attribute) if id(a) not in inner}
+    found |= {n.value for n in walk.nodes(test, cst.Name) if id(n) not in inner and n.value != "self"}
+    return found
+
+
+def _tests(statement: cst.If) -> list[tuple[cst.BaseExpression, Sequence[cst.CSTNode]]]:
+    """The (test, statements) of each `if`/`elif` branch of a chain, the `else` left out."""
+    branches: list[tuple[cst.BaseExpression, Sequence[cst.CSTNode]]] = []
+    current: cst.BaseSuite | cst.If | cst.Else | None = statement
+    while isinstance(current, cst.If):
+        branches.append((current.test, current.body.body))
+        current = current.orelse
+    return branches
+
+
+def _binders(root: cst.CSTNode, name: str) -> list[cst.CSTNode]:
+    """The statements and expressions under `root` that bind `name`."""
+    found: list[cst.CSTNode] = []
+    for node in walk.walk(root):
+        if isinstance(node, cst.Assign):
+            if any(name in target_names(t.target) for t in node.targets):
+                found.append(node)
+        elif isinstance(node, (cst.AnnAssign, cst.AugAssign, cst.NamedExpr, cst.For)):
+            if name in target_names(node.target):
+                found.append(node)
+        elif isinstance(node, cst.WithItem) and node.asname is not None:
+            if name in target_names(node.asname.name):
+                found.append(node)
+        elif isinstance(node, cst.AsName) and name in target_names(node.name):
+            found.append(node)
+        elif isinstance(node, (cst.Import, cst.ImportFrom, cst.Global, cst.Nonlocal, cst.Del)):
+            if name in _bindings(node):
+                found.append(node)
+    return found
+
+
 def _chain(statement: cst.If) -> list[tuple[cst.BaseExpression | None, Sequence[cst.CSTNode]]]:
     """The (test, statements) of each branch of an `if`/`elif`/`else` chain; the `if`'s own test is not given (it
     runs before any branch)."""
@@ -141,6 +191,12 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
     (`local_files_only=True`, no image encoder, a precomputed embedding), which crashes as soon as a user
     passes it. diffusers shipped this in the sharded-checkpoint loader, whose `elif local_files_only:` branch
     joined a `cached_folder` that only the download branch had set.
+
+    It also checks a name that only an `elif` branch binds, read after the chain under a test that repeats the
+    `elif`'s condition but not the negation of the branches before it (`if pag: ... elif cfg: text = ...`, then
+    `if cfg and rescale: use(text)`): with both `pag` and `cfg` on, the name is unbound there. The flags are
+    taken to be independent only where a branch before the `elif` looks at the `elif`'s flag itself
+    (`apply_pag(pred, cfg)`); a chain of exclusive modes is left alone.
 
     ## Example
     ```python
@@ -175,6 +231,11 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
     message = (
         "`{name}` is read in this branch but bound only in another branch of the same `if`/`elif` chain, so "
         "it is unbound here and raises `UnboundLocalError`; bind it in this branch (or before the chain)."
+    )
+    message_later = (
+        "`{name}` is bound only in the `elif {elif_test}:` branch, but it is read here under a test that does not "
+        "exclude the branch before it (`{first_test}`), so with both on it is unbound and raises "
+        "`UnboundLocalError`; bind it in every branch that leads here."
     )
     REQUIRES_ANY = ("elif", "else")
 
@@ -215,6 +276,25 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
                 return text
             """
         ),
+        Valid(
+            # tests of one variable exclude each other; a later test that looks at the earlier branch's flag
+            """
+            def encode(outputs, pag, cfg):
+                if len(outputs) == 2:
+                    a, b = outputs
+                elif len(outputs) == 3:
+                    a, b, extra = outputs
+                if len(outputs) == 3:
+                    a = a + extra
+                if pag:
+                    pred = 1
+                elif cfg:
+                    text = 2
+                if cfg and not pag:
+                    pred = text
+                return a, pred
+            """
+        ),
     ]
     INVALID = [
         Invalid(
@@ -242,6 +322,29 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
                     return processor
             """
         ),
+        Invalid(
+            # read after the chain, under the `elif`'s own condition; the chain runs in a loop
+            """
+            class Pipeline:
+                def __call__(self, latents, steps):
+                    for t in steps:
+                        pred = self.unet(latents, t)
+                        if self.do_pag:
+                            pred = self.apply_pag(pred, self.do_cfg)
+                        elif self.do_cfg:
+                            uncond, text = pred.chunk(2)
+                            pred = uncond + self.scale * (text - uncond)
+                        if self.do_cfg and self.rescale > 0:
+                            pred = rescale(pred, text)
+                        latents = self.step(pred, t, latents)
+                    return latents
+            """,
+            message=(
+                "`text` is bound only in the `elif self.do_cfg:` branch, but it is read here under a test that "
+                "does not exclude the branch before it (`self.do_pag`), so with both on it is unbound and raises "
+                "`UnboundLocalError`; bind it in every branch that leads here."
+            ),
+        ),
     ]
 
     def check(self) -> None:
@@ -255,6 +358,71 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
                 if isinstance(star, cst.Param):
                     bound.add(star.name.value)  # `*args`, `**kwargs`
             self._block(function.body.body, bound)
+            self._later_blocks(function, function.body.body, None)
+
+    def _later_blocks(
+        self, function: cst.FunctionDef, statements: Sequence[cst.CSTNode], loop: cst.CSTNode | None
+    ) -> None:
+        """Look for `elif`-only names read after their chain, in every block of the function."""
+        for index, statement in enumerate(statements):
+            if isinstance(statement, cst.If):
+                self._check_later(function, statement, statements[index + 1 :], loop)
+                current: cst.CSTNode | None = statement
+                while isinstance(current, (cst.If, cst.Else)):
+                    self._later_blocks(function, current.body.body, loop)
+                    current = current.orelse if isinstance(current, cst.If) else None
+            elif isinstance(statement, (cst.For, cst.While)):
+                self._later_blocks(function, statement.body.body, statement)
+            elif isinstance(statement, (cst.With, cst.Try)):
+                self._later_blocks(function, statement.body.body, loop)
+
+    def _check_later(
+        self, function: cst.FunctionDef, statement: cst.If, after: Sequence[cst.CSTNode], loop: cst.CSTNode | None
+    ) -> None:
+        branches = _tests(statement)
+        if len(branches) < 2:
+            return
+        if loop is not None:
+            # in a loop, an earlier iteration may have taken the `elif` unless the tests cannot change in it
+            changing = _bindings(loop)
+            tested = {n.value for test, _ in branches for n in walk.nodes(test, cst.Name)}
+            if tested & changing:
+                return
+        parameters_ = {p.name.value for p in parameters(function)}
+        for k, (test, body) in enumerate(branches[1:], start=1):
+            if any(_subjects(t) & _subjects(test) for t, _ in branches[:k]):
+                continue  # tests of one variable (`len(x) == 2`, `len(x) == 3`) may exclude each other
+            if not any(
+                _subjects(test) & _subjects(cst.IndentedBlock(body=cast("list[cst.BaseStatement]", list(b))))
+                for _, b in branches[:k]
+            ):
+                continue  # only an earlier branch that handles the `elif`'s flag too shows both can be on
+            block = cst.IndentedBlock(body=cast("list[cst.BaseStatement]", list(body)))
+            inside = {id(n) for n in walk.walk(block)}
+            for name in sorted(_bindings(block) - parameters_):
+                binders = _binders(function.body, name)
+                if not binders or any(id(b) not in inside for b in binders):
+                    continue  # bound elsewhere too
+                required = _conjuncts(test)
+                earlier = [t for t, _ in branches[:k]]
+                # what the branches before the `elif` test, and the `elif` itself does not
+                excluded = set().union(*(_subjects(t) for t in earlier)) - _subjects(test)
+                for later in after:
+                    if not isinstance(later, cst.If):
+                        if _read_of(later, name) is not None:
+                            break
+                        continue
+                    if not required <= _conjuncts(later.test) or _subjects(later.test) & excluded:
+                        if _read_of(later, name) is not None:
+                            break
+                        continue
+                    found = _first_unbound_read(later.body.body, name)
+                    if found is not None:
+                        message = self.message_later.format(
+                            name=name, elif_test=_code(test), first_test=_code(earlier[0])
+                        )
+                        self.report(found, message, symbol=name, scope=self._scope)
+                    break
 
     def _block(self, statements: Sequence[cst.CSTNode], bound: set[str]) -> set[str]:
         """Check the chains of a block, given the names bound before it; the names bound once it has run."""

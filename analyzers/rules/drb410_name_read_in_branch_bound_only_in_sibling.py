@@ -13,19 +13,111 @@ from analyzers.matchers import names_read, parameters, target_names
 
 
 _NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+_NESTED_TYPES = frozenset(_NESTED)
+#: the node types `_walked_bindings` takes names from (exact types: each is a concrete libcst class)
+_BINDER_TYPES = frozenset(
+    {
+        cst.Assign,
+        cst.AnnAssign,
+        cst.AugAssign,
+        cst.NamedExpr,
+        cst.For,
+        cst.WithItem,
+        cst.AsName,
+        cst.Import,
+        cst.ImportFrom,
+        cst.Global,
+        cst.Nonlocal,
+        cst.Del,
+        cst.FunctionDef,
+        cst.ClassDef,
+    }
+)
 
 
 def _bindings(root: cst.CSTNode) -> set[str]:
     """Names the statements under `root` bind in the enclosing function (nested scopes' own names left out, the
-    names of nested defs and classes kept). Comprehension targets do not leak and are left out."""
-    nested: set[int] = set()
-    for kind in _NESTED:
-        for scope in walk.nodes(root, kind):
-            if id(scope) not in nested:
-                nested.update(id(n) for n in walk.walk(scope) if n is not scope)
+    names of nested defs and classes kept). Comprehension targets do not leak and are left out. A statement's
+    names are its own plus those of the statements in its blocks, each worked out once per file (`_BINDINGS`)."""
+    cached = _BINDINGS.get(id(root))
+    if cached is not None and cached[0] is root:
+        return cached[1]
     names: set[str] = set()
-    for node in walk.walk(root):
-        if id(node) in nested:
+    if isinstance(root, (cst.FunctionDef, cst.ClassDef)):
+        pass  # everything under a def is its own scope; its name is counted by the block holding it
+    elif isinstance(root, (cst.SimpleStatementLine, cst.SimpleStatementSuite, cst.IndentedBlock)):
+        for statement in root.body:
+            names |= _statement_bindings(statement)
+    elif isinstance(root, cst.BaseCompoundStatement):
+        names = _compound(root)
+    else:  # a small statement, an expression
+        names = _walked_bindings(root)
+    if len(_BINDINGS) > _BINDINGS_KEPT:
+        _BINDINGS.clear()
+    _BINDINGS[id(root)] = (root, names)
+    return names
+
+
+def _statement_bindings(statement: cst.CSTNode) -> set[str]:
+    """What one statement of a block binds: a nested def or class binds its name only."""
+    if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+        return {statement.name.value}
+    return _bindings(statement)
+
+
+def _compound(statement: cst.BaseCompoundStatement) -> set[str]:
+    names: set[str] = set()
+    headers: list[cst.CSTNode] = []
+    if isinstance(statement, cst.For):
+        names.update(target_names(statement.target))
+        headers.append(statement.iter)
+    elif isinstance(statement, (cst.If, cst.While)):
+        headers.append(statement.test)
+    elif isinstance(statement, cst.With):
+        for item in statement.items:
+            headers.append(item.item)
+            if item.asname is not None:
+                names.update(target_names(item.asname.name))
+    elif isinstance(statement, cst.Match):
+        headers.append(statement.subject)
+    for header in headers:
+        names |= _walked_bindings(header)
+    blocks: list[cst.CSTNode] = []
+    if isinstance(statement, cst.Match):
+        blocks.extend(case.body for case in statement.cases)
+    else:
+        blocks.append(statement.body)
+    for handler in getattr(statement, "handlers", ()):
+        if handler.name is not None:
+            names.update(target_names(handler.name.name))
+        if handler.type is not None:
+            names |= _walked_bindings(handler.type)
+        blocks.append(handler.body)
+    orelse = getattr(statement, "orelse", None)
+    if isinstance(orelse, cst.If):
+        names |= _bindings(orelse)
+    elif orelse is not None:
+        blocks.append(orelse.body)
+    final = getattr(statement, "finalbody", None)
+    if final is not None:
+        blocks.append(final.body)
+    for block in blocks:
+        names |= _bindings(block)
+    return names
+
+
+def _walked_bindings(root: cst.CSTNode) -> set[str]:
+    """`_bindings` by walking every node under `root` (a small statement, an expression)."""
+    under = list(walk.walk(root))
+    if not any(type(n) in _BINDER_TYPES for n in under):
+        return set()
+    nested: set[int] = set()
+    for scope in under:
+        if type(scope) in _NESTED_TYPES and id(scope) not in nested:
+            nested.update(id(n) for n in walk.walk(scope) if n is not scope)
+    names: set[str] = set()
+    for node in under:
+        if type(node) not in _BINDER_TYPES or id(node) in nested:
             continue
         if isinstance(node, cst.Assign):
             for target in node.targets:
@@ -47,6 +139,11 @@ def _bindings(root: cst.CSTNode) -> set[str]:
         elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not root:
             names.add(node.name.value)
     return names
+
+
+#: `_bindings` by node id (with the node, so a reused id is never mistaken), for the file being checked, bounded
+_BINDINGS: dict[int, tuple[cst.CSTNode, set[str]]] = {}
+_BINDINGS_KEPT = 20_000
 
 
 def _reads(root: cst.CSTNode) -> list[cst.Name]:
@@ -348,6 +445,7 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
     ]
 
     def check(self) -> None:
+        _BINDINGS.clear()  # another file's nodes: let them go
         for definition in self.context.definitions:
             function = definition.node
             if not isinstance(function, cst.FunctionDef) or not walk.own_nodes(function, cst.If):
@@ -443,9 +541,7 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
 
     def _check_chain(self, statement: cst.If, bound: set[str]) -> None:
         branches = _chain(statement)
-        binds = [
-            _bindings(cst.IndentedBlock(body=cast("list[cst.BaseStatement]", list(body)))) for _test, body in branches
-        ]
+        binds = [set().union(*(_bindings(statement) for statement in body)) for _test, body in branches]
         for i, (test, body) in enumerate(branches):
             candidates = set().union(*(b for j, b in enumerate(binds) if j != i)) - bound
             for name in sorted(candidates):

@@ -213,25 +213,27 @@ MODEL_BASES = frozenset({"ModelMixin"})
 def exported_names(project: Project) -> frozenset[str]:
     """Names `diffusers/__init__.py` exports: its lazy import structure lists them as strings, and releases before
     0.21 imported them eagerly (`from .pipelines import (FooPipeline, …)`)."""
+    return project.memo("testfiles.exported_names", lambda: package_exports(project, "diffusers/__init__.py"))
 
-    def build() -> frozenset[str]:
-        source = project.source("diffusers/__init__.py")
-        if source is None:
-            return frozenset()
-        try:
-            module = cst.parse_module(source)
-        except cst.ParserSyntaxError:
-            return frozenset()
-        names = {node.value[1:-1] for node in walk.nodes(module, cst.SimpleString) if node.value[1:-1].isidentifier()}
-        for imported in walk.nodes(module, cst.ImportFrom):
-            if imported.relative and not isinstance(imported.names, cst.ImportStar):
-                for alias in imported.names:
-                    bound = alias.asname.name if alias.asname is not None else alias.name
-                    if isinstance(bound, cst.Name):
-                        names.add(bound.value)
-        return frozenset(names)
 
-    return project.memo("testfiles.exported_names", build)
+def package_exports(project: Project, path: str) -> frozenset[str]:
+    """Names the package `__init__.py` at `path` exports: the identifiers its lazy import structure lists as
+    strings, and the names it imports eagerly from its own submodules."""
+    source = project.source(path)
+    if source is None:
+        return frozenset()
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError:
+        return frozenset()
+    names = {node.value[1:-1] for node in walk.nodes(module, cst.SimpleString) if node.value[1:-1].isidentifier()}
+    for imported in walk.nodes(module, cst.ImportFrom):
+        if imported.relative and not isinstance(imported.names, cst.ImportStar):
+            for alias in imported.names:
+                bound = alias.asname.name if alias.asname is not None else alias.name
+                if isinstance(bound, cst.Name):
+                    names.add(bound.value)
+    return frozenset(names)
 
 
 def is_deprecated_alias(cls: cst.ClassDef) -> bool:

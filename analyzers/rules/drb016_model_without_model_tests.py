@@ -6,9 +6,8 @@ import re
 
 import libcst as cst
 
-from analyzers import walk
 from analyzers.core import Invalid, Project, Rule, Valid
-from analyzers.testfiles import MODEL_BASES, coverage_index, exported_names, is_deprecated_alias
+from analyzers.testfiles import MODEL_BASES, coverage_index, exported_names, is_deprecated_alias, package_exports
 
 
 #: a container of several models (`MultiControlNetModel`, `MultiAdapter`): it delegates to members tested on their own
@@ -20,28 +19,10 @@ MODEL_TESTER = re.compile(r"\bModelTesterMixin\b")
 def models_exported_names(project: Project) -> frozenset[str]:
     """Names `diffusers/models/__init__.py` exports (its lazy import structure lists them as strings, older
     releases imported them eagerly), together with the top-level package's."""
-
-    def build() -> frozenset[str]:
-        names = set(exported_names(project))
-        source = project.source("diffusers/models/__init__.py")
-        if source is None:
-            return frozenset(names)
-        try:
-            module = cst.parse_module(source)
-        except cst.ParserSyntaxError:
-            return frozenset(names)
-        names.update(
-            node.value[1:-1] for node in walk.nodes(module, cst.SimpleString) if node.value[1:-1].isidentifier()
-        )
-        for imported in walk.nodes(module, cst.ImportFrom):
-            if imported.relative and not isinstance(imported.names, cst.ImportStar):
-                for alias in imported.names:
-                    bound = alias.asname.name if alias.asname is not None else alias.name
-                    if isinstance(bound, cst.Name):
-                        names.add(bound.value)
-        return frozenset(names)
-
-    return project.memo("drb016.models_exported_names", build)
+    return project.memo(
+        "drb016.models_exported_names",
+        lambda: exported_names(project) | package_exports(project, "diffusers/models/__init__.py"),
+    )
 
 
 class ModelWithoutModelTests(Rule):

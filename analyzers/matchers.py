@@ -306,3 +306,24 @@ def maps_to_unit_range(block: cst.CSTNode) -> bool:
             if isinstance(inner, cst.Call) and (dotted_name(inner.func) or "").rpartition(".")[2] in ("mul", "mul_"):
                 return True  # `video.mul_(std).add_(mean)`: undo a mean/std normalization
     return False
+
+
+def conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """`a and b and c` -> [a, b, c]; anything else -> [test]."""
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
+        return conjuncts(test.left) + conjuncts(test.right)
+    return [test]
+
+
+def none_comparison(test: cst.BaseExpression) -> tuple[str, bool] | None:
+    """(`x`, True) for `x is None`, (`x`, False) for `x is not None`, else None."""
+    if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(test.left, cst.Name)):
+        return None
+    target = test.comparisons[0]
+    if not (isinstance(target.comparator, cst.Name) and target.comparator.value == "None"):
+        return None
+    if isinstance(target.operator, cst.Is):
+        return test.left.value, True
+    if isinstance(target.operator, cst.IsNot):
+        return test.left.value, False
+    return None

@@ -6,23 +6,12 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import names_read, parameters
+from analyzers.matchers import conjuncts, names_read, none_comparison, parameters
 
 
 def _none_tested(test: cst.BaseExpression) -> set[str]:
     """Names `x` of the `x is None` conjuncts of `test` (`a and x is None and b`)."""
-    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
-        return _none_tested(test.left) | _none_tested(test.right)
-    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1:
-        target = test.comparisons[0]
-        if (
-            isinstance(test.left, cst.Name)
-            and isinstance(target.operator, cst.Is)
-            and isinstance(target.comparator, cst.Name)
-            and target.comparator.value == "None"
-        ):
-            return {test.left.value}
-    return set()
+    return {found[0] for part in conjuncts(test) if (found := none_comparison(part)) is not None and found[1]}
 
 
 def _optional(param: cst.Param) -> bool:

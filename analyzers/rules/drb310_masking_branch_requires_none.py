@@ -8,29 +8,10 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
+from analyzers.matchers import conjuncts, none_comparison
 
 
 MASK = "mask"
-
-
-def _conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
-    """`a and b and c` -> [a, b, c] (parentheses looked through); anything else -> [test]."""
-    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
-        return _conjuncts(test.left) + _conjuncts(test.right)
-    return [test]
-
-
-def _none_tested(test: cst.BaseExpression) -> str | None:
-    """`x` for `x is None`, else None."""
-    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(test.left, cst.Name):
-        target = test.comparisons[0]
-        if (
-            isinstance(target.operator, cst.Is)
-            and isinstance(target.comparator, cst.Name)
-            and target.comparator.value == "None"
-        ):
-            return test.left.value
-    return None
 
 
 def _uses(node: cst.CSTNode, names: set[str]) -> Iterator[tuple[str, str, cst.CSTNode]]:
@@ -233,8 +214,8 @@ class MaskingBranchRequiresNone(Rule):
             self._check_if(branch)
 
     def _check_if(self, branch: cst.If) -> None:
-        conjuncts = _conjuncts(branch.test)
-        tested = {name for name in map(_none_tested, conjuncts) if name is not None}
+        parts = conjuncts(branch.test)
+        tested = {found[0] for part in parts if (found := none_comparison(part)) is not None and found[1]}
         if not tested or not (_mentions_mask(branch.test) or _mentions_mask(branch.body)):
             return
         decided: set[str] = set()
@@ -245,7 +226,7 @@ class MaskingBranchRequiresNone(Rule):
             decided.add(name)
             if kind != "use":
                 continue
-            flags = [c.value for c in conjuncts if isinstance(c, cst.Name)]
+            flags = [c.value for c in parts if isinstance(c, cst.Name)]
             what = f"`{flags[0]}`" if flags else "the branch"
             self.report(branch.test, self.message.format(name=name, what=what), symbol=flags[0] if flags else name)
             return

@@ -9,7 +9,7 @@ import libcst as cst
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.fixes import Proposal, Replace
-from analyzers.matchers import pipeline_methods
+from analyzers.matchers import none_comparison, pipeline_methods
 
 
 #: a Google-style argument entry: `    name (`type`, *optional*):` (diffusers' docstrings)
@@ -22,22 +22,6 @@ def _optional_in_docstring(function: cst.FunctionDef) -> set[str]:
     if not docstring:
         return set()
     return {m["name"] for m in _ENTRY.finditer(docstring) if _OPTIONAL.search(m["spec"])}
-
-
-def _none_tested(function: cst.FunctionDef) -> set[str]:
-    """Names the function compares with `None` (`x is None`, `x is not None`)."""
-    tested: set[str] = set()
-    for comparison in walk.own_nodes(function, cst.Comparison):
-        if len(comparison.comparisons) != 1 or not isinstance(comparison.left, cst.Name):
-            continue
-        target = comparison.comparisons[0]
-        if (
-            isinstance(target.operator, (cst.Is, cst.IsNot))
-            and isinstance(target.comparator, cst.Name)
-            and target.comparator.value == "None"
-        ):
-            tested.add(comparison.left.value)
-    return tested
 
 
 class DocumentedOptionalArgumentRequired(Rule):
@@ -194,7 +178,9 @@ class DocumentedOptionalArgumentRequired(Rule):
                 continue
             params = function.params
             names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-            tested = _none_tested(function)
+            tested = {
+                found[0] for c in walk.own_nodes(function, cst.Comparison) if (found := none_comparison(c)) is not None
+            }
             positional = [*params.posonly_params, *params.params]
             for index, param in enumerate((*positional, *params.kwonly_params)):
                 name = param.name.value

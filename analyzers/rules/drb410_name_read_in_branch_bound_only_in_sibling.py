@@ -9,7 +9,7 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import names_read, parameters, target_names
+from analyzers.matchers import conjuncts, names_read, parameters, target_names
 
 
 _NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
@@ -216,9 +216,7 @@ def _code(node: cst.CSTNode) -> str:
 
 def _conjuncts(test: cst.BaseExpression) -> set[str]:
     """The texts of the `and`-joined parts of a test (`a and b.c`: `a`, `b.c`)."""
-    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
-        return _conjuncts(test.left) | _conjuncts(test.right)
-    return {_code(test)}
+    return {_code(part) for part in conjuncts(test)}
 
 
 def _subjects(test: cst.CSTNode) -> set[str]:

@@ -8,22 +8,16 @@ import libcst as cst
 
 from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
-from analyzers.matchers import parameters, target_names
+from analyzers.matchers import conjuncts, parameters, target_names
 
 
 def _code(node: cst.CSTNode) -> str:
     return cst.Module([]).code_for_node(node)
 
 
-def _conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
-    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
-        return _conjuncts(test.left) + _conjuncts(test.right)
-    return [test]
-
-
 def _flags(test: cst.BaseExpression) -> set[str]:
     """The plain flags (`do_classifier_free_guidance`, `self.do_classifier_free_guidance`) a test requires."""
-    return {_code(c) for c in _conjuncts(test) if isinstance(c, (cst.Name, cst.Attribute))}
+    return {_code(c) for c in conjuncts(test) if isinstance(c, (cst.Name, cst.Attribute))}
 
 
 def _chain(statement: cst.If) -> tuple[list[tuple[cst.BaseExpression, cst.BaseSuite]], bool]:
@@ -70,7 +64,7 @@ def _plain_dereference(statement: cst.SimpleStatementLine, name: str) -> cst.Att
 def _self_component(test: cst.BaseExpression) -> str | None:
     """`X` of a test that the pipeline lacks component `X`: `self.X is None`, `getattr(self, "X", None) is None`,
     either after `hasattr(self, "X") and`."""
-    parts = [c for c in _conjuncts(test) if not (isinstance(c, cst.Call) and _code(c.func) == "hasattr")]
+    parts = [c for c in conjuncts(test) if not (isinstance(c, cst.Call) and _code(c.func) == "hasattr")]
     if len(parts) != 1:
         return None
     test = parts[0]

@@ -135,19 +135,23 @@ def maybe_skipped(root: cst.CSTNode, *, nested_defs: bool = False) -> set[int]:
     """Ids of the nodes under `root` that may not run when it runs: lambdas, comprehensions, both branches of
     `a if c else b`, the right of `and`/`or` (and, with `nested_defs`, the bodies of nested defs and classes)."""
     skipped: set[int] = set()
-    kinds: tuple[type[cst.CSTNode], ...] = (cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
-    if nested_defs:
-        kinds += (cst.FunctionDef, cst.ClassDef)
-    for kind in kinds:
-        for node in walk.nodes(root, kind):
+    kinds = _SKIPPABLE_AND_DEFS if nested_defs else _SKIPPABLE
+    for node in walk.walk(root):
+        kind = type(node)
+        if kind in kinds:
             if id(node) not in skipped:
-                skipped.update(id(n) for n in walk.walk(node))
-    for ifexp in walk.nodes(root, cst.IfExp):
-        for branch in (ifexp.body, ifexp.orelse):
-            skipped.update(id(n) for n in walk.walk(branch))
-    for boolop in walk.nodes(root, cst.BooleanOperation):
-        skipped.update(id(n) for n in walk.walk(boolop.right))
+                skipped.update(map(id, walk.walk(node)))
+        elif kind is cst.IfExp:
+            skipped.update(map(id, walk.walk(node.body)))  # type: ignore[attr-defined]
+            skipped.update(map(id, walk.walk(node.orelse)))  # type: ignore[attr-defined]
+        elif kind is cst.BooleanOperation:
+            skipped.update(map(id, walk.walk(node.right)))  # type: ignore[attr-defined]
     return skipped
+
+
+#: nodes whose whole subtree may not run: lambdas and comprehensions (and, for `nested_defs`, defs and classes)
+_SKIPPABLE = frozenset({cst.Lambda, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp})
+_SKIPPABLE_AND_DEFS = _SKIPPABLE | {cst.FunctionDef, cst.ClassDef}
 
 
 def function_returns(function: cst.FunctionDef) -> list[cst.Return]:

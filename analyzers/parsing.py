@@ -19,10 +19,17 @@ and checks nothing; at any other time it is the dataclass's own `__init__`.
   never overlap. Scans and reviews analyse in one thread per process.
 - If libcst ever builds or checks nodes some other way (another `__post_init__`, a field the constructor does
   not take, a hand-written `__init__`), `parse_module` is plain `libcst.parse_module`.
+
+The node classes also get an `isinstance` without `ABCMeta`'s Python-level check (`_FastNodeMeta`): every libcst
+node class is an abstract base class, so `isinstance(node, cst.BaseExpression)`, the most frequent question rules
+ask, went through `ABCMeta.__instancecheck__` each time (a sixth of a profiled scan's calls, about 5% of its time).
+libcst registers no virtual subclasses, so the plain subclass test gives the same answers (tested against every pair
+of node classes); abstract methods are still enforced, and classes derived later are still built by `ABCMeta`.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -148,6 +155,28 @@ def _install() -> bool:
 
 
 SKIPS_VALIDATION = _install()
+
+
+class _FastNodeMeta(abc.ABCMeta):
+    """`ABCMeta` with `type`'s own instance and subclass tests: no virtual subclasses, no Python-level call."""
+
+    __instancecheck__ = type.__instancecheck__
+    __subclasscheck__ = type.__subclasscheck__
+
+
+def _fast_isinstance() -> bool:
+    """Give every libcst node class built by `ABCMeta` the `_FastNodeMeta` metaclass (the same layout)."""
+    classes = [CSTNode, *_node_classes()]
+    dump = getattr(abc, "_get_dump", None)  # the C implementation of `abc` (CPython's default) has it
+    if dump is None or any(dump(kind)[0] for kind in classes if type(kind) is abc.ABCMeta):
+        return False  # virtual subclasses registered, or an `abc` this cannot look into: keep ABCMeta's answers
+    for kind in classes:
+        if type(kind) is abc.ABCMeta:
+            kind.__class__ = _FastNodeMeta
+    return True
+
+
+FAST_ISINSTANCE = _fast_isinstance()
 
 
 def parse_module(source: str) -> cst.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from pathlib import Path
 
 import libcst as cst
 import pytest
@@ -328,6 +329,31 @@ def test_walk_sees_every_name_in_source_order_and_caches():
     assert walk.nodes(function, cst.Call)[0] is walk.nodes(function, cst.Call)[0]
     assert len(walk.nodes(function, cst.BaseExpression)) > len(names)
     walk.clear()
+
+
+def test_generated_child_lists_equal_the_generic_walk():
+    """`walk._children` is generated per node type from its declared field types; it must list exactly the nodes the
+    generic field-by-field walk lists, on real files and on the rarer syntax (match, f-string specs, star imports)."""
+    from analyzers import walk
+    from analyzers.scan import discover, installed_diffusers
+
+    rare = (
+        "from m import *\nfrom . import (a as b, c)\n"
+        "match p:\n    case [1, *rest] | {'k': v, **kw} if v: pass\n    case Point(x=0) as q: pass\n"
+        "f'{x!r:>{width}} {y=}'\nlambda a, /, b=1, *c, d, **e: (a, b)\nx[1:2:3, ...] = *y, z\n"
+        "async def f():\n    async with a as (b, c):\n        await g(*args, **kw)\n    return [i async for i in h]\n"
+        "@dec\nclass C(B, metaclass=M):\n    global g\n    del a[0]\n    assert x, 'm'\n    raise E from e\n"
+    )
+    sources = [rare] + [Path(file).read_text() for _, file in discover([installed_diffusers()])[::40]]
+    checked = 0
+    for source in sources:
+        for node in walk._walk(cst.parse_module(source)):
+            fields = walk._FIELDS.get(type(node)) or walk._fields(type(node))
+            expected = walk._generic_children(node, fields)
+            got = walk._children(node)
+            assert len(got) == len(expected) and all(a is b for a, b in zip(got, expected, strict=True)), type(node)
+            checked += 1
+    assert checked > 10_000
 
 
 def test_a_rule_can_ask_for_libcst_metadata():

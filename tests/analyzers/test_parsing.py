@@ -3,6 +3,7 @@ validation on for everything else."""
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 
 import libcst as cst
@@ -81,3 +82,23 @@ def test_nodes_built_by_hand_keep_the_dataclass_defaults():
     # and inside a parse the parser's nodes carry the same fields as libcst's own parse gives them
     ours, theirs = parsing.parse_module("type T[X] = list[X]\n"), cst.parse_module("type T[X] = list[X]\n")
     assert ours.deep_equals(theirs)
+
+
+def test_node_classes_answer_isinstance_as_abcmeta_would():
+    assert parsing.FAST_ISINSTANCE
+    classes = [cst.CSTNode, *parsing._node_classes()]
+    assert all(isinstance(kind, parsing._FastNodeMeta) for kind in classes)
+    for kind in classes:
+        for base in classes:
+            assert issubclass(kind, base) == abc.ABCMeta.__subclasscheck__(base, kind), (kind, base)
+    name = cst.Name("x")
+    assert isinstance(name, cst.BaseExpression) and not isinstance(name, cst.BaseStatement)
+    with pytest.raises(TypeError, match="abstract"):
+        cst.BaseExpression()  # abstract methods are still enforced
+
+
+def test_a_class_derived_later_is_still_built_by_abcmeta():
+    class Derived(cst.BaseExpression):
+        pass
+
+    assert isinstance(Derived, abc.ABCMeta) and Derived.__abstractmethods__

@@ -20,7 +20,7 @@ from analyzers.findings import Finding, Fix, with_fingerprints
 from analyzers.fixes import apply_fixes, proposal_edits
 from analyzers.parsing import parse_module
 from analyzers.project import Project, parsed_already
-from analyzers.rule import Invalid, Rule, Valid
+from analyzers.rule import Invalid, Rule, Valid, prefilter
 from analyzers.ruleset import all_rules
 from analyzers.suppressions import apply_suppressions
 
@@ -29,10 +29,10 @@ class AnalysisError(Exception):
     """A file could not be analysed (it does not parse); the scan goes on without it."""
 
 
-def parse(path: str, source: str) -> cst.Module:
+def parse(path: str, source: str, project: Project | None = None) -> cst.Module:
     """Parse `source`, raising AnalysisError with the position when libcst cannot. A file a rule already read as
-    a neighbour (through the project view) is not parsed again."""
-    known = parsed_already(source)
+    a neighbour (through `project`, or any view of this process recently) is not parsed again."""
+    known = parsed_already(source) or (project.parsed(path, source) if project is not None else None)
     if known is not None:
         return known
     try:
@@ -129,12 +129,12 @@ def _analyze_file(
     if is_frozen(path) and not include_frozen:
         return FileResult(path, [], [], skipped=True)
     rules = all_rules() if rules is None else rules
-    applicable = [rule for rule in rules if rule.applies_to(path, source)]
+    applicable = prefilter(rules).applicable(path, source)
     try:
         if not applicable and "drbot:" not in source:
             check_syntax(path, source)
             return FileResult(path, [], [])
-        module = parse(path, source)
+        module = parse(path, source, project)
     except AnalysisError as error:
         return FileResult(path, [], [str(error)])
     project = project or Project.from_mapping({path: source})

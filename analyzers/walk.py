@@ -210,6 +210,7 @@ def prepare(module: cst.Module) -> None:
     span: dict[int, tuple[int, int]] = {}
     starts: list[int] = []
     stack: list[cst.CSTNode | None] = [module]
+    table = _CHILDREN
     while stack:
         node = stack.pop()
         if node is None:  # the end of the subtree opened last
@@ -218,7 +219,8 @@ def prepare(module: cst.Module) -> None:
             continue
         start = len(order)
         order.append(node)
-        children = _children(node)
+        kind = type(node)
+        children = (table.get(kind) or _children_function(kind))(node)
         if not children:  # most nodes are leaves: no end marker needed
             span[id(node)] = (start, start + 1)
             continue

@@ -356,6 +356,41 @@ def test_generated_child_lists_equal_the_generic_walk():
     assert checked > 10_000
 
 
+def test_the_prefilter_answers_as_each_rules_own_applies_to():
+    """One Aho-Corasick pass finds every needle, overlapping ones included ("abc" and "bcd" in "abcd"), and asks a
+    rule that overrides `applies_to` itself; on every file of diffusers it picks exactly the rules `applies_to` picks."""
+    from analyzers.rule import Prefilter
+    from analyzers.scan import discover, installed_diffusers
+
+    def rule(code, needles=(), paths=()):
+        return type(
+            code, (Rule,), {"abstract": True, "code": code, "pattern": 1, "REQUIRES_ANY": needles, "PATHS": paths}
+        )
+
+    class Own(Rule):
+        abstract = True
+        code = "DRB990"
+        pattern = 1
+
+        @classmethod
+        def applies_to(cls, path, source):
+            return source.startswith("#")
+
+    rules = [rule("DRB991", ("abc",)), rule("DRB992", ("bcd",)), rule("DRB993", ("cd", "zz"), ("/pipelines/",)),
+             rule("DRB994"), rule("DRB995", ("x",), ("/tests/",)), Own]  # fmt: skip
+    prefilter = Prefilter(rules)
+    assert prefilter._automaton is not None
+    picked = [r.code for r in prefilter.applicable("diffusers/pipelines/a.py", "# abcd")]
+    assert picked == ["DRB991", "DRB992", "DRB993", "DRB994", "DRB990"]
+    assert [r.code for r in prefilter.applicable("tests/test_a.py", "x abc")] == ["DRB995"]
+    assert [r.code for r in prefilter.applicable("diffusers/models/a.py", "bcd")] == ["DRB992", "DRB994"]
+    everything = all_rules()
+    prefilter = Prefilter(everything)
+    for root, file in discover([installed_diffusers()])[::7]:
+        path, source = Path(file).relative_to(root).as_posix(), Path(file).read_text()
+        assert prefilter.applicable(path, source) == [r for r in everything if r.applies_to(path, source)], path
+
+
 def test_a_rule_can_ask_for_libcst_metadata():
     from libcst.metadata import ScopeProvider
 

@@ -67,8 +67,10 @@ def names_read(node: cst.CSTNode) -> list[cst.Name]:
     Not names: the attribute of `a.b`, the keyword of `f(x=y)`, the names a nested `def`/`class`,
     its parameters or an import alias bind.
     """
+    groups = cast("dict[type, list[Any]] | None", walk.indexed(node))
+    if groups is None:  # not indexed yet: one pass, without building an index few others would ask for
+        return _names_read_walking(node)
     # the index groups nodes by exact type: each group holds nodes of its key's type
-    groups = cast("dict[type, list[Any]]", walk.index(node))
     excluded = {id(a.attr) for a in groups.get(cst.Attribute, ())}
     excluded |= {id(a.keyword) for a in groups.get(cst.Arg, ()) if a.keyword is not None}
     excluded |= {id(d.name) for kind in (cst.FunctionDef, cst.ClassDef) for d in groups.get(kind, ())}
@@ -76,6 +78,26 @@ def names_read(node: cst.CSTNode) -> list[cst.Name]:
     for alias in groups.get(cst.ImportAlias, ()):
         excluded |= {id(n) for n in walk.nodes(alias, cst.Name)}
     names: list[cst.Name] = groups.get(cst.Name, [])
+    return [n for n in names if id(n) not in excluded]
+
+
+def _names_read_walking(node: cst.CSTNode) -> list[cst.Name]:
+    """`names_read(node)` in one walk over `node`."""
+    names: list[cst.Name] = []
+    excluded: set[int] = set()
+    for child in walk.walk(node):
+        kind = type(child)
+        if kind is cst.Name:
+            names.append(child)  # type: ignore[arg-type]
+        elif kind is cst.Attribute:
+            excluded.add(id(child.attr))  # type: ignore[attr-defined]
+        elif kind is cst.Arg:
+            if child.keyword is not None:  # type: ignore[attr-defined]
+                excluded.add(id(child.keyword))  # type: ignore[attr-defined]
+        elif kind is cst.FunctionDef or kind is cst.ClassDef or kind is cst.Param:
+            excluded.add(id(child.name))  # type: ignore[attr-defined]
+        elif kind is cst.ImportAlias:
+            excluded.update(id(n) for n in walk.nodes(child, cst.Name))
     return [n for n in names if id(n) not in excluded]
 
 

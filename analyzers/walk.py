@@ -257,6 +257,12 @@ def index(root: cst.CSTNode) -> dict[type, list[cst.CSTNode]]:
     return groups
 
 
+def indexed(root: cst.CSTNode) -> dict[type, list[cst.CSTNode]] | None:
+    """`index(root)` when it was built already (until `clear()`), else None: builds nothing."""
+    cached = _CACHE.get(id(root))
+    return cached[1] if cached is not None and cached[0] is root else None
+
+
 def nodes(root: cst.CSTNode, kind: type[N]) -> list[N]:
     """Every node of type `kind` (exact type, or a subclass) under `root`, in source order."""
     key = id(root)

@@ -356,6 +356,21 @@ def test_generated_child_lists_equal_the_generic_walk():
     assert checked > 10_000
 
 
+def test_names_read_answers_the_same_from_one_walk_and_from_an_index():
+    from analyzers import matchers, walk
+
+    function = cst.parse_statement(
+        "def f(a, b=c):\n    import m.n as k\n    x.y = g(a, key=v, *w)\n    class C(B):\n        z = 1\n"
+        "    def h(q):\n        return q + r\n    return [i for i in a if i.t]\n"
+    )
+    walked = [n.value for n in matchers.names_read(function)]  # not indexed yet: one walk
+    assert walk.indexed(function) is None
+    walk.index(function)
+    assert [n.value for n in matchers.names_read(function)] == walked  # from the index
+    assert walked == ["c", "x", "g", "a", "v", "w", "z", "B", "q", "r", "i", "i", "a", "i"]  # field order
+    walk.clear()
+
+
 def test_the_prefilter_answers_as_each_rules_own_applies_to():
     """One Aho-Corasick pass finds every needle, overlapping ones included ("abc" and "bcd" in "abcd"), and asks a
     rule that overrides `applies_to` itself; on every file of diffusers it picks exactly the rules `applies_to` picks."""

@@ -38,8 +38,10 @@ today shows what was grown since. `--record` writes both to docs/history.md.
 
 A third, `bench/history-blind/`, holds pairs mined by a session that saw neither the rules nor any score, while the
 rules were grown on the other two; no one growing rules reads it. Its pairs are stamped once, when that growth stops.
+A fourth, `bench/history-blind2/`, was mined the same way after that growth and stamped the day it came in.
 
-    python bench/history.py [--corpus history|history-fresh|history-blind] [--pattern N …] [--id ID …] [-v] [--record]
+    python bench/history.py [--corpus history|history-fresh|history-blind|history-blind2] [--pattern N …] [--id ID …]
+                            [-v] [--record]
     python bench/history.py --corpus history-fresh --first-score   # stamp first_scored on the pairs lacking it
 """
 
@@ -69,6 +71,9 @@ FRESH = ROOT / "bench" / "history-fresh"
 #: pairs mined by someone who saw neither the rules nor their scores, while the rules were grown on the other two
 #: corpora; scored once (`--first-score`) with the rules of the day, never read while growing them
 BLIND = ROOT / "bench" / "history-blind"
+#: a second blind corpus, mined the same way after that growth (and after the first blind corpus was read), before
+#: any rule was grown again: scored once, the day it came in, with the rules of that day
+BLIND2 = ROOT / "bench" / "history-blind2"
 TARGET = 0.80
 REQUIRED = ("id", "pattern", "file", "scope", "rules", "before", "after", "fix", "summary", "verified")
 #: where a pair's releases come from: PyPI wheels (versions) or tags of the diffusers git mirror (src/ + tests/)
@@ -241,7 +246,12 @@ def report(scores: list[Score]) -> str:
     return "\n".join(lines)
 
 
-def corpus_page(scores: list[Score], fresh: list[Score] | None = None, blind: list[Score] | None = None) -> str:
+def corpus_page(
+    scores: list[Score],
+    fresh: list[Score] | None = None,
+    blind: list[Score] | None = None,
+    blind2: list[Score] | None = None,
+) -> str:
     """docs/history.md: the corpus, pair by pair, with today's verdicts, then the fresh pairs, then the blind ones."""
     lines = [
         "# diffusers' fixed bugs: the history corpus",
@@ -294,6 +304,12 @@ def corpus_page(scores: list[Score], fresh: list[Score] | None = None, blind: li
                   "scored once (`--first-score`), with the rules as they stood when that growth stopped: the first",
                   "column is the honest measure of how the rules generalise to bugs nobody tuned them on.",
                   "", fresh_section(blind)]  # fmt: skip
+    if blind2:
+        lines += ["", "## Second blind pairs", "",
+                  "Mined the same way (two sessions that saw neither the rules nor any score, one for patterns 1-4,",
+                  "one for 5-9) after the growth on the first blind corpus, and scored once the day they came in,",
+                  "before any rule was grown from them.",
+                  "", fresh_section(blind2)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -344,7 +360,8 @@ def stamp_first_scores(scores: list[Score], corpus: Path, when: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", choices=("history", "history-fresh", "history-blind"), default="history",
+    parser.add_argument("--corpus", choices=("history", "history-fresh", "history-blind", "history-blind2"),
+                        default="history",
                         help="the development corpus (default), the pairs mined after it, or the blind pairs")  # fmt: skip
     parser.add_argument("--pattern", type=int, action="append", help="only these patterns")
     parser.add_argument("--id", action="append", help="only these pairs")
@@ -369,7 +386,8 @@ def main() -> int:
         main_scores = scores if corpus == CORPUS else score(load(corpus=CORPUS), releases)
         fresh_scores = scores if corpus == FRESH else score(load(corpus=FRESH), releases)
         blind_scores = scores if corpus == BLIND else score(load(corpus=BLIND), releases)
-        (ROOT / "docs" / "history.md").write_text(corpus_page(main_scores, fresh_scores, blind_scores))
+        blind2_scores = scores if corpus == BLIND2 else score(load(corpus=BLIND2), releases)
+        (ROOT / "docs" / "history.md").write_text(corpus_page(main_scores, fresh_scores, blind_scores, blind2_scores))
         body = ("## The history corpus: diffusers' fixed bugs, flagged before and clean after\n\n" +
                 report(main_scores) + f"\n\nTarget: at least {TARGET:.0%} caught per pattern, none still flagged "
                 "after its fix. Pairs and verdicts: docs/history.md.\n\n"
@@ -378,7 +396,10 @@ def main() -> int:
                 fresh_section(fresh_scores).split("\n\n")[0] +
                 "\n\nPairs mined by a session that saw neither the rules nor their scores (bench/history-blind/), "
                 "scored once when the rules of this growth were done, and today:\n\n" +
-                fresh_section(blind_scores).split("\n\n")[0])  # fmt: skip
+                fresh_section(blind_scores).split("\n\n")[0] +
+                "\n\nA second blind corpus (bench/history-blind2/), mined the same way after that growth and scored "
+                "the day it came in, and today:\n\n" +
+                fresh_section(blind2_scores).split("\n\n")[0])  # fmt: skip
         record("history", "python bench/history.py --record", body)
     return 0
 

@@ -13,7 +13,7 @@ import pytest
 
 from analyzers.core import all_rules
 from bench import history, releases
-from bench.history import BLIND, CORPUS, FRESH, Pair, load
+from bench.history import BLIND, BLIND2, CORPUS, FRESH, Pair, load
 
 
 def version(text: str, source: str = "pypi") -> tuple[int, ...]:
@@ -22,7 +22,9 @@ def version(text: str, source: str = "pypi") -> tuple[int, ...]:
     return tuple(int(part) for part in text.lstrip("v").split("."))
 
 
-@pytest.mark.parametrize("corpus", [CORPUS, FRESH, BLIND], ids=["history", "history-fresh", "history-blind"])
+@pytest.mark.parametrize(
+    "corpus", [CORPUS, FRESH, BLIND, BLIND2], ids=["history", "history-fresh", "history-blind", "history-blind2"]
+)
 def test_every_pair_is_well_formed(corpus):
     pairs = load(corpus=corpus)  # raises on a missing or unknown key, or a duplicate id
     patterns = {rule.code: rule.pattern for rule in all_rules()}
@@ -44,7 +46,9 @@ def test_every_pair_is_well_formed(corpus):
 
 
 @pytest.mark.parametrize(
-    ("corpus", "earlier"), [(FRESH, [CORPUS]), (BLIND, [CORPUS, FRESH])], ids=["history-fresh", "history-blind"]
+    ("corpus", "earlier"),
+    [(FRESH, [CORPUS]), (BLIND, [CORPUS, FRESH]), (BLIND2, [CORPUS, FRESH, BLIND])],
+    ids=["history-fresh", "history-blind", "history-blind2"],
 )
 def test_no_later_pair_repeats_an_earlier_pair(corpus, earlier):
     before = [p for c in earlier for p in load(corpus=c)]

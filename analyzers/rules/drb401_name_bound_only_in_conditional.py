@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from itertools import compress
+from typing import Any, TypeVar
 
 import libcst as cst
 
@@ -356,9 +358,15 @@ class NameBoundOnlyInConditional(Rule):
     ]
 
     def check(self) -> None:
+        self._order = walk.order_of(self.context.module)  # the prepared file's nodes, in `walk` order (or None)
+        self._updates: dict[int, list[str]] = {}  # `_self_updates` by id of the assignment
+        # binding events of the function bodies seen so far: (start, end, positions, names, deltas), each binding
+        # (or self-update, -1) at its node's position in `self._order`, positions ascending
+        self._regions: list[tuple[int, int, list[int], list[str], list[int]]] = []
         for definition in self.context.definitions:
             function = definition.node
-            if not isinstance(function, cst.FunctionDef) or not walk.own_nodes(function, cst.If):
+            # a function without an `if` of its own has nothing `_block` could report: no need to ask which ones
+            if not isinstance(function, cst.FunctionDef):
                 continue
             positional = [p.name.value for p in function.params.params]
             if definition.name == "__call__" and positional[1:2] == ["attn"]:
@@ -368,7 +376,6 @@ class NameBoundOnlyInConditional(Rule):
             self._others: dict[int, dict[str, int]] = {}  # `_binding_counts` by id of the root
             self._bases: dict[int, set[str]] = {}  # `_dereferenced` by id of the statement
             self._reads: dict[int, list[cst.Name]] = {}  # `_unconditional_reads` by id of the statement
-            self._updates: dict[int, list[str]] = {}  # `_self_updates` by id of the assignment
             self._variables: set[str] | None = None  # the function's parameters and local names
             self._block(function.body.body, in_loop=False)
 
@@ -444,11 +451,14 @@ class NameBoundOnlyInConditional(Rule):
         Then a `None` (or otherwise unexpected) value has already failed earlier (`image.size` before
         `if image is not None and ...:`), and the branch is taken on every path that gets this far.
         """
+        read = {n.value for n in names_read(statement.test)} - {"self"}
+        if read.isdisjoint(dereferenced):
+            return False  # `tested` below is part of `read`: empty, or not all dereferenced
         if self._variables is None:
             params = self._function.params
             variables = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
             self._variables = variables | set(self._binding_counts(self._function.body))
-        tested = {n.value for n in names_read(statement.test)} & self._variables - {"self"}
+        tested = read & self._variables
         return bool(tested) and tested <= dereferenced
 
     def _dereferenced(self, statement: cst.CSTNode) -> set[str]:
@@ -463,7 +473,7 @@ class NameBoundOnlyInConditional(Rule):
         """`_dereferenced` on every path through `statement`: an `if`'s test, and a name its branches all use
         (`batch_size = prompt_embeds.shape[0]` in an `else` says nothing about the other branch)."""
         if isinstance(statement, cst.If):
-            found = _dereferenced_in(statement.test)
+            found = _dereferenced_in(statement.test, self._order)
             if statement.orelse is None:
                 return found
             body = self._block_dereferenced(statement.body.body)
@@ -476,8 +486,8 @@ class NameBoundOnlyInConditional(Rule):
             return found | (body & other)
         if isinstance(statement, (cst.For, cst.While, cst.Try, cst.TryStar, cst.With)):
             header = {cst.For: "iter", cst.While: "test"}.get(type(statement))
-            return _dereferenced_in(getattr(statement, header)) if header else set()
-        return _dereferenced_in(statement)
+            return _dereferenced_in(getattr(statement, header), self._order) if header else set()
+        return _dereferenced_in(statement, self._order)
 
     def _block_dereferenced(self, statements: Sequence[cst.CSTNode]) -> set[str]:
         found: set[str] = set()
@@ -542,6 +552,81 @@ class NameBoundOnlyInConditional(Rule):
         cached = self._others.get(id(root))
         if cached is not None:
             return cached
+        counts = self._counts_from_events(root)
+        if counts is None:
+            counts = self._binding_counts_walking(root)
+        self._others[id(root)] = counts
+        return counts
+
+    def _counts_from_events(self, root: cst.CSTNode) -> dict[str, int] | None:
+        """`_binding_counts(root)` summed from the binding events of the function's body that lie in `root`'s slice
+        of the prepared file (None when `root` is not in it)."""
+        bounds = walk.span(root)
+        if bounds is None or self._order is None:
+            return None
+        start, end = bounds
+        region = self._region(start, end)
+        if region is None:
+            return None
+        positions, names, deltas = region[2], region[3], region[4]
+        low = bisect_left(positions, start)
+        high = bisect_left(positions, end, low)
+        counts: dict[str, int] = {}
+        for i in range(low, high):
+            name = names[i]
+            counts[name] = counts.get(name, 0) + deltas[i]
+        # each node's bindings and self-updates lie at its own position: a subtree's sums are never negative
+        return {name: count for name, count in counts.items() if count}
+
+    def _region(self, start: int, end: int) -> tuple[int, int, list[int], list[str], list[int]] | None:
+        for region in self._regions:
+            if region[0] <= start and end <= region[1]:
+                return region
+        bounds = walk.span(self._function.body)
+        if bounds is None or not (bounds[0] <= start and end <= bounds[1]):
+            return None
+        region = (*bounds, *self._events(*bounds))
+        self._regions.append(region)
+        return region
+
+    def _events(self, start: int, end: int) -> tuple[list[int], list[str], list[int]]:
+        """The binding events of the prepared file's nodes in [start, end): what `_binding_counts_walking` counts, each
+        node's names at its position (+1 a binding, -1 a self-update; an `x += …` binds and updates `x`: nothing)."""
+        assert self._order is not None
+        order = self._order
+        positions: list[int] = []
+        names: list[str] = []
+        deltas: list[int] = []
+        plain = _EVENT_BINDINGS
+        # only the binding kinds' positions, picked out at C speed
+        for pos in compress(range(start, end), map(_EVENT_KINDS.__contains__, map(type, order[start:end]))):
+            node = order[pos]
+            kind = type(node)
+            if kind is cst.Assign:
+                bound = _bindings_of(node)
+                for name in bound:
+                    positions.append(pos)
+                    names.append(name)
+                    deltas.append(1)
+                if bound:
+                    updates = self._updates.get(id(node))
+                    if updates is None:
+                        updates = self._updates[id(node)] = _self_updates_in(node, bound, order)  # type: ignore[arg-type]
+                    for name in updates:
+                        positions.append(pos)
+                        names.append(name)
+                        deltas.append(-1)
+                continue
+            binder = plain.get(kind)
+            if binder is None:
+                continue
+            for name in binder(node):
+                positions.append(pos)
+                names.append(name)
+                deltas.append(1)
+        return positions, names, deltas
+
+    def _binding_counts_walking(self, root: cst.CSTNode) -> dict[str, int]:
         counts: dict[str, int] = {}
         groups = walk.index(root)  # by exact type: every binding kind below is a concrete libcst class
         for kind in _BINDERS:
@@ -572,15 +657,23 @@ class NameBoundOnlyInConditional(Rule):
             for node in groups.get(scope, ()):
                 if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not self._function:
                     counts[node.name.value] = counts.get(node.name.value, 0) + 1
-        self._others[id(root)] = counts
         return counts
 
 
 _BINDERS = (cst.Assign, cst.AnnAssign, cst.AugAssign, cst.For, cst.WithItem, cst.NamedExpr)
 
 
-def _dereferenced_in(node: cst.CSTNode) -> set[str]:
-    """Names used as `x.attr` or `x[...]` anywhere under `node`."""
+def _dereferenced_in(node: cst.CSTNode, order: list[cst.CSTNode] | None = None) -> set[str]:
+    """Names used as `x.attr` or `x[...]` anywhere under `node` (`order`: the prepared file's nodes, if any)."""
+    bounds = walk.span(node) if order is not None else None
+    if bounds is not None and order is not None:  # `Attribute` and `Subscript` have no subclasses
+        start, end = bounds
+        found: set[str] = set()
+        for pos in compress(range(start, end), map(_DEREFERENCE_KINDS.__contains__, map(type, order[start:end]))):
+            base = order[pos].value  # type: ignore[attr-defined]
+            if type(base) is cst.Name:
+                found.add(base.value)
+        return found
     bases = [a.value for a in walk.nodes(node, cst.Attribute)] + [s.value for s in walk.nodes(node, cst.Subscript)]
     return {base.value for base in bases if isinstance(base, cst.Name)}
 
@@ -594,6 +687,28 @@ def _self_updates(node: cst.Assign | cst.AugAssign) -> list[str]:
         return []  # no `Name` of the value spells a bound name: no need for the exact (slower) reading
     read = {n.value for n in names_read(node.value)}
     return [name for name in bound if name in read]
+
+
+def _self_updates_in(node: cst.Assign, bound: list[str], order: list[cst.CSTNode]) -> list[str]:
+    """`_self_updates(node)` for an assignment of the prepared file that binds `bound`, its value's names read from
+    its slice of `order`."""
+    bounds = walk.span(node.value)
+    if bounds is None:
+        return _self_updates(node)
+    value = order[bounds[0] : bounds[1]]
+    spelled = {n.value for n in compress(value, map(_NAME_KINDS.__contains__, map(type, value)))}  # type: ignore[attr-defined]
+    if spelled.isdisjoint(bound):
+        return []
+    read = {n.value for n in names_read(node.value)}
+    return [name for name in bound if name in read]
+
+
+def _handler_bindings(node: cst.ExceptHandler) -> list[str]:
+    return target_names(node.name.name) if node.name is not None else []
+
+
+def _definition_binding(node: cst.FunctionDef | cst.ClassDef) -> list[str]:
+    return [node.name.value]
 
 
 def _chain(statement: cst.If) -> list[cst.If]:
@@ -644,3 +759,24 @@ def _small_bindings(node: cst.CSTNode) -> list[str]:
                 out.append((alias.evaluated_name or "").split(".")[0])
         return out
     return []
+
+
+#: node type -> the names a node of it binds, for every binding kind `_binding_counts_walking` counts but `Assign`
+#: (self-updates) and `AugAssign` (each of its bindings is a self-update)
+_EVENT_BINDINGS: dict[type, Callable[[Any], list[str]]] = {
+    cst.AnnAssign: _bindings_of,
+    cst.For: _bindings_of,
+    cst.WithItem: _bindings_of,
+    cst.NamedExpr: _bindings_of,
+    cst.Import: _small_bindings,
+    cst.ImportFrom: _small_bindings,
+    cst.Global: _small_bindings,
+    cst.Nonlocal: _small_bindings,
+    cst.Del: _small_bindings,
+    cst.ExceptHandler: _handler_bindings,
+    cst.FunctionDef: _definition_binding,
+    cst.ClassDef: _definition_binding,
+}
+_EVENT_KINDS = frozenset({cst.Assign, *_EVENT_BINDINGS})
+_DEREFERENCE_KINDS = frozenset({cst.Attribute, cst.Subscript})
+_NAME_KINDS = frozenset({cst.Name})

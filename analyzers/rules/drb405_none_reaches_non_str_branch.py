@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import libcst as cst
 
@@ -10,6 +12,9 @@ from analyzers import walk
 from analyzers.core import Invalid, Rule, Valid
 from analyzers.flow import maybe_skipped
 from analyzers.matchers import call_name, names_read, parameters, target_names
+
+
+N = TypeVar("N", bound=cst.CSTNode)
 
 
 def _isinstance_of(test: cst.BaseExpression) -> tuple[str, bool] | None:
@@ -42,17 +47,6 @@ def _none_comparisons(node: cst.CSTNode, name: str) -> list[cst.Comparison]:
         ):
             found.append(comparison)
     return found
-
-
-def _none_is_accepted(function: cst.FunctionDef, name: str) -> bool:
-    """Whether the function itself treats None as a legitimate value of `name`: it tests `name is None` (or `is not
-    None`) together with another condition (`prompt is None and prompt_embeds is None`, `prompt is not None and
-    isinstance(prompt, str)`), which only makes sense when `name` alone may be None."""
-    for operation in walk.own_nodes(function, cst.BooleanOperation):
-        for side in (operation.left, operation.right):
-            if _none_comparisons(side, name) and not isinstance(side, cst.BooleanOperation):
-                return True
-    return False
 
 
 def _embeds_alternative(function: cst.FunctionDef, name: str, names: set[str]) -> bool:
@@ -331,6 +325,8 @@ class NoneReachesNonStrBranch(Rule):
     ]
 
     def check(self) -> None:
+        self._bound: dict[int, set[str]] = {}  # `_bound_names` by id of the statement
+        self._file: _FileIndex | None = _FileIndex(walk.order_of(self.context.module))
         for definition in self.context.definitions:
             function = definition.node
             if not isinstance(function, cst.FunctionDef) or not isinstance(function.body, cst.IndentedBlock):
@@ -339,8 +335,12 @@ class NoneReachesNonStrBranch(Rule):
             # a None test next to another condition says None is fine for the `isinstance` branches; a statement
             # that dereferences the argument on every path is reported only where the function takes `<x>_embeds`
             # instead (a None test next to another condition is too weak a hint there)
-            self._accepted = {name for name in names if _none_is_accepted(function, name)}
-            self._alternatives = {name for name in names if _embeds_alternative(function, name, names)}
+            self._accepted = names & self._none_accepted(function) if names else set()
+            self._alternatives = {name for name in names if f"{name}_embeds" in names}
+            if self._alternatives:  # `_embeds_alternative`: the body tests `<name>_embeds` against None
+                assert self._file is not None
+                tested = _none_tested(self._file.nodes(function.body, cst.Comparison))
+                self._alternatives = {name for name in self._alternatives if f"{name}_embeds" in tested}
             accepted = self._accepted | self._alternatives
             if not accepted:
                 continue
@@ -382,7 +382,7 @@ class NoneReachesNonStrBranch(Rule):
                         )
                     ):
                         live.discard(name)
-                    elif _binds(statement, name):
+                    elif self._binds(statement, name):
                         live.discard(name)
             elif isinstance(statement, cst.SimpleStatementLine):
                 normalised = {name for name in live if _normalises(statement, name)}
@@ -394,21 +394,46 @@ class NoneReachesNonStrBranch(Rule):
                             message = self.message_first.format(name=name)
                             self.report(node, message, symbol=name, scope=self._scope)
                 live_after = set(live)
-                for assign in walk.nodes(statement, cst.Assign):
+                assert self._file is not None
+                for assign in self._file.nodes(statement, cst.Assign):
                     for target in assign.targets:
                         live -= set(target_names(target.target))
                 updates: list[cst.AugAssign | cst.AnnAssign] = [
-                    *walk.nodes(statement, cst.AugAssign),
-                    *walk.nodes(statement, cst.AnnAssign),
+                    *self._file.nodes(statement, cst.AugAssign),
+                    *self._file.nodes(statement, cst.AnnAssign),
                 ]
                 for update in updates:
                     live -= set(target_names(update.target))
                 live |= live_after & normalised
             elif isinstance(statement, (cst.For, cst.While, cst.With, cst.Try)):
                 # bindings inside make the name unknown afterwards; reads inside loops are left alone
-                live -= {n for n in live if _binds(statement, n)}
+                live -= {n for n in live if self._binds(statement, n)}
                 if isinstance(statement, cst.With):
                     self._block(statement.body.body, live, reported, nested)
+
+    def _binds(self, statement: cst.CSTNode, name: str) -> bool:
+        """Whether `statement` binds `name` (an assignment or `for` target anywhere under it), its names found once."""
+        bound = self._bound.get(id(statement))
+        if bound is None:
+            assert self._file is not None
+            bound = self._bound[id(statement)] = _bound_names(statement, self._file)
+        return name in bound
+
+    def _none_accepted(self, function: cst.FunctionDef) -> set[str]:
+        """The names the function itself treats None as a legitimate value of: it tests `name is None` (or `is not
+        None`) together with another condition (`prompt is None and prompt_embeds is None`, `prompt is not None and
+        isinstance(prompt, str)`), which only makes sense when `name` alone may be None. One pass over the
+        function's own `and`/`or` operations."""
+        assert self._file is not None
+        operations = self._file.own_boolean_operations(function)
+        if operations is None:
+            operations = walk.own_nodes(function, cst.BooleanOperation)
+        found: set[str] = set()
+        for operation in operations:
+            for side in (operation.left, operation.right):
+                if not isinstance(side, cst.BooleanOperation):
+                    found.update(_none_tested(self._file.nodes(side, cst.Comparison)))
+        return found
 
     def _if(self, statement: cst.If, live: set[str], reported: set[str], nested: bool) -> None:
         parsed = _isinstance_of(statement.test)
@@ -449,11 +474,97 @@ def _rejects_or_returns(statements: Sequence[cst.CSTNode]) -> bool:
     return isinstance(last, cst.SimpleStatementLine) and any(isinstance(s, (cst.Raise, cst.Return)) for s in last.body)
 
 
-def _binds(statement: cst.CSTNode, name: str) -> bool:
-    for assign in walk.nodes(statement, cst.Assign):
-        if any(name in target_names(t.target) for t in assign.targets):
-            return True
-    for loop in walk.nodes(statement, cst.For):
-        if name in target_names(loop.target):
-            return True
-    return False
+def _bound_names(statement: cst.CSTNode, file: _FileIndex) -> set[str]:
+    """The names `statement` binds: assignment and `for` targets anywhere under it."""
+    bound: set[str] = set()
+    for assign in file.nodes(statement, cst.Assign):
+        for t in assign.targets:
+            bound.update(target_names(t.target))
+    for loop in file.nodes(statement, cst.For):
+        bound.update(target_names(loop.target))
+    return bound
+
+
+def _none_tested(comparisons: list[cst.Comparison]) -> set[str]:
+    """The names `n` with an `n is None` / `n is not None` among `comparisons` (`_none_comparisons`' test)."""
+    found: set[str] = set()
+    for comparison in comparisons:
+        left = comparison.left
+        if (
+            isinstance(left, cst.Name)
+            and len(comparison.comparisons) == 1
+            and isinstance(comparison.comparisons[0].operator, (cst.Is, cst.IsNot))
+            and isinstance(comparison.comparisons[0].comparator, cst.Name)
+            and comparison.comparisons[0].comparator.value == "None"
+        ):
+            found.add(left.value)
+    return found
+
+
+def _positions(kinds: list[type], kind: type) -> list[int]:
+    """Where `kind` occurs in `kinds`, ascending (`list.index` scans at C speed)."""
+    found: list[int] = []
+    at = -1
+    try:
+        while True:
+            at = kinds.index(kind, at + 1)
+            found.append(at)
+    except ValueError:
+        return found
+
+
+class _FileIndex:
+    """Positions of a few node types in the prepared file's `walk` order: a subtree's nodes of a type are a range of
+    them, found by bisection instead of a walk or an index of the subtree."""
+
+    def __init__(self, order: list[cst.CSTNode] | None) -> None:
+        self.order = order
+        self._kinds = list(map(type, order)) if order is not None else []
+        self._found: dict[type, list[int]] = {}
+
+    def _of(self, kind: type) -> list[int]:
+        found = self._found.get(kind)
+        if found is None:
+            found = self._found[kind] = _positions(self._kinds, kind)
+        return found
+
+    def _within(self, kind: type, start: int, end: int) -> list[int]:
+        found = self._of(kind)
+        return found[bisect_left(found, start) : bisect_left(found, end)]
+
+    def nodes(self, root: cst.CSTNode, kind: type[N]) -> list[N]:
+        """`walk.nodes(root, kind)` for a node type without subclasses."""
+        bounds = walk.span(root) if self.order is not None else None
+        if bounds is None or self.order is None:
+            return walk.nodes(root, kind)
+        order = self.order
+        return [order[i] for i in self._within(kind, *bounds)]  # type: ignore[misc]
+
+    def own_boolean_operations(self, function: cst.FunctionDef) -> list[cst.BooleanOperation] | None:
+        """`walk.own_nodes(function, cst.BooleanOperation)`, or None when the function is not in the prepared file."""
+        bounds = walk.span(function.body) if self.order is not None else None
+        if bounds is None or self.order is None:
+            return None
+        order = self.order
+        start, end = bounds
+        operations = self._within(cst.BooleanOperation, start, end)
+        if not operations:
+            return []
+        nested: list[tuple[int, int]] = []  # spans of the nested scopes, each one not inside another
+        scopes = sorted(
+            i for kind in (cst.FunctionDef, cst.ClassDef, cst.Lambda) for i in self._within(kind, start, end)
+        )
+        for i in scopes:
+            if nested and i < nested[-1][1]:
+                continue
+            scope_bounds = walk.span(order[i])
+            if scope_bounds is None:
+                return None
+            nested.append(scope_bounds)
+        kept = []
+        for i in operations:
+            k = bisect_left(nested, (i + 1,)) - 1  # the last nested scope starting at or before i
+            if k >= 0 and nested[k][0] <= i < nested[k][1]:
+                continue
+            kept.append(order[i])
+        return kept  # type: ignore[return-value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import cast
 
@@ -43,19 +44,46 @@ def _bindings(root: cst.CSTNode) -> set[str]:
     if cached is not None and cached[0] is root:
         return cached[1]
     names: set[str] = set()
-    if isinstance(root, (cst.FunctionDef, cst.ClassDef)):
+    kind = _SHAPES.get(type(root))
+    if kind is None:
+        kind = _shape(type(root))
+    if kind == _DEF:
         pass  # everything under a def is its own scope; its name is counted by the block holding it
-    elif isinstance(root, (cst.SimpleStatementLine, cst.SimpleStatementSuite, cst.IndentedBlock)):
-        for statement in root.body:
+    elif kind == _LINE and _WHERE[0] is not None and _WHERE[0].holds(root):
+        # a line's small statements bind what a walk of the whole line finds: no def, class or block is in it
+        names = _WHERE[0].bindings(root, *cast("tuple[int, int]", walk.span(root)))
+    elif kind == _BLOCK or kind == _LINE:
+        for statement in root.body:  # type: ignore[attr-defined]
             names |= _statement_bindings(statement)
-    elif isinstance(root, cst.BaseCompoundStatement):
-        names = _compound(root)
+    elif kind == _COMPOUND:
+        names = _compound(cast("cst.BaseCompoundStatement", root))
     else:  # a small statement, an expression
         names = _walked_bindings(root)
     if len(_BINDINGS) > _BINDINGS_KEPT:
         _BINDINGS.clear()
     _BINDINGS[id(root)] = (root, names)
     return names
+
+
+_DEF, _LINE, _BLOCK, _COMPOUND, _OTHER = range(5)
+#: node type -> which of `_bindings`' cases it takes (`_shape`), so that each node costs one lookup, not a chain of
+#: `isinstance` calls against libcst's abstract classes
+_SHAPES: dict[type, int] = {}
+
+
+def _shape(kind: type) -> int:
+    if issubclass(kind, (cst.FunctionDef, cst.ClassDef)):
+        shape = _DEF
+    elif issubclass(kind, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+        shape = _LINE
+    elif issubclass(kind, cst.IndentedBlock):
+        shape = _BLOCK
+    elif issubclass(kind, cst.BaseCompoundStatement):
+        shape = _COMPOUND
+    else:
+        shape = _OTHER
+    _SHAPES[kind] = shape
+    return shape
 
 
 def _statement_bindings(statement: cst.CSTNode) -> set[str]:
@@ -108,6 +136,10 @@ def _compound(statement: cst.BaseCompoundStatement) -> set[str]:
 
 def _walked_bindings(root: cst.CSTNode) -> set[str]:
     """`_bindings` by walking every node under `root` (a small statement, an expression)."""
+    where = _WHERE[0]
+    bounds = walk.span(root) if where is not None else None
+    if where is not None and bounds is not None and where.start <= bounds[0] and bounds[1] <= where.end:
+        return where.bindings(root, bounds[0], bounds[1])
     under = list(walk.walk(root))
     if not any(type(n) in _BINDER_TYPES for n in under):
         return set()
@@ -139,6 +171,93 @@ def _walked_bindings(root: cst.CSTNode) -> set[str]:
         elif isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node is not root:
             names.add(node.name.value)
     return names
+
+
+def _binder_names(node: cst.CSTNode, root: cst.CSTNode, names: set[str]) -> None:
+    """Add the names one binding node (of a type in `_BINDER_TYPES`) binds, as `_walked_bindings` takes them."""
+    kind = type(node)
+    if kind is cst.Assign:
+        for target in node.targets:  # type: ignore[attr-defined]
+            names.update(target_names(target.target))
+    elif kind is cst.AnnAssign or kind is cst.AugAssign or kind is cst.NamedExpr or kind is cst.For:
+        names.update(target_names(node.target))  # type: ignore[attr-defined]
+    elif kind is cst.WithItem:
+        if node.asname is not None:  # type: ignore[attr-defined]
+            names.update(target_names(node.asname.name))  # type: ignore[attr-defined]
+    elif kind is cst.AsName:
+        names.update(target_names(node.name))  # type: ignore[attr-defined]
+    elif kind is cst.Import or kind is cst.ImportFrom:
+        if not isinstance(node.names, cst.ImportStar):  # type: ignore[attr-defined]
+            names.update((a.evaluated_name or "").split(".")[0] for a in node.names if a.asname is None)  # type: ignore[attr-defined]
+    elif kind is cst.Global or kind is cst.Nonlocal:
+        names.update(n.name.value for n in node.names)  # type: ignore[attr-defined]
+    elif kind is cst.Del:
+        names.update(target_names(node.target))  # type: ignore[attr-defined]
+    elif (kind is cst.FunctionDef or kind is cst.ClassDef) and node is not root:
+        names.add(node.name.value)  # type: ignore[attr-defined]
+
+
+class _Where:
+    """Where the binding nodes, nested scopes and names of the function being checked lie in the prepared file's
+    walk order (`walk.span`): `_walked_bindings` and `_read_of` of a node in the function look up its slice by
+    bisection instead of walking it. Built from the function body's cached index (`walk.index`), whose groups
+    are in walk order."""
+
+    def __init__(self, body: cst.CSTNode, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        groups = walk.index(body)
+        binders: list[tuple[int, cst.CSTNode]] = []
+        for kind in _BINDER_TYPES:
+            for node in groups.get(kind, ()):
+                binders.append((_start(node), node))
+        binders.sort(key=lambda pair: pair[0])
+        self.binder_at = [at for at, _node in binders]
+        self.binders = [node for _at, node in binders]
+        scopes = sorted(
+            (cast("tuple[int, int]", walk.span(node)) for kind in _NESTED for node in groups.get(kind, ())),
+        )
+        self.scope_at = [at for at, _end in scopes]
+        self.scopes = scopes
+        self.all_names = cast("list[cst.Name]", groups.get(cst.Name, []))
+        self.names: dict[str, list[int]] = {}
+
+    def bindings(self, root: cst.CSTNode, start: int, end: int) -> set[str]:
+        """`_walked_bindings(root)`, `root` spanning [start, end) in the function."""
+        at = self.binder_at
+        low = bisect_left(at, start)
+        high = bisect_left(at, end, low)
+        names: set[str] = set()
+        if low == high:
+            return names
+        scopes = self.scopes[bisect_left(self.scope_at, start) : bisect_left(self.scope_at, end)]
+        for position, node in zip(at[low:high], self.binders[low:high], strict=True):
+            if scopes and any(first < position < last for first, last in scopes):
+                continue  # inside a nested def, class or lambda under `root`
+            _binder_names(node, root, names)
+        return names
+
+    def holds(self, node: cst.CSTNode) -> bool:
+        """Whether `node` is a node of the function, in the prepared file."""
+        bounds = walk.span(node)
+        return bounds is not None and self.start <= bounds[0] and bounds[1] <= self.end
+
+    def mentions(self, name: str, start: int, end: int) -> bool:
+        """Whether a `Name` node spelled `name` lies in [start, end)."""
+        found = self.names.get(name)
+        if found is None:  # worked out on the first question about `name`, in walk order
+            found = self.names[name] = [_start(n) for n in self.all_names if n.value == name]
+        if not found:
+            return False
+        index = bisect_left(found, start)
+        return index < len(found) and found[index] < end
+
+
+def _start(node: cst.CSTNode) -> int:
+    return cast("tuple[int, int]", walk.span(node))[0]
+
+
+#: the `_Where` of the function being checked, when the file was prepared (`walk.prepare`)
+_WHERE: list[_Where | None] = [None]
 
 
 #: `_bindings` by node id (with the node, so a reused id is never mistaken), for the file being checked, bounded
@@ -207,6 +326,16 @@ def _first_unbound_read(statements: Sequence[cst.CSTNode], name: str) -> cst.Nam
 
 
 def _read_of(node: cst.CSTNode, name: str) -> cst.Name | None:
+    where = _WHERE[0]
+    if where is not None:
+        bounds = walk.span(node)
+        if (
+            bounds is not None
+            and where.start <= bounds[0]
+            and bounds[1] <= where.end
+            and not where.mentions(name, bounds[0], bounds[1])
+        ):
+            return None  # no `Name` spelled `name` under `node`
     return next((n for n in _reads(node) if n.value == name), None)
 
 
@@ -220,11 +349,28 @@ def _conjuncts(test: cst.BaseExpression) -> set[str]:
 
 
 def _subjects(test: cst.CSTNode) -> set[str]:
-    """The variables a test looks at: bare names and whole attribute chains (`self.do_pag`), `self` left out."""
+    """The variables a test looks at: bare names and whole attribute chains (`self.do_pag`), `self` left out.
+    Worked out once per node of the file (`_SUBJECTS`); not to be changed by the caller."""
+    cached = _SUBJECTS.get(id(test))
+    if cached is not None and cached[0] is test:
+        return cached[1]
     inner = {id(n) for a in walk.nodes(test, cst.Attribute) for n in walk.walk(a) if n is not a}
     found = {_code(a) for a in walk.nodes(test, cst.Attribute) if id(a) not in inner}
     found |= {n.value for n in walk.nodes(test, cst.Name) if id(n) not in inner and n.value != "self"}
+    if len(_SUBJECTS) > _BINDINGS_KEPT:
+        _SUBJECTS.clear()
+    _SUBJECTS[id(test)] = (test, found)
     return found
+
+
+#: `_subjects` by node id (with the node), for the file being checked, bounded
+_SUBJECTS: dict[int, tuple[cst.CSTNode, set[str]]] = {}
+
+
+def _block_subjects(statements: Sequence[cst.CSTNode]) -> set[str]:
+    """`_subjects` of a block of these statements: an attribute chain lies within one statement, so the block's
+    subjects are its statements' together."""
+    return set().union(*(_subjects(statement) for statement in statements))
 
 
 def _tests(statement: cst.If) -> list[tuple[cst.BaseExpression, Sequence[cst.CSTNode]]]:
@@ -237,10 +383,27 @@ def _tests(statement: cst.If) -> list[tuple[cst.BaseExpression, Sequence[cst.CST
     return branches
 
 
+#: the node types `_binders` looks at (none has a subclass in libcst)
+_BINDER_KINDS = (
+    cst.Assign,
+    cst.AnnAssign,
+    cst.AugAssign,
+    cst.NamedExpr,
+    cst.For,
+    cst.WithItem,
+    cst.AsName,
+    cst.Import,
+    cst.ImportFrom,
+    cst.Global,
+    cst.Nonlocal,
+    cst.Del,
+)
+
+
 def _binders(root: cst.CSTNode, name: str) -> list[cst.CSTNode]:
-    """The statements and expressions under `root` that bind `name`."""
+    """The statements and expressions under `root` that bind `name` (grouped by type, not in walk order)."""
     found: list[cst.CSTNode] = []
-    for node in walk.walk(root):
+    for node in (n for kind in _BINDER_KINDS for n in walk.nodes(root, kind)):
         if isinstance(node, cst.Assign):
             if any(name in target_names(t.target) for t in node.targets):
                 found.append(node)
@@ -444,17 +607,22 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
 
     def check(self) -> None:
         _BINDINGS.clear()  # another file's nodes: let them go
+        _SUBJECTS.clear()
+        _WHERE[0] = None
         for definition in self.context.definitions:
             function = definition.node
             if not isinstance(function, cst.FunctionDef) or not walk.own_nodes(function, cst.If):
                 continue
             self._scope = definition.qualname
+            bounds = walk.span(function.body)
+            _WHERE[0] = _Where(function.body, *bounds) if bounds is not None else None
             bound = {p.name.value for p in parameters(function)}
             for star in (function.params.star_arg, function.params.star_kwarg):
                 if isinstance(star, cst.Param):
                     bound.add(star.name.value)  # `*args`, `**kwargs`
             self._block(function.body.body, bound)
             self._later_blocks(function, function.body.body, None)
+        _WHERE[0] = None
 
     def _later_blocks(
         self, function: cst.FunctionDef, statements: Sequence[cst.CSTNode], loop: cst.CSTNode | None
@@ -488,10 +656,7 @@ class NameReadInBranchBoundOnlyInSibling(Rule):
         for k, (test, body) in enumerate(branches[1:], start=1):
             if any(_subjects(t) & _subjects(test) for t, _ in branches[:k]):
                 continue  # tests of one variable (`len(x) == 2`, `len(x) == 3`) may exclude each other
-            if not any(
-                _subjects(test) & _subjects(cst.IndentedBlock(body=cast("list[cst.BaseStatement]", list(b))))
-                for _, b in branches[:k]
-            ):
+            if not any(_subjects(test) & _block_subjects(b) for _, b in branches[:k]):
                 continue  # only an earlier branch that handles the `elif`'s flag too shows both can be on
             block = cst.IndentedBlock(body=cast("list[cst.BaseStatement]", list(body)))
             inside = {id(n) for n in walk.walk(block)}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
+from typing import cast
 
 import libcst as cst
 
@@ -33,7 +35,36 @@ def _chain(statement: cst.If) -> tuple[list[tuple[cst.BaseExpression, cst.BaseSu
     return branches, False
 
 
+class _Names:
+    """Where the `Name` nodes of the function being checked lie in the prepared file's walk order (`walk.span`), by
+    spelling, worked out on the first question about a spelling: whether a node of the function mentions a name
+    is then a bisection, not a walk of its subtree."""
+
+    def __init__(self, body: cst.CSTNode, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.all = cast("list[cst.Name]", walk.index(body).get(cst.Name, []))
+        self.at: dict[str, list[int]] = {}
+
+    def mentions(self, node: cst.CSTNode, name: str) -> bool | None:
+        """Whether a `Name` spelled `name` lies under `node`; None when `node` is not in the function."""
+        bounds = walk.span(node)
+        if bounds is None or bounds[0] < self.start or bounds[1] > self.end:
+            return None
+        found = self.at.get(name)
+        if found is None:  # the index lists nodes in walk order: the positions come sorted
+            found = self.at[name] = [cast("tuple[int, int]", walk.span(n))[0] for n in self.all if n.value == name]
+        index = bisect_left(found, bounds[0])
+        return index < len(found) and found[index] < bounds[1]
+
+
+#: the `_Names` of the function being checked, when its file was prepared (`walk.prepare`)
+_NAMES: list[_Names | None] = [None]
+
+
 def _binds(node: cst.CSTNode, name: str) -> bool:
+    names = _NAMES[0]
+    if names is not None and names.mentions(node, name) is False:
+        return False  # a binding of `name` has a `Name` spelled `name` in its target
     for assign in walk.nodes(node, cst.Assign):
         if any(name in target_names(t.target) for t in assign.targets):
             return True
@@ -45,6 +76,11 @@ def _binds(node: cst.CSTNode, name: str) -> bool:
 
 
 def _mentions(node: cst.CSTNode, name: str) -> bool:
+    names = _NAMES[0]
+    if names is not None:
+        found = names.mentions(node, name)
+        if found is not None:
+            return found
     return any(n.value == name for n in walk.nodes(node, cst.Name))
 
 
@@ -308,6 +344,7 @@ class OptionalArgumentComputedOnlyUnderFlag(Rule):
     ]
 
     def check(self) -> None:
+        _NAMES[0] = None
         for function in walk.nodes(self.context.module, cst.FunctionDef):
             optional = [
                 p.name.value
@@ -316,8 +353,15 @@ class OptionalArgumentComputedOnlyUnderFlag(Rule):
             ]
             if not isinstance(function.body, cst.IndentedBlock):
                 continue
+            bounds = walk.span(function.body)
+            _NAMES[0] = _Names(function.body, *bounds) if bounds is not None and optional else None
             for name in optional:
                 self._follow(function.body.body, name)
+            _NAMES[0] = None
+            if not any(
+                i.orelse is None and _self_component(i.test) is not None for i in walk.own_nodes(function, cst.If)
+            ):
+                continue  # `_components` looks only at such an `if`, and each one in its blocks is the function's own
             compounds: list[cst.For | cst.While | cst.With | cst.If | cst.Else] = [
                 *walk.own_nodes(function, cst.For),
                 *walk.own_nodes(function, cst.While),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import libcst as cst
 
@@ -16,6 +17,31 @@ _FLOAT32 = frozenset({"torch.float32", "torch.float"})
 #: (`npu` as a word of its own: `is_npu`, `"npu"`, not the letters of `input`)
 _COVERED = re.compile(r"(?<![a-z])npu(?![a-z])|is_available|backends|maybe_adjust_dtype_for_device")
 _MPS = re.compile(r"(?<![a-z])mps(?![a-z])")
+N = TypeVar("N", bound=cst.CSTNode)
+#: the node types that `check` asks each scope for
+_OWN_KINDS = (cst.IfExp, cst.If, cst.Assign)
+
+
+def _own_nodes(module: cst.Module) -> dict[int, dict[type, list[cst.CSTNode]]]:
+    """`walk.own_nodes(scope, kind)` for the module and every function at once, by `id(scope)` and kind, in one
+    walk of the file (in walk order): a node belongs to the body of its nearest function (to the module outside
+    any), to no scope inside a class body, a lambda or a function's signature or decorators."""
+    found: dict[int, dict[type, list[cst.CSTNode]]] = {}
+    stack: list[tuple[cst.CSTNode, cst.CSTNode | None]] = [(module, module)]
+    children = walk._children
+    while stack:
+        node, owner = stack.pop()
+        kind = type(node)
+        if owner is not None and kind in _OWN_KINDS:
+            found.setdefault(id(owner), {}).setdefault(kind, []).append(node)
+        if kind is cst.FunctionDef:
+            body = node.body  # type: ignore[attr-defined]
+            stack.extend((child, node if child is body else None) for child in reversed(children(node)))
+        elif kind is cst.ClassDef or kind is cst.Lambda:
+            stack.extend((child, None) for child in reversed(children(node)))
+        else:
+            stack.extend((child, owner) for child in reversed(children(node)))
+    return found
 
 
 class Float64FallbackMissesNpu(Rule):
@@ -136,21 +162,28 @@ class Float64FallbackMissesNpu(Rule):
         source = self.context.source
         if "float64" not in source and "double" not in source:
             return
+        if "mps" not in source:
+            return  # the code of any test is part of the source: no test asks about MPS
         scopes: list[cst.FunctionDef | cst.Module] = [self.context.module]
         scopes += walk.nodes(self.context.module, cst.FunctionDef)
+        self._own = _own_nodes(self.context.module)
         for scope in scopes:
-            mps_names = self._mps_names(scope)
-            for node in walk.own_nodes(scope, cst.IfExp):
+            mps_names: list[set[str]] = []  # `_mps_names(scope)`, once a test needs it
+            for node in self._own_of(scope, cst.IfExp):
                 sides = {self._kind(node.body), self._kind(node.orelse)}
-                if sides == {"f32", "f64"} and self._mps_only(node.test, mps_names):
+                if sides == {"f32", "f64"} and self._mps_only(node.test, scope, mps_names):
                     self._report(node, node.test, scope)
-            for if_node in walk.own_nodes(scope, cst.If):
-                if if_node.orelse is None or not self._mps_only(if_node.test, mps_names):
+            for if_node in self._own_of(scope, cst.If):
+                if if_node.orelse is None or not self._mps_only(if_node.test, scope, mps_names):
                     continue
                 inner = {self._kind(n) for n in walk.nodes(if_node.body, cst.Attribute)}
                 other = {self._kind(n) for n in walk.nodes(if_node.orelse, cst.Attribute)}
                 if "f32" in inner and "f64" in other:
                     self._report(if_node, if_node.test, scope)
+
+    def _own_of(self, scope: cst.FunctionDef | cst.Module, kind: type[N]) -> list[N]:
+        """`walk.own_nodes(scope, kind)`, from the one walk of `_own_nodes`."""
+        return list(self._own.get(id(scope), {}).get(kind, ()))  # type: ignore[arg-type]
 
     def _report(self, node: cst.CSTNode, test: cst.BaseExpression, scope: cst.FunctionDef | cst.Module) -> None:
         text = self.context.module.code_for_node(test).strip()
@@ -165,19 +198,24 @@ class Float64FallbackMissesNpu(Rule):
             return "f32"
         return None
 
-    def _mps_only(self, test: cst.BaseExpression, mps_names: set[str]) -> bool:
-        """Whether `test` asks "is this device MPS?" and nothing about NPU or the machine."""
+    def _mps_only(
+        self, test: cst.BaseExpression, scope: cst.FunctionDef | cst.Module, mps_names: list[set[str]]
+    ) -> bool:
+        """Whether `test` asks "is this device MPS?" and nothing about NPU or the machine (`mps_names` caches
+        `_mps_names(scope)`)."""
         text = self.context.module.code_for_node(test)
         if _COVERED.search(text):
             return False
         if _MPS.search(text) and "device" in text:
             return True
-        return bool({n.value for n in walk.nodes(test, cst.Name)} & mps_names)
+        if not mps_names:
+            mps_names.append(self._mps_names(scope))
+        return bool({n.value for n in walk.nodes(test, cst.Name)} & mps_names[0])
 
     def _mps_names(self, scope: cst.FunctionDef | cst.Module) -> set[str]:
         """Variables of `scope` assigned a device-is-MPS test (`is_mps = x.device.type == "mps"`)."""
         found: set[str] = set()
-        for assign in walk.own_nodes(scope, cst.Assign):
+        for assign in self._own_of(scope, cst.Assign):
             if len(assign.targets) != 1 or not isinstance(assign.targets[0].target, cst.Name):
                 continue
             text = self.context.module.code_for_node(assign.value)

@@ -67,9 +67,68 @@ def _one_assign(statement: cst.CSTNode) -> cst.Assign | cst.AugAssign | None:
     return None
 
 
-def _mirror(statement: cst.CSTNode, module: cst.Module) -> _Mirror | None:
-    """The parts of a simple assignment, or of an `if` without `else` whose body is one simple assignment, when
-    its target names an axis (only such a statement can be either line of a mirrored pair)."""
+@dataclass(frozen=True)
+class _Target:
+    """The first half of a `_Mirror`, enough to tell whether two statements can be a pair: the target's tokens
+    (with an augmented operator), without generating the code of the value or the guard."""
+
+    test: cst.BaseExpression | None
+    target: tuple[tuple[int, str], ...]
+    #: the target's code (with an augmented operator), None until `_mirror` needs its length
+    target_code: str | None
+    assign: cst.Assign | cst.AugAssign
+    bound: str | None
+
+
+def _quick_tokens(node: cst.CSTNode, out: list[tuple[int, str]]) -> bool:
+    """Append the tokens of a plain target (the shapes `_quick_names` takes) to `out`, as `_tokens` would find
+    them in its code, without generating the code; False for another shape."""
+    kind = type(node)
+    if kind is cst.Element or kind is cst.StarredElement:
+        if kind is cst.StarredElement:
+            out.extend(_OPEN * len(node.lpar))  # type: ignore[attr-defined]
+            out.append(_STAR)
+        if not _quick_tokens(node.value, out):  # type: ignore[attr-defined]
+            return False
+        if kind is cst.StarredElement:
+            out.extend(_CLOSE * len(node.rpar))  # type: ignore[attr-defined]
+        if type(node.comma) is cst.Comma:  # type: ignore[attr-defined]
+            out.append(_COMMA)
+        return True
+    if kind is not cst.Name and kind is not cst.Attribute and kind is not cst.Tuple and kind is not cst.List:
+        return False
+    out.extend(_OPEN * len(node.lpar))  # type: ignore[attr-defined]
+    if kind is cst.Name:
+        out.append((token.NAME, node.value))  # type: ignore[attr-defined]
+    elif kind is cst.Attribute:
+        if not _quick_tokens(node.value, out) or not _quick_tokens(node.attr, out):  # type: ignore[attr-defined]
+            return False
+        out.insert(len(out) - 1 - len(node.attr.rpar), _DOT)  # type: ignore[attr-defined]
+    else:
+        if kind is cst.List:
+            out.append(_OPEN_LIST)
+        for element in node.elements:  # type: ignore[attr-defined]
+            if not _quick_tokens(element, out):
+                return False
+        if kind is cst.List:
+            out.append(_CLOSE_LIST)
+    out.extend(_CLOSE * len(node.rpar))  # type: ignore[attr-defined]
+    return True
+
+
+_OPEN, _CLOSE, _STAR, _COMMA, _DOT = (
+    ((token.OP, "("),),
+    ((token.OP, ")"),),
+    (token.OP, "*"),
+    (token.OP, ","),
+    (token.OP, "."),
+)
+_OPEN_LIST, _CLOSE_LIST = (token.OP, "["), (token.OP, "]")
+
+
+def _target(statement: cst.CSTNode, module: cst.Module) -> _Target | None:
+    """The target of a simple assignment, or of an `if` without `else` whose body is one simple assignment, when
+    it names an axis (only such a statement can be either line of a mirrored pair)."""
     test: cst.BaseExpression | None = None
     if isinstance(statement, cst.If):
         body = statement.body.body if isinstance(statement.body, cst.IndentedBlock) else ()
@@ -79,27 +138,43 @@ def _mirror(statement: cst.CSTNode, module: cst.Module) -> _Mirror | None:
     assign = _one_assign(statement)
     if assign is None:
         return None
-    target_of = assign.targets[0].target if isinstance(assign, cst.Assign) else assign.target
-    quick = _quick_names(target_of)
-    if quick is not None and not any(AXES.intersection(_WORD_PART_RE.findall(name)) for name in quick):
+    target_node = assign.targets[0].target if isinstance(assign, cst.Assign) else assign.target
+    quick = _quick_names(target_node)
+    if quick is not None and not any(_has_axis(name) for name in quick):
         return None  # no axis in the target: skip generating its code
-    if isinstance(assign, cst.Assign):
-        target_node = assign.targets[0].target
-        target_code = module.code_for_node(target_node)
-    else:
-        target_node = assign.target
-        target_code = module.code_for_node(target_node) + " " + type(assign.operator).__name__
+    bound = target_node.value if isinstance(target_node, cst.Name) else None
+    items: list[tuple[int, str]] = []
+    if quick is not None and _quick_tokens(target_node, items):
+        # a plain target that names an axis: its code would name it too, and its tokens are known without it
+        if isinstance(assign, cst.AugAssign):
+            items.append((token.NAME, type(assign.operator).__name__))
+        return _Target(test, tuple(items), None, assign, bound)
+    target_code = _target_code(assign, module)
     if not AXES.intersection(_WORD_PART_RE.findall(target_code)):
         return None
-    value_code = module.code_for_node(assign.value)
+    target = _tokens(target_code)
+    if target is None:
+        return None
+    return _Target(test, target, target_code, assign, bound)
+
+
+def _target_code(assign: cst.Assign | cst.AugAssign, module: cst.Module) -> str:
+    if isinstance(assign, cst.Assign):
+        return module.code_for_node(assign.targets[0].target)
+    return module.code_for_node(assign.target) + " " + type(assign.operator).__name__
+
+
+def _mirror(found: _Target, module: cst.Module) -> _Mirror | None:
+    """The parts of a statement whose target `_target` found: its guard, target and value as tokens."""
+    target_code = found.target_code if found.target_code is not None else _target_code(found.assign, module)
+    value_code = module.code_for_node(found.assign.value)
     if len(target_code) + len(value_code) > MAX_CHARS:
         return None
-    guard = _tokens(module.code_for_node(test)) if test is not None else ()
-    target, value = _tokens(target_code), _tokens(value_code)
-    if guard is None or target is None or value is None:
+    guard = _tokens(module.code_for_node(found.test)) if found.test is not None else ()
+    value = _tokens(value_code)
+    if guard is None or value is None:
         return None
-    bound = target_node.value if isinstance(target_node, cst.Name) else None
-    return _Mirror(guard, target, value, assign, bound)
+    return _Mirror(guard, found.target, value, found.assign, found.bound)
 
 
 def _quick_names(node: cst.BaseExpression) -> list[str] | None:
@@ -124,23 +199,58 @@ def _quick_names(node: cst.BaseExpression) -> list[str] | None:
 def _target_names(statement: cst.CSTNode) -> list[str] | None:
     """The identifiers of the target of a statement `_mirror` may take (an `if`'s one assignment included);
     `[]` for any other statement, None when the target needs its code to tell."""
-    if isinstance(statement, cst.If) and isinstance(statement.body, cst.IndentedBlock):
-        if statement.orelse is not None or len(statement.body.body) != 1:
+    # exact type tests: none of these libcst node classes has subclasses
+    if type(statement) is cst.If:
+        body = statement.body
+        if type(body) is not cst.IndentedBlock:
+            return []  # a one-line `if x: y = 1` is no mirror
+        if statement.orelse is not None or len(body.body) != 1:
             return []
-        statement = statement.body.body[0]
-    assign = _one_assign(statement)
-    if assign is None:
+        statement = body.body[0]
+    if type(statement) is not cst.SimpleStatementLine or len(statement.body) != 1:
         return []
-    return _quick_names(assign.targets[0].target if isinstance(assign, cst.Assign) else assign.target)
+    small = statement.body[0]
+    if type(small) is cst.Assign:
+        if len(small.targets) != 1:
+            return []
+        return _quick_names(small.targets[0].target)
+    if type(small) is cst.AugAssign:
+        return _quick_names(small.target)
+    return []
+
+
+#: each family's renaming, both directions at once
+_MAPPINGS: tuple[dict[str, str], ...] = tuple(
+    {a: b for a, b in family} | {b: a for a, b in family} for family in FAMILIES
+)
+#: a name renamed by each family in turn (a cache: names repeat across a file)
+_RENAMED: dict[str, tuple[str, ...]] = {}
+#: whether a target name has a word part that some family renames (a cache)
+_HAS_AXIS: dict[str, bool] = {}
+
+
+def _renamed(name: str) -> tuple[str, ...]:
+    found = _RENAMED.get(name)
+    if found is None:
+        parts = _parts(name)
+        found = _RENAMED[name] = tuple("_".join(mapping.get(part, part) for part in parts) for mapping in _MAPPINGS)
+    return found
+
+
+def _has_axis(name: str) -> bool:
+    found = _HAS_AXIS.get(name)
+    if found is None:
+        found = _HAS_AXIS[name] = bool(AXES.intersection(_WORD_PART_RE.findall(name)))
+    return found
 
 
 def _renames(first: list[str], second: list[str]) -> bool:
     """Whether one family renames the word parts of `first` into `second` (and they differ)."""
     if len(first) != len(second) or first == second:
         return False
-    for family in FAMILIES:
-        mapping = {a: b for a, b in family} | {b: a for a, b in family}
-        if ["_".join(mapping.get(part, part) for part in _parts(name)) for name in first] == second:
+    renamed = [_renamed(name) for name in first]
+    for index in range(len(_MAPPINGS)):
+        if all(names[index] == other for names, other in zip(renamed, second, strict=True)):
             return True
     return False
 
@@ -414,30 +524,56 @@ class MirroredLineSlip(Rule):
     def check(self) -> None:
         module = self.context.module
         self._names: dict[int, set[str]] = {}
+        self._targets: dict[int, _Target | None] = {}
+        self._made: dict[int, _Mirror | None] = {}
         self._visit(module.body, module, "")
+
+    def _target(self, node: cst.CSTNode) -> _Target | None:
+        key = id(node)
+        targets = self._targets
+        if key not in targets:
+            targets[key] = _target(node, self.context.module)
+        return targets[key]
+
+    def _mirror(self, node: cst.CSTNode, found: _Target) -> _Mirror | None:
+        key = id(node)
+        made = self._made
+        if key not in made:
+            made[key] = _mirror(found, self.context.module)
+        return made[key]
 
     def _visit(self, body: Sequence[cst.CSTNode], owner: cst.CSTNode, scope: str) -> None:
         previous: cst.CSTNode | None = None
-        previous_names: list[str] | None = None
-        made: dict[int, _Mirror | None] = {}
-
-        def mirror(node: cst.CSTNode) -> _Mirror | None:
-            if id(node) not in made:
-                made[id(node)] = _mirror(node, self.context.module)
-            return made[id(node)]
-
+        previous_names: list[str] | None = []
         for statement in body:
             names = _target_names(statement)
-            # two targets that no family renames into each other cannot be a mirrored pair: skip their code
-            if previous is not None and (names is None or previous_names is None or _renames(previous_names, names)):
-                first, second = mirror(previous), mirror(statement)
-                if first is not None and second is not None:
-                    self._compare(first, second, owner, scope)
+            # a statement that no mirror can be made of (`[]`: not an assignment, or no axis in a plain target)
+            # cannot be either line of a pair; two targets that no family renames into each other neither
+            if (
+                names != []
+                and previous_names != []
+                and previous is not None
+                and (names is None or previous_names is None or _renames(previous_names, names))
+            ):
+                first_target, second_target = self._target(previous), self._target(statement)
+                # `_compare` needs the target of the second to be the renamed target of the first: only then are
+                # the values and guards worth generating
+                if (
+                    first_target is not None
+                    and second_target is not None
+                    and any(_rename(first_target.target, mapping) == second_target.target for mapping in _MAPPINGS)
+                ):
+                    first, second = self._mirror(previous, first_target), self._mirror(statement, second_target)
+                    if first is not None and second is not None:
+                        self._compare(first, second, owner, scope)
             previous, previous_names = statement, names
+            kind = type(statement)
+            if kind is cst.SimpleStatementLine:
+                continue
             if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
                 name = f"{scope}.{statement.name.value}" if scope else statement.name.value
-                inner = statement if isinstance(statement, cst.FunctionDef) else owner
-                if isinstance(statement.body, cst.IndentedBlock):
+                inner = statement if kind is cst.FunctionDef else owner
+                if type(statement.body) is cst.IndentedBlock:
                     self._visit(statement.body.body, inner, name)
             elif isinstance(statement, cst.BaseCompoundStatement):
                 for block in nested_blocks(statement):

@@ -44,8 +44,9 @@ class Boundary:
 
 
 BOUNDARIES = {
-    # the rules and the engine that runs them: pure, stdlib and libcst only
-    "analyzers": Boundary(ours=frozenset({"analyzers"}), only=frozenset({"libcst"})),
+    # the rules and the engine that runs them: pure, stdlib and libcst only, and pyahocorasick's string search (the
+    # prefilter's one pass over a file for every rule's needles, `analyzers.rule.Prefilter`): no I/O, no services
+    "analyzers": Boundary(ours=frozenset({"analyzers"}), only=frozenset({"libcst", "ahocorasick"})),
     # Redis streams and tarballs, shared by bot and runners
     "common": Boundary(ours=frozenset({"common"}), never=COMPUTE),
     # the review engine and the isolated worker pool, which `drbot review` and the App run

@@ -15,25 +15,23 @@ from analyzers.matchers import conjuncts, names_read, parameters, target_names
 
 _NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 _NESTED_TYPES = frozenset(_NESTED)
-#: the node types `_walked_bindings` takes names from (exact types: each is a concrete libcst class)
-_BINDER_TYPES = frozenset(
-    {
-        cst.Assign,
-        cst.AnnAssign,
-        cst.AugAssign,
-        cst.NamedExpr,
-        cst.For,
-        cst.WithItem,
-        cst.AsName,
-        cst.Import,
-        cst.ImportFrom,
-        cst.Global,
-        cst.Nonlocal,
-        cst.Del,
-        cst.FunctionDef,
-        cst.ClassDef,
-    }
+#: the node types `_binders` looks at (none has a subclass in libcst)
+_BINDER_KINDS = (
+    cst.Assign,
+    cst.AnnAssign,
+    cst.AugAssign,
+    cst.NamedExpr,
+    cst.For,
+    cst.WithItem,
+    cst.AsName,
+    cst.Import,
+    cst.ImportFrom,
+    cst.Global,
+    cst.Nonlocal,
+    cst.Del,
 )
+#: the node types `_walked_bindings` takes names from (exact types: each is a concrete libcst class)
+_BINDER_TYPES = frozenset({*_BINDER_KINDS, cst.FunctionDef, cst.ClassDef})
 
 
 def _bindings(root: cst.CSTNode) -> set[str]:
@@ -381,23 +379,6 @@ def _tests(statement: cst.If) -> list[tuple[cst.BaseExpression, Sequence[cst.CST
         branches.append((current.test, current.body.body))
         current = current.orelse
     return branches
-
-
-#: the node types `_binders` looks at (none has a subclass in libcst)
-_BINDER_KINDS = (
-    cst.Assign,
-    cst.AnnAssign,
-    cst.AugAssign,
-    cst.NamedExpr,
-    cst.For,
-    cst.WithItem,
-    cst.AsName,
-    cst.Import,
-    cst.ImportFrom,
-    cst.Global,
-    cst.Nonlocal,
-    cst.Del,
-)
 
 
 def _binders(root: cst.CSTNode, name: str) -> list[cst.CSTNode]:

@@ -79,7 +79,7 @@ class Project:
     #: (a parse takes some 30 bytes of memory per byte of text): a scan of diffusers asks for the same neighbours
     #: from files far apart (a model from its pipelines, the LoRA loaders from every pipeline); with 64 modules and
     #: no byte bound it parsed 41 of them twice (1.5 s), with these 10 (the analysed file asked for later)
-    CACHE_SIZE = 4096
+    MODULES_KEPT = 4096
     MODULE_BYTES_KEPT = 16_000_000
     #: parses of analysed files kept (`remember`) until a rule asks for them as neighbours
     REMEMBERED_KEPT = 8
@@ -119,7 +119,7 @@ class Project:
         finally:
             self._recorders.pop()
 
-    def _cached(self, cache: OrderedDict, key: str, make: Callable[[], object], kept: int | None = None):
+    def _cached(self, cache: OrderedDict, key: str, make: Callable[[], object], kept: int):
         if key in cache:
             cache.move_to_end(key)
             if self._recorders:
@@ -130,7 +130,7 @@ class Project:
         self._behind[(id(cache), key)] = reads
         if self._recorders:
             self._recorders[-1].update(reads)
-        if len(cache) > (kept or self.CACHE_SIZE):
+        if len(cache) > kept:
             old, _ = cache.popitem(last=False)
             self._behind.pop((id(cache), old), None)
         return value
@@ -262,14 +262,14 @@ class Project:
             self._module_bytes += len(text)
             return parse_shared(text)
 
-        module = self._cached(self._modules, dotted, load, kept=sys.maxsize)
+        module = self._cached(self._modules, dotted, load, sys.maxsize)  # bounded by `_trim_modules`
         self._trim_modules()
         return module
 
     def _trim_modules(self) -> None:
         """Forget the least recently asked-for parses while those kept hold more than `MODULE_BYTES_KEPT` of text."""
         while len(self._modules) > 1 and (
-            len(self._modules) > self.CACHE_SIZE or self._module_bytes > self.MODULE_BYTES_KEPT
+            len(self._modules) > self.MODULES_KEPT or self._module_bytes > self.MODULE_BYTES_KEPT
         ):
             old, _ = self._modules.popitem(last=False)
             self._behind.pop((id(self._modules), old), None)
@@ -307,7 +307,7 @@ class Project:
             module = self.module(dotted)
             return {} if module is None else module_imports(module, dotted, self._packages.get(dotted, False))
 
-        return self._cached(self._imports, dotted, build)
+        return self._cached(self._imports, dotted, build, self.MODULES_KEPT)  # a table per module kept
 
     def locate_class(self, dotted: str, name: str, max_hops: int = 4) -> tuple[str, cst.ClassDef] | None:
         """Find the class that `name` (`Foo` or `mod.Foo`) means inside module `dotted`, following imports."""
